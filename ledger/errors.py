@@ -1,0 +1,106 @@
+"""Typed errors, sorted by whose fault it is.
+
+::
+
+    GovLedgerError
+    |-- Rejected            the input is at fault: record a signed denial and move on
+    |   |-- InvalidEvent    bad bytes, non-canonical JSON, schema error, unknown kind/version
+    |   |-- BadSignature    unknown/revoked/weak key, signature mismatch
+    |   `-- LineageError    unknown/revoked parent, widening, cycle, depth
+    |-- ProofError          a proof or checkpoint does not verify (carries expected/calculated)
+    |-- ConfigError         the operator is at fault: bad settings, key file, keyring, policy
+    `-- Unavailable         the system is at fault: retry or crash; never grant, never drop
+
+Every ``Rejected`` carries exactly one :class:`Reason` code from DESIGN.md section 3, so a
+denial can always be signed and recorded. Third-party errors are translated at the boundary
+with ``raise ... from exc``. This module is pure: the functional core imports it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Reason codes, in the order the checks run (DESIGN.md section 3)."""
+
+    MALFORMED = "MALFORMED"
+    NON_CANONICAL = "NON_CANONICAL"
+    OVERSIZED = "OVERSIZED"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    SIGNATURE_MISSING = "SIGNATURE_MISSING"
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"
+    KEY_UNKNOWN = "KEY_UNKNOWN"
+    KEY_REVOKED = "KEY_REVOKED"
+    KEY_WEAK = "KEY_WEAK"
+    IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
+    TENANT_MISMATCH = "TENANT_MISMATCH"
+    REPLAY = "REPLAY"
+    EXPIRED = "EXPIRED"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    TTL_TOO_LONG = "TTL_TOO_LONG"
+    ENV_MISMATCH = "ENV_MISMATCH"
+    PARENT_UNKNOWN = "PARENT_UNKNOWN"
+    PARENT_REVOKED = "PARENT_REVOKED"
+    PARENT_EXPIRED = "PARENT_EXPIRED"
+    SCOPE_WIDENING = "SCOPE_WIDENING"
+    LINEAGE_CYCLE = "LINEAGE_CYCLE"
+    DEPTH_EXCEEDED = "DEPTH_EXCEEDED"
+    POLICY_DENY = "POLICY_DENY"
+    RATE_LIMITED = "RATE_LIMITED"
+    # Executor gate and execution verdicts (DESIGN.md section 4).
+    ARTIFACT_INVALID = "ARTIFACT_INVALID"
+    ARTIFACT_REVOKED = "ARTIFACT_REVOKED"
+    ARTIFACT_CONSUMED = "ARTIFACT_CONSUMED"
+    ARTIFACT_NOT_LOGGED = "ARTIFACT_NOT_LOGGED"
+    SCOPE_MISMATCH = "SCOPE_MISMATCH"
+    # The system, not the input, is at fault. Never a grant.
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class GovLedgerError(Exception):
+    """Base of every error govledger raises on purpose."""
+
+
+class Rejected(GovLedgerError):
+    """The input is at fault. Carries the reason code for the signed denial."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class InvalidEvent(Rejected):
+    """Bad bytes, non-canonical JSON, schema error, unknown kind or version."""
+
+
+class BadSignature(Rejected):
+    """Unknown, revoked or weak key, or a signature that does not verify."""
+
+
+class LineageError(Rejected):
+    """Unknown, revoked or expired parent, scope widening, cycle, depth."""
+
+
+class ProofError(GovLedgerError):
+    """A proof, checkpoint or stored tree does not verify.
+
+    ``expected`` and ``calculated`` hold the two values that disagreed, when there are two.
+    """
+
+    def __init__(self, message: str, *, expected: str | None = None,
+                 calculated: str | None = None) -> None:
+        self.expected = expected
+        self.calculated = calculated
+        if expected is not None or calculated is not None:
+            message = f"{message} (expected {expected}, calculated {calculated})"
+        super().__init__(message)
+
+
+class ConfigError(GovLedgerError):
+    """The operator is at fault: a setting, key file, keyring or policy is unusable."""
+
+
+class Unavailable(GovLedgerError):
+    """The system is at fault (broker, ledger, key store, policy load). Retry; never grant."""
