@@ -1,0 +1,221 @@
+"""DSSE envelopes over RFC 8785 canonical payloads, and their verification.
+
+Envelope (DSSE v1, https://github.com/secure-systems-lab/dsse/blob/master/envelope.md)::
+
+    {"payload":"<base64 payload bytes>","payloadType":"<type>",
+     "signatures":[{"keyid":"<hex sha256 of the public key>","sig":"<base64 Ed25519 sig>"}]}
+
+* ``payloadType`` = ``application/vnd.govledger.<kind-slug>.v1+json``; it is signed, so a
+  decision signature can never verify as a request (domain separation).
+* The signature is Ed25519 over the DSSE pre-authentication encoding (protocol.md)::
+
+      PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body
+
+  with LEN the ASCII decimal byte length, over the *received* payload bytes.
+* govledger v1 rules on top of DSSE: exactly one signature; ``keyid`` required; base64 is
+  the standard alphabet with padding; the envelope bytes themselves are RFC 8785 canonical
+  (so one event has one leaf encoding); the payload is exactly the RFC 8785 encoding of the
+  event model. Event id = lowercase hex SHA-256 of the payload bytes.
+
+Verification steps (STYLE.md section 4), each failure a typed ``Rejected`` with one reason:
+
+1. parse the envelope strictly: OVERSIZED, MALFORMED, NON_CANONICAL, UNSUPPORTED_VERSION,
+   SIGNATURE_MISSING;
+2. look up the key id: KEY_UNKNOWN;
+3. verify Ed25519 over PAE of the received bytes: SIGNATURE_INVALID; then the key must be
+   in force at arrival time: KEY_REVOKED;
+4. parse the payload strictly: OVERSIZED, MALFORMED;
+5. only now build the model: MALFORMED; and require the canonical encoding: NON_CANONICAL;
+6. bind the signer: the payload's ``signer``/``tenant`` must be the key's principal:
+   IDENTITY_MISMATCH, TENANT_MISMATCH (a principal of tenant ``*`` may sign for any tenant).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from json.encoder import encode_basestring
+from typing import Final
+
+import pydantic
+
+from ledger.core.canonical import (
+    JsonValue,
+    as_list,
+    as_object,
+    canonical_bytes_of_safe,
+    parse_strict,
+)
+from ledger.core.events import BY_KIND, EVENT_TYPES, Event
+from ledger.core.keys import KeyRing, Principal, Signer, verify_signature
+from ledger.errors import BadSignature, InvalidEvent, Reason
+
+MAX_PAYLOAD_BYTES: Final = 128 * 1024
+MAX_ENVELOPE_BYTES: Final = MAX_PAYLOAD_BYTES * 4 // 3 + 1024
+TYPE_PREFIX: Final = "application/vnd.govledger."
+_TYPE_RE = re.compile(r"^application/vnd\.govledger\.([a-z-]+)\.v([0-9]+)\+json$")
+_B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+PAYLOAD_TYPES: Final[dict[str, type[Event]]] = {
+    f"{TYPE_PREFIX}{cls.SLUG}.v1+json": cls for cls in EVENT_TYPES
+}
+
+
+def payload_type(kind: str) -> str:
+    """The DSSE payloadType of an event kind, e.g. ``AuthorizationRequested``."""
+    return f"{TYPE_PREFIX}{BY_KIND[kind].SLUG}.v1+json"
+
+
+def pae(payload_type_: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    kind = payload_type_.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def event_id(payload: bytes) -> str:
+    """Event id: lowercase hex SHA-256 of the exact payload bytes."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def b64decode_strict(text: str, what: str) -> bytes:
+    """Standard base64 with padding, nothing else. Raises InvalidEvent(MALFORMED)."""
+    if not _B64_RE.match(text) or len(text) % 4:
+        raise InvalidEvent(Reason.MALFORMED, f"{what} is not standard padded base64")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise InvalidEvent(Reason.MALFORMED, f"{what} is not base64") from exc
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise InvalidEvent(Reason.MALFORMED, f"{what} has non-zero padding bits")
+    return raw
+
+
+def payload_bytes(event: Event) -> bytes:
+    """The one canonical payload encoding of ``event``."""
+    return canonical_bytes_of_safe(event.model_dump(mode="json"))
+
+
+def build_envelope(payload_type_: str, payload: bytes, signer: Signer) -> bytes:
+    """Sign ``payload`` under ``payload_type_`` and return canonical envelope bytes."""
+    signature = signer.sign(pae(payload_type_, payload))
+    return _envelope_bytes(payload_type_, base64.b64encode(payload).decode("ascii"),
+                           signer.key_id, base64.b64encode(signature).decode("ascii"))
+
+
+def _envelope_bytes(kind: str, body: str, keyid: str, sig: str) -> bytes:
+    """The RFC 8785 form of a one-signature envelope (keys in sorted order)."""
+    return (f'{{"payload":{encode_basestring(body)},"payloadType":{encode_basestring(kind)},'
+            f'"signatures":[{{"keyid":{encode_basestring(keyid)},'
+            f'"sig":{encode_basestring(sig)}}}]}}').encode()
+
+
+def sign_event(event: Event, signer: Signer) -> bytes:
+    """Envelope bytes for ``event`` signed by ``signer``."""
+    return build_envelope(payload_type(event.KIND), payload_bytes(event), signer)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEvent:
+    """An event whose signature, key and encoding were verified. ``envelope`` is the exact
+    received bytes (the ledger leaf); ``payload`` the exact signed payload bytes."""
+
+    event_id: str
+    kind: str
+    envelope: bytes
+    payload: bytes
+    event: Event
+    key_id: str
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEnvelope:
+    """Step 1 output: the envelope's parts, not yet authenticated."""
+
+    payload_type: str
+    payload: bytes
+    key_id: str
+    signature: bytes
+
+
+def parse_envelope(data: bytes) -> ParsedEnvelope:
+    """Step 1: parse an envelope strictly.
+
+    Raises InvalidEvent, or BadSignature(SIGNATURE_MISSING).
+    """
+    value = parse_strict(data, max_bytes=MAX_ENVELOPE_BYTES, max_depth=4)
+    doc = as_object(value, "envelope")
+    if set(doc) - {"payload", "payloadType", "signatures"}:
+        raise InvalidEvent(Reason.MALFORMED, "unknown envelope fields")
+    kind, body, sigs = doc.get("payloadType"), doc.get("payload"), doc.get("signatures")
+    if not isinstance(kind, str) or not isinstance(body, str):
+        raise InvalidEvent(Reason.MALFORMED, "payloadType and payload must be strings")
+    if kind not in PAYLOAD_TYPES:
+        raise InvalidEvent(Reason.UNSUPPORTED_VERSION, f"unsupported payloadType {kind[:100]!r}")
+    payload = b64decode_strict(body, "payload")
+    entries = [] if sigs is None else as_list(sigs, "signatures")
+    if not entries:
+        raise BadSignature(Reason.SIGNATURE_MISSING, "no signature")
+    if len(entries) != 1:
+        raise InvalidEvent(Reason.MALFORMED, "exactly one signature is allowed in v1")
+    parsed, keyid, sig = _parse_signature(kind, payload, entries[0])
+    if _envelope_bytes(kind, body, keyid, sig) != data:
+        raise InvalidEvent(Reason.NON_CANONICAL, "envelope is not RFC 8785 canonical JSON")
+    return parsed
+
+
+def _parse_signature(kind: str, payload: bytes,
+                     entry: JsonValue) -> tuple[ParsedEnvelope, str, str]:
+    sig = as_object(entry, "signature")
+    if set(sig) != {"keyid", "sig"}:
+        raise InvalidEvent(Reason.MALFORMED, "a signature has exactly keyid and sig")
+    keyid, encoded = sig["keyid"], sig["sig"]
+    if not isinstance(keyid, str) or not isinstance(encoded, str):
+        raise InvalidEvent(Reason.MALFORMED, "keyid and sig must be strings")
+    if not encoded:
+        raise BadSignature(Reason.SIGNATURE_MISSING, "empty signature")
+    return (ParsedEnvelope(kind, payload, keyid, b64decode_strict(encoded, "sig")),
+            keyid, encoded)
+
+
+def parse_payload(payload_type_: str, payload: bytes) -> Event:
+    """Steps 4-5: strict parse, model, canonical form. Raises InvalidEvent."""
+    parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
+    model = PAYLOAD_TYPES[payload_type_]
+    try:
+        event = model.model_validate_json(payload)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidEvent(Reason.MALFORMED, f"{where}: {first['msg']}") from exc
+    if payload_bytes(event) != payload:
+        raise InvalidEvent(Reason.NON_CANONICAL, "payload is not the canonical event encoding")
+    return event
+
+
+def verify_envelope(data: bytes, keyring: KeyRing, now: datetime | None) -> VerifiedEvent:
+    """Verify envelope bytes received at ``now`` (steps in the module docstring).
+
+    ``now=None`` skips the key's validity window: only for re-verifying stored leaves (audit),
+    whose keys were checked at arrival. Raises Rejected (InvalidEvent or BadSignature).
+    """
+    parsed = parse_envelope(data)                                    # 1
+    principal = keyring.get(parsed.key_id)                           # 2
+    message = pae(parsed.payload_type, parsed.payload)
+    if not verify_signature(principal.public_key, message, parsed.signature):   # 3
+        raise BadSignature(Reason.SIGNATURE_INVALID, "signature does not verify")
+    if now is not None:
+        principal.check_in_force(now)
+    event = parse_payload(parsed.payload_type, parsed.payload)      # 4, 5
+    if event.signer != principal.identity:                           # 6
+        raise BadSignature(Reason.IDENTITY_MISMATCH,
+                           f"signed by {principal.identity}, claims {event.signer}")
+    if principal.tenant not in ("*", event.tenant):
+        raise BadSignature(Reason.TENANT_MISMATCH,
+                           f"key of tenant {principal.tenant}, event of {event.tenant}")
+    return VerifiedEvent(event_id(parsed.payload), event.KIND, data, parsed.payload, event,
+                         parsed.key_id, principal)

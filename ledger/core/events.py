@@ -1,0 +1,339 @@
+"""Event models: one frozen pydantic model per event kind, version 1.
+
+Every event is a past-tense fact signed by the identity it names (``signer``), within a
+``tenant``, with a ``nonce`` and ``issued_at``. Ids are content hashes: an event id is the
+SHA-256 of the exact payload bytes, and an *artifact id* is the event id of the grant that
+carries the artifact. References between events are event ids, so the lineage chain of any
+event can be walked back with :meth:`Event.parent_ref`::
+
+    ExecutionCompleted -> ExecutionRequested -> AuthorizationGranted (the artifact)
+      -> AuthorizationRequested -> parent AuthorizationGranted -> ... -> root request
+
+The *lineage root* of a tree is the event id of its root AuthorizationRequested; every
+lineage-bound event carries it (a root request carries ``null`` and is its own root), and it is
+the Kafka partition key, so one tree is decided in order by one worker.
+
+Times are UTC with an explicit ``Z`` offset. The payload of an envelope must be exactly the
+RFC 8785 encoding of its model's JSON form (``model_dump(mode="json")``), so one event has
+one byte encoding and one id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
+
+from ledger.errors import Reason
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.utcoffset() is None or value.utcoffset() != UTC.utcoffset(None):
+        raise ValueError("time must be UTC with an explicit offset")
+    return value.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix, microseconds only when non-zero."""
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+UtcTime = Annotated[datetime, AfterValidator(_require_utc), PlainSerializer(format_time)]
+Identity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]
+Tenant = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z0-9][a-z0-9._-]{0,63})$")]
+Nonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
+EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_DIGEST = r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$"
+Digest = Annotated[str, StringConstraints(pattern=_DIGEST)]
+ActionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+ResourcePattern = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+PolicyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+MetaKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+MetaValue = Annotated[str, StringConstraints(max_length=256)] | int | bool
+Metadata = Annotated[dict[MetaKey, MetaValue], Field(max_length=32)]
+Detail = Annotated[str, StringConstraints(max_length=512)]
+
+MAX_LINEAGE_DEPTH = 64
+
+
+def _sorted_unique(values: tuple[str, ...], what: str) -> None:
+    if list(values) != sorted(set(values)):
+        raise ValueError(f"{what} must be sorted and without duplicates")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Scope(_Model):
+    """What may be done: actions (sorted, unique) on a resource pattern."""
+
+    actions: Annotated[tuple[ActionName, ...], Field(min_length=1, max_length=32)]
+    resource: ResourcePattern
+
+    @model_validator(mode="after")
+    def _canonical_actions(self) -> Scope:
+        _sorted_unique(self.actions, "actions")
+        return self
+
+
+class Window(_Model):
+    """Validity window: inclusive ``not_before``, exclusive ``not_after``."""
+
+    not_before: UtcTime
+    not_after: UtcTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+        return self
+
+
+class LineageRef(_Model):
+    """A request's place in a tree: both null for a root request, both set for a child."""
+
+    root: EventId | None = None
+    parent: EventId | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> LineageRef:
+        if (self.root is None) != (self.parent is None):
+            raise ValueError("lineage root and parent are both set or both null")
+        return self
+
+
+class Lineage(_Model):
+    """An artifact's place in its tree. ``parent`` is the parent artifact id (grant event id)."""
+
+    root: EventId
+    parent: EventId | None
+    depth: Annotated[int, Field(ge=0, le=MAX_LINEAGE_DEPTH)]
+
+
+Environments = Annotated[tuple[Digest, ...], Field(min_length=1, max_length=16)]
+
+
+class Artifact(_Model):
+    """The authorization an executor holds (DESIGN.md section 4), inside a signed grant."""
+
+    request_id: EventId
+    initiator: Identity
+    tenant: Tenant
+    scope: Scope
+    environments: Environments
+    window: Window
+    single_use: bool
+    policy_digest: Digest
+    policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=64)]
+    lineage: Lineage
+    governance: Metadata
+
+    @model_validator(mode="after")
+    def _canonical_sets(self) -> Artifact:
+        _sorted_unique(self.environments, "environments")
+        return self
+
+
+class Event(_Model):
+    """Fields every signed event carries."""
+
+    KIND: ClassVar[str]
+    SLUG: ClassVar[str]
+
+    signer: Identity
+    tenant: Tenant
+    nonce: Nonce
+    issued_at: UtcTime
+
+    def parent_ref(self) -> str | None:
+        """The event id this event points back to on its lineage chain, if any."""
+        return None
+
+    def lineage_root(self) -> str | None:
+        """The lineage root this event belongs to (None: not lineage-bound, or a root request)."""
+        return None
+
+
+class AuthorizationRequested(Event):
+    KIND = "AuthorizationRequested"
+    SLUG = "authorization-requested"
+    kind: Literal["AuthorizationRequested"] = "AuthorizationRequested"
+    scope: Scope
+    environments: Environments
+    window: Window
+    lineage: LineageRef = LineageRef()
+    single_use: bool = False
+    context: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _canonical_sets(self) -> AuthorizationRequested:
+        _sorted_unique(self.environments, "environments")
+        return self
+
+    def parent_ref(self) -> str | None:
+        return self.lineage.parent
+
+    def lineage_root(self) -> str | None:
+        return self.lineage.root
+
+
+class AuthorizationGranted(Event):
+    KIND = "AuthorizationGranted"
+    SLUG = "authorization-granted"
+    kind: Literal["AuthorizationGranted"] = "AuthorizationGranted"
+    request_id: EventId
+    artifact: Artifact
+
+    def parent_ref(self) -> str | None:
+        return self.request_id
+
+    def lineage_root(self) -> str | None:
+        return self.artifact.lineage.root
+
+
+Reasons = Annotated[tuple[Reason, ...], Field(min_length=1, max_length=8)]
+
+
+class AuthorizationDenied(Event):
+    """A denial of ``request_id``: a request, a revocation, or (for input that could not be
+    authenticated) the SHA-256 of the raw input bytes."""
+
+    KIND = "AuthorizationDenied"
+    SLUG = "authorization-denied"
+    kind: Literal["AuthorizationDenied"] = "AuthorizationDenied"
+    request_id: EventId
+    reasons: Reasons
+    detail: Detail = ""
+    root: EventId | None = None
+    policy_digest: Digest | None = None
+    policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=64)] = ()
+
+    def parent_ref(self) -> str | None:
+        return self.request_id
+
+    def lineage_root(self) -> str | None:
+        return self.root
+
+
+class AuthorizationRevoked(Event):
+    KIND = "AuthorizationRevoked"
+    SLUG = "authorization-revoked"
+    kind: Literal["AuthorizationRevoked"] = "AuthorizationRevoked"
+    artifact_id: EventId
+    root: EventId
+    reason: Detail = ""
+
+    def parent_ref(self) -> str | None:
+        return self.artifact_id
+
+    def lineage_root(self) -> str | None:
+        return self.root
+
+
+class _UnderArtifact(Event):
+    artifact_id: EventId
+    root: EventId
+
+    def lineage_root(self) -> str | None:
+        return self.root
+
+
+class ExecutionRequested(_UnderArtifact):
+    """An executor asks to run ``action`` on ``resource`` in the measured ``environment``."""
+
+    KIND = "ExecutionRequested"
+    SLUG = "execution-requested"
+    kind: Literal["ExecutionRequested"] = "ExecutionRequested"
+    action: ActionName
+    resource: ResourcePattern
+    environment: Digest
+
+    def parent_ref(self) -> str | None:
+        return self.artifact_id
+
+
+class _AboutExecution(_UnderArtifact):
+    execution_id: EventId
+
+    def parent_ref(self) -> str | None:
+        return self.execution_id
+
+
+class ExecutionAllowed(_AboutExecution):
+    KIND = "ExecutionAllowed"
+    SLUG = "execution-allowed"
+    kind: Literal["ExecutionAllowed"] = "ExecutionAllowed"
+
+
+class ExecutionRefused(_AboutExecution):
+    KIND = "ExecutionRefused"
+    SLUG = "execution-refused"
+    kind: Literal["ExecutionRefused"] = "ExecutionRefused"
+    reasons: Reasons
+    detail: Detail = ""
+
+
+class ExecutionCompleted(_AboutExecution):
+    KIND = "ExecutionCompleted"
+    SLUG = "execution-completed"
+    kind: Literal["ExecutionCompleted"] = "ExecutionCompleted"
+    result_digest: Digest | None = None
+
+
+class ExecutionFailed(_AboutExecution):
+    KIND = "ExecutionFailed"
+    SLUG = "execution-failed"
+    kind: Literal["ExecutionFailed"] = "ExecutionFailed"
+    error: Detail
+
+
+class PolicyPublished(Event):
+    """The policy bundle in force from now on; decisions name it by ``policy_digest``."""
+
+    KIND = "PolicyPublished"
+    SLUG = "policy-published"
+    kind: Literal["PolicyPublished"] = "PolicyPublished"
+    policy_digest: Digest
+    policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=256)]
+    files: Annotated[dict[Annotated[str, StringConstraints(max_length=128)], str],
+                     Field(max_length=64)]
+
+
+class KeyRegistered(Event):
+    KIND = "KeyRegistered"
+    SLUG = "key-registered"
+    kind: Literal["KeyRegistered"] = "KeyRegistered"
+    identity: Identity
+    principal_tenant: Tenant
+    public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    roles: Annotated[tuple[str, ...], Field(max_length=8)]
+    not_before: UtcTime | None = None
+    not_after: UtcTime | None = None
+
+
+class KeyRevoked(Event):
+    KIND = "KeyRevoked"
+    SLUG = "key-revoked"
+    kind: Literal["KeyRevoked"] = "KeyRevoked"
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    reason: Detail = ""
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
+    ExecutionRequested, ExecutionAllowed, ExecutionRefused, ExecutionCompleted, ExecutionFailed,
+    PolicyPublished, KeyRegistered, KeyRevoked,
+)
+BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
