@@ -32,7 +32,8 @@ def request(signer: str = "agent:alice", tenant: str = "acme", nonce: str = "non
             parent: str | None = None, single_use: bool = False) -> AuthorizationRequested:
     return AuthorizationRequested(
         signer=signer, tenant=tenant, nonce=nonce, issued_at=issued_at,
-        scope=Scope(actions=actions, resource=resource), environments=environments,
+        scope=Scope(actions=tuple(sorted(actions)), resource=resource),
+        environments=tuple(sorted(environments)),
         window=Window(not_before=issued_at, not_after=issued_at + ttl),
         lineage=LineageRef(root=root, parent=parent), single_use=single_use)
 

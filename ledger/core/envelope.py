@@ -118,6 +118,12 @@ def sign_event(event: Event, signer: Signer) -> bytes:
     return build_envelope(payload_type(event.KIND), payload_bytes(event), signer)
 
 
+def sign_event_with_id(event: Event, signer: Signer) -> tuple[bytes, str]:
+    """Envelope bytes and event id of ``event`` signed by ``signer``."""
+    payload = payload_bytes(event)
+    return build_envelope(payload_type(event.KIND), payload, signer), event_id(payload)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedEvent:
     """An event whose signature, key and encoding were verified. ``envelope`` is the exact

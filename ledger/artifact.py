@@ -1,0 +1,67 @@
+"""Offline verification of an authorization artifact (DESIGN.md section 4), before any network.
+
+The artifact an executor holds is the authority-signed AuthorizationGranted envelope; its
+artifact id is that envelope's event id. :func:`check_artifact` runs, in order:
+
+1. the envelope verifies (strict parse, known key, Ed25519 over PAE, canonical payload), is an
+   AuthorizationGranted, and its signer holds the ``authority`` role: ARTIFACT_INVALID
+   (or the envelope's own reason code);
+2. the window holds at ``now``: ``not_before <= now < not_after`` (NOT_YET_VALID, EXPIRED);
+3. the runtime identity is the artifact's initiator or an ``executor`` of its tenant:
+   IDENTITY_MISMATCH;
+4. the action is in scope and the concrete resource matches the pattern: SCOPE_MISMATCH;
+5. the environment digest measured at run time is one the artifact names: ENV_MISMATCH.
+
+Pure: the clock, the keyring and the measurement are arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ledger.core.envelope import verify_envelope
+from ledger.core.events import Artifact, AuthorizationGranted
+from ledger.core.keys import KeyRing, Principal
+from ledger.errors import BadSignature, Reason, Rejected
+from processors.scope import matches
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedArtifact:
+    artifact_id: str
+    grant: AuthorizationGranted
+    envelope: bytes
+
+    @property
+    def artifact(self) -> Artifact:
+        return self.grant.artifact
+
+
+def check_artifact(grant_envelope: bytes, keyring: KeyRing, now: datetime, *,
+                   runtime: Principal, action: str, resource: str,
+                   environment: str) -> CheckedArtifact:
+    """Verify an artifact offline for one execution. Raises Rejected with the reason code."""
+    verified = verify_envelope(grant_envelope, keyring, now)                       # 1
+    grant = verified.event
+    if not isinstance(grant, AuthorizationGranted):
+        raise Rejected(Reason.ARTIFACT_INVALID, f"{verified.kind} is not a grant")
+    if "authority" not in verified.principal.roles:
+        raise BadSignature(Reason.ARTIFACT_INVALID, "grant not signed by an authority key")
+    art = grant.artifact
+    if now < art.window.not_before:                                               # 2
+        raise Rejected(Reason.NOT_YET_VALID, "artifact window has not started")
+    if now >= art.window.not_after:
+        raise Rejected(Reason.EXPIRED, "artifact window has ended")
+    if runtime.identity != art.initiator and not (                                # 3
+            "executor" in runtime.roles and runtime.tenant in ("*", art.tenant)):
+        raise Rejected(Reason.IDENTITY_MISMATCH, f"{runtime.identity} may not use it")
+    try:                                                                          # 4
+        in_scope = action in art.scope.actions and matches(art.scope.resource, resource)
+    except Rejected:
+        in_scope = False
+    if not in_scope:
+        raise Rejected(Reason.SCOPE_MISMATCH, f"{action} on {resource[:100]} not in scope")
+    if environment not in art.environments:                                       # 5
+        raise Rejected(Reason.ENV_MISMATCH, "measured environment not authorized")
+    return CheckedArtifact(verified.event_id, grant, grant_envelope)

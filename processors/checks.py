@@ -1,0 +1,260 @@
+"""The ordered, fail-closed checks (DESIGN.md section 3) after the envelope verified.
+
+``ledger.core.envelope.verify_envelope`` has already run the first checks (MALFORMED,
+NON_CANONICAL, OVERSIZED, UNSUPPORTED_VERSION, SIGNATURE_*, KEY_*, IDENTITY_MISMATCH,
+TENANT_MISMATCH). The functions here continue, in this order, and the first failure denies:
+
+requests:    REPLAY -> EXPIRED / NOT_YET_VALID / TTL_TOO_LONG -> ENV_MISMATCH ->
+             PARENT_* / SCOPE_WIDENING / LINEAGE_CYCLE / DEPTH_EXCEEDED -> POLICY_DENY ->
+             RATE_LIMITED
+executions:  REPLAY -> ARTIFACT_INVALID -> ARTIFACT_REVOKED -> EXPIRED / NOT_YET_VALID ->
+             SCOPE_MISMATCH -> ENV_MISMATCH -> ARTIFACT_CONSUMED
+revocations: ARTIFACT_INVALID -> POLICY_DENY (the signer may not revoke it)
+
+Time rules (``now`` is the processor's arrival clock, never the client's claim):
+
+* ``issued_at`` later than ``now + max_clock_skew`` is NOT_YET_VALID; earlier than
+  ``now - max_request_age`` is EXPIRED;
+* a requested window is ``[not_before, not_after)``; ``not_after <= now`` is EXPIRED;
+  ``not_after - not_before > max_ttl`` is TTL_TOO_LONG; ``not_before`` more than
+  ``max_ttl`` ahead is NOT_YET_VALID;
+* an artifact is usable for ``not_before <= now < not_after``.
+
+A denial is data, never an exception that escapes: any error inside a check, the policy engine
+included, is a denial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ledger.core.envelope import VerifiedEvent
+from ledger.core.events import (
+    AuthorizationRequested,
+    AuthorizationRevoked,
+    ExecutionRequested,
+)
+from ledger.errors import Reason, Rejected
+from processors.lineage import LineageState
+from processors.scope import matches, normalise_resource
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Time and depth limits; defaults documented in docs/processors.md."""
+
+    max_clock_skew: timedelta = timedelta(seconds=30)
+    max_request_age: timedelta = timedelta(minutes=5)
+    max_ttl: timedelta = timedelta(days=1)
+    max_depth: int = 8
+
+    @property
+    def nonce_retention(self) -> timedelta:
+        """How long a (signer, nonce) is remembered after its ``issued_at``: past that, a
+        replay is refused as EXPIRED by the time check, so no replay can slip through."""
+        return self.max_request_age + 2 * self.max_clock_skew
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of the checks. ``reasons`` is empty only when ``allow`` is True."""
+
+    allow: bool
+    reasons: tuple[Reason, ...] = ()
+    detail: str = ""
+    policy_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def deny(cls, reason: Reason, detail: str = "",
+             policy_ids: tuple[str, ...] = ()) -> Verdict:
+        return cls(False, (reason,), detail[:512], policy_ids)
+
+
+ALLOW = Verdict(True)
+
+
+class PolicyResult(Protocol):
+    @property
+    def allow(self) -> bool: ...
+    @property
+    def determining(self) -> tuple[str, ...]: ...
+    @property
+    def errors(self) -> tuple[str, ...]: ...
+
+
+class PolicyEngine(Protocol):
+    """What the checks need of processors.policy.PolicyBundle."""
+
+    @property
+    def digest(self) -> str: ...
+
+    def evaluate(self, principal: str, action: str, resource: str,
+                 context: Mapping[str, object]) -> PolicyResult: ...
+
+
+class RateLimiter(Protocol):
+    def allow(self, identity: str, now: float) -> bool: ...
+
+
+@dataclass(slots=True)
+class ReplayMemory:
+    """(signer, nonce) -> (event id, forget-after). A different event reusing a nonce is a
+    replay; the same event id again is a redelivery, answered idempotently elsewhere."""
+
+    seen: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
+    _oldest: datetime | None = None
+
+    def is_replay(self, signer: str, nonce: str, event_id: str, now: datetime) -> bool:
+        entry = self.seen.get((signer, nonce))
+        return entry is not None and entry[0] != event_id and now < entry[1]
+
+    def remember(self, signer: str, nonce: str, event_id: str, until: datetime) -> None:
+        self.seen.setdefault((signer, nonce), (event_id, until))
+        if self._oldest is None or until < self._oldest:
+            self._oldest = until
+
+    def prune(self, now: datetime) -> None:
+        """Forget expired entries (amortized: only when the oldest one has expired)."""
+        if self._oldest is None or now < self._oldest:
+            return
+        self.seen = {k: v for k, v in self.seen.items() if v[1] > now}
+        self._oldest = min((v[1] for v in self.seen.values()), default=None)
+
+
+def check_time(issued_at: datetime, not_before: datetime, not_after: datetime,
+               now: datetime, limits: Limits) -> Reason | None:
+    if issued_at > now + limits.max_clock_skew:
+        return Reason.NOT_YET_VALID
+    if issued_at < now - limits.max_request_age or not_after <= now:
+        return Reason.EXPIRED
+    if not_after - not_before > limits.max_ttl:
+        return Reason.TTL_TOO_LONG
+    if not_before > now + limits.max_ttl:
+        return Reason.NOT_YET_VALID
+    return None
+
+
+def evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
+                    roles: frozenset[str], depth: int) -> Verdict:
+    """Every requested action must be permitted; no permit, a forbid or any error denies."""
+    context: dict[str, object] = {
+        "tenant": request.tenant, "environments": list(request.environments),
+        "depth": depth, "roles": sorted(roles), "single_use": request.single_use,
+        "meta": dict(request.context),
+    }
+    determining: list[str] = []
+    for action in request.scope.actions:
+        try:
+            result = policy.evaluate(request.signer, action, request.scope.resource, context)
+            allow, ids, errors = result.allow, result.determining, result.errors
+        except Exception as exc:  # any engine failure is a denial, never an escape
+            return Verdict.deny(Reason.POLICY_DENY, f"policy error: {type(exc).__name__}")
+        if errors:
+            return Verdict.deny(Reason.POLICY_DENY, f"policy error on {action}: {errors[0]}",
+                                tuple(ids))
+        if not allow:
+            return Verdict.deny(Reason.POLICY_DENY, f"{action} not permitted", tuple(ids))
+        determining.extend(i for i in ids if i not in determining)
+    return Verdict(True, (), "", tuple(sorted(determining)))
+
+
+def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
+                   policy: PolicyEngine, limiter: RateLimiter, now: datetime,
+                   limits: Limits) -> Verdict:
+    """Run the request checks in their documented order; the first failure denies."""
+    request = verified.event
+    if not isinstance(request, AuthorizationRequested):
+        return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not a request")
+    if "requester" not in verified.principal.roles:
+        return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
+    try:
+        normalise_resource(request.scope.resource)
+    except Rejected as exc:
+        return Verdict.deny(exc.reason, exc.detail)
+    if replay.is_replay(request.signer, request.nonce, verified.event_id, now):
+        return Verdict.deny(Reason.REPLAY, "nonce already used by another request")
+    replay.remember(request.signer, request.nonce, verified.event_id,
+                    max(request.issued_at, now) + limits.nonce_retention)
+    window = request.window
+    if (reason := check_time(request.issued_at, window.not_before, window.not_after, now,
+                             limits)) is not None:
+        return Verdict.deny(reason)
+    if (reason := lineage.check_child(request, now, limits.max_depth)) is not None:
+        return Verdict.deny(reason)
+    verdict = evaluate_policy(policy, request, verified.principal.roles,
+                              lineage.depth_of_child(request.lineage.parent))
+    if not verdict.allow:
+        return verdict
+    if not limiter.allow(request.signer, now.timestamp()):
+        return Verdict.deny(Reason.RATE_LIMITED, policy_ids=verdict.policy_ids)
+    return verdict
+
+
+def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
+                     now: datetime, limits: Limits) -> Verdict:
+    """Run the execution checks in their documented order (module docstring)."""
+    execution = verified.event
+    if not isinstance(execution, ExecutionRequested):
+        return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not an execution request")
+    if replay.is_replay(execution.signer, execution.nonce, verified.event_id, now):
+        return Verdict.deny(Reason.REPLAY, "nonce already used by another execution request")
+    replay.remember(execution.signer, execution.nonce, verified.event_id,
+                    max(execution.issued_at, now) + limits.nonce_retention)
+    record = lineage.grants.get(execution.artifact_id)
+    if record is None or record.artifact.lineage.root != execution.root:
+        return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
+    art = record.artifact
+    runtime = verified.principal
+    if art.tenant != execution.tenant or (
+            execution.signer != art.initiator and "executor" not in runtime.roles):
+        return Verdict.deny(Reason.IDENTITY_MISMATCH, "runtime identity may not use it")
+    try:
+        if (revoked := lineage.revoked_ancestor(execution.artifact_id)) is not None:
+            return Verdict.deny(Reason.ARTIFACT_REVOKED, f"revoked at {revoked[:16]}")
+    except ValueError:
+        return Verdict.deny(Reason.LINEAGE_CYCLE)
+    if (reason := check_time(execution.issued_at, art.window.not_before,
+                             art.window.not_after, now, limits)) is not None:
+        return Verdict.deny(reason)
+    if now < art.window.not_before:
+        return Verdict.deny(Reason.NOT_YET_VALID)
+    if execution.action not in art.scope.actions or not _resource_ok(art.scope.resource,
+                                                                     execution.resource):
+        return Verdict.deny(Reason.SCOPE_MISMATCH,
+                            f"{execution.action} on {execution.resource[:100]} not in scope")
+    if execution.environment not in art.environments:
+        return Verdict.deny(Reason.ENV_MISMATCH, "measured environment not authorized")
+    if art.single_use and record.uses > 0:
+        return Verdict.deny(Reason.ARTIFACT_CONSUMED, "single-use artifact already used")
+    return ALLOW
+
+
+def _resource_ok(pattern: str, resource: str) -> bool:
+    try:
+        return matches(pattern, resource)
+    except Rejected:
+        return False
+
+
+def decide_revocation(verified: VerifiedEvent, lineage: LineageState) -> Verdict:
+    """A revocation is honoured from the artifact's holder, the holder of any ancestor, or a
+    principal with the ``revoker`` role in the artifact's tenant (or tenant ``*``)."""
+    revocation = verified.event
+    if not isinstance(revocation, AuthorizationRevoked):
+        return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not a revocation")
+    record = lineage.grants.get(revocation.artifact_id)
+    if record is None or record.artifact.lineage.root != revocation.root:
+        return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
+    principal = verified.principal
+    if "revoker" in principal.roles and principal.tenant in ("*", record.artifact.tenant):
+        return ALLOW
+    try:
+        holders = {r.artifact.initiator for r in lineage.ancestors(revocation.artifact_id)}
+    except ValueError:
+        return Verdict.deny(Reason.LINEAGE_CYCLE)
+    if revocation.signer in holders and revocation.tenant == record.artifact.tenant:
+        return ALLOW
+    return Verdict.deny(Reason.POLICY_DENY, f"{revocation.signer} may not revoke this artifact")

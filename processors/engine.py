@@ -1,0 +1,304 @@
+"""The decision engine: input bytes in, signed decisions out. No I/O, the clock is an argument.
+
+The engine owns the decision state (lineage, replay memory, decisions already made) and the
+authority key. The shell (processors/agents.py) feeds it messages in partition order, makes
+its outputs durable in the processor journal, publishes them, and only then commits offsets.
+
+Idempotence (DESIGN.md section 6): one decision per request id and one verdict per execution
+id. A redelivered message gets the *stored* decision bytes again, not REPLAY, and not a newly
+signed twin, so the ledger holds one leaf for it.
+
+Unauthenticated or undecodable input gets an authority-signed AuthorizationDenied whose
+``request_id`` is the SHA-256 of the raw input, and the raw bytes go to the dead-letter topic:
+one poison message never stalls a partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from ledger.core.envelope import (
+    VerifiedEvent,
+    parse_envelope,
+    parse_payload,
+    sign_event,
+    sign_event_with_id,
+    verify_envelope,
+)
+from ledger.core.events import (
+    Artifact,
+    AuthorizationDenied,
+    AuthorizationGranted,
+    AuthorizationRequested,
+    AuthorizationRevoked,
+    Event,
+    ExecutionAllowed,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRefused,
+    ExecutionRequested,
+    Lineage,
+    PolicyPublished,
+)
+from ledger.core.keys import KeyRing, Signer
+from ledger.errors import Reason, Rejected
+from processors.checks import (
+    Limits,
+    PolicyEngine,
+    RateLimiter,
+    ReplayMemory,
+    Verdict,
+    decide_execution,
+    decide_request,
+    decide_revocation,
+)
+from processors.lineage import LineageState
+
+
+class Stream(StrEnum):
+    """Logical topics (the shell adds the configured prefix)."""
+
+    REQUESTS = "requests"
+    DECISIONS = "decisions"
+    REVOCATIONS = "revocations"
+    EXECUTIONS = "executions"
+    VERDICTS = "verdicts"
+    DEADLETTER = "deadletter"
+    POLICY = "decisions"  # PolicyPublished travels with the decisions it governs
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One message to publish: stream, partition key, value."""
+
+    stream: Stream
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one input produced. ``subject`` is the id decided (request/execution/input hash)."""
+
+    subject: str
+    outputs: tuple[Output, ...]
+    allow: bool | None = None
+    reasons: tuple[Reason, ...] = ()
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class DecisionState:
+    """Lineage, replay memory, and the outcomes already decided (a bounded cache: older
+    outcomes are recalled from the processor journal through ``Engine.recall``)."""
+
+    lineage: LineageState = field(default_factory=LineageState)
+    replay: ReplayMemory = field(default_factory=ReplayMemory)
+    decided: dict[str, Outcome] = field(default_factory=dict)
+    max_cached: int = 500_000
+
+    def remember(self, subject: str, outcome: Outcome) -> None:
+        self.decided[subject] = outcome
+        if len(self.decided) > self.max_cached:
+            for old in list(self.decided)[: self.max_cached // 2]:
+                del self.decided[old]
+
+
+Recall = Callable[[str], Outcome | None]
+
+
+class Engine:
+    """Decides requests, executions and revocations for one authority."""
+
+    def __init__(self, *, authority: Signer, authority_identity: str, keyring: KeyRing,
+                 policy: PolicyEngine, limiter: RateLimiter, limits: Limits,
+                 recall: Recall | None = None) -> None:
+        self.authority = authority
+        self.identity = authority_identity
+        self.keyring = keyring
+        self.policy = policy
+        self.limiter = limiter
+        self.limits = limits
+        self.state = DecisionState()
+        self.recall = recall
+
+    def earlier(self, subject: str) -> Outcome | None:
+        """The outcome already decided for ``subject``, from the cache or the journal."""
+        found = self.state.decided.get(subject)
+        if found is None and self.recall is not None:
+            found = self.recall(subject)
+        return found
+
+    # -- entry points --------------------------------------------------------------------
+
+    def handle(self, stream: Stream, raw: bytes, now: datetime) -> Outcome:
+        """Decide one message from ``stream`` received at ``now``. Never raises Rejected."""
+        subject = hashlib.sha256(raw).hexdigest()
+        if (earlier := self.earlier(subject)) is not None:     # rejected input seen before
+            return _replayed(earlier)
+        try:
+            verified = verify_envelope(raw, self.keyring, now)
+        except Rejected as exc:
+            outcome = self._reject_input(subject, raw, exc, now)
+            self.state.remember(subject, outcome)
+            return outcome
+        if (earlier := self.earlier(verified.event_id)) is not None:
+            return _replayed(earlier)
+        outcome = self._dispatch(stream, verified, now)
+        self.state.remember(verified.event_id, outcome)
+        self.state.replay.prune(now)
+        return outcome
+
+    def publish_policy(self, policy_ids: tuple[str, ...], files: dict[str, str],
+                       now: datetime) -> Output:
+        """A signed PolicyPublished for the policy now in force."""
+        event = PolicyPublished(signer=self.identity, tenant="*",
+                                nonce=_nonce("p", self.policy.digest), issued_at=now,
+                                policy_digest=self.policy.digest, policy_ids=policy_ids,
+                                files=files)
+        return Output(Stream.POLICY, b"policy", sign_event(event, self.authority))
+
+    def restore(self, stream: Stream, raw: bytes, arrival: datetime, outcome: Outcome) -> None:
+        """Re-apply the *effects* of a journaled outcome (never re-decide it): stored outputs,
+        nonces, grants, uses, revocations. Inputs must come in journal order.
+
+        Only what could *widen* authority is re-verified: a grant enters the lineage state only
+        if its authority signature verifies. Inputs, revocations and uses can only narrow it,
+        so they are parsed without a second signature check (they were verified on arrival).
+        """
+        self.state.remember(outcome.subject, outcome)
+        if outcome.allow is None and not outcome.outputs:
+            return
+        event = _parse_trusted(raw)
+        if event is None:
+            return  # a rejected input has no effect beyond its stored denial
+        event_id = outcome.subject
+        if isinstance(event, AuthorizationRequested | ExecutionRequested):
+            self.state.replay.remember(event.signer, event.nonce, event_id,
+                                       max(event.issued_at, arrival) + self.limits.nonce_retention)
+        if isinstance(event, AuthorizationRevoked) and outcome.allow:
+            self.state.lineage.revoke(event.artifact_id, event_id)
+        for output in outcome.outputs:
+            self._restore_output(output)
+
+    def _restore_output(self, output: Output) -> None:
+        if output.stream is Stream.DECISIONS and b"authorization-granted" in output.value:
+            mine = verify_envelope(output.value, self.keyring, None)
+            if isinstance(mine.event, AuthorizationGranted):
+                self.state.lineage.add_grant(mine.event_id, mine.event.artifact)
+            return
+        if output.stream is not Stream.VERDICTS:
+            return
+        event = _parse_trusted(output.value)
+        if isinstance(event, ExecutionAllowed):
+            record = self.state.lineage.grants.get(event.artifact_id)
+            if record is not None:
+                record.uses += 1
+
+    # -- per kind --------------------------------------------------------------------------
+
+    def _dispatch(self, stream: Stream, verified: VerifiedEvent, now: datetime) -> Outcome:
+        event = verified.event
+        if stream is Stream.REQUESTS and isinstance(event, AuthorizationRequested):
+            return self._request(verified, event, now)
+        if stream is Stream.EXECUTIONS and isinstance(event, ExecutionRequested):
+            return self._execution(verified, event, now)
+        if stream is Stream.REVOCATIONS and isinstance(event, AuthorizationRevoked):
+            return self._revocation(verified, event, now)
+        if stream is Stream.EXECUTIONS and isinstance(event, ExecutionCompleted | ExecutionFailed):
+            return Outcome(verified.event_id, ())  # recorded by the ledger; nothing to decide
+        denial = Verdict.deny(Reason.UNSUPPORTED_VERSION, f"{verified.kind} on {stream.value}")
+        return self._deny(verified.event_id, event.tenant, event.lineage_root(), denial, now,
+                          stream=Stream.DECISIONS)
+
+    def _request(self, verified: VerifiedEvent, request: AuthorizationRequested,
+                 now: datetime) -> Outcome:
+        root = request.lineage.root or verified.event_id
+        verdict = decide_request(verified, self.state.lineage, self.state.replay, self.policy,
+                                 self.limiter, now, self.limits)
+        if not verdict.allow:
+            return self._deny(verified.event_id, request.tenant, root, verdict, now)
+        artifact = Artifact(
+            request_id=verified.event_id, initiator=request.signer, tenant=request.tenant,
+            scope=request.scope, environments=request.environments, window=request.window,
+            single_use=request.single_use, policy_digest=self.policy.digest,
+            policy_ids=verdict.policy_ids,
+            lineage=Lineage(root=root, parent=request.lineage.parent,
+                            depth=self.state.lineage.depth_of_child(request.lineage.parent)),
+            governance=request.context)
+        grant = AuthorizationGranted(signer=self.identity, tenant=request.tenant,
+                                     nonce=_nonce("g", verified.event_id), issued_at=now,
+                                     request_id=verified.event_id, artifact=artifact)
+        envelope, artifact_id = sign_event_with_id(grant, self.authority)
+        self.state.lineage.add_grant(artifact_id, artifact)
+        return Outcome(verified.event_id, (Output(Stream.DECISIONS, root.encode(), envelope),),
+                       allow=True)
+
+    def _execution(self, verified: VerifiedEvent, execution: ExecutionRequested,
+                   now: datetime) -> Outcome:
+        verdict = decide_execution(verified, self.state.lineage, self.state.replay, now,
+                                   self.limits)
+        event: Event
+        if verdict.allow:
+            self.state.lineage.grants[execution.artifact_id].uses += 1
+            event = ExecutionAllowed(
+                signer=self.identity, tenant=execution.tenant,
+                nonce=_nonce("v", verified.event_id), issued_at=now,
+                artifact_id=execution.artifact_id, root=execution.root,
+                execution_id=verified.event_id)
+        else:
+            event = ExecutionRefused(
+                signer=self.identity, tenant=execution.tenant,
+                nonce=_nonce("v", verified.event_id), issued_at=now,
+                artifact_id=execution.artifact_id, root=execution.root,
+                execution_id=verified.event_id, reasons=verdict.reasons, detail=verdict.detail)
+        out = Output(Stream.VERDICTS, execution.root.encode(), sign_event(event, self.authority))
+        return Outcome(verified.event_id, (out,), allow=verdict.allow, reasons=verdict.reasons)
+
+    def _revocation(self, verified: VerifiedEvent, revocation: AuthorizationRevoked,
+                    now: datetime) -> Outcome:
+        verdict = decide_revocation(verified, self.state.lineage)
+        if not verdict.allow:
+            return self._deny(verified.event_id, revocation.tenant, revocation.root, verdict,
+                              now)
+        self.state.lineage.revoke(revocation.artifact_id, verified.event_id)
+        return Outcome(verified.event_id, (), allow=True)
+
+    def _deny(self, subject: str, tenant: str, root: str | None, verdict: Verdict,
+              now: datetime, stream: Stream = Stream.DECISIONS) -> Outcome:
+        denial = AuthorizationDenied(
+            signer=self.identity, tenant=tenant, nonce=_nonce("d", subject), issued_at=now,
+            request_id=subject, reasons=verdict.reasons, detail=verdict.detail, root=root,
+            policy_digest=self.policy.digest, policy_ids=verdict.policy_ids)
+        key = (root or subject).encode()
+        return Outcome(subject, (Output(stream, key, sign_event(denial, self.authority)),),
+                       allow=False, reasons=verdict.reasons)
+
+    def _reject_input(self, subject: str, raw: bytes, exc: Rejected, now: datetime) -> Outcome:
+        """Unauthenticated input: a signed denial naming its hash, and the bytes to dead-letter."""
+        denied = self._deny(subject, "*", None, Verdict.deny(exc.reason, exc.detail), now)
+        dead = Output(Stream.DEADLETTER, subject.encode(), raw)
+        return Outcome(subject, (*denied.outputs, dead), allow=False, reasons=denied.reasons)
+
+
+def _parse_trusted(raw: bytes) -> Event | None:
+    """Parse an envelope already verified on arrival (journal restore); None if unparseable."""
+    try:
+        parsed = parse_envelope(raw)
+        return parse_payload(parsed.payload_type, parsed.payload)
+    except Rejected:
+        return None
+
+
+def _nonce(prefix: str, subject: str) -> str:
+    """Authority nonces derive from the subject: one decision per subject, so unique."""
+    return f"{prefix}-{subject}"
+
+
+def _replayed(earlier: Outcome) -> Outcome:
+    return Outcome(earlier.subject, earlier.outputs, earlier.allow, earlier.reasons,
+                   replayed=True)

@@ -1,0 +1,143 @@
+"""The processor journal: every input and the outputs decided for it, durable before publishing.
+
+Why a journal of our own (DESIGN.md section 6): faust changelog tables on the embedded broker
+are not a safe single copy of state, and the ledger may lag the processor (a decision can be
+published and not yet sequenced when the processor dies). So each batch is written here in ONE
+SQLite transaction (WAL, synchronous=FULL) *before* its outputs are published and *before*
+the Kafka offsets are committed:
+
+    consume batch -> decide -> journal (inputs + outputs + arrival times) -> publish -> commit
+
+* crash before the journal commit: nothing happened; Kafka redelivers; decided afresh;
+* crash after it: Kafka redelivers; the engine, restored from the journal, answers with the
+  stored outputs (same bytes, so the same event ids, so one ledger leaf each);
+* broker wiped (embedded broker restart): the journal still holds every decision, so state is
+  intact, and :meth:`Journal.outputs_since` lets the service re-publish what the ledger lacks.
+
+Restoring replays *effects* (grants, revocations, uses, nonces, stored outputs), never the
+decisions, so a policy change between runs cannot change a decision already made.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from ledger.errors import Reason, Unavailable
+from processors.engine import Outcome, Output, Stream
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    arrival TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    input BLOB NOT NULL,
+    outputs TEXT NOT NULL,
+    allow INTEGER,
+    reasons TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_subject ON journal(subject);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    stream: Stream
+    arrival: datetime
+    raw: bytes
+    outcome: Outcome
+
+
+def _encode_outputs(outputs: Iterable[Output]) -> str:
+    return json.dumps([[o.stream.value, base64.b64encode(o.key).decode(),
+                        base64.b64encode(o.value).decode()] for o in outputs])
+
+
+def _decode_outputs(text: str) -> tuple[Output, ...]:
+    return tuple(Output(Stream(s), base64.b64decode(k), base64.b64decode(v))
+                 for s, k, v in json.loads(text))
+
+
+class Journal:
+    """One SQLite file per processor (``DATA/processor.db``)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"processor journal {path}: {exc}") from exc
+        self.path = path
+
+    def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]]) -> int:
+        """Write one batch in one transaction; outcomes already journaled are skipped.
+
+        Returns how many rows were written. Raises Unavailable on any SQLite error.
+        """
+        rows = [(stream.value, arrival.isoformat(), outcome.subject, raw,
+                 _encode_outputs(outcome.outputs),
+                 None if outcome.allow is None else int(outcome.allow),
+                 json.dumps([r.value for r in outcome.reasons]))
+                for stream, arrival, raw, outcome in batch if not outcome.replayed]
+        if not rows:
+            return 0
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO journal(stream, arrival, subject, input, outputs, allow,"
+                " reasons) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            written = conn.total_changes - before
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise Unavailable(f"processor journal write failed: {exc}") from exc
+        return written
+
+    def recall(self, subject: str) -> Outcome | None:
+        """The outcome journaled for ``subject`` (request/execution id or input hash)."""
+        row = self.db.conn.execute(
+            "SELECT subject, outputs, allow, reasons FROM journal WHERE subject = ?",
+            (subject,)).fetchone()
+        if row is None:
+            return None
+        return _outcome(row[0], row[1], row[2], row[3])
+
+    def entries(self, since_seq: int = 0) -> Iterator[Entry]:
+        """Every journaled input in order, for restoring the engine."""
+        cursor = self.db.conn.execute(
+            "SELECT seq, stream, arrival, input, subject, outputs, allow, reasons FROM journal"
+            " WHERE seq > ? ORDER BY seq", (since_seq,))
+        for seq, stream, arrival, raw, subject, outputs, allow, reasons in cursor:
+            yield Entry(seq, Stream(stream), datetime.fromisoformat(arrival), raw,
+                        _outcome(subject, outputs, allow, reasons))
+
+    def outputs_since(self, since_seq: int = 0) -> Iterator[Output]:
+        for entry in self.entries(since_seq):
+            yield from entry.outcome.outputs
+
+    def count(self) -> int:
+        return int(self.db.conn.execute("SELECT count(*) FROM journal").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def _outcome(subject: str, outputs: str, allow: int | None, reasons: str) -> Outcome:
+    return Outcome(subject, _decode_outputs(outputs), None if allow is None else bool(allow),
+                   tuple(Reason(r) for r in json.loads(reasons)))
