@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS journal (
     reasons TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS journal_subject ON journal(subject);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -85,29 +86,41 @@ class Journal:
     def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]]) -> int:
         """Write one batch in one transaction; outcomes already journaled are skipped.
 
-        Returns how many rows were written. Raises Unavailable on any SQLite error.
+        Returns the journal's last sequence number after the batch (pass it to
+        :meth:`mark_published` once the batch's outputs are acknowledged by the broker).
+        Raises Unavailable on any SQLite error.
         """
         rows = [(stream.value, arrival.isoformat(), outcome.subject, raw,
                  _encode_outputs(outcome.outputs),
                  None if outcome.allow is None else int(outcome.allow),
                  json.dumps([r.value for r in outcome.reasons]))
                 for stream, arrival, raw, outcome in batch if not outcome.replayed]
-        if not rows:
-            return 0
         conn = self.db.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO journal(stream, arrival, subject, input, outputs, allow,"
                 " reasons) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            written = conn.total_changes - before
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise Unavailable(f"processor journal write failed: {exc}") from exc
-        return written
+        return int(last)
+
+    def mark_published(self, upto_seq: int) -> None:
+        """Every output up to ``upto_seq`` was acknowledged by the broker."""
+        try:
+            self.db.conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('published', ?) ON CONFLICT(key) DO "
+                "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"processor journal write failed: {exc}") from exc
+
+    def published_seq(self) -> int:
+        row = self.db.conn.execute("SELECT value FROM meta WHERE key='published'").fetchone()
+        return 0 if row is None else int(row[0])
 
     def recall(self, subject: str) -> Outcome | None:
         """The outcome journaled for ``subject`` (request/execution id or input hash)."""
