@@ -68,7 +68,6 @@ class Stream(StrEnum):
     EXECUTIONS = "executions"
     VERDICTS = "verdicts"
     DEADLETTER = "deadletter"
-    POLICY = "decisions"  # PolicyPublished travels with the decisions it governs
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +156,11 @@ class Engine:
                        now: datetime) -> Output:
         """A signed PolicyPublished for the policy now in force."""
         event = PolicyPublished(signer=self.identity, tenant="*",
-                                nonce=_nonce("p", self.policy.digest), issued_at=now,
+                                nonce=_nonce("p", self.policy.digest.replace(":", "-")), issued_at=now,
                                 policy_digest=self.policy.digest, policy_ids=policy_ids,
                                 files=files)
-        return Output(Stream.POLICY, b"policy", sign_event(event, self.authority))
+        # PolicyPublished travels with the decisions it governs.
+        return Output(Stream.DECISIONS, b"policy", sign_event(event, self.authority))
 
     def restore(self, stream: Stream, raw: bytes, arrival: datetime, outcome: Outcome) -> None:
         """Re-apply the *effects* of a journaled outcome (never re-decide it): stored outputs,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS journal_subject ON journal(subject);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
 """
 
 
@@ -83,8 +87,10 @@ class Journal:
             raise Unavailable(f"processor journal {path}: {exc}") from exc
         self.path = path
 
-    def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]]) -> int:
+    def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]],
+               offsets: Mapping[tuple[str, int], int] | None = None) -> int:
         """Write one batch in one transaction; outcomes already journaled are skipped.
+        ``offsets`` ((topic, partition) -> next offset to consume) go in the same transaction.
 
         Returns the journal's last sequence number after the batch (pass it to
         :meth:`mark_published` once the batch's outputs are acknowledged by the broker).
@@ -101,6 +107,11 @@ class Journal:
             conn.executemany(
                 "INSERT OR IGNORE INTO journal(stream, arrival, subject, input, outputs, allow,"
                 " reasons) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if offsets:
+                conn.executemany(
+                    "INSERT INTO offsets(topic, partition, next_offset) VALUES (?, ?, ?) ON "
+                    "CONFLICT(topic, partition) DO UPDATE SET next_offset=excluded.next_offset",
+                    [(t, p, o) for (t, p), o in offsets.items()])
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -117,6 +128,16 @@ class Journal:
                 "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
         except sqlite3.Error as exc:
             raise Unavailable(f"processor journal write failed: {exc}") from exc
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the next offset to consume, as last journaled."""
+        rows = self.db.conn.execute("SELECT topic, partition, next_offset FROM offsets")
+        return {(t, p): o for t, p, o in rows}
+
+    def reset_offsets(self, topics: Iterable[str]) -> None:
+        """Forget the offsets of ``topics`` (after the broker lost them)."""
+        names = list(topics)
+        self.db.conn.executemany("DELETE FROM offsets WHERE topic = ?", [(n,) for n in names])
 
     def published_seq(self) -> int:
         row = self.db.conn.execute("SELECT value FROM meta WHERE key='published'").fetchone()

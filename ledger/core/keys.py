@@ -21,9 +21,10 @@ Keyring document (JSON, ``version`` 1)::
                      "not_after": null,                      # optional
                      "revoked_at": null}]}                   # optional
 
-Roles: ``requester`` (may ask), ``executor`` (may run under an artifact), ``revoker`` (may
-revoke any artifact of its tenant), ``authority`` (signs decisions), ``ledger`` (signs
-checkpoints).
+System roles: ``requester`` (may ask), ``executor`` (may run under an artifact of its
+tenant), ``revoker`` (may revoke any artifact of its tenant), ``authority`` (signs decisions),
+``ledger`` (signs checkpoints). Any other role name (``[a-z][a-z0-9_.-]{0,63}``, e.g.
+``reader``) is free for Cedar policies, which see every role as ``principal.roles``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,7 +49,8 @@ from ledger.errors import BadSignature, ConfigError, Reason
 
 KeyId = NewType("KeyId", str)
 
-ROLES = frozenset({"requester", "executor", "revoker", "authority", "ledger"})
+SYSTEM_ROLES = frozenset({"requester", "executor", "revoker", "authority", "ledger"})
+_ROLE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _P = 2**255 - 19
 
 
@@ -153,9 +156,9 @@ class KeyRing:
     def add(self, principal: Principal) -> None:
         """Register a principal. Raises BadSignature(KEY_WEAK) for a weak key."""
         check_public_key(principal.public_key)
-        unknown = principal.roles - ROLES
-        if unknown:
-            raise ConfigError(f"unknown roles {sorted(unknown)} for {principal.identity}")
+        bad = [r for r in principal.roles if not _ROLE.match(r)]
+        if bad:
+            raise ConfigError(f"invalid role names {sorted(bad)} for {principal.identity}")
         self._by_id[principal.key_id] = principal
 
     def revoke(self, kid: KeyId, at: datetime) -> None:

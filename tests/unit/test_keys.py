@@ -153,7 +153,7 @@ def test_keyring_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("doc", [
     b"not json", b"[]", b'{"version": 2, "principals": []}', b'{"version": 1}',
-    keyring_doc(roles=["god"]), keyring_doc(public_key="!!"), keyring_doc(extra=1),
+    keyring_doc(roles=["God Mode"]), keyring_doc(public_key="!!"), keyring_doc(extra=1),
     keyring_doc(not_before="2026-01-01T00:00:00"),
 ])
 def test_bad_keyrings_are_config_errors(doc: bytes) -> None:

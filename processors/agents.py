@@ -1,0 +1,258 @@
+"""The decision worker: Kafka bytes in -> Engine -> journal -> signed outputs out -> commit.
+
+The loop, per batch of records (``getmany``, partition order preserved):
+
+1. take the arrival time once for the batch (the processor's clock, never the client's);
+2. catch up with journal entries other workers wrote (shared ``processor.db``), so a partition
+   that moved here after a rebalance is decided with its full history;
+3. ``Engine.handle`` each record: pure, never raises ``Rejected``;
+4. write inputs and outcomes to the journal in one transaction (durable before anything is
+   published or committed);
+5. produce every output keyed by its lineage root, await all acknowledgements, advance the
+   journal's published watermark;
+6. commit the consumed offsets.
+
+A crash between any two steps is safe: before 4, Kafka redelivers and the batch is decided
+afresh; after 4, the restored engine answers redeliveries with the stored bytes, and on
+start :meth:`DecisionWorker.start` re-publishes journal outputs past the watermark.
+``Unavailable`` (journal or broker failure) escapes and stops the worker: never a grant,
+never a dropped message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ledger.config import Settings
+from ledger.errors import Unavailable
+from ledger.kafka import make_consumer, make_producer, read_highwaters
+from ledger.topics import Topics
+from processors.engine import Engine, Outcome, Output, Stream
+from processors.journal import Journal
+from processors.policy import PolicyBundle
+
+log = logging.getLogger("govledger.processor")
+
+GROUP_ID = "govledger-processors"
+INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    batches: int = 0
+    decided: int = 0
+    redelivered: int = 0
+    granted: int = 0
+    denied: int = 0
+    last_batch_s: float = 0.0
+    observers: list[Callable[[Outcome, float], None]] = field(default_factory=list)
+
+
+class DecisionWorker:
+    """One decision worker process member of the ``govledger-processors`` group."""
+
+    def __init__(self, settings: Settings, bootstrap: str, topics: Topics, engine: Engine,
+                 journal: Journal, *, clock: Callable[[], datetime] = utc_now,
+                 max_batch: int = 500, use_group: bool = False) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.engine = engine
+        self.journal = journal
+        self.clock = clock
+        self.max_batch = max_batch
+        self.use_group = use_group
+        self.stats = WorkerStats()
+        self._applied_seq = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stream_of = {topics.name(s.value): s for s in INPUT_STREAMS}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore state from the journal, journal the policy in force, connect, and publish
+        everything past the watermark."""
+        restored = self.catch_up()
+        log.info("processor restored %d journal entries", restored)
+        self.journal_policy()
+        self._producer = make_producer(self.settings, self.bootstrap)
+        if self.use_group:
+            self._consumer = make_consumer(self.settings, self.bootstrap, *self._stream_of,
+                                           group_id=GROUP_ID, max_poll_records=self.max_batch)
+        else:
+            self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None,
+                                           max_poll_records=self.max_batch)
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+            since = self.journal.published_seq()
+            if not self.use_group and await self._assign_from_journal():
+                since = 0  # the broker lost the topics: publish every journaled output again
+        except KafkaError as exc:
+            await self.stop()
+            raise Unavailable(f"processor cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        await self.republish(since)
+
+    async def _assign_from_journal(self) -> bool:
+        """Own every input partition (single-worker mode) from the journal's offsets.
+
+        Returns True when the broker's offsets went backwards (an embedded broker restart
+        wipes everything): state is intact in the journal, so consumption restarts at 0 and
+        the caller re-publishes every journaled output. The journal, not the broker, is the
+        record (DESIGN.md section 9).
+        """
+        assert self._consumer is not None
+        parts = [TopicPartition(t, p) for t in self._stream_of
+                 for p in range(self.settings.partitions)]
+        stored = self.journal.offsets()
+        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
+        await probe.start()
+        try:
+            marks = await read_highwaters(probe, parts)
+        finally:
+            await probe.stop()
+        wiped = [tp for tp in parts if marks[tp] < stored.get((tp.topic, tp.partition), 0)]
+        if wiped:
+            log.error("broker offsets went backwards on %s: broker wiped; continuing from the "
+                      "journal", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in wiped))
+            self.journal.reset_offsets(self._stream_of)
+            stored = {}
+        self._consumer.assign(parts)
+        for tp in parts:
+            self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+        return bool(wiped)
+
+    def journal_policy(self) -> None:
+        """Journal a signed PolicyPublished for the policy in force, once per digest, so every
+        decision's policy_digest points at a logged policy version."""
+        policy = self.engine.policy
+        subject = hashlib.sha256(f"policy-published\n{policy.digest}".encode()).hexdigest()
+        if self.journal.recall(subject) is not None:
+            return
+        files = dict(policy.files()) if isinstance(policy, PolicyBundle) else {}
+        ids = tuple(policy.policy_ids) if isinstance(policy, PolicyBundle) else ()
+        output = self.engine.publish_policy(ids, files, self.clock())
+        self.journal.append([(Stream.DECISIONS, self.clock(), output.value,
+                              Outcome(subject, (output,)))])
+        log.info("policy %s journaled for publication", policy.digest)
+
+    async def stop(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except KafkaError as exc:  # shutting down: report, do not mask the cause
+                    log.warning("error while stopping a Kafka client: %s", exc)
+        self._consumer = self._producer = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set. Raises Unavailable on broker or journal failure."""
+        assert self._consumer is not None, "start() first"
+        while not stop.is_set():
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200,
+                                                       max_records=self.max_batch)
+            except KafkaError as exc:
+                raise Unavailable(f"processor consume failed: {exc}") from exc
+            records = [r for part in batches.values() for r in part]
+            if records:
+                await self.process(records)
+
+    # -- the batch -------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply journal entries written since we last looked (by us or by other workers)."""
+        count = 0
+        for entry in self.journal.entries(self._applied_seq):
+            if self.engine.state.decided.get(entry.outcome.subject) is None:
+                self.engine.restore(entry.stream, entry.raw, entry.arrival, entry.outcome)
+                count += 1
+            self._applied_seq = entry.seq
+        return count
+
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outcome]:
+        """Steps 1-6 of the module docstring for one batch."""
+        started = time.perf_counter()
+        now = self.clock()
+        self.catch_up()
+        handled = []
+        for record in records:
+            stream = self._stream_of[record.topic]
+            raw = record.value if record.value is not None else b""
+            handled.append((stream, now, raw, self.engine.handle(stream, raw, now)))
+        last = self.journal.append(handled, None if self.use_group else _next_offsets(records))
+        await self._publish([o for *_, outcome in handled for o in outcome.outputs])
+        self.journal.mark_published(last)
+        self.catch_up()
+        if self.use_group:
+            await self._commit(records)
+        outcomes = [outcome for *_, outcome in handled]
+        self._count(outcomes, time.perf_counter() - started)
+        return outcomes
+
+    async def republish(self, since_seq: int) -> int:
+        """Publish every journaled output after ``since_seq`` again (consumers dedupe by id)."""
+        outputs = list(self.journal.outputs_since(since_seq))
+        if outputs:
+            log.info("re-publishing %d journaled outputs past the watermark", len(outputs))
+            await self._publish(outputs)
+            self.journal.mark_published(self._applied_seq)
+        return len(outputs)
+
+    async def _publish(self, outputs: Sequence[Output]) -> None:
+        if not outputs:
+            return
+        assert self._producer is not None
+        try:
+            futures = [await self._producer.send(self.topics.name(o.stream.value), o.value,
+                                                 key=o.key) for o in outputs]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise Unavailable(f"processor publish failed: {exc}") from exc
+
+    async def _commit(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self._consumer is not None
+        offsets = {TopicPartition(t, p): o for (t, p), o in _next_offsets(records).items()}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # The journal already holds the batch: a redelivery is answered idempotently.
+            log.warning("offset commit failed (batch will be redelivered): %s", exc)
+
+    def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.last_batch_s = seconds
+        for outcome in outcomes:
+            if outcome.replayed:
+                stats.redelivered += 1
+                continue
+            stats.decided += 1
+            if outcome.allow is True:
+                stats.granted += 1
+            elif outcome.allow is False:
+                stats.denied += 1
+            for observe in stats.observers:
+                observe(outcome, seconds)
+
+
+def _next_offsets(records: Sequence[ConsumerRecord[bytes, bytes]]) -> dict[tuple[str, int], int]:
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets

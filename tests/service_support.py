@@ -1,0 +1,67 @@
+"""Shared helpers for integration tests of the running pieces (real broker, real SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from ledger.core.keys import Principal, principal_document
+from ledger.datadir import DataDir, init_data_dir
+from tests.factories import ALICE, seeded_signer
+
+BOB = seeded_signer("bob")
+RUNNER = seeded_signer("runner")
+REVOKER = seeded_signer("revoker")
+
+AGENTS = [
+    Principal("agent:alice", "acme", ALICE.public_key, frozenset({"requester", "reader"})),
+    Principal("agent:bob", "acme", BOB.public_key, frozenset({"requester", "reader"})),
+    Principal("runner:1", "acme", RUNNER.public_key, frozenset({"executor"})),
+    Principal("ops:revoker", "acme", REVOKER.public_key, frozenset({"revoker"})),
+]
+
+
+def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataDir:
+    """A data directory made by ``govledger init`` plus the test agents in its keyring."""
+    init_data_dir(root, "govledger.test/log")
+    data = DataDir(root)
+    doc = json.loads(data.keyring.read_text())
+    doc["principals"] += [dict(principal_document(p)) for p in principals]
+    data.keyring.write_text(json.dumps(doc, indent=2))
+    return data
+
+
+async def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def collect(bootstrap: str, topic: str, count: int, timeout_s: float = 30.0,
+                  ) -> list[bytes]:
+    """Read ``topic`` from the beginning until ``count`` values arrived (or time runs out)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            values += [r.value for part in batch.values() for r in part if r.value is not None]
+    finally:
+        await consumer.stop()
+    return values
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
