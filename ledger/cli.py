@@ -6,7 +6,9 @@ Exit codes: 0 ok; 1 verification failed or denied; 2 usage or configuration erro
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +16,28 @@ from typing import Annotated, NoReturn
 
 import pydantic
 import typer
+from rich.progress import Progress
 
+from ledger.audit import audit_ledger
+from ledger.config import Settings, load_settings
 from ledger.core.envelope import sign_event, verify_envelope
 from ledger.core.events import BY_KIND
 from ledger.core.keys import Principal, principal_document
+from ledger.datadir import init_data_dir
 from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
+from ledger.kafka import client_options
 from ledger.keyfiles import generate_keypair, load_keyring, load_signer
+from ledger.proofs import (
+    bundle_json,
+    prove_consistency,
+    prove_inclusion,
+    prove_lineage,
+    verify_bundle_file,
+)
 from ledger.schema import export_schemas
+from ledger.sequencer import append_jsonl, latest_checkpoint, ledger_info
+from ledger.service import COMPONENTS, Service, run_service
+from ledger.topics import Topics, ensure_topics
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -40,6 +57,19 @@ schema_app = typer.Typer(help="The published JSON Schemas.", no_args_is_help=Tru
 app.add_typer(keys_app, name="keys")
 app.add_typer(events_app, name="events")
 app.add_typer(schema_app, name="schema")
+ledger_app = typer.Typer(help="The Merkle ledger: append, prove, verify, audit.",
+                         no_args_is_help=True)
+prove_app = typer.Typer(help="Export proof bundles that verify offline.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+ledger_app.add_typer(prove_app, name="prove")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(topics_app, name="topics")
+
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Data directory (default: $GOVLEDGER_DATA_DIR or ./govledger-data).")]
+KafkaOpt = Annotated[str | None, typer.Option(
+    "--kafka", help="Kafka bootstrap host:port (default: $GOVLEDGER_KAFKA_BOOTSTRAP; unset = "
+    "start the embedded broker).")]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -158,6 +188,284 @@ def schema_export(
     """
     for path in export_schemas(directory):
         typer.echo(str(path))
+
+
+def settings_from(data: Path | None = None, kafka: str | None = None,
+                  **overrides: object) -> Settings:
+    """Settings from the environment plus the command's flags (flags win)."""
+    if data is not None:
+        overrides["data_dir"] = data
+    if kafka is not None:
+        overrides["kafka_bootstrap"] = kafka
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+# -- the ledger ---------------------------------------------------------------------------
+
+
+@ledger_app.command("init")
+def ledger_init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
+    """Create the data directory's keys, keyring, example policies and empty ledger.
+
+    Keeps whatever exists. Example: govledger ledger init --data ./govledger-data
+    """
+    init(data, as_json)
+
+
+@app.command("init")
+def init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
+    """Create what the service needs in the data directory (never overwrites).
+
+    Authority and ledger keys (0600), a keyring with the authority, the example Cedar
+    policies and an empty signed ledger. Example: govledger init --data ./govledger-data
+    """
+    settings = settings_from(data)
+    report = init_data_dir(settings.data_dir, settings.log_origin)
+    emit({"created": report.created, "kept": report.kept}, as_json,
+         "\n".join([f"created {p}" for p in report.created] +
+                   [f"kept    {p}" for p in report.kept]))
+
+
+@ledger_app.command("append")
+def ledger_append(
+    jsonl: Annotated[Path, typer.Argument(help="File with one envelope per line.")],
+    keyring: Annotated[Path, typer.Option(help="Keyring the envelopes must verify against.")],
+    data: DataOpt = None, as_json: JsonFlag = False,
+) -> None:
+    """Verify and append envelopes; report appended / duplicates / refused.
+
+    Example: govledger ledger append events.jsonl --keyring keys/keyring.json
+    """
+    settings = settings_from(data)
+    total = sum(1 for line in jsonl.open("rb") if line.strip()) if jsonl.exists() else 0
+    with Progress(transient=True, disable=as_json or total < 5000) as progress:
+        task = progress.add_task("appending", total=total)
+        counts = append_jsonl(settings.data_dir, jsonl, keyring,
+                              progress=lambda done: progress.update(task, completed=done))
+    emit({"appended": counts.appended, "duplicates": counts.duplicates,
+          "refused": counts.refused, "refused_reasons": counts.reasons}, as_json,
+         f"appended {counts.appended}, skipped {counts.duplicates} duplicates, refused "
+         f"{counts.refused}" + (f" {counts.reasons}" if counts.reasons else ""))
+    if counts.refused:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@ledger_app.command("info")
+def ledger_info_cmd(data: DataOpt = None, as_json: JsonFlag = False) -> None:
+    """Origin, tree size, root hash, vkey and latest checkpoint (verified).
+
+    Example: govledger ledger info --json
+    """
+    info = ledger_info(settings_from(data).data_dir)
+    emit({"origin": info.origin, "tree_size": info.tree_size, "root_hash": info.root_hash,
+          "vkey": info.vkey, "checkpoint": info.checkpoint}, as_json,
+         f"origin     {info.origin}\ntree_size  {info.tree_size}\nroot_hash  "
+         f"{info.root_hash}\nvkey       {info.vkey}")
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint(data: DataOpt = None) -> None:
+    """Print the latest signed checkpoint note exactly (with its final newline).
+
+    Example: govledger ledger checkpoint > checkpoint.txt
+    """
+    sys.stdout.write(latest_checkpoint(settings_from(data).data_dir))
+
+
+def write_bundle(bundle: dict[str, object], out: Path | None) -> None:
+    text = bundle_json(bundle)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+        typer.echo(f"wrote {out}", err=True)
+
+
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Write the bundle to this file.")]
+
+
+@prove_app.command("inclusion")
+def prove_inclusion_cmd(
+    index: Annotated[int | None, typer.Option(help="Leaf index.")] = None,
+    event_id: Annotated[str | None, typer.Option(help="Event id (hex).")] = None,
+    out: OutOpt = None, data: DataOpt = None,
+) -> None:
+    """Inclusion proof bundle for one leaf under the latest checkpoint.
+
+    Example: govledger ledger prove inclusion --index 0 --out proof.json
+    """
+    if (index is None) == (event_id is None):
+        raise ConfigError("give exactly one of --index or --event-id")
+    write_bundle(prove_inclusion(settings_from(data).data_dir, index=index, event_id=event_id),
+                 out)
+
+
+@prove_app.command("consistency")
+def prove_consistency_cmd(
+    old_size: Annotated[int, typer.Option(help="Size of the older tree.")],
+    new_size: Annotated[int | None, typer.Option(help="Size of the newer tree "
+                                                     "(default: latest).")] = None,
+    out: OutOpt = None, data: DataOpt = None,
+) -> None:
+    """Consistency proof bundle between two signed checkpoints.
+
+    Example: govledger ledger prove consistency --old-size 10 --out consistency.json
+    """
+    write_bundle(prove_consistency(settings_from(data).data_dir, old_size, new_size), out)
+
+
+@prove_app.command("lineage")
+def prove_lineage_cmd(
+    event_id: Annotated[str, typer.Option(help="Event id whose chain to export.")],
+    out: OutOpt = None, data: DataOpt = None,
+) -> None:
+    """Evidence bundle: the event's chain back to its lineage root, each hop proven.
+
+    Example: govledger ledger prove lineage --event-id <hex> --out evidence.json
+    """
+    write_bundle(prove_lineage(settings_from(data).data_dir, event_id), out)
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    bundle: Annotated[Path, typer.Argument(help="A proof or evidence bundle (JSON).")],
+    vkey: Annotated[str, typer.Option(help="The log's vkey text, or a file holding it.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify a bundle offline with nothing but the bundle and the vkey (exit 1 if invalid).
+
+    Example: govledger ledger verify proof.json --vkey govledger-data/ledger.vkey
+    """
+    try:
+        result = verify_bundle_file(bundle, vkey)
+    except ProofError as exc:
+        emit({"valid": False, "error": str(exc)}, as_json, f"INVALID: {exc}")
+        raise typer.Exit(EXIT_INVALID) from exc
+    emit({"valid": True, "kind": result.kind, "origin": result.origin,
+          "tree_size": result.tree_size, "root_hash": result.root_hash,
+          "event_ids": list(result.event_ids)}, as_json,
+         f"OK {result.kind} proof under {result.origin} at size {result.tree_size} "
+         f"(root {result.root_hash[:16]}...)" +
+         (f", {len(result.event_ids)} event(s)" if result.event_ids else ""))
+
+
+@ledger_app.command("audit")
+def ledger_audit(
+    keyring: Annotated[Path | None, typer.Option(
+        help="Also verify every leaf's signature against this keyring "
+             "(default: the data directory's keyring.json).")] = None,
+    data: DataOpt = None, as_json: JsonFlag = False,
+) -> None:
+    """Recompute every leaf, node, checkpoint and signature; report the first divergence.
+
+    Example: govledger ledger audit
+    """
+    settings = settings_from(data)
+    ring = keyring or (settings.data_dir / "keyring.json")
+    report = audit_ledger(settings.data_dir, ring if ring.exists() else None)
+    problems = [{"index": p.index, "what": p.what, "checkpoint": p.checkpoint, "exact": p.exact}
+                for p in report.problems]
+    emit({"ok": report.ok, "tree_size": report.tree_size,
+          "leaves_checked": report.leaves_checked,
+          "checkpoints_checked": report.checkpoints_checked,
+          "envelopes_checked": report.envelopes_checked,
+          "first_bad_index": report.first_bad_index, "what": report.what,
+          "bad_checkpoint": report.bad_checkpoint, "problems": problems}, as_json,
+         f"OK: {report.leaves_checked} leaves, {report.checkpoints_checked} checkpoints, "
+         f"{report.envelopes_checked} signatures verified" if report.ok else
+         f"DIVERGED at index {report.first_bad_index}: {report.what}" +
+         "".join(f"\n  - {p['index']}: {p['what']}" for p in problems[1:20]))
+    if not report.ok:
+        raise typer.Exit(EXIT_INVALID)
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create(
+    kafka: KafkaOpt = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic.")] = None,
+    replication: Annotated[int | None, typer.Option(help="Replication factor.")] = None,
+) -> None:
+    """Create the gov.* topics on a Kafka cluster (idempotent).
+
+    Example: GOVLEDGER_KAFKA_BOOTSTRAP=kafka:9092 govledger topics create --partitions 12
+    """
+    settings = settings_from(kafka=kafka, partitions=partitions,
+                             replication_factor=replication)
+    if settings.kafka_bootstrap is None:
+        raise ConfigError("topics create needs --kafka or GOVLEDGER_KAFKA_BOOTSTRAP")
+    names = Topics(settings.topic_prefix).all()
+    found = asyncio.run(ensure_topics(settings.kafka_bootstrap, names, settings.partitions,
+                                      settings.replication_factor,
+                                      client_options=client_options(settings)))
+    for name, count in found.items():
+        typer.echo(f"{name}: {count} partitions")
+
+
+def serve(components: tuple[str, ...], settings: Settings) -> None:
+    configure_logging()
+
+    def ready(service: Service) -> None:
+        info = service.describe()
+        log = logging.getLogger("govledger")
+        for key, value in info.items():
+            log.info("%-16s %s", key, value)
+        log.info("ready; stop with Ctrl-C (SIGINT) or SIGTERM")
+
+    code = asyncio.run(run_service(settings, components, ready))
+    if code:
+        raise typer.Exit(code)
+
+
+ApiHost = Annotated[str | None, typer.Option(help="API listen address.")]
+ApiPort = Annotated[int | None, typer.Option(help="API port (0 = a free port).")]
+
+
+@app.command("up")
+def up(data: DataOpt = None, kafka: KafkaOpt = None, api_host: ApiHost = None,
+       api_port: ApiPort = None) -> None:
+    """Run everything on this machine: broker (embedded unless --kafka), topics, processor,
+    sequencer and HTTP API. First start creates keys, keyring and policies and says where.
+
+    Example: govledger up --data ./govledger-data --api-port 8080
+    """
+    serve(COMPONENTS, settings_from(data, kafka, api_host=api_host, api_port=api_port))
+
+
+@app.command("processor")
+def processor(data: DataOpt = None, kafka: KafkaOpt = None) -> None:
+    """Run one decision worker (scale out with more workers and partitions).
+
+    Example: govledger processor --data /data --kafka kafka:9092
+    """
+    serve(("processor",), settings_from(data, kafka))
+
+
+@app.command("sequencer")
+def sequencer(data: DataOpt = None, kafka: KafkaOpt = None) -> None:
+    """Run the ledger sequencer (exactly one per log).
+
+    Example: govledger sequencer --data /data --kafka kafka:9092
+    """
+    serve(("sequencer",), settings_from(data, kafka))
+
+
+@app.command("api")
+def api(data: DataOpt = None, kafka: KafkaOpt = None, api_host: ApiHost = None,
+        api_port: ApiPort = None) -> None:
+    """Run the HTTP API (submit envelopes, decisions, checkpoints, proofs, health, metrics).
+
+    Example: govledger api --data /data --kafka kafka:9092 --api-host 0.0.0.0 --api-port 8080
+    """
+    serve(("api",), settings_from(data, kafka, api_host=api_host, api_port=api_port))
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -156,7 +156,8 @@ class Engine:
                        now: datetime) -> Output:
         """A signed PolicyPublished for the policy now in force."""
         event = PolicyPublished(signer=self.identity, tenant="*",
-                                nonce=_nonce("p", self.policy.digest.replace(":", "-")), issued_at=now,
+                                nonce=_nonce("p", self.policy.digest.replace(":", "-")),
+                                issued_at=now,
                                 policy_digest=self.policy.digest, policy_ids=policy_ids,
                                 files=files)
         # PolicyPublished travels with the decisions it governs.

@@ -114,13 +114,18 @@ def _envelope_bytes(kind: str, body: str, keyid: str, sig: str) -> bytes:
 
 
 def sign_event(event: Event, signer: Signer) -> bytes:
-    """Envelope bytes for ``event`` signed by ``signer``."""
-    return build_envelope(payload_type(event.KIND), payload_bytes(event), signer)
+    """Envelope bytes for ``event`` signed by ``signer``. Raises InvalidEvent (see below)."""
+    return sign_event_with_id(event, signer)[0]
 
 
 def sign_event_with_id(event: Event, signer: Signer) -> tuple[bytes, str]:
-    """Envelope bytes and event id of ``event`` signed by ``signer``."""
+    """Envelope bytes and event id of ``event`` signed by ``signer``.
+
+    Never signs what a verifier would refuse: the payload goes through the same strict
+    parse first (a U+0000 in a string, an oversized payload). Raises InvalidEvent.
+    """
     payload = payload_bytes(event)
+    parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
     return build_envelope(payload_type(event.KIND), payload, signer), event_id(payload)
 
 

@@ -34,7 +34,9 @@ SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 hex64 = st.text("0123456789abcdef", min_size=64, max_size=64)
 action = st.from_regex(r"[a-z][a-z0-9_.-]{0,10}", fullmatch=True)
-meta_value = st.one_of(st.text(max_size=20), st.integers(-(2**53) + 1, 2**53 - 1), st.booleans())
+safe_text = st.text(alphabet=st.characters(blacklist_characters="\x00",
+                                           blacklist_categories=("Cs",)), max_size=20)
+meta_value = st.one_of(safe_text, st.integers(-(2**53) + 1, 2**53 - 1), st.booleans())
 
 
 @st.composite

@@ -191,3 +191,10 @@ def test_errors_are_typed() -> None:
         verify_envelope(b"{}", default_ring(), T0)
     with pytest.raises(BadSignature):
         verify_envelope(sign_event(request(signer="agent:mallory"), MALLORY), default_ring(), T0)
+
+
+def test_signing_refuses_what_verification_would_refuse() -> None:
+    event = request().model_copy(update={"context": {"note": "a\x00b"}})
+    with pytest.raises(InvalidEvent) as info:
+        sign_event(event, ALICE)
+    assert info.value.reason is Reason.MALFORMED

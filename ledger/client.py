@@ -1,0 +1,263 @@
+"""The SDK: build and sign requests, submit them, await verified decisions, revoke, and gate
+executions. Async first; :class:`SyncClient` wraps it for scripts.
+
+Every decision the SDK returns has been verified against the authority key first (a forged
+or corrupted decision is never handed to the caller: it is dropped and logged). The same code
+runs against the embedded service and a Kafka cluster: only the bootstrap and settings differ.
+
+::
+
+    async with Client(settings, bootstrap, authority_keyring) as client:
+        request_id = await client.submit(request_event, signer)
+        decision = await client.decision(request_id, timeout=10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ledger.config import Settings
+from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
+from ledger.core.events import (
+    AuthorizationDenied,
+    AuthorizationGranted,
+    AuthorizationRequested,
+    AuthorizationRevoked,
+    Event,
+    ExecutionAllowed,
+    ExecutionRefused,
+)
+from ledger.core.keys import KeyRing, Signer
+from ledger.errors import Rejected, Unavailable
+from ledger.kafka import make_consumer, make_producer
+from ledger.topics import Topics
+
+log = logging.getLogger("govledger.client")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verified decision or verdict about ``subject_id``."""
+
+    subject_id: str
+    verified: VerifiedEvent
+
+    @property
+    def event(self) -> Event:
+        return self.verified.event
+
+    @property
+    def envelope(self) -> bytes:
+        return self.verified.envelope
+
+    @property
+    def allow(self) -> bool:
+        return isinstance(self.event, AuthorizationGranted | ExecutionAllowed)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        event = self.event
+        if isinstance(event, AuthorizationDenied | ExecutionRefused):
+            return tuple(r.value for r in event.reasons)
+        return ()
+
+    @property
+    def artifact_id(self) -> str | None:
+        """For a grant: the artifact id (the grant's event id)."""
+        return self.verified.event_id if isinstance(self.event, AuthorizationGranted) else None
+
+
+def subject_of(event: Event) -> str | None:
+    """The request or execution id a decision or verdict is about."""
+    if isinstance(event, AuthorizationGranted | AuthorizationDenied):
+        return event.request_id
+    if isinstance(event, ExecutionAllowed | ExecutionRefused):
+        return event.execution_id
+    return None
+
+
+class Client:
+    """Producer of signed events and verified consumer of decisions and verdicts.
+
+    ``authority`` is a keyring holding the authority principal(s): decisions are verified
+    against it and must be signed by a principal with the ``authority`` role.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str, authority: KeyRing, *,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.topics = Topics(settings.topic_prefix)
+        self.authority = authority
+        self.clock = clock
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._seen: dict[str, Decision] = {}
+        self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
+        self._subscribers: list[asyncio.Queue[Decision]] = []
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self, *, from_beginning: bool = False) -> None:
+        """Connect. Decisions published from now on are captured (``from_beginning`` replays
+        the topics too). Raises Unavailable."""
+        self._producer = make_producer(self.settings, self.bootstrap)
+        self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None)
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+            parts = [TopicPartition(t, p) for t in (self.topics.decisions, self.topics.verdicts)
+                     for p in range(self.settings.partitions)]
+            self._consumer.assign(parts)
+            if from_beginning:
+                await self._consumer.seek_to_beginning(*parts)
+            else:
+                await self._seek_to_highwater(parts)
+        except KafkaError as exc:
+            await self.stop()
+            raise Unavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        self._reader = asyncio.create_task(self._read(), name="govledger-client-reader")
+
+    async def _seek_to_highwater(self, parts: list[TopicPartition]) -> None:
+        # ListOffsets is one short on the embedded broker: read the true high-water mark
+        # with a probe consumer and start exactly there (DESIGN.md section 9).
+        from ledger.kafka import read_highwaters
+        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
+        await probe.start()
+        try:
+            marks = await read_highwaters(probe, parts)
+        finally:
+            await probe.stop()
+        assert self._consumer is not None
+        for tp in parts:
+            self._consumer.seek(tp, marks[tp])
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Unavailable):
+                await self._reader
+            self._reader = None
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                await client.stop()
+        self._consumer = self._producer = None
+
+    # -- producing -------------------------------------------------------------------------
+
+    async def send(self, stream: str, event: Event, signer: Signer, key: str | None = None
+                   ) -> str:
+        """Sign ``event`` and produce it to ``stream``; returns its event id."""
+        envelope, event_id = sign_event_with_id(event, signer)
+        await self.send_raw(stream, envelope, key or event.lineage_root() or event_id)
+        return event_id
+
+    async def send_raw(self, stream: str, envelope: bytes, key: str) -> None:
+        """Produce envelope bytes as they are (already signed). Raises Unavailable."""
+        if self._producer is None:
+            raise Unavailable("client not started")
+        try:
+            await self._producer.send_and_wait(self.topics.name(stream), envelope,
+                                               key=key.encode())
+        except KafkaError as exc:
+            raise Unavailable(f"produce to {stream} failed: {exc}") from exc
+
+    async def submit(self, request: AuthorizationRequested, signer: Signer) -> str:
+        """Sign and submit a request; returns the request id (its event id)."""
+        return await self.send("requests", request, signer)
+
+    async def revoke(self, revocation: AuthorizationRevoked, signer: Signer) -> str:
+        """Sign and submit a revocation; returns its event id (a denial names it if refused)."""
+        return await self.send("revocations", revocation, signer)
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
+        """The verified decision or verdict for a request or execution id.
+
+        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant).
+        """
+        if (found := self._seen.get(subject_id)) is not None:
+            return found
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(subject_id, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s") from exc
+        finally:
+            waiting = self._waiters.get(subject_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiters.pop(subject_id, None)
+
+    async def decisions(self, *, allow: bool | None = None, tenant: str | None = None
+                        ) -> AsyncIterator[Decision]:
+        """Every verified decision and verdict from now on, optionally filtered."""
+        queue: asyncio.Queue[Decision] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if allow is not None and item.allow != allow:
+                    continue
+                if tenant is not None and item.event.tenant != tenant:
+                    continue
+                yield item
+        finally:
+            self._subscribers.remove(queue)
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:
+                raise Unavailable(f"decision consumer failed: {exc}") from exc
+            for records in batches.values():
+                for record in records:
+                    self._accept(record.value or b"")
+
+    def _accept(self, raw: bytes) -> None:
+        try:
+            verified = verify_envelope(raw, self.authority, self.clock())
+        except Rejected as exc:
+            log.warning("dropped a decision that does not verify: %s", exc)
+            return
+        if "authority" not in verified.principal.roles:
+            log.warning("dropped a decision not signed by an authority key")
+            return
+        subject = subject_of(verified.event)
+        if subject is None:
+            return  # e.g. PolicyPublished
+        decision = Decision(subject, verified)
+        self._seen[subject] = decision
+        if len(self._seen) > 100_000:
+            for old in list(self._seen)[:50_000]:
+                del self._seen[old]
+        for future in self._waiters.pop(subject, []):
+            if not future.done():
+                future.set_result(decision)
+        for queue in self._subscribers:
+            queue.put_nowait(decision)

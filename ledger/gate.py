@@ -1,0 +1,128 @@
+"""The executor gate: nothing runs without a verified artifact and an ExecutionAllowed.
+
+::
+
+    gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest)
+    async with gate.authorize(grant_envelope, "read", "db/orders/42"):
+        ...   # runs only after the processor's signed ExecutionAllowed
+
+Steps (DESIGN.md section 4), each failure raising :class:`ExecutionRefusedError` with a reason
+code, and the guarded block never entered:
+
+1. offline: :func:`ledger.artifact.check_artifact` (authority signature, window, runtime
+   identity, action and resource in scope, the environment digest measured *now*);
+2. optionally, the artifact's inclusion proof against a signed checkpoint
+   (``require_logged``): ARTIFACT_NOT_LOGGED when it cannot be shown within the timeout;
+3. a signed ExecutionRequested on ``gov.executions``, then the processor's verdict
+   (revocation state of every ancestor, single use, lineage) within ``timeout``; a timeout
+   or any error refuses (UNAVAILABLE);
+4. after the block: a signed ExecutionCompleted, or ExecutionFailed with the error's type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from ledger.artifact import CheckedArtifact, check_artifact
+from ledger.client import Client, Decision
+from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
+from ledger.core.keys import KeyRing, Principal, Signer
+from ledger.errors import Reason, Rejected, Unavailable
+
+log = logging.getLogger("govledger.gate")
+
+#: Returns True when the artifact (its envelope bytes) is provably in the log.
+LogCheck = Callable[[CheckedArtifact], Awaitable[bool]]
+
+
+class ExecutionRefusedError(Rejected):
+    """The gate refused: the guarded code did not run."""
+
+
+class Gate:
+    """Gates one runtime identity's executions."""
+
+    def __init__(self, client: Client, runtime: Signer, principal: Principal, keyring: KeyRing,
+                 *, measure: Callable[[], str], timeout: float = 10.0,
+                 require_logged: LogCheck | None = None) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.principal = principal
+        self.keyring = keyring
+        self.measure = measure
+        self.timeout = timeout
+        self.require_logged = require_logged
+        self.last_verdict: Decision | None = None
+
+    def check_offline(self, grant: bytes, action: str, resource: str) -> CheckedArtifact:
+        """Step 1 only. Raises ExecutionRefusedError."""
+        try:
+            return check_artifact(grant, self.keyring, self.client.clock(), runtime=self.principal,
+                                  action=action, resource=resource, environment=self.measure())
+        except Rejected as exc:
+            raise ExecutionRefusedError(exc.reason, exc.detail) from exc
+
+    @asynccontextmanager
+    async def authorize(self, grant: bytes, action: str, resource: str
+                        ) -> AsyncIterator[CheckedArtifact]:
+        """Run the guarded block only when every step allows. Raises ExecutionRefusedError."""
+        checked = self.check_offline(grant, action, resource)
+        if self.require_logged is not None and not await self._logged(checked):
+            raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED,
+                                        "no inclusion proof under a signed checkpoint")
+        art = checked.artifact
+        request = ExecutionRequested(
+            signer=self.principal.identity, tenant=art.tenant, nonce=_nonce(),
+            issued_at=self.client.clock(), artifact_id=checked.artifact_id,
+            root=art.lineage.root, action=action, resource=resource,
+            environment=self.measure())
+        try:
+            execution_id = await self.client.send("executions", request, self.runtime)
+            verdict = await self.client.decision(execution_id, self.timeout)
+        except Unavailable as exc:
+            raise ExecutionRefusedError(Reason.UNAVAILABLE, str(exc)) from exc
+        self.last_verdict = verdict
+        if not verdict.allow:
+            reason = Reason(verdict.reasons[0]) if verdict.reasons else Reason.UNAVAILABLE
+            raise ExecutionRefusedError(reason, "refused by the processor")
+        common = {"signer": self.principal.identity, "tenant": art.tenant,
+                  "issued_at": self.client.clock(), "artifact_id": checked.artifact_id,
+                  "root": art.lineage.root, "execution_id": execution_id}
+        try:
+            yield checked
+        except BaseException as exc:
+            failed = ExecutionFailed(nonce=_nonce(), error=type(exc).__name__[:512],
+                                     **common)  # type: ignore[arg-type]
+            await self._report(failed)
+            raise
+        done = ExecutionCompleted(nonce=_nonce(), **common)  # type: ignore[arg-type]
+        await self._report(done)
+
+    async def _report(self, event: ExecutionCompleted | ExecutionFailed) -> None:
+        try:
+            await self.client.send("executions", event, self.runtime)
+        except Unavailable as exc:
+            # The execution happened and its verdict is logged; the report is best effort.
+            log.warning("could not report %s: %s", event.KIND, exc)
+
+    async def _logged(self, checked: CheckedArtifact) -> bool:
+        assert self.require_logged is not None
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            try:
+                if await self.require_logged(checked):
+                    return True
+            except Unavailable:
+                pass
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+
+
+def _nonce() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(18)).decode().rstrip("=")

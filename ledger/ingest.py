@@ -1,0 +1,153 @@
+"""The sequencer on Kafka: every gov.* topic -> verified leaves -> signed checkpoints.
+
+One process, one writer. It owns every partition of the logged topics (no consumer group:
+there must be exactly one sequencer per log) and keeps its consumed offsets in the ledger,
+in the same SQLite transaction as the leaves of each batch, so a restart neither loses nor
+duplicates a leaf. Each batch is verified (``Sequencer.submit``): only events that verify
+become leaves; poison input is refused here and represented in the log by the authority's
+signed denial that names its hash. The dead-letter topic is never logged (its bytes are, by
+definition, unauthenticated).
+
+If the broker's offsets went backwards (the embedded broker forgets everything on restart),
+the sequencer logs an error, forgets the stored offsets of the wiped topics and consumes
+them from 0: the ledger dedupes by event id, so events re-published by the processor from
+its journal land once. Checkpoints are signed at most every ``checkpoint_interval_s`` and,
+when the tail is unsigned and nothing new arrives, by a timer, so every event is published
+under a signed checkpoint within about that interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ledger.config import Settings
+from ledger.errors import Unavailable
+from ledger.kafka import make_consumer, read_highwaters
+from ledger.sequencer import Sequencer, SubmitResult
+from ledger.topics import Topics
+
+log = logging.getLogger("govledger.sequencer")
+
+LOGGED_STREAMS = ("requests", "decisions", "revocations", "executions", "verdicts")
+
+
+@dataclass(slots=True)
+class IngestStats:
+    batches: int = 0
+    appended: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    tree_size: int = 0
+    checkpoint_size: int = 0
+    checkpoint_at: float = 0.0
+
+
+class SequencerWorker:
+    """Consumes the logged topics into one :class:`~ledger.sequencer.Sequencer`."""
+
+    def __init__(self, settings: Settings, bootstrap: str, topics: Topics,
+                 sequencer: Sequencer, *, max_batch: int = 2000,
+                 on_batch: Callable[[SubmitResult], None] | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.topics = [topics.name(s) for s in LOGGED_STREAMS]
+        self.sequencer = sequencer
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self.stats = IngestStats(tree_size=sequencer.store.tree_size())
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None,
+                                       max_poll_records=self.max_batch)
+        try:
+            await self._consumer.start()
+            await self._assign()
+        except KafkaError as exc:
+            await self.stop()
+            raise Unavailable(f"sequencer cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+
+    async def _assign(self) -> None:
+        assert self._consumer is not None
+        parts = [TopicPartition(t, p) for t in self.topics
+                 for p in range(self.settings.partitions)]
+        stored = dict(self.sequencer.store.offsets())
+        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
+        await probe.start()
+        try:
+            marks = await read_highwaters(probe, parts)
+        finally:
+            await probe.stop()
+        wiped = sorted({tp.topic for tp in parts
+                        if marks[tp] < stored.get((tp.topic, tp.partition), 0)})
+        if wiped:
+            log.error("broker offsets went backwards on %s (broker wiped or replaced): "
+                      "consuming them again from 0; the ledger dedupes by event id",
+                      ", ".join(wiped))
+            reset = {(t, p): 0 for t in wiped for p in range(self.settings.partitions)}
+            await asyncio.to_thread(self.sequencer.append_records, [], reset)
+            stored.update(reset)
+        self._consumer.assign(parts)
+        for tp in parts:
+            self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            try:
+                await self._consumer.stop()
+            except KafkaError as exc:
+                log.warning("error while stopping the sequencer consumer: %s", exc)
+            self._consumer = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; sign the tail on the checkpoint timer."""
+        assert self._consumer is not None, "start() first"
+        interval = self.settings.checkpoint_interval_s
+        while not stop.is_set():
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=int(min(interval, 0.2) * 1000), max_records=self.max_batch)
+            except KafkaError as exc:
+                raise Unavailable(f"sequencer consume failed: {exc}") from exc
+            records = [r for part in batches.values() for r in part]
+            if records:
+                await self.ingest([r.value or b"" for r in records], _next_offsets(records))
+            await self.publish_if_due()
+
+    async def ingest(self, envelopes: list[bytes], offsets: dict[tuple[str, int], int]
+                     ) -> SubmitResult:
+        result = await asyncio.to_thread(self.sequencer.submit, envelopes, offsets)
+        stats = self.stats
+        stats.batches += 1
+        stats.appended += result.appended
+        stats.duplicates += result.duplicates
+        stats.refused += len(result.refused)
+        stats.tree_size = result.tree_size
+        if result.checkpoint is not None:
+            stats.checkpoint_size, stats.checkpoint_at = result.tree_size, time.time()
+        if self.on_batch is not None:
+            self.on_batch(result)
+        return result
+
+    async def publish_if_due(self) -> None:
+        """Sign the unsigned tail once the checkpoint interval has passed."""
+        if self.stats.tree_size > self.stats.checkpoint_size and (
+                time.time() - self.stats.checkpoint_at >= self.settings.checkpoint_interval_s):
+            await asyncio.to_thread(self.sequencer.publish)
+            self.stats.checkpoint_size, self.stats.checkpoint_at = (
+                self.stats.tree_size, time.time())
+
+
+def _next_offsets(records: list) -> dict[tuple[str, int], int]:  # type: ignore[type-arg]
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets

@@ -1,0 +1,181 @@
+"""Kafka plumbing: aiokafka producer / consumer / admin factories from :class:`Settings`.
+
+One place decides how govledger talks to a broker, so the embedded broker and Apache Kafka
+differ only in settings (DESIGN.md section 8):
+
+* producers use ``acks=all``; ``enable_idempotence`` follows ``settings.idempotent_producer``
+  (off for the embedded broker, whose InitProducerId fails; on for Kafka);
+* consumers poll with ``settings.fetch_max_wait_ms`` (10 ms on the embedded broker, which
+  holds every fetch for the full wait even when data arrives: the wait is the latency);
+* consumers never auto-commit (offsets are committed only after the work is durable, DESIGN.md
+  section 6), start from the earliest offset, use a ~10 s session timeout (each rebalance on
+  the embedded broker waits half of it) and a request timeout well above 5 s;
+* SASL and SSL settings are passed through; the SSL context is built from files only.
+
+Two helpers exist because the embedded broker misreports or forgets offsets (section 9):
+:func:`read_highwaters` uses the *fetch* high-water mark, never ``end_offsets()`` (ListOffsets
+there answers "start of the last batch + 1"); :func:`verify_offsets_not_rewound` turns "the
+broker now reports fewer messages than we already consumed" into :class:`Unavailable`.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from ledger.config import Settings
+from ledger.errors import ConfigError, Unavailable
+
+__all__ = [
+    "TopicPartition",
+    "build_ssl_context",
+    "client_options",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "read_highwaters",
+    "verify_offsets_not_rewound",
+]
+
+
+def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """An SSL context from the CA / cert / key *files* in settings; None without SSL.
+
+    Raises ConfigError if a file cannot be loaded.
+    """
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+        if settings.kafka_ssl_certfile is not None:
+            context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                    str(settings.kafka_ssl_keyfile))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load Kafka SSL files: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by producers, consumers and the admin client."""
+    options: dict[str, Any] = {
+        "client_id": settings.kafka_client_id,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": build_ssl_context(settings),
+    }
+    if settings.kafka_sasl_mechanism is not None:
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password is not None else None,
+        )
+    return options
+
+
+def make_producer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
+    """An unstarted producer: acks=all, idempotence per settings, bytes in, bytes out.
+
+    ``overrides`` replace any aiokafka option (e.g. ``linger_ms``, ``max_batch_size``).
+    """
+    options = client_options(settings)
+    options.update(acks="all", enable_idempotence=settings.idempotent_producer,
+                   linger_ms=settings.kafka_linger_ms)
+    options.update(overrides)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+
+
+def make_consumer(settings: Settings, bootstrap: str, *topics: str, group_id: str | None,
+                  **overrides: Any) -> AIOKafkaConsumer:
+    """An unstarted consumer: manual commits, earliest reset, ~10 s session, bytes values.
+
+    With ``group_id=None`` the caller assigns partitions itself (no group, no commits).
+    """
+    options = client_options(settings)
+    options.update(
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(1_000, settings.kafka_session_timeout_ms // 3),
+        # Must exceed the session timeout, else a slow rebalance on the embedded broker
+        # makes consumer.start() hang (DESIGN.md section 9).
+        rebalance_timeout_ms=max(settings.kafka_request_timeout_ms,
+                                 settings.kafka_session_timeout_ms * 2),
+    )
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **options)
+
+
+def make_admin(settings: Settings, bootstrap: str) -> AIOKafkaAdminClient:
+    """An unstarted admin client with the same connection options."""
+    options = client_options(settings)
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+
+
+async def read_highwaters(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *,
+                          timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+    """The fetch high-water mark of each partition, from a consumer that owns no data.
+
+    Requires a *dedicated* consumer (no group) that is started: the partitions are assigned
+    to it and fetched, and the records returned are discarded. The fetch answer carries the
+    true high-water mark; ``end_offsets()`` does not on the embedded broker (DESIGN.md 9).
+    Raises Unavailable if a partition's mark is not known within ``timeout_s``.
+    """
+    consumer.assign(partitions)
+    for tp in partitions:
+        # Start near the end so the fetch moves little data. Where ListOffsets is a little
+        # short (embedded broker) the fetch still returns the real high-water mark.
+        await consumer.seek_to_end(tp)
+    deadline = time.monotonic() + timeout_s
+    marks: dict[TopicPartition, int] = {}
+    try:
+        while True:
+            for tp in partitions:
+                mark = consumer.highwater(tp)
+                if mark is not None:
+                    marks[tp] = mark
+            if len(marks) == len(partitions):
+                return marks
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions
+                                 if tp not in marks)
+                raise Unavailable(f"no high-water mark for {', '.join(missing)}")
+            await consumer.getmany(*partitions, timeout_ms=int(min(remaining, 0.5) * 1000))
+    except KafkaError as exc:
+        raise Unavailable(f"reading high-water marks failed: {exc}") from exc
+
+
+def verify_offsets_not_rewound(expected: Mapping[tuple[str, int], int],
+                               reported: Mapping[tuple[str, int], int]) -> None:
+    """Refuse a broker whose offsets went backwards: it was wiped or replaced.
+
+    ``expected`` maps (topic, partition) to the next offset we already hold durably (e.g.
+    the sequencer's stored offsets); ``reported`` maps the same keys to what the broker says
+    now (high-water mark or committed offset). A reported value below an expected one means
+    the broker lost data we consumed; continuing would re-number new events as old offsets
+    (DESIGN.md section 9). A partition missing from ``reported`` is treated the same way.
+    Pure. Raises Unavailable naming every rewound partition.
+    """
+    rewound = []
+    for key, held in sorted(expected.items()):
+        now = reported.get(key)
+        if now is None or now < held:
+            topic, partition = key
+            shown = "missing" if now is None else str(now)
+            rewound.append(f"{topic}[{partition}]: already consumed up to {held}, "
+                           f"broker reports {shown}")
+    if rewound:
+        raise Unavailable("broker offsets went backwards (broker wiped or replaced; rebuild "
+                          "from the ledger before consuming): " + "; ".join(rewound))

@@ -1,0 +1,361 @@
+"""Proof bundles: export from a ledger, verify offline with nothing but the bundle and a vkey.
+
+Shapes (DESIGN.md section 7; hashes lowercase hex, leaves standard base64)::
+
+    inclusion   {"origin","index","tree_size","leaf","leaf_hash","proof","root_hash",
+                 "checkpoint"}
+    consistency {"origin","old_size","new_size","old_root","new_root","proof",
+                 "old_checkpoint","new_checkpoint"}
+    lineage     {"format":"govledger.lineage.v1","origin","event_id","tree_size","root_hash",
+                 "checkpoint","hops":[{"event_id","index","leaf","leaf_hash","proof"}, ...]}
+
+A bundle is always against a *signed* checkpoint: inclusion and lineage bundles use the
+latest one (an event sequenced after it cannot be proved yet), consistency bundles need a
+checkpoint at both sizes. Offline verification (:func:`verify_bundle`) checks, in order: the
+bundle's shape (exact keys, types); each checkpoint's signature under the vkey and its origin;
+that the checkpoint's size and root are the bundle's; each leaf hash from the leaf bytes; the
+RFC 9162 proof. For a lineage bundle also: each hop's event id is the SHA-256 of its
+envelope's payload, and each hop's ``parent_ref`` (read from the payload) is the next hop's
+event id, the last hop having none (the lineage root).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ledger.core import merkle
+from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
+from ledger.core.envelope import parse_envelope, parse_payload
+from ledger.errors import ConfigError, ProofError, Rejected
+from ledger.sequencer import DB_NAME, read_vkey
+from ledger.store import LedgerStore, StoredLeaf
+
+LINEAGE_FORMAT: Final = "govledger.lineage.v1"
+MAX_HOPS: Final = 512
+MAX_BUNDLE_BYTES: Final = 64 * 1024 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+INCLUSION_KEYS = frozenset({"origin", "index", "tree_size", "leaf", "leaf_hash", "proof",
+                            "root_hash", "checkpoint"})
+CONSISTENCY_KEYS = frozenset({"origin", "old_size", "new_size", "old_root", "new_root",
+                              "proof", "old_checkpoint", "new_checkpoint"})
+LINEAGE_KEYS = frozenset({"format", "origin", "event_id", "tree_size", "root_hash",
+                          "checkpoint", "hops"})
+HOP_KEYS = frozenset({"event_id", "index", "leaf", "leaf_hash", "proof"})
+
+Bundle = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedBundle:
+    """What a bundle proved: ``kind`` is inclusion, consistency or lineage."""
+
+    kind: str
+    origin: str
+    tree_size: int
+    root_hash: str
+    event_ids: tuple[str, ...] = ()
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _published(store: LedgerStore) -> tuple[Checkpoint, str, NoteVerifier]:
+    vkey, origin, latest = store.meta("vkey"), store.meta("origin"), store.latest_checkpoint()
+    if vkey is None or origin is None or latest is None:
+        raise ProofError("ledger has no signed checkpoint")
+    verifier = parse_vkey(vkey)
+    return verify_checkpoint(latest[1], verifier, origin), latest[1], verifier
+
+
+def _hop(store: LedgerStore, leaf: StoredLeaf, size: int) -> Bundle:
+    return {"event_id": leaf.event_id, "index": leaf.index,
+            "leaf": base64.b64encode(leaf.leaf).decode("ascii"),
+            "leaf_hash": merkle.leaf_hash(leaf.leaf).hex(),
+            "proof": [h.hex() for h in store.inclusion_proof(leaf.index, size)]}
+
+
+def _locate(store: LedgerStore, index: int | None, event_id: str | None) -> StoredLeaf:
+    if (index is None) == (event_id is None):
+        raise ConfigError("give exactly one of index or event id")
+    if index is not None:
+        return store.leaf(index)
+    leaf = store.find(str(event_id))
+    if leaf is None:
+        raise ProofError(f"event {event_id} is not in the ledger")
+    return leaf
+
+
+def inclusion_bundle(store: LedgerStore, *, index: int | None = None,
+                     event_id: str | None = None) -> Bundle:
+    """Inclusion bundle of one leaf (by index or event id) against the latest checkpoint.
+
+    Raises ProofError (unknown event, not yet under a checkpoint) or ConfigError.
+    """
+    checkpoint, note, _ = _published(store)
+    leaf = _locate(store, index, event_id)
+    if leaf.index >= checkpoint.size:
+        raise ProofError(f"leaf {leaf.index} is not yet under a signed checkpoint "
+                         f"(size {checkpoint.size})")
+    hop = _hop(store, leaf, checkpoint.size)
+    return {"origin": checkpoint.origin, "index": leaf.index, "tree_size": checkpoint.size,
+            "leaf": hop["leaf"], "leaf_hash": hop["leaf_hash"], "proof": hop["proof"],
+            "root_hash": checkpoint.root_hash.hex(), "checkpoint": note}
+
+
+def consistency_bundle(store: LedgerStore, old_size: int,
+                       new_size: int | None = None) -> Bundle:
+    """Consistency bundle between two signed checkpoints (``new_size`` default: latest).
+
+    Raises ProofError if either size has no signed checkpoint or old_size > new_size.
+    """
+    latest, latest_note, verifier = _published(store)
+    new_size = latest.size if new_size is None else new_size
+    notes = {}
+    for size in (old_size, new_size):
+        note = latest_note if size == latest.size else store.checkpoint_at(size)
+        if note is None:
+            raise ProofError(f"no signed checkpoint at size {size}")
+        notes[size] = (verify_checkpoint(note, verifier, latest.origin), note)
+    proof = store.consistency_proof(old_size, new_size)
+    return {"origin": latest.origin, "old_size": old_size, "new_size": new_size,
+            "old_root": notes[old_size][0].root_hash.hex(),
+            "new_root": notes[new_size][0].root_hash.hex(),
+            "proof": [h.hex() for h in proof],
+            "old_checkpoint": notes[old_size][1], "new_checkpoint": notes[new_size][1]}
+
+
+def lineage_bundle(store: LedgerStore, event_id: str) -> Bundle:
+    """The chain from ``event_id`` back to its lineage root, each hop proved against the
+    latest checkpoint. Raises ProofError if a hop is missing, unpublished, or cycles."""
+    checkpoint, note, _ = _published(store)
+    hops: list[Bundle] = []
+    seen: set[str] = set()
+    current: str | None = event_id
+    while current is not None:
+        if current in seen or len(hops) >= MAX_HOPS:
+            raise ProofError(f"lineage of {event_id} cycles or exceeds {MAX_HOPS} hops")
+        seen.add(current)
+        leaf = store.find(current)
+        if leaf is None:
+            raise ProofError(f"lineage hop {current} is not in the ledger")
+        if leaf.index >= checkpoint.size:
+            raise ProofError(f"lineage hop {current} is not yet under a signed checkpoint")
+        hops.append(_hop(store, leaf, checkpoint.size))
+        current = leaf.parent_ref
+    return {"format": LINEAGE_FORMAT, "origin": checkpoint.origin, "event_id": event_id,
+            "tree_size": checkpoint.size, "root_hash": checkpoint.root_hash.hex(),
+            "checkpoint": note, "hops": hops}
+
+
+# -- offline verification -----------------------------------------------------------------------
+
+
+def _int(bundle: Mapping[str, object], key: str) -> int:
+    value = bundle.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProofError(f"bundle field {key!r} must be an integer >= 0")
+    return value
+
+
+def _str(bundle: Mapping[str, object], key: str) -> str:
+    value = bundle.get(key)
+    if not isinstance(value, str):
+        raise ProofError(f"bundle field {key!r} must be a string")
+    return value
+
+
+def _list(bundle: Mapping[str, object], key: str) -> list[object]:
+    value = bundle.get(key)
+    if not isinstance(value, list):
+        raise ProofError(f"bundle field {key!r} must be a list")
+    return value
+
+
+def _hash(bundle: Mapping[str, object], key: str) -> bytes:
+    text = _str(bundle, key)
+    if not _HEX64.match(text):
+        raise ProofError(f"bundle field {key!r} must be 64 lowercase hex digits")
+    return bytes.fromhex(text)
+
+
+def _proof(bundle: Mapping[str, object]) -> list[bytes]:
+    items = _list(bundle, "proof")
+    if not all(isinstance(h, str) and _HEX64.match(h) for h in items):
+        raise ProofError("bundle proof must be a list of 64-hex-digit hashes")
+    return [bytes.fromhex(str(h)) for h in items]
+
+
+def _leaf(bundle: Mapping[str, object]) -> bytes:
+    text = _str(bundle, "leaf")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ProofError("bundle leaf is not base64") from exc
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ProofError("bundle leaf is not canonical standard base64")
+    return raw
+
+
+def _keys(bundle: Mapping[str, object], want: frozenset[str], what: str) -> None:
+    if set(bundle) != want:
+        raise ProofError(f"{what} has keys {sorted(bundle)}, expected {sorted(want)}")
+
+
+def _checkpoint(bundle: Mapping[str, object], key: str, verifier: NoteVerifier,
+                size: int, root: bytes) -> Checkpoint:
+    checkpoint = verify_checkpoint(_str(bundle, key), verifier, _str(bundle, "origin"))
+    if checkpoint.size != size:
+        raise ProofError(f"{key} is for another size", expected=str(size),
+                         calculated=str(checkpoint.size))
+    if checkpoint.root_hash != root:
+        raise ProofError(f"{key} has another root", expected=root.hex(),
+                         calculated=checkpoint.root_hash.hex())
+    return checkpoint
+
+
+def _verify_hop(hop: Mapping[str, object], size: int, root: bytes) -> bytes:
+    leaf, leaf_hash = _leaf(hop), _hash(hop, "leaf_hash")
+    if merkle.leaf_hash(leaf) != leaf_hash:
+        raise ProofError("leaf hash is not the hash of the leaf",
+                         expected=leaf_hash.hex(), calculated=merkle.leaf_hash(leaf).hex())
+    merkle.verify_inclusion(_int(hop, "index"), size, leaf_hash, _proof(hop), root)
+    return leaf
+
+
+def verify_inclusion_bundle(bundle: Mapping[str, object], verifier: NoteVerifier) -> VerifiedBundle:
+    """Verify an inclusion bundle (module docstring). Raises ProofError."""
+    _keys(bundle, INCLUSION_KEYS, "inclusion bundle")
+    size, root = _int(bundle, "tree_size"), _hash(bundle, "root_hash")
+    _checkpoint(bundle, "checkpoint", verifier, size, root)
+    _verify_hop(bundle, size, root)
+    return VerifiedBundle("inclusion", _str(bundle, "origin"), size, root.hex())
+
+
+def verify_consistency_bundle(bundle: Mapping[str, object],
+                              verifier: NoteVerifier) -> VerifiedBundle:
+    """Verify a consistency bundle (module docstring). Raises ProofError."""
+    _keys(bundle, CONSISTENCY_KEYS, "consistency bundle")
+    old_size, new_size = _int(bundle, "old_size"), _int(bundle, "new_size")
+    old_root, new_root = _hash(bundle, "old_root"), _hash(bundle, "new_root")
+    _checkpoint(bundle, "old_checkpoint", verifier, old_size, old_root)
+    _checkpoint(bundle, "new_checkpoint", verifier, new_size, new_root)
+    merkle.verify_consistency(old_size, new_size, old_root, new_root, _proof(bundle))
+    return VerifiedBundle("consistency", _str(bundle, "origin"), new_size, new_root.hex())
+
+
+def _parent_of(leaf: bytes) -> tuple[str, str | None]:
+    """(event id, parent_ref) read from an envelope's payload, signatures not checked."""
+    try:
+        parsed = parse_envelope(leaf)
+        event = parse_payload(parsed.payload_type, parsed.payload)
+    except Rejected as exc:
+        raise ProofError(f"lineage hop is not a valid envelope: {exc}") from exc
+    return hashlib.sha256(parsed.payload).hexdigest(), event.parent_ref()
+
+
+def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier) -> VerifiedBundle:
+    """Verify a lineage bundle (module docstring). Raises ProofError."""
+    _keys(bundle, LINEAGE_KEYS, "lineage bundle")
+    if bundle.get("format") != LINEAGE_FORMAT:
+        raise ProofError(f"lineage bundle format must be {LINEAGE_FORMAT}")
+    size, root = _int(bundle, "tree_size"), _hash(bundle, "root_hash")
+    _checkpoint(bundle, "checkpoint", verifier, size, root)
+    hops = _list(bundle, "hops")
+    if not hops or len(hops) > MAX_HOPS:
+        raise ProofError(f"a lineage bundle has 1 to {MAX_HOPS} hops")
+    expected: str | None = _str(bundle, "event_id")
+    ids: list[str] = []
+    for n, hop in enumerate(hops):
+        if not isinstance(hop, dict):
+            raise ProofError(f"hop {n} is not an object")
+        _keys(hop, HOP_KEYS, f"hop {n}")
+        event_id, parent = _parent_of(_verify_hop(hop, size, root))
+        if event_id != _str(hop, "event_id") or event_id != expected:
+            raise ProofError(f"hop {n} is not the expected event", expected=expected,
+                             calculated=event_id)
+        if event_id in ids:
+            raise ProofError(f"hop {n} repeats an event: lineage cycle")
+        ids.append(event_id)
+        expected = parent
+    if expected is not None:
+        raise ProofError(f"lineage stops before its root: {expected} is missing")
+    return VerifiedBundle("lineage", _str(bundle, "origin"), size, root.hex(), tuple(ids))
+
+
+def verify_bundle(bundle: bytes | Mapping[str, object], vkey: str) -> VerifiedBundle:
+    """Verify any bundle offline with the log's vkey text. Raises ProofError."""
+    if isinstance(bundle, bytes):
+        if len(bundle) > MAX_BUNDLE_BYTES:
+            raise ProofError("bundle is too large")
+        try:
+            bundle = json.loads(bundle)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProofError(f"bundle is not JSON: {exc}") from exc
+    if not isinstance(bundle, Mapping):
+        raise ProofError("bundle is not a JSON object")
+    verifier = parse_vkey(vkey)
+    if "hops" in bundle:
+        return verify_lineage_bundle(bundle, verifier)
+    if "old_size" in bundle:
+        return verify_consistency_bundle(bundle, verifier)
+    return verify_inclusion_bundle(bundle, verifier)
+
+
+# -- the data directory: one call per CLI command -------------------------------------------
+
+
+def _store(data_dir: Path) -> LedgerStore:
+    return LedgerStore(data_dir / DB_NAME)
+
+
+def prove_inclusion(data_dir: Path, *, index: int | None = None,
+                    event_id: str | None = None) -> Bundle:
+    """``govledger ledger prove inclusion``. Raises ProofError or ConfigError."""
+    with _store(data_dir) as store:
+        return inclusion_bundle(store, index=index, event_id=event_id)
+
+
+def prove_consistency(data_dir: Path, old_size: int, new_size: int | None = None) -> Bundle:
+    """``govledger ledger prove consistency``. Raises ProofError or ConfigError."""
+    with _store(data_dir) as store:
+        return consistency_bundle(store, old_size, new_size)
+
+
+def prove_lineage(data_dir: Path, event_id: str) -> Bundle:
+    """``govledger ledger prove lineage``. Raises ProofError or ConfigError."""
+    with _store(data_dir) as store:
+        return lineage_bundle(store, event_id)
+
+
+def verify_bundle_file(path: Path, vkey: str | Path) -> VerifiedBundle:
+    """``govledger ledger verify``: a bundle file and the vkey (text, a vkey file, or a
+    ledger data directory). Raises ProofError or ConfigError."""
+    if isinstance(vkey, Path):
+        vkey = read_vkey(vkey) if vkey.is_dir() else _read_text(vkey)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return verify_bundle(data, vkey.strip())
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def bundle_json(bundle: Bundle) -> str:
+    """Serialize a bundle (stable key order, one trailing newline)."""
+    return json.dumps(bundle, sort_keys=True, indent=2) + "\n"
+

@@ -1,0 +1,315 @@
+"""The sequencer: the only writer of the ledger. Verify -> append -> checkpoint.
+
+* Only envelopes that verify become leaves: the sequencer calls its ``verify`` callable on
+  every input; a refusal (``Rejected``) is counted and reported with its reason, never
+  stored. Duplicates (same event id) are skipped, never stored twice.
+* One batch = one SQLite transaction holding the leaves, their node hashes, the consumer
+  offsets and (when due) the signed checkpoint, whose root is recomputed from the stored
+  nodes. ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
+  often (the tail in between is *sequenced* but not yet *published*).
+* On open: the last signed checkpoint must verify under the ledger key, name this origin,
+  and equal the root recomputed from stored nodes at its size; leaves after it (a crash
+  between a batch and its checkpoint) are re-verified and re-hashed from their bytes, and
+  only then signed. Any mismatch raises ProofError and nothing is appended.
+
+Data directory layout (docs/ledger.md)::
+
+    DIR/ledger.db          the SQLite log (+ ledger.db-wal, ledger.db-shm, ledger.db.lock)
+    DIR/keys/ledger.key    the checkpoint signing key (PKCS#8 PEM, 0600)
+    DIR/keys/ledger.pub    its public key (base64)
+    DIR/ledger.vkey        the C2SP vkey verifiers need (name = origin)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ledger.core import merkle
+from ledger.core.checkpoint import (
+    Checkpoint,
+    NoteVerifier,
+    build_vkey,
+    parse_vkey,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from ledger.core.envelope import verify_envelope
+from ledger.core.keys import KeyRing, Signer
+from ledger.core.merkle import CompactRange, TreeSize
+from ledger.errors import ConfigError, ProofError, Reason, Rejected
+from ledger.keyfiles import generate_keypair, load_keyring, load_signer
+from ledger.store import BatchResult, LeafRecord, LedgerStore, Offsets
+
+Verify = Callable[[bytes], LeafRecord]
+"""Verifies envelope bytes and returns the leaf to store; raises Rejected."""
+
+DB_NAME, KEY_DIR, KEY_NAME, VKEY_NAME = "ledger.db", "keys", "ledger", "ledger.vkey"
+
+
+def keyring_verifier(keyring: KeyRing, clock: Callable[[], datetime] | None = None) -> Verify:
+    """A :data:`Verify` over ledger.core.envelope.verify_envelope.
+
+    ``clock`` gives the arrival time for key validity; ``None`` skips the key window (for
+    re-verifying stored leaves, whose keys were checked when they arrived).
+    """
+    def verify(data: bytes) -> LeafRecord:
+        event = verify_envelope(data, keyring, None if clock is None else clock())
+        return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref())
+    return verify
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    position: int
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """One submitted batch: what was appended, skipped as duplicate, or refused."""
+
+    appended: int
+    duplicates: int
+    refused: tuple[Refusal, ...]
+    tree_size: TreeSize
+    checkpoint: str | None
+
+
+class Sequencer:
+    """The single writer over a :class:`LedgerStore` opened with ``writer=True``.
+
+    Raises ProofError on open if the stored tree does not match its last checkpoint, and
+    ConfigError if the store belongs to another origin or key.
+    """
+
+    def __init__(self, store: LedgerStore, signer: Signer, origin: str, verify: Verify, *,
+                 reverify: Verify | None = None, checkpoint_interval: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.signer, self.origin = store, signer, origin
+        self.verify, self.reverify = verify, reverify or verify
+        self.vkey = build_vkey(origin, signer.public_key)
+        self.verifier: NoteVerifier = parse_vkey(self.vkey)
+        self.checkpoint_interval, self._clock = checkpoint_interval, clock
+        store.set_meta("origin", origin)
+        store.set_meta("vkey", self.vkey)
+        self._last_signed = clock()
+        self._verify_on_open()
+
+    def _sign(self, size: TreeSize, root: bytes) -> str:
+        return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.signer)
+
+    def _verify_on_open(self) -> None:
+        store, size = self.store, self.store.tree_size()
+        latest = store.latest_checkpoint()
+        signed = 0
+        if latest is not None:
+            signed, note = latest
+            checkpoint = verify_checkpoint(note, self.verifier, self.origin)
+            if checkpoint.size != signed:
+                raise ProofError("checkpoint row size differs from its note",
+                                 expected=str(signed), calculated=str(checkpoint.size))
+            if size < signed:
+                raise ProofError(f"ledger has {size} leaves, below its checkpoint of {signed}")
+            stored = store.root_at(signed)
+            if stored != checkpoint.root_hash:
+                raise ProofError(f"stored tree does not match the checkpoint at {signed}",
+                                 expected=checkpoint.root_hash.hex(), calculated=stored.hex())
+        if size > signed or latest is None:
+            self._check_tail(signed, size)
+            store.sign_checkpoint(self._sign)
+
+    def _check_tail(self, start: int, size: int) -> None:
+        """Re-verify and re-hash leaves [start, size) from their bytes (crash recovery)."""
+        plan = merkle.root_plan(start)
+        found = self.store.nodes(plan)
+        if len(found) != len(plan):
+            raise ProofError(f"stored nodes of the tree at {start} are missing")
+        compact = CompactRange(start, [found[n] for n in plan])
+        stored = self.store.hashes_by_id(list(range(merkle.stored_hash_count(start),
+                                                    merkle.stored_hash_count(size))))
+        for leaf in self.store.iter_leaves(start):
+            if leaf.index != compact.size:
+                raise ProofError(f"leaf {compact.size} is missing")
+            try:
+                record = self.reverify(leaf.leaf)
+            except Rejected as exc:
+                raise ProofError(f"stored leaf {leaf.index} does not verify: {exc}") from exc
+            if record.event_id != leaf.event_id:
+                raise ProofError(f"stored leaf {leaf.index} has the wrong event id")
+            hash_id = merkle.stored_hash_count(compact.size)
+            for n, value in enumerate(compact.append(merkle.leaf_hash(leaf.leaf))):
+                if stored.get(hash_id + n) != value:
+                    raise ProofError(f"stored hashes of leaf {leaf.index} differ")
+        if compact.size != size:
+            raise ProofError(f"ledger tail ends at {compact.size}, expected {size}")
+
+    def _due(self) -> bool:
+        return self._clock() - self._last_signed >= self.checkpoint_interval
+
+    def append_records(self, records: Sequence[LeafRecord],
+                       offsets: Offsets | None = None) -> BatchResult:
+        """Append pre-verified records (one transaction). Raises Unavailable/ProofError."""
+        due = self._due()
+        result = self.store.append(records, offsets, self._sign if due else None)
+        if due:
+            self._last_signed = self._clock()
+        return result
+
+    def submit(self, envelopes: Sequence[bytes], offsets: Offsets | None = None) -> SubmitResult:
+        """Verify each envelope, append those that verify (one transaction), record
+        ``offsets`` with them. Refusals are returned, never stored."""
+        records, refused = [], []
+        for position, data in enumerate(envelopes):
+            try:
+                records.append(self.verify(data))
+            except Rejected as exc:
+                refused.append(Refusal(position, exc.reason, exc.detail))
+        result = self.append_records(records, offsets)
+        return SubmitResult(result.appended, result.duplicates, tuple(refused),
+                            result.tree_size, result.checkpoint)
+
+    def publish(self) -> str:
+        """Sign a checkpoint of the current tree now (the latest one if already signed)."""
+        latest = self.store.latest_checkpoint()
+        if latest is not None and latest[0] == self.store.tree_size():
+            return latest[1]
+        self._last_signed = self._clock()
+        return self.store.sign_checkpoint(self._sign)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+# -- the data directory: one library call per CLI command ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerInfo:
+    origin: str
+    tree_size: int
+    root_hash: str
+    vkey: str
+    checkpoint: str
+
+
+@dataclass(slots=True)
+class AppendCounts:
+    appended: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def init_ledger(data_dir: Path, origin: str) -> LedgerInfo:
+    """Create DIR/ledger.db, the signing key DIR/keys/ledger.key and DIR/ledger.vkey, and
+    publish the empty checkpoint. Raises ConfigError if a ledger or key already exists."""
+    if (data_dir / DB_NAME).exists():
+        raise ConfigError(f"{data_dir / DB_NAME} exists")
+    signer, _, _ = generate_keypair(KEY_NAME, data_dir / KEY_DIR)
+    vkey = build_vkey(origin, signer.public_key)
+    (data_dir / VKEY_NAME).write_text(vkey + "\n")
+    sequencer = Sequencer(LedgerStore(data_dir / DB_NAME, writer=True), signer, origin,
+                          _refuse_all)
+    sequencer.close()
+    return ledger_info(data_dir)
+
+
+def _refuse_all(data: bytes) -> LeafRecord:
+    raise Rejected(Reason.KEY_UNKNOWN, "no keyring given")
+
+
+def open_ledger(data_dir: Path, verify: Verify, *, reverify: Verify | None = None,
+                checkpoint_interval: float = 0.0) -> Sequencer:
+    """Open DIR for writing (takes the writer lock, verifies against the last checkpoint).
+
+    Raises ConfigError (no ledger, bad key), Unavailable (locked) or ProofError (mismatch).
+    """
+    store_path = data_dir / DB_NAME
+    if not store_path.exists():
+        raise ConfigError(f"no ledger at {data_dir}; run init first")
+    signer = load_signer(data_dir / KEY_DIR / f"{KEY_NAME}.key")
+    store = LedgerStore(store_path, writer=True)
+    try:
+        origin = store.meta("origin")
+        if origin is None:
+            raise ConfigError(f"{store_path} has no origin")
+        return Sequencer(store, signer, origin, verify, reverify=reverify,
+                         checkpoint_interval=checkpoint_interval)
+    except BaseException:
+        store.close()
+        raise
+
+
+def append_jsonl(data_dir: Path, jsonl: Path, keyring_path: Path, *, batch_size: int = 1000,
+                 progress: Callable[[int], None] | None = None) -> AppendCounts:
+    """Append a file of envelopes, one per line, verified against the keyring at arrival
+    time now. ``progress`` gets the number of lines done after each batch.
+
+    Raises ConfigError, Unavailable or ProofError; refused lines are only counted.
+    """
+    keyring = load_keyring(keyring_path)
+    sequencer = open_ledger(data_dir, keyring_verifier(keyring, lambda: datetime.now(UTC)),
+                            reverify=keyring_verifier(keyring))
+    counts, done = AppendCounts(), 0
+    try:
+        with jsonl.open("rb") as handle:
+            for batch in _batches((line.rstrip(b"\r\n") for line in handle
+                                   if line.strip()), batch_size):
+                result = sequencer.submit(batch)
+                counts.appended += result.appended
+                counts.duplicates += result.duplicates
+                counts.refused += len(result.refused)
+                for refusal in result.refused:
+                    counts.reasons[refusal.reason.value] = (
+                        counts.reasons.get(refusal.reason.value, 0) + 1)
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {jsonl}: {exc.strerror}") from exc
+    finally:
+        sequencer.close()
+    return counts
+
+
+def _batches(lines: Iterable[bytes], size: int) -> Iterable[list[bytes]]:
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_vkey(data_dir: Path) -> str:
+    try:
+        return (data_dir / VKEY_NAME).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {data_dir / VKEY_NAME}: {exc.strerror}") from exc
+
+
+def ledger_info(data_dir: Path) -> LedgerInfo:
+    """Origin, sizes, root and vkey of the latest signed checkpoint (verified).
+
+    Raises ConfigError or ProofError.
+    """
+    vkey = read_vkey(data_dir)
+    with LedgerStore(data_dir / DB_NAME) as store:
+        latest = store.latest_checkpoint()
+        origin = store.meta("origin")
+        if latest is None or origin is None:
+            raise ProofError("ledger has no signed checkpoint")
+        checkpoint = verify_checkpoint(latest[1], parse_vkey(vkey), origin)
+        return LedgerInfo(origin, checkpoint.size, checkpoint.root_hash.hex(), vkey, latest[1])
+
+
+def latest_checkpoint(data_dir: Path) -> str:
+    """The latest signed checkpoint note text (verified). Raises ConfigError/ProofError."""
+    return ledger_info(data_dir).checkpoint

@@ -1,0 +1,262 @@
+"""The running service: broker (embedded unless configured), topics, processor, sequencer, API.
+
+``govledger up`` runs every component in one process; ``govledger processor``,
+``sequencer`` and ``api`` run one each (docker-compose scales them). Start order:
+
+1. the data directory (``govledger init`` material is created if missing, and said where);
+2. the broker: the embedded Tansu broker on a free loopback port, or ``kafka_bootstrap``;
+3. the topics, created explicitly with the configured partitions;
+4. the sequencer (verifies the ledger against its last signed checkpoint first: a mismatch
+   refuses to start), the processor (restored from its journal), the API.
+
+SIGINT/SIGTERM set the stop event; components stop in reverse order. A component that fails
+(``Unavailable``: broker or SQLite gone) stops the whole service with a non-zero exit: a
+supervisor restarts it, and the journal and ledger make the restart lossless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvicorn
+
+from ledger.api import Submitted, make_api
+from ledger.broker import EmbeddedBroker
+from ledger.client import Client
+from ledger.config import Settings
+from ledger.core.envelope import verify_envelope
+from ledger.core.events import (
+    AuthorizationRequested,
+    AuthorizationRevoked,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+)
+from ledger.core.keys import KeyRing
+from ledger.datadir import DataDir, InitReport, init_data_dir
+from ledger.errors import Reason, Rejected, Unavailable
+from ledger.ingest import SequencerWorker
+from ledger.kafka import client_options
+from ledger.keyfiles import load_keyring
+from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.topics import Topics, ensure_topics
+
+log = logging.getLogger("govledger.service")
+
+COMPONENTS = ("processor", "sequencer", "api")
+STREAM_OF = {AuthorizationRequested: "requests", AuthorizationRevoked: "revocations",
+             ExecutionRequested: "executions", ExecutionCompleted: "executions",
+             ExecutionFailed: "executions"}
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(slots=True)
+class Service:
+    settings: Settings
+    components: tuple[str, ...] = COMPONENTS
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    broker: EmbeddedBroker | None = None
+    bootstrap: str = ""
+    api_url: str = ""
+    init_report: InitReport | None = None
+    keyring: KeyRing | None = None
+    client: Client | None = None
+    failed: str | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stoppers: list[Callable[[], object]] = field(default_factory=list)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def data(self) -> DataDir:
+        return DataDir(self.settings.data_dir)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.settings.topic_prefix)
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
+        self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
+        self.keyring = load_keyring(self.data.keyring)
+        if self.settings.embedded:
+            self.broker = EmbeddedBroker(start_timeout_s=self.settings.broker_start_timeout_s)
+            await self.broker.astart()
+            self._stoppers.append(self.broker.astop)
+            self.bootstrap = self.broker.bootstrap
+        else:
+            assert self.settings.kafka_bootstrap is not None
+            self.bootstrap = self.settings.kafka_bootstrap
+        await ensure_topics(self.bootstrap, self.topics.all(), self.settings.partitions,
+                            self.settings.replication_factor,
+                            client_options=client_options(self.settings))
+        if "sequencer" in self.components:
+            await self._start_sequencer()
+        if "processor" in self.components:
+            await self._start_processor()
+        if "api" in self.components:
+            await self._start_api()
+
+    async def _start_sequencer(self) -> None:
+        assert self.keyring is not None
+        sequencer = open_ledger(
+            self.settings.data_dir, keyring_verifier(self.keyring, self.clock),
+            reverify=keyring_verifier(self.keyring),
+            checkpoint_interval=self.settings.checkpoint_interval_s)
+        worker = SequencerWorker(self.settings, self.bootstrap, self.topics, sequencer)
+        await worker.start()
+        self._stoppers.append(lambda: _stop_then(worker.stop, sequencer.close))
+        self._spawn("sequencer", worker.run(self.stop_event))
+
+    async def _start_processor(self) -> None:
+        from processors.app import build_worker  # the decision side is optional per process
+        worker = build_worker(self.settings, self.bootstrap)
+        await worker.start()
+        self._stoppers.append(lambda: _stop_then(worker.stop, worker.journal.close))
+        self._spawn("processor", worker.run(self.stop_event))
+
+    async def _start_api(self) -> None:
+        assert self.keyring is not None
+        self.client = Client(self.settings, self.bootstrap, self.keyring, clock=self.clock)
+        await self.client.start(from_beginning=True)
+        self._stoppers.append(self.client.stop)
+        config = uvicorn.Config(make_api(self), host=self.settings.api_host,
+                                port=self.settings.api_port, log_level="warning",
+                                lifespan="off", access_log=False)
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve(), name="api")
+        while not server.started:
+            if task.done():
+                task.result()
+                raise Unavailable("HTTP API did not start")
+            await asyncio.sleep(0.02)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        self.api_url = f"http://{host}:{port}"
+
+        async def stop_api() -> None:
+            server.should_exit = True
+            await task
+        self._stoppers.append(stop_api)
+
+    def _spawn(self, name: str, work: object) -> None:
+        async def guarded() -> None:
+            try:
+                await work  # type: ignore[misc]
+            except Exception:
+                log.exception("%s failed; stopping the service", name)
+                self.failed = name
+                self.stop_event.set()
+                raise
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    # -- run / stop --------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop_event.set)
+
+    async def wait(self) -> None:
+        await self.stop_event.wait()
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
+        for stopper in reversed(self._stoppers):
+            try:
+                result = stopper()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("error while stopping")
+        self._stoppers.clear()
+
+    def describe(self) -> dict[str, object]:
+        """What start-up prints: addresses, data directory, ledger origin and vkey."""
+        info: dict[str, object] = {
+            "data_dir": str(self.settings.data_dir.resolve()),
+            "kafka": self.bootstrap, "embedded_broker": self.broker is not None,
+            "components": list(self.components), "topics": list(self.topics.all()),
+            "origin": self.settings.log_origin,
+        }
+        if self.api_url:
+            info["api"] = self.api_url
+        vkey_path = self.settings.data_dir / "ledger.vkey"
+        if vkey_path.exists():
+            info["vkey"] = read_vkey(self.settings.data_dir)
+        if self.init_report is not None and self.init_report.created:
+            info["created"] = self.init_report.created
+        return info
+
+    # -- the API backend (ledger.api.ApiBackend) ---------------------------------------------
+
+    async def submit(self, envelope: bytes) -> Submitted:
+        assert self.keyring is not None
+        assert self.client is not None
+        verified = verify_envelope(envelope, self.keyring, self.clock())
+        stream = STREAM_OF.get(type(verified.event))
+        if stream is None:
+            raise Rejected(Reason.UNSUPPORTED_VERSION, f"{verified.kind} is not accepted here")
+        key = verified.event.lineage_root() or verified.event_id
+        await self.client.send_raw(stream, envelope, key)
+        return Submitted(verified.event_id, verified.kind, self.topics.name(stream))
+
+    async def decision(self, subject_id: str, wait_s: float) -> bytes | None:
+        assert self.client is not None
+        try:
+            return (await self.client.decision(subject_id, max(wait_s, 0.001))).envelope
+        except Unavailable:
+            return None
+
+    def ledger_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def vkey(self) -> str:
+        return read_vkey(self.settings.data_dir)
+
+    async def ready(self) -> dict[str, bool]:
+        state = {"broker": self.broker.running if self.broker is not None else True,
+                 "ledger": (self.settings.data_dir / "ledger.db").exists()}
+        for name in ("processor", "sequencer"):
+            if name in self.components:
+                state[name] = not any(t.get_name() == name and t.done() for t in self._tasks)
+        return state
+
+
+async def _stop_then(first: Callable[[], object], then: Callable[[], object]) -> None:
+    result = first()
+    if asyncio.iscoroutine(result):
+        await result
+    then()
+
+
+async def run_service(settings: Settings, components: Iterable[str] = COMPONENTS,
+                      on_ready: Callable[[Service], None] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; return the exit code (0 clean, 3 a component failed)."""
+    service = Service(settings, tuple(components))
+    service.install_signal_handlers()
+    try:
+        await service.start()
+        if on_ready is not None:
+            on_ready(service)
+        await service.wait()
+    finally:
+        await service.stop()
+    return 0 if service.failed is None else 3

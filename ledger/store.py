@@ -1,0 +1,442 @@
+"""The SQLite Merkle log: leaves, stored node hashes, signed checkpoints, consumer offsets.
+
+Schema (one file, WAL, ``synchronous=FULL``)::
+
+    meta(key PRIMARY KEY, value)                 origin, vkey, schema version
+    leaves(idx INTEGER PRIMARY KEY, event_id BLOB UNIQUE, kind, parent_ref BLOB, leaf BLOB)
+    hash_pages(page INTEGER PRIMARY KEY, hashes BLOB)
+    checkpoints(size INTEGER PRIMARY KEY, note)  signed C2SP checkpoints
+    offsets(topic, partition, next_offset)       Kafka positions, same transaction as leaves
+
+Node hashes: every complete subtree hash is numbered by
+:func:`ledger.core.merkle.stored_hash_index` (appending leaf ``i`` writes its leaf hash, then
+each subtree it completes, so numbers only grow) and hash number ``h`` lives at byte
+``32 * (h % 64)`` of ``hash_pages`` row ``h // 64``. A batch of 1,000 leaves writes ~32
+page rows instead of ~2,000 hash rows (measured: per-row cost dominated the append), and a
+proof is one ``WHERE page IN (...)`` query of at most ~2 log2(n) small rows.
+Triggers make ``leaves`` and ``checkpoints`` append-only, and let a hash page only grow
+(its old bytes must stay a prefix): defence in depth, the audit is what detects tampering.
+
+One writer at a time (an exclusive ``flock`` on ``<db>.lock``); each batch is one
+transaction. Readers may open the same file concurrently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import sqlite_utils
+
+from ledger.core import merkle
+from ledger.core.merkle import CompactRange, LeafIndex, NodeId, TreeSize
+from ledger.errors import ConfigError, ProofError, Unavailable
+
+SCHEMA_VERSION: Final = "1"
+_IN_CHUNK: Final = 900
+PAGE: Final = 64
+_PAGE_BYTES: Final = PAGE * merkle.HASH_SIZE
+
+_TRIGGERS = [
+    *(f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{op.lower()} BEFORE {op} ON {table} "
+      f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+      for table in ("leaves", "checkpoints") for op in ("UPDATE", "DELETE")),
+    "CREATE TRIGGER IF NOT EXISTS hash_pages_append_only_delete BEFORE DELETE ON hash_pages "
+    "BEGIN SELECT RAISE(ABORT, 'hash_pages is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS hash_pages_grow_only BEFORE UPDATE ON hash_pages "
+    "WHEN NEW.page != OLD.page OR substr(NEW.hashes, 1, length(OLD.hashes)) != OLD.hashes "
+    "BEGIN SELECT RAISE(ABORT, 'hash_pages may only grow'); END",
+]
+
+
+class _DuplicateFound(Exception):
+    """Internal: the optimistic insert hit an event id that is already stored."""
+
+Offsets = Mapping[tuple[str, int], int]
+CheckpointSigner = Callable[[TreeSize, bytes], str]
+"""Signs the checkpoint of (size, root) and returns the signed note text."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRecord:
+    """A verified event ready to become a leaf. ``event_id`` and ``parent_ref`` are hex."""
+
+    event_id: str
+    kind: str
+    leaf: bytes
+    parent_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeaf:
+    index: LeafIndex
+    event_id: str
+    kind: str
+    parent_ref: str | None
+    leaf: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one append transaction did."""
+
+    appended: int
+    duplicates: int
+    tree_size: TreeSize
+    checkpoint: str | None
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            if not path.exists():
+                raise ConfigError(f"no ledger database at {path}")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error as exc:
+        raise Unavailable(f"cannot open ledger database {path}: {exc}") from exc
+    return conn
+
+
+class LedgerStore:
+    """A ledger database. ``writer=True`` takes the single-writer lock and may append.
+
+    Raises ConfigError (missing file for a reader) or Unavailable (SQLite, lock held).
+    """
+
+    def __init__(self, path: Path, *, writer: bool = False) -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+        if writer:
+            self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(self._lock_fd)
+                raise Unavailable(f"another writer holds {path}.lock") from exc
+        self.conn = _connect(path, readonly=not writer)
+        self.db = sqlite_utils.Database(self.conn)
+        if writer:
+            self._create_schema()
+        self._compact: CompactRange | None = None
+
+    # -- schema and metadata -------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        db = self.db
+        with self._tx():
+            db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db.table("leaves").create({"idx": int, "event_id": bytes, "kind": str,
+                                 "parent_ref": bytes, "leaf": bytes}, pk="idx",
+                                not_null={"event_id", "kind", "leaf"}, if_not_exists=True)
+            db.table("hash_pages").create({"page": int, "hashes": bytes}, pk="page",
+                                    not_null={"hashes"}, if_not_exists=True)
+            db.table("checkpoints").create({"size": int, "note": str}, pk="size",
+                                     not_null={"note"}, if_not_exists=True)
+            db.table("offsets").create({"topic": str, "partition": int, "next_offset": int},
+                                 pk=("topic", "partition"), if_not_exists=True)
+            self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS leaves_event_id "
+                              "ON leaves(event_id)")
+            for trigger in _TRIGGERS:
+                self.conn.execute(trigger)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                              (SCHEMA_VERSION,))
+
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a metadata value once; a different existing value raises ConfigError."""
+        old = self.meta(key)
+        if old is not None and old != value:
+            raise ConfigError(f"ledger {key} is {old!r}, not {value!r}")
+        with self._tx():
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        self.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[object, ...] | None:
+        try:
+            row: tuple[object, ...] | None = self.conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+        return row
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def tree_size(self) -> TreeSize:
+        row = self._one("SELECT COALESCE(MAX(idx) + 1, 0) FROM leaves")
+        return TreeSize(int(row[0]) if row else 0)  # type: ignore[call-overload]
+
+    def hashes_by_id(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """Stored hashes by hash number, in one query per 900 pages; absent ones left out."""
+        pages = self._pages(sorted({i // PAGE for i in ids}))
+        out: dict[int, bytes] = {}
+        for i in ids:
+            blob = pages.get(i // PAGE)
+            at = (i % PAGE) * merkle.HASH_SIZE
+            if blob is not None and at + merkle.HASH_SIZE <= len(blob):
+                out[i] = blob[at:at + merkle.HASH_SIZE]
+        return out
+
+    def _pages(self, pages: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        try:
+            for start in range(0, len(pages), _IN_CHUNK):
+                chunk = pages[start:start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                out.update(self.conn.execute(
+                    f"SELECT page, hashes FROM hash_pages WHERE page IN ({marks})",  # noqa: S608
+                    chunk))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+        return out
+
+    def nodes(self, node_ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        """Stored hashes of ``node_ids`` in one query; absent nodes are left out."""
+        by_id = self.hashes_by_id([merkle.stored_hash_index(n) for n in node_ids])
+        return {n: by_id[i] for n in node_ids
+                if (i := merkle.stored_hash_index(n)) in by_id}
+
+    def root_at(self, size: int) -> bytes:
+        """Root of the first ``size`` leaves from stored nodes. Raises ProofError."""
+        if not 0 <= size <= self.tree_size():
+            raise ProofError(f"no tree of size {size} in a ledger of {self.tree_size()}")
+        plan = merkle.root_plan(size)
+        found = self.nodes(plan)
+        if len(found) != len(plan):
+            raise ProofError(f"stored nodes for the root at size {size} are missing")
+        return merkle.fold([found[n] for n in plan])
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof from stored nodes. Requires 0 <= index < size <= tree
+        size. Raises ProofError."""
+        if size > self.tree_size():
+            raise ProofError(f"no tree of size {size} in a ledger of {self.tree_size()}")
+        plan = merkle.inclusion_plan(index, size)
+        return plan.combine(self.nodes(plan.node_ids()))
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof from stored nodes. Raises ProofError."""
+        if new_size > self.tree_size():
+            raise ProofError(f"no tree of size {new_size} in a ledger of {self.tree_size()}")
+        plan = merkle.consistency_plan(old_size, new_size)
+        return plan.combine(self.nodes(plan.node_ids()))
+
+    def leaf(self, index: int) -> StoredLeaf:
+        """The leaf at ``index``. Raises ProofError if there is none."""
+        row = self._one("SELECT idx, event_id, kind, parent_ref, leaf FROM leaves "
+                        "WHERE idx = ?", (index,))
+        if row is None:
+            raise ProofError(f"no leaf at index {index}")
+        return _stored(row)
+
+    def find(self, event_id: str) -> StoredLeaf | None:
+        """The leaf of an event id (hex), or None."""
+        try:
+            raw = bytes.fromhex(event_id)
+        except ValueError:
+            return None
+        row = self._one("SELECT idx, event_id, kind, parent_ref, leaf FROM leaves "
+                        "WHERE event_id = ?", (raw,))
+        return None if row is None else _stored(row)
+
+    def iter_leaves(self, start: int = 0) -> Iterator[StoredLeaf]:
+        """Leaves in index order from ``start`` (as stored: gaps are not filled in)."""
+        cursor = self.conn.execute("SELECT idx, event_id, kind, parent_ref, leaf FROM leaves "
+                                   "WHERE idx >= ? ORDER BY idx", (start,))
+        for row in cursor:
+            yield _stored(row)
+
+    def iter_hash_pages(self) -> Iterator[tuple[int, bytes]]:
+        """(page number, page bytes) in page order, as stored."""
+        yield from self.conn.execute("SELECT page, hashes FROM hash_pages ORDER BY page")
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """Every stored (size, signed note), by size."""
+        return [(int(s), str(n)) for s, n in
+                self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size")]
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        row = self._one("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return None if row is None else (int(row[0]), str(row[1]))  # type: ignore[call-overload]
+
+    def checkpoint_at(self, size: int) -> str | None:
+        row = self._one("SELECT note FROM checkpoints WHERE size = ?", (size,))
+        return None if row is None else str(row[0])
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        return {(str(t), int(p)): int(o) for t, p, o in
+                self.conn.execute("SELECT topic, partition, next_offset FROM offsets")}
+
+    # -- the one writer ----------------------------------------------------------------------
+
+    def compact_range(self) -> CompactRange:
+        """The right border of the stored tree (loaded once from stored nodes)."""
+        if self._compact is None:
+            size = self.tree_size()
+            plan = merkle.root_plan(size)
+            found = self.nodes(plan)
+            if len(found) != len(plan):
+                raise ProofError(f"stored nodes for the tree of size {size} are missing")
+            self._compact = CompactRange(size, [found[n] for n in plan])
+        return self._compact
+
+    def append(self, records: Sequence[LeafRecord], offsets: Offsets | None = None,
+               sign: CheckpointSigner | None = None) -> BatchResult:
+        """Append one batch in one transaction: new leaves, their node hashes, the consumer
+        ``offsets`` and, if ``sign`` is given, a checkpoint signed over the root recomputed
+        from the stored nodes. Events already stored (or repeated in the batch) are skipped.
+
+        Requires the writer lock. Raises Unavailable (SQLite) or ProofError (the stored
+        root disagrees with the in-memory one); on error nothing is written.
+        """
+        if self._lock_fd is None:
+            raise Unavailable("this ledger store was opened read-only")
+        raw_ids = [bytes.fromhex(r.event_id) for r in records]
+        try:
+            # Redelivery is rare: insert optimistically and let the UNIQUE index catch a
+            # stored duplicate; only then pay for the lookup of every id in the batch.
+            return self._append(records, raw_ids, offsets, sign, check_stored=False)
+        except _DuplicateFound:
+            return self._append(records, raw_ids, offsets, sign, check_stored=True)
+
+    def _append(self, records: Sequence[LeafRecord], raw_ids: list[bytes],
+                offsets: Offsets | None, sign: CheckpointSigner | None,
+                check_stored: bool) -> BatchResult:
+        compact = self.compact_range()
+        size0, border0 = compact.size, list(compact.hashes)
+        try:
+            with self._tx():
+                seen = self._existing(raw_ids) if check_stored else set()
+                leaf_rows, new_hashes = [], []
+                for record, raw in zip(records, raw_ids, strict=True):
+                    if raw in seen:
+                        continue
+                    seen.add(raw)
+                    parent = None if record.parent_ref is None else bytes.fromhex(
+                        record.parent_ref)
+                    leaf_rows.append((compact.size, raw, record.kind, parent, record.leaf))
+                    new_hashes.extend(compact.append(merkle.leaf_hash(record.leaf)))
+                try:
+                    self.conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?)",
+                                          leaf_rows)
+                except sqlite3.IntegrityError as exc:
+                    if check_stored:
+                        raise Unavailable(f"ledger write failed: {exc}") from exc
+                    raise _DuplicateFound from exc
+                self._write_hashes(merkle.stored_hash_count(size0), new_hashes)
+                if offsets:
+                    self.conn.executemany(
+                        "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT(topic, partition) "
+                        "DO UPDATE SET next_offset = excluded.next_offset",
+                        [(t, p, o) for (t, p), o in offsets.items()])
+                note = None
+                if sign is not None:
+                    note = self._sign_in_tx(compact, sign)
+        except BaseException:
+            compact.size, compact.hashes = size0, border0
+            raise
+        return BatchResult(len(leaf_rows), len(records) - len(leaf_rows),
+                           TreeSize(compact.size), note)
+
+    def _write_hashes(self, first_id: int, hashes: list[bytes]) -> None:
+        if not hashes:
+            return
+        blob = b"".join(hashes)
+        page, offset = divmod(first_id, PAGE)
+        if offset:  # extend the partial last page
+            prefix = self._pages([page]).get(page, b"")
+            if len(prefix) != offset * merkle.HASH_SIZE:
+                raise ProofError(f"hash page {page} has {len(prefix)} bytes, expected "
+                                 f"{offset * merkle.HASH_SIZE}")
+            blob = prefix + blob
+        rows = [(page + n, blob[start:start + _PAGE_BYTES])
+                for n, start in enumerate(range(0, len(blob), _PAGE_BYTES))]
+        self.conn.executemany("INSERT INTO hash_pages VALUES (?, ?) ON CONFLICT(page) "
+                              "DO UPDATE SET hashes = excluded.hashes", rows)
+
+    def sign_checkpoint(self, sign: CheckpointSigner) -> str:
+        """Sign and store a checkpoint of the current tree (one transaction)."""
+        compact = self.compact_range()
+        with self._tx():
+            return self._sign_in_tx(compact, sign)
+
+    def _sign_in_tx(self, compact: CompactRange, sign: CheckpointSigner) -> str:
+        # Recompute the root from what was stored, not from memory (DESIGN.md section 7).
+        stored = merkle.fold(list(self.nodes(merkle.root_plan(compact.size)).values()))
+        if stored != compact.root():
+            raise ProofError("stored tree disagrees with the sequencer's tree",
+                             expected=compact.root().hex(), calculated=stored.hex())
+        note = sign(TreeSize(compact.size), stored)
+        self.conn.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?)", (compact.size, note))
+        return note
+
+    def _existing(self, raw_ids: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for start in range(0, len(raw_ids), _IN_CHUNK):
+            chunk = raw_ids[start:start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self.conn.execute(
+                f"SELECT event_id FROM leaves WHERE event_id IN ({marks})", chunk))  # noqa: S608
+        return found
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error; SQLite errors become Unavailable."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger write failed: {exc}") from exc
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if kind is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                self.conn.execute("ROLLBACK")
+                raise Unavailable(f"ledger commit failed: {err}") from err
+        self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise Unavailable(f"ledger write failed: {exc}") from exc
+
+
+def _stored(row: tuple[object, ...]) -> StoredLeaf:
+    idx, event_id, kind, parent, leaf = row
+    if not (isinstance(idx, int) and isinstance(event_id, bytes) and isinstance(leaf, bytes)):
+        raise ProofError(f"leaf row {idx!r} has the wrong column types")
+    return StoredLeaf(LeafIndex(idx), event_id.hex(), str(kind),
+                      parent.hex() if isinstance(parent, bytes) else None, leaf)

@@ -1,0 +1,145 @@
+"""Topic names and explicit topic creation.
+
+Topics are created explicitly, never auto-created: the embedded broker auto-creates with 4
+partitions whatever we want, and after a restart it silently comes back empty (DESIGN.md
+section 9). :func:`ensure_topics` creates what is missing, accepts what exists, and then
+checks that every topic has the partition count we asked for; a mismatch is a ConfigError
+because lineage keys would hash to different partitions than before (section 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from ledger.errors import ConfigError, Unavailable
+
+#: Logical streams, in flow order (DESIGN.md section 1).
+STREAMS = ("requests", "decisions", "revocations", "executions", "verdicts", "deadletter")
+DEFAULT_PREFIX = "gov."
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The six govledger topic names under one prefix (``gov.requests`` ...)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def name(self, stream: str) -> str:
+        """Full topic name of a logical stream. Raises ValueError for an unknown stream."""
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}")
+        return f"{self.prefix}{stream}"
+
+    @property
+    def requests(self) -> str:
+        return self.name("requests")
+
+    @property
+    def decisions(self) -> str:
+        return self.name("decisions")
+
+    @property
+    def revocations(self) -> str:
+        return self.name("revocations")
+
+    @property
+    def executions(self) -> str:
+        return self.name("executions")
+
+    @property
+    def verdicts(self) -> str:
+        return self.name("verdicts")
+
+    @property
+    def deadletter(self) -> str:
+        return self.name("deadletter")
+
+    def all(self) -> tuple[str, ...]:
+        """Every topic name, in flow order."""
+        return tuple(self.name(s) for s in STREAMS)
+
+
+def _validate_name(name: str) -> None:
+    # Kafka's own rule: 1-249 chars of [a-zA-Z0-9._-], not "." or "..".
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not 0 < len(name) < 250 or name in (".", "..") or not set(name) <= allowed:
+        raise ConfigError(f"invalid Kafka topic name {name!r}")
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partition count of each existing topic in ``names`` (absent ones are left out).
+
+    Asks for *all* topics: a Metadata request that names a topic auto-creates it on the
+    embedded broker (with 4 partitions), which would defeat explicit creation.
+    """
+    found: dict[str, int] = {}
+    for topic in await admin.describe_topics(None):
+        if topic.get("error_code", 0) == 0 and topic["topic"] in names:
+            found[topic["topic"]] = len(topic.get("partitions", []))
+    return found
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
+                        replication: int, *, client_options: Mapping[str, Any] | None = None,
+                        timeout_s: float = 30.0) -> dict[str, int]:
+    """Create the missing topics, then verify every one exists with ``partitions``.
+
+    Idempotent: topics that already exist are fine if their partition count matches.
+    ``client_options`` are extra aiokafka admin options (see ``ledger.kafka.client_options``).
+    Returns ``{topic: partition count}``. Raises ConfigError on a bad name or a partition
+    count mismatch, Unavailable if the broker does not answer or the topics do not appear
+    within ``timeout_s``.
+    """
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        _validate_name(name)
+    if partitions < 1 or replication < 1:
+        raise ConfigError("partitions and replication must be >= 1")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **dict(client_options or {}))
+    deadline = time.monotonic() + timeout_s
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        existing = await _describe(admin, wanted)
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            await _create(admin, missing, partitions, replication, timeout_s)
+        while True:
+            existing = await _describe(admin, wanted)
+            if all(n in existing for n in wanted):
+                break
+            if time.monotonic() >= deadline:
+                absent = [n for n in wanted if n not in existing]
+                raise Unavailable(f"topics did not appear in {timeout_s}s: {absent}")
+            await asyncio.sleep(0.05)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise Unavailable(f"cannot ensure topics on {bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()
+    wrong = {n: c for n, c in existing.items() if c != partitions}
+    if wrong:
+        raise ConfigError(f"topics exist with the wrong partition count (want {partitions}): "
+                          f"{wrong}")
+    return {n: existing[n] for n in wanted}
+
+
+async def _create(admin: AIOKafkaAdminClient, names: list[str], partitions: int,
+                  replication: int, timeout_s: float) -> None:
+    """CreateTopics; "already exists" (a concurrent creator won) is not an error."""
+    new = [NewTopic(name=n, num_partitions=partitions, replication_factor=replication)
+           for n in names]
+    response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
+    for topic_error in getattr(response, "topic_errors", ()):
+        name, code = topic_error[0], topic_error[1]
+        if code == 0:
+            continue
+        error = for_code(code)
+        if error is TopicAlreadyExistsError:
+            continue
+        raise Unavailable(f"creating topic {name} failed: {error.__name__} {topic_error[2:]}")

@@ -1,0 +1,69 @@
+"""Builders for ledger tests: a data directory, a keyring file, signed envelopes, a lineage."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from ledger.core.envelope import sign_event_with_id
+from ledger.core.events import (
+    Artifact,
+    AuthorizationGranted,
+    ExecutionRequested,
+    Lineage,
+    Scope,
+    Window,
+)
+from ledger.core.keys import principal_document
+from ledger.sequencer import init_ledger
+from tests.factories import ALICE, AUTHORITY, ENV, T0, default_ring, request, signed_request
+
+ORIGIN = "govledger.test/log"
+
+
+def make_ledger(tmp_path: Path) -> Path:
+    data_dir = tmp_path / "ledger"
+    init_ledger(data_dir, ORIGIN)
+    return data_dir
+
+
+def write_keyring(path: Path) -> Path:
+    doc = {"version": 1, "principals": [dict(principal_document(p))
+                                        for p in default_ring().principals()]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def envelopes(n: int, start: int = 0) -> list[bytes]:
+    return [signed_request(nonce=f"nonce-{i:012d}") for i in range(start, start + n)]
+
+
+def _grant(request_id: str, root: str, parent: str | None, depth: int, nonce: str) -> tuple[
+        bytes, str]:
+    artifact = Artifact(
+        request_id=request_id, initiator="agent:alice", tenant="acme",
+        scope=Scope(actions=("read",), resource="db/orders/*"), environments=(ENV,),
+        window=Window(not_before=T0, not_after=T0 + timedelta(hours=1)), single_use=False,
+        policy_digest=ENV, policy_ids=("p1",), lineage=Lineage(root=root, parent=parent,
+                                                                depth=depth),
+        governance={})
+    grant = AuthorizationGranted(signer="govledger:authority", tenant="acme", nonce=nonce,
+                                 issued_at=T0, request_id=request_id, artifact=artifact)
+    return sign_event_with_id(grant, AUTHORITY)
+
+
+def lineage_chain() -> list[tuple[bytes, str]]:
+    """(envelope, event id): root request, its grant, a child request, its grant, and an
+    execution request under the child grant. Each event's parent_ref is the previous one."""
+    root_env, root_id = sign_event_with_id(request(nonce="lineage-root-0001"), ALICE)
+    grant1 = _grant(root_id, root_id, None, 0, "lineage-grant-0001")
+    child = sign_event_with_id(request(nonce="lineage-child-0001", root=root_id,
+                                       parent=grant1[1]), ALICE)
+    grant2 = _grant(child[1], root_id, grant1[1], 1, "lineage-grant-0002")
+    execution = ExecutionRequested(signer="agent:alice", tenant="acme",
+                                   nonce="lineage-exec-00001", issued_at=T0,
+                                   artifact_id=grant2[1], root=root_id, action="read",
+                                   resource="db/orders/1", environment=ENV)
+    return [(root_env, root_id), grant1, child, grant2, sign_event_with_id(execution, ALICE)]
+
