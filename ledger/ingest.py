@@ -22,7 +22,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -49,19 +51,41 @@ class IngestStats:
     checkpoint_at: float = 0.0
 
 
+T = TypeVar("T")
+
+
 class SequencerWorker:
-    """Consumes the logged topics into one :class:`~ledger.sequencer.Sequencer`."""
+    """Consumes the logged topics into one :class:`~ledger.sequencer.Sequencer`.
+
+    Every SQLite call runs on one dedicated thread (SQLite connections belong to the thread
+    that opened them), so the event loop keeps serving while a batch commits.
+    """
+
+    @classmethod
+    async def open(cls, settings: Settings, bootstrap: str, topics: Topics,
+                   opener: Callable[[], Sequencer], **kwargs: object) -> SequencerWorker:
+        """Open the ledger on the worker's own thread (verifies it against its checkpoint)."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="sequencer")
+        try:
+            sequencer = await asyncio.get_running_loop().run_in_executor(executor, opener)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(settings, bootstrap, topics, sequencer, executor=executor,
+                   **kwargs)  # type: ignore[arg-type]
 
     def __init__(self, settings: Settings, bootstrap: str, topics: Topics,
                  sequencer: Sequencer, *, max_batch: int = 2000,
-                 on_batch: Callable[[SubmitResult], None] | None = None) -> None:
+                 on_batch: Callable[[SubmitResult], None] | None = None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="sequencer")
         self.settings = settings
         self.bootstrap = bootstrap
         self.topics = [topics.name(s) for s in LOGGED_STREAMS]
         self.sequencer = sequencer
         self.max_batch = max_batch
         self.on_batch = on_batch
-        self.stats = IngestStats(tree_size=sequencer.store.tree_size())
+        self.stats = IngestStats()
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
@@ -78,7 +102,10 @@ class SequencerWorker:
         assert self._consumer is not None
         parts = [TopicPartition(t, p) for t in self.topics
                  for p in range(self.settings.partitions)]
-        stored = dict(self.sequencer.store.offsets())
+        stored = dict(await self._call(self.sequencer.store.offsets))
+        self.stats.tree_size = await self._call(self.sequencer.store.tree_size)
+        latest = await self._call(self.sequencer.store.latest_checkpoint)
+        self.stats.checkpoint_size = 0 if latest is None else latest[0]
         probe = make_consumer(self.settings, self.bootstrap, group_id=None)
         await probe.start()
         try:
@@ -92,11 +119,14 @@ class SequencerWorker:
                       "consuming them again from 0; the ledger dedupes by event id",
                       ", ".join(wiped))
             reset = {(t, p): 0 for t in wiped for p in range(self.settings.partitions)}
-            await asyncio.to_thread(self.sequencer.append_records, [], reset)
+            await self._call(self.sequencer.append_records, [], reset)
             stored.update(reset)
         self._consumer.assign(parts)
         for tp in parts:
             self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def stop(self) -> None:
         if self._consumer is not None:
@@ -105,6 +135,12 @@ class SequencerWorker:
             except KafkaError as exc:
                 log.warning("error while stopping the sequencer consumer: %s", exc)
             self._consumer = None
+
+    async def close(self) -> None:
+        """Stop consuming and close the ledger (on its own thread)."""
+        await self.stop()
+        await self._call(self.sequencer.close)
+        self.executor.shutdown(wait=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; sign the tail on the checkpoint timer."""
@@ -123,7 +159,7 @@ class SequencerWorker:
 
     async def ingest(self, envelopes: list[bytes], offsets: dict[tuple[str, int], int]
                      ) -> SubmitResult:
-        result = await asyncio.to_thread(self.sequencer.submit, envelopes, offsets)
+        result = await self._call(self.sequencer.submit, envelopes, offsets)
         stats = self.stats
         stats.batches += 1
         stats.appended += result.appended
@@ -140,7 +176,7 @@ class SequencerWorker:
         """Sign the unsigned tail once the checkpoint interval has passed."""
         if self.stats.tree_size > self.stats.checkpoint_size and (
                 time.time() - self.stats.checkpoint_at >= self.settings.checkpoint_interval_s):
-            await asyncio.to_thread(self.sequencer.publish)
+            await self._call(self.sequencer.publish)
             self.stats.checkpoint_size, self.stats.checkpoint_at = (
                 self.stats.tree_size, time.time())
 

@@ -45,7 +45,7 @@ from ledger.errors import Reason, Rejected, Unavailable
 from ledger.ingest import SequencerWorker
 from ledger.kafka import client_options
 from ledger.keyfiles import load_keyring
-from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.sequencer import Sequencer, keyring_verifier, open_ledger, read_vkey
 from ledger.topics import Topics, ensure_topics
 
 log = logging.getLogger("govledger.service")
@@ -114,13 +114,15 @@ class Service:
 
     async def _start_sequencer(self) -> None:
         assert self.keyring is not None
-        sequencer = open_ledger(
-            self.settings.data_dir, keyring_verifier(self.keyring, self.clock),
-            reverify=keyring_verifier(self.keyring),
-            checkpoint_interval=self.settings.checkpoint_interval_s)
-        worker = SequencerWorker(self.settings, self.bootstrap, self.topics, sequencer)
+        keyring, settings = self.keyring, self.settings
+
+        def opener() -> Sequencer:
+            return open_ledger(settings.data_dir, keyring_verifier(keyring, self.clock),
+                               reverify=keyring_verifier(keyring),
+                               checkpoint_interval=settings.checkpoint_interval_s)
+        worker = await SequencerWorker.open(self.settings, self.bootstrap, self.topics, opener)
+        self._stoppers.append(worker.close)
         await worker.start()
-        self._stoppers.append(lambda: _stop_then(worker.stop, sequencer.close))
         self._spawn("sequencer", worker.run(self.stop_event))
 
     async def _start_processor(self) -> None:

@@ -65,3 +65,51 @@ async def collect(bootstrap: str, topic: str, count: int, timeout_s: float = 30.
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
+
+
+class ServiceProcess:
+    """``govledger up`` as a subprocess on free ports; stops it (or kills it) on exit."""
+
+    def __init__(self, data: Path, *args: str) -> None:
+        import os
+        import subprocess
+        import sys
+        self.data = data
+        self.log_path = data.parent / f"up-{int(time.time() * 1000)}.log"
+        env = {**os.environ, "GOVLEDGER_CHECKPOINT_INTERVAL_S": "0.2"}
+        env.pop("GOVLEDGER_KAFKA_BOOTSTRAP", None)
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "govledger"), "up", "--data", str(data),
+             "--api-port", "0", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.api = self._wait_for("api")
+
+    def _wait_for(self, key: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            for line in text.splitlines():
+                parts = line.split("govledger: ", 1)
+                if len(parts) == 2 and parts[1].startswith(f"{key} "):
+                    return parts[1].split()[1]
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"govledger up exited {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        raise RuntimeError(f"govledger up did not report {key!r}:\n"
+                           + self.log_path.read_text(errors="replace"))
+
+    def kill(self) -> None:
+        import signal
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def terminate(self) -> int:
+        import signal
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.log.close()
+        return code
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
