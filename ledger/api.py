@@ -60,7 +60,7 @@ from ledger.metrics import CONTENT_TYPE, Metrics
 from ledger.proofs import consistency_bundle, inclusion_bundle, lineage_bundle
 from ledger.schema import ENVELOPE_SCHEMA
 from ledger.sequencer import DB_NAME
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, StoredLeaf
 
 __all__ = ["ApiBackend", "ApiError", "DecisionBody", "Submitted", "make_api"]
 
@@ -90,24 +90,19 @@ class ApiBackend(Protocol):
     async def submit(self, envelope: bytes) -> Submitted:
         """Verify ``envelope`` (ledger.core.envelope.verify_envelope) and produce it to its
         topic. Raises Rejected (bad input) or Unavailable (broker down)."""
-        ...
 
     async def decision(self, subject_id: str, wait_s: float) -> bytes | None:
         """The decision/verdict envelope of a request id or execution id, waiting up to
         ``wait_s`` seconds; None if there is none yet. May raise Unavailable."""
-        ...
 
     def ledger_dir(self) -> Path:
         """The data directory holding ledger.db (read-only use)."""
-        ...
 
     def vkey(self) -> str:
         """The log's C2SP verifier key text."""
-        ...
 
     async def ready(self) -> dict[str, bool]:
         """Readiness per component, e.g. {"broker": .., "ledger": .., "processor": ..}."""
-        ...
 
 
 class ApiError(Exception):
@@ -269,33 +264,32 @@ def _published(store: LedgerStore, vkey: str) -> tuple[Checkpoint, str]:
     return verify_checkpoint(latest[1], parse_vkey(vkey), origin), latest[1]
 
 
-def _published_leaf(store: LedgerStore, vkey: str, index: int | None,
-                    event_id: str | None) -> tuple[int, int]:
-    """(leaf index, checkpoint size) of a stored leaf under the latest checkpoint.
-    Raises ApiError 404 NOT_FOUND / NOT_PUBLISHED."""
-    checkpoint, _ = _published(store, vkey)
+def _locate(store: LedgerStore, index: int | None, event_id: str | None) -> StoredLeaf:
+    """The stored leaf at ``index`` or of ``event_id``. Raises ApiError 404 NOT_FOUND."""
     if event_id is not None:
         leaf = store.find(event_id)
         if leaf is None:
             raise ApiError(404, "NOT_FOUND", f"event {event_id} is not in the ledger")
-        index = leaf.index
-    elif index is None or index >= store.tree_size():
+        return leaf
+    if index is None or index >= store.tree_size():
         raise ApiError(404, "NOT_FOUND", f"no leaf at index {index}")
-    if index >= checkpoint.size:
-        raise ApiError(404, "NOT_PUBLISHED", f"leaf {index} is sequenced but not yet under a "
+    return store.leaf(index)
+
+
+def _published_leaf(store: LedgerStore, vkey: str, index: int | None,
+                    event_id: str | None) -> int:
+    """Index of a stored leaf under the latest checkpoint. Raises ApiError 404 NOT_FOUND or
+    NOT_PUBLISHED."""
+    checkpoint, _ = _published(store, vkey)
+    at = _locate(store, index, event_id).index
+    if at >= checkpoint.size:
+        raise ApiError(404, "NOT_PUBLISHED", f"leaf {at} is sequenced but not yet under a "
                        f"signed checkpoint (size {checkpoint.size}); retry shortly")
-    return index, checkpoint.size
+    return at
 
 
 def _entry(store: LedgerStore, index: int | None, event_id: str | None) -> EntryBody:
-    if event_id is not None:
-        leaf = store.find(event_id)
-        if leaf is None:
-            raise ApiError(404, "NOT_FOUND", f"event {event_id} is not in the ledger")
-    elif index is None or index >= store.tree_size():
-        raise ApiError(404, "NOT_FOUND", f"no leaf at index {index}")
-    else:
-        leaf = store.leaf(index)
+    leaf = _locate(store, index, event_id)
     return EntryBody(index=leaf.index, event_id=leaf.event_id,
                      leaf=base64.b64encode(leaf.leaf).decode("ascii"),
                      leaf_hash=merkle.leaf_hash(leaf.leaf).hex())
@@ -369,34 +363,29 @@ class _ObserveHttp:
             self.metrics.observe_http(label, status, time.perf_counter() - start)
 
 
-def _install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+def error_response(exc: Exception) -> JSONResponse:
+    """The ``{"reason", "detail"}`` answer to an error a handler raised."""
+    if isinstance(exc, ApiError):
         return _error(exc.status, exc.reason, exc.detail)
-
-    @app.exception_handler(Rejected)
-    async def rejected(_: Request, exc: Rejected) -> JSONResponse:
+    if isinstance(exc, Rejected):
         return _error(rejected_status(exc.reason), exc.reason.value, exc.detail)
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+    if isinstance(exc, Unavailable):
         return _error(503, Reason.UNAVAILABLE.value, str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(ProofError)
-    async def integrity(_: Request, exc: ProofError) -> JSONResponse:
+    if isinstance(exc, ProofError):
         _log.error("ledger integrity check failed: %s", exc)
         return _error(500, "INTERNAL", f"ledger integrity check failed: {exc}")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, Reason.MALFORMED.value, f"{where}: {first.get('msg', 'invalid')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         reason = "NOT_FOUND" if exc.status_code == 404 else f"HTTP_{exc.status_code}"
         return _error(exc.status_code, reason, str(exc.detail))
+    raise exc
+
+
+async def _handle(_: Request, exc: Exception) -> Response:
+    return error_response(exc)
 
 
 async def _read_capped(request: Request, cap: int) -> bytes:
@@ -436,7 +425,9 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
                   "decisions, fetch checkpoints and offline-verifiable proofs.")
     app.state.metrics, app.state.backend = metrics, backend
     app.add_middleware(_ObserveHttp, metrics=metrics)
-    _install_handlers(app)
+    for handled in (ApiError, Rejected, Unavailable, ProofError, RequestValidationError,
+                    StarletteHTTPException):
+        app.add_exception_handler(handled, _handle)
 
     def ledger(read: Callable[[LedgerStore], T]) -> Awaitable[T]:
         return run_in_threadpool(_read_ledger, backend.ledger_dir(), read)
@@ -502,7 +493,7 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
             raise ApiError(422, Reason.MALFORMED.value, "give exactly one of index, event_id")
 
         def read(store: LedgerStore) -> dict[str, object]:
-            at, _ = _published_leaf(store, backend.vkey(), index, event_id)
+            at = _published_leaf(store, backend.vkey(), index, event_id)
             return inclusion_bundle(store, index=at)
         return JSONResponse(await ledger(read))
 

@@ -7,7 +7,7 @@ artifact id is that envelope's event id. :func:`check_artifact` runs, in order:
    AuthorizationGranted, and its signer holds the ``authority`` role: ARTIFACT_INVALID
    (or the envelope's own reason code);
 2. the window holds at ``now``: ``not_before <= now < not_after`` (NOT_YET_VALID, EXPIRED);
-3. the runtime identity is the artifact's initiator or an ``executor`` of its tenant:
+3. the runtime identity is the artifact's holder or an ``executor`` of its tenant:
    IDENTITY_MISMATCH;
 4. the action is in scope and the concrete resource matches the pattern: SCOPE_MISMATCH;
 5. the environment digest measured at run time is one the artifact names: ENV_MISMATCH.
@@ -53,7 +53,7 @@ def check_artifact(grant_envelope: bytes, keyring: KeyRing, now: datetime, *,
         raise Rejected(Reason.NOT_YET_VALID, "artifact window has not started")
     if now >= art.window.not_after:
         raise Rejected(Reason.EXPIRED, "artifact window has ended")
-    if runtime.identity != art.initiator and not (                                # 3
+    if runtime.identity != art.holder and not (                                # 3
             "executor" in runtime.roles and runtime.tenant in ("*", art.tenant)):
         raise Rejected(Reason.IDENTITY_MISMATCH, f"{runtime.identity} may not use it")
     try:                                                                          # 4

@@ -337,7 +337,7 @@ def ledger_verify(
     Example: govledger ledger verify proof.json --vkey govledger-data/ledger.vkey
     """
     try:
-        result = verify_bundle_file(bundle, vkey)
+        result = verify_bundle_file(bundle, Path(vkey) if Path(vkey).exists() else vkey)
     except ProofError as exc:
         emit({"valid": False, "error": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(EXIT_INVALID) from exc

@@ -4,9 +4,10 @@
 NON_CANONICAL, OVERSIZED, UNSUPPORTED_VERSION, SIGNATURE_*, KEY_*, IDENTITY_MISMATCH,
 TENANT_MISMATCH). The functions here continue, in this order, and the first failure denies:
 
-requests:    REPLAY -> EXPIRED / NOT_YET_VALID / TTL_TOO_LONG -> ENV_MISMATCH ->
-             PARENT_* / SCOPE_WIDENING / LINEAGE_CYCLE / DEPTH_EXCEEDED -> POLICY_DENY ->
-             RATE_LIMITED
+requests:    REPLAY -> IDENTITY_MISMATCH (holder not of the tenant) -> EXPIRED /
+             NOT_YET_VALID / TTL_TOO_LONG -> PARENT_UNKNOWN -> IDENTITY_MISMATCH (only the
+             parent's holder delegates) -> PARENT_REVOKED / PARENT_EXPIRED -> ENV_MISMATCH ->
+             SCOPE_WIDENING / DEPTH_EXCEEDED / LINEAGE_CYCLE -> POLICY_DENY -> RATE_LIMITED
 executions:  REPLAY -> ARTIFACT_INVALID -> ARTIFACT_REVOKED -> EXPIRED / NOT_YET_VALID ->
              SCOPE_MISMATCH -> ENV_MISMATCH -> ARTIFACT_CONSUMED
 revocations: ARTIFACT_INVALID -> POLICY_DENY (the signer may not revoke it)
@@ -37,6 +38,7 @@ from ledger.core.events import (
     AuthorizationRevoked,
     ExecutionRequested,
 )
+from ledger.core.keys import KeyRing
 from ledger.errors import Reason, Rejected
 from processors.lineage import LineageState
 from processors.scope import matches, normalise_resource
@@ -161,9 +163,16 @@ def evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
     return Verdict(True, (), "", tuple(sorted(determining)))
 
 
+def _same_tenant_principal(keyring: KeyRing | None, identity: str, tenant: str) -> bool:
+    if keyring is None:
+        return False
+    return any(p.identity == identity and p.tenant in ("*", tenant)
+               for p in keyring.principals())
+
+
 def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
                    policy: PolicyEngine, limiter: RateLimiter, now: datetime,
-                   limits: Limits) -> Verdict:
+                   limits: Limits, keyring: KeyRing | None = None) -> Verdict:
     """Run the request checks in their documented order; the first failure denies."""
     request = verified.event
     if not isinstance(request, AuthorizationRequested):
@@ -176,6 +185,9 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
         return Verdict.deny(exc.reason, exc.detail)
     if replay.is_replay(request.signer, request.nonce, verified.event_id, now):
         return Verdict.deny(Reason.REPLAY, "nonce already used by another request")
+    if request.holder is not None and not _same_tenant_principal(keyring, request.holder,
+                                                                 request.tenant):
+        return Verdict.deny(Reason.IDENTITY_MISMATCH, "holder is not a principal of the tenant")
     replay.remember(request.signer, request.nonce, verified.event_id,
                     max(request.issued_at, now) + limits.nonce_retention)
     window = request.window
@@ -209,7 +221,7 @@ def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: Rep
     art = record.artifact
     runtime = verified.principal
     if art.tenant != execution.tenant or (
-            execution.signer != art.initiator and "executor" not in runtime.roles):
+            execution.signer != art.holder and "executor" not in runtime.roles):
         return Verdict.deny(Reason.IDENTITY_MISMATCH, "runtime identity may not use it")
     try:
         if (revoked := lineage.revoked_ancestor(execution.artifact_id)) is not None:
@@ -252,7 +264,8 @@ def decide_revocation(verified: VerifiedEvent, lineage: LineageState) -> Verdict
     if "revoker" in principal.roles and principal.tenant in ("*", record.artifact.tenant):
         return ALLOW
     try:
-        holders = {r.artifact.initiator for r in lineage.ancestors(revocation.artifact_id)}
+        holders = {who for r in lineage.ancestors(revocation.artifact_id)
+                   for who in (r.artifact.initiator, r.artifact.holder)}
     except ValueError:
         return Verdict.deny(Reason.LINEAGE_CYCLE)
     if revocation.signer in holders and revocation.tenant == record.artifact.tenant:

@@ -220,11 +220,12 @@ class Engine:
                  now: datetime) -> Outcome:
         root = request.lineage.root or verified.event_id
         verdict = decide_request(verified, self.state.lineage, self.state.replay, self.policy,
-                                 self.limiter, now, self.limits)
+                                 self.limiter, now, self.limits, self.keyring)
         if not verdict.allow:
             return self._deny(verified.event_id, request.tenant, root, verdict, now)
         artifact = Artifact(
-            request_id=verified.event_id, initiator=request.signer, tenant=request.tenant,
+            request_id=verified.event_id, initiator=request.signer,
+            holder=request.holder_identity, tenant=request.tenant,
             scope=request.scope, environments=request.environments, window=request.window,
             single_use=request.single_use, policy_digest=self.policy.digest,
             policy_ids=verdict.policy_ids,

@@ -6,6 +6,7 @@ in the same order give the same state, which is how state is rebuilt after a res
 
 Rules (DESIGN.md section 5):
 
+* only the holder of the parent artifact may request a child under it (IDENTITY_MISMATCH);
 * a child's parent must be a granted artifact (PARENT_UNKNOWN), of the same tenant and
   lineage root (PARENT_UNKNOWN: it is not the parent *in this tree*), not revoked itself nor
   under a revoked ancestor (PARENT_REVOKED), and unexpired when the child is decided
@@ -116,6 +117,8 @@ class LineageState:
         art = parent.artifact
         if art.lineage.root != root or art.tenant != request.tenant:
             return Reason.PARENT_UNKNOWN
+        if request.signer != art.holder:
+            return Reason.IDENTITY_MISMATCH  # only the parent's holder may delegate from it
         try:
             if self.is_revoked(parent_id):
                 return Reason.PARENT_REVOKED

@@ -29,13 +29,14 @@ def request(signer: str = "agent:alice", tenant: str = "acme", nonce: str = "non
             actions: tuple[str, ...] = ("read",), resource: str = "db/orders/*",
             issued_at: datetime = T0, ttl: timedelta = timedelta(hours=1),
             environments: tuple[str, ...] = (ENV,), root: str | None = None,
-            parent: str | None = None, single_use: bool = False) -> AuthorizationRequested:
+            parent: str | None = None, single_use: bool = False,
+            holder: str | None = None) -> AuthorizationRequested:
     return AuthorizationRequested(
         signer=signer, tenant=tenant, nonce=nonce, issued_at=issued_at,
         scope=Scope(actions=tuple(sorted(actions)), resource=resource),
         environments=tuple(sorted(environments)),
         window=Window(not_before=issued_at, not_after=issued_at + ttl),
-        lineage=LineageRef(root=root, parent=parent), single_use=single_use)
+        lineage=LineageRef(root=root, parent=parent), single_use=single_use, holder=holder)
 
 
 ALICE = seeded_signer("alice")

@@ -42,7 +42,7 @@ def envelopes(n: int, start: int = 0) -> list[bytes]:
 def _grant(request_id: str, root: str, parent: str | None, depth: int, nonce: str) -> tuple[
         bytes, str]:
     artifact = Artifact(
-        request_id=request_id, initiator="agent:alice", tenant="acme",
+        request_id=request_id, initiator="agent:alice", holder="agent:alice", tenant="acme",
         scope=Scope(actions=("read",), resource="db/orders/*"), environments=(ENV,),
         window=Window(not_before=T0, not_after=T0 + timedelta(hours=1)), single_use=False,
         policy_digest=ENV, policy_ids=("p1",), lineage=Lineage(root=root, parent=parent,

@@ -129,6 +129,7 @@ class Artifact(_Model):
 
     request_id: EventId
     initiator: Identity
+    holder: Identity
     tenant: Tenant
     scope: Scope
     environments: Environments
@@ -166,9 +167,14 @@ class Event(_Model):
 
 
 class AuthorizationRequested(Event):
+    """A request for an artifact. ``holder`` is who will hold it (default: the signer), so a
+    holder can delegate a narrowed child artifact to a sub-agent; only the holder of a parent
+    artifact may request children under it."""
+
     KIND = "AuthorizationRequested"
     SLUG = "authorization-requested"
     kind: Literal["AuthorizationRequested"] = "AuthorizationRequested"
+    holder: Identity | None = None
     scope: Scope
     environments: Environments
     window: Window
@@ -186,6 +192,10 @@ class AuthorizationRequested(Event):
 
     def lineage_root(self) -> str | None:
         return self.lineage.root
+
+    @property
+    def holder_identity(self) -> str:
+        return self.holder or self.signer
 
 
 class AuthorizationGranted(Event):

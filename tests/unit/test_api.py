@@ -74,6 +74,7 @@ class FakeBackend:
         self.components = {"broker": True, "ledger": True, "processor": True}
         self.fail: BaseException | None = None
         self.hang = False
+        self.wait_cap = float("inf")   # the schema fuzzer asks for waits of up to 30 s
         self.waiting: asyncio.Event | None = None
         self._arrived: dict[str, asyncio.Event] = {}
 
@@ -94,7 +95,7 @@ class FakeBackend:
             if self.waiting is not None:
                 self.waiting.set()
             try:
-                await asyncio.wait_for(arrived.wait(), wait_s)
+                await asyncio.wait_for(arrived.wait(), min(wait_s, self.wait_cap))
             except TimeoutError:
                 return None
         return self.decisions.get(subject_id)

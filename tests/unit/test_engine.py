@@ -91,8 +91,8 @@ def decision(outcome: Outcome) -> Event:
     return parse_payload(parsed.payload_type, parsed.payload)
 
 
-def ask(eng: Engine, signer: Signer = ALICE, now: datetime = T0, **kwargs: object) -> Outcome:
-    return eng.handle(Stream.REQUESTS, sign_event(request(**kwargs), signer), now)  # type: ignore[arg-type]
+def ask(eng: Engine, key: Signer = ALICE, now: datetime = T0, **kwargs: object) -> Outcome:
+    return eng.handle(Stream.REQUESTS, sign_event(request(**kwargs), key), now)  # type: ignore[arg-type]
 
 
 def grant_of(outcome: Outcome) -> tuple[str, bytes]:
@@ -342,3 +342,30 @@ def json_round_trip(outcome: Outcome) -> Outcome:
     return Outcome(outcome.subject, _decode_outputs(_encode_outputs(outcome.outputs)),
                    outcome.allow, tuple(Reason(r) for r in json.loads(
                        json.dumps([r.value for r in outcome.reasons]))))
+
+
+def test_delegation_to_a_sub_agent_and_only_the_holder_delegates_further() -> None:
+    eng = engine()
+    root = ask(eng, resource="db/*")
+    r = root.subject
+    root_id, _ = grant_of(root)
+    # alice delegates a narrower artifact to bob
+    to_bob = ask(eng, root=r, parent=root_id, nonce="nonce-deleg-0001",
+                 resource="db/orders/*", holder="agent:bob")
+    assert to_bob.allow, to_bob.reasons
+    art = decision(to_bob).artifact  # type: ignore[attr-defined]
+    assert (art.initiator, art.holder) == ("agent:alice", "agent:bob")
+    bob_id, _ = grant_of(to_bob)
+    # alice may not delegate from bob's artifact; bob may
+    assert ask(eng, root=r, parent=bob_id, nonce="nonce-deleg-0002",
+               resource="db/orders/a/*").reasons == (Reason.IDENTITY_MISMATCH,)
+    assert ask(eng, BOB, root=r, parent=bob_id, nonce="nonce-deleg-0003",
+               signer="agent:bob", resource="db/orders/a/*").allow
+    # bob runs under his artifact; alice (no executor role) may not
+    assert execute(eng, to_bob, r, "exec-nonce-00001", signer=BOB, identity="agent:bob").allow
+    assert execute(eng, to_bob, r, "exec-nonce-00002", signer=ALICE,
+                   identity="agent:alice").reasons == (Reason.IDENTITY_MISMATCH,)
+
+
+def test_holder_must_be_a_principal_of_the_tenant() -> None:
+    assert ask(engine(), holder="agent:nobody").reasons == (Reason.IDENTITY_MISMATCH,)

@@ -5,25 +5,35 @@ every response must not be a 5xx and must match the documented status codes, con
 headers and schemas. The backend is the fake of test_api.py over a real ledger with one
 decision published. Uses schemathesis' Python API (strategies per operation): its lazy pytest
 fixture loader touches ``request.node._nodeid``, which pytest 9 no longer has.
+
+One check is off: ``positive_data_acceptance`` wants a 2xx for a body that merely matches the
+envelope schema, but a generated envelope carries no valid signature, and refusing it (400/422
+with the reason code) is the point of the API.
 """
 
 from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from ledger.api import make_api
 from tests.unit.test_api import RID, FakeBackend, build_ledger, decision_envelope
 
-MAX_EXAMPLES = 25
+pytestmark = pytest.mark.integration
+
+MAX_EXAMPLES = 15                       # per operation and mode: ~10 s in all on 2 cores
+NO_INPUT = frozenset({"GET /v1/checkpoint", "GET /v1/vkey", "GET /healthz", "GET /readyz",
+                      "GET /metrics"})  # nothing to violate: no negative cases exist
 
 
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSchema:
     ledger = build_ledger(tmp_path_factory.mktemp("api-schema"))
     backend = FakeBackend(ledger.data_dir, ledger.vkey)
+    backend.wait_cap = 0.001
     backend.publish(RID, decision_envelope("grant", RID)[0])
     return schemathesis.openapi.from_asgi("/openapi.json", make_api(backend))
 
@@ -38,12 +48,15 @@ def test_every_response_conforms_to_the_openapi_document(
 
     @given(data=st.data())
     @settings(max_examples=MAX_EXAMPLES * len(operations), deadline=None, database=None,
+              phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))
     def check(data: st.DataObject) -> None:
         operation = data.draw(st.sampled_from(operations))
         case = data.draw(operation.as_strategy(generation_mode=mode))
-        case.call_and_validate()
+        case.call_and_validate(excluded_checks=[positive_data_acceptance])
         seen.add(operation.label)
 
     check()
-    assert len(seen) == len(operations)
+    labels = {operation.label for operation in operations}
+    assert seen == (labels if mode is schemathesis.GenerationMode.POSITIVE
+                    else labels - NO_INPUT)
