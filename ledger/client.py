@@ -35,6 +35,7 @@ from ledger.core.events import (
     Event,
     ExecutionAllowed,
     ExecutionRefused,
+    RevocationApplied,
 )
 from ledger.core.keys import KeyRing, Signer
 from ledger.errors import Rejected, Unavailable
@@ -65,7 +66,7 @@ class Decision:
 
     @property
     def allow(self) -> bool:
-        return isinstance(self.event, AuthorizationGranted | ExecutionAllowed)
+        return isinstance(self.event, AuthorizationGranted | ExecutionAllowed | RevocationApplied)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -86,6 +87,8 @@ def subject_of(event: Event) -> str | None:
         return event.request_id
     if isinstance(event, ExecutionAllowed | ExecutionRefused):
         return event.execution_id
+    if isinstance(event, RevocationApplied):
+        return event.revocation_id
     return None
 
 
@@ -187,7 +190,8 @@ class Client:
         return await self.send("requests", request, signer)
 
     async def revoke(self, revocation: AuthorizationRevoked, signer: Signer) -> str:
-        """Sign and submit a revocation; returns its event id (a denial names it if refused)."""
+        """Sign and submit a revocation; returns its event id. ``decision(id)`` then gives
+        the authority's RevocationApplied (allow) or AuthorizationDenied."""
         return await self.send("revocations", revocation, signer)
 
     # -- consuming -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from ledger.core.events import (
     ExecutionRequested,
     Lineage,
     PolicyPublished,
+    RevocationApplied,
 )
 from ledger.core.keys import KeyRing, Signer
 from ledger.errors import Reason, Rejected
@@ -267,8 +268,14 @@ class Engine:
         if not verdict.allow:
             return self._deny(verified.event_id, revocation.tenant, revocation.root, verdict,
                               now)
-        self.state.lineage.revoke(revocation.artifact_id, verified.event_id)
-        return Outcome(verified.event_id, (), allow=True)
+        revoked = self.state.lineage.revoke(revocation.artifact_id, verified.event_id)
+        applied = RevocationApplied(
+            signer=self.identity, tenant=revocation.tenant, nonce=_nonce("r", verified.event_id),
+            issued_at=now, revocation_id=verified.event_id, artifact_id=revocation.artifact_id,
+            root=revocation.root, revoked=tuple(revoked[:1000]))
+        out = Output(Stream.DECISIONS, revocation.root.encode(),
+                     sign_event(applied, self.authority))
+        return Outcome(verified.event_id, (out,), allow=True)
 
     def _deny(self, subject: str, tenant: str, root: str | None, verdict: Verdict,
               now: datetime, stream: Stream = Stream.DECISIONS) -> Outcome:

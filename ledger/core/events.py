@@ -251,6 +251,25 @@ class AuthorizationRevoked(Event):
         return self.root
 
 
+class RevocationApplied(Event):
+    """The authority applied ``revocation_id``: ``artifact_id`` and every descendant known at
+    that moment (``revoked``, root first; descendants granted later are refused anyway)."""
+
+    KIND = "RevocationApplied"
+    SLUG = "revocation-applied"
+    kind: Literal["RevocationApplied"] = "RevocationApplied"
+    revocation_id: EventId
+    artifact_id: EventId
+    root: EventId
+    revoked: Annotated[tuple[EventId, ...], Field(min_length=1, max_length=1000)]
+
+    def parent_ref(self) -> str | None:
+        return self.revocation_id
+
+    def lineage_root(self) -> str | None:
+        return self.root
+
+
 class _UnderArtifact(Event):
     artifact_id: EventId
     root: EventId
@@ -343,7 +362,7 @@ class KeyRevoked(Event):
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
-    ExecutionRequested, ExecutionAllowed, ExecutionRefused, ExecutionCompleted, ExecutionFailed,
-    PolicyPublished, KeyRegistered, KeyRevoked,
+    RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
+    ExecutionCompleted, ExecutionFailed, PolicyPublished, KeyRegistered, KeyRevoked,
 )
 BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
