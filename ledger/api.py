@@ -54,6 +54,7 @@ from ledger.core.events import (
     AuthorizationGranted,
     ExecutionAllowed,
     ExecutionRefused,
+    RevocationApplied,
 )
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
 from ledger.metrics import CONTENT_TYPE, Metrics
@@ -231,6 +232,8 @@ def summarize_decision(subject_id: str, data: bytes) -> DecisionBody:
         subject, allow = event.execution_id, True
     elif isinstance(event, ExecutionRefused):
         subject, allow, reasons = event.execution_id, False, event.reasons
+    elif isinstance(event, RevocationApplied):
+        subject, allow = event.revocation_id, True
     else:
         raise ApiError(500, "INTERNAL", f"backend returned a {event.KIND}, not a decision")
     if subject != subject_id:

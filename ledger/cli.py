@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import httpx
 import pydantic
 import typer
 from rich.progress import Progress
@@ -22,7 +23,7 @@ from ledger.audit import audit_ledger
 from ledger.config import Settings, load_settings
 from ledger.core.envelope import sign_event, verify_envelope
 from ledger.core.events import BY_KIND
-from ledger.core.keys import Principal, principal_document
+from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import init_data_dir
 from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
 from ledger.kafka import client_options
@@ -404,7 +405,8 @@ def topics_create(
         typer.echo(f"{name}: {count} partitions")
 
 
-def serve(components: tuple[str, ...], settings: Settings) -> None:
+def serve(components: tuple[str, ...], settings: Settings,
+          ready_file: Path | None = None) -> None:
     configure_logging()
 
     def ready(service: Service) -> None:
@@ -413,6 +415,10 @@ def serve(components: tuple[str, ...], settings: Settings) -> None:
         for key, value in info.items():
             log.info("%-16s %s", key, value)
         log.info("ready; stop with Ctrl-C (SIGINT) or SIGTERM")
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(ready_file.suffix + ".tmp")
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+            tmp.replace(ready_file)  # readers never see a half-written file
 
     code = asyncio.run(run_service(settings, components, ready))
     if code:
@@ -423,15 +429,20 @@ ApiHost = Annotated[str | None, typer.Option(help="API listen address.")]
 ApiPort = Annotated[int | None, typer.Option(help="API port (0 = a free port).")]
 
 
+ReadyFile = Annotated[Path | None, typer.Option(
+    help="When ready, write the addresses (api, kafka), origin and vkey here as JSON.")]
+
+
 @app.command("up")
 def up(data: DataOpt = None, kafka: KafkaOpt = None, api_host: ApiHost = None,
-       api_port: ApiPort = None) -> None:
+       api_port: ApiPort = None, ready_file: ReadyFile = None) -> None:
     """Run everything on this machine: broker (embedded unless --kafka), topics, processor,
     sequencer and HTTP API. First start creates keys, keyring and policies and says where.
 
     Example: govledger up --data ./govledger-data --api-port 8080
     """
-    serve(COMPONENTS, settings_from(data, kafka, api_host=api_host, api_port=api_port))
+    serve(COMPONENTS, settings_from(data, kafka, api_host=api_host, api_port=api_port),
+          ready_file)
 
 
 @app.command("processor")
@@ -460,6 +471,124 @@ def api(data: DataOpt = None, kafka: KafkaOpt = None, api_host: ApiHost = None,
     Example: govledger api --data /data --kafka kafka:9092 --api-host 0.0.0.0 --api-port 8080
     """
     serve(("api",), settings_from(data, kafka, api_host=api_host, api_port=api_port))
+
+
+ApiUrl = Annotated[str, typer.Option("--api", envvar="GOVLEDGER_API",
+                                     help="Base URL of a running govledger API.")]
+
+
+@app.command("submit")
+def submit(
+    envelope: Annotated[Path, typer.Argument(help="Signed envelope file (events sign).")],
+    api_url: ApiUrl, as_json: JsonFlag = False,
+) -> None:
+    """Submit a signed envelope to a running service through its HTTP API.
+
+    Prints the event id (the request id for a request). Exit 1 if the API refuses it.
+    Example: govledger submit request.dsse.json --api http://127.0.0.1:8080
+    """
+    response = http_call("POST", api_url, "/v1/events", content=read_envelope_file(envelope))
+    body = response.json()
+    if response.status_code != 202:
+        emit(body, as_json, f"REFUSED {body.get('reason')}: {body.get('detail', '')}")
+        raise typer.Exit(EXIT_INVALID)
+    emit(body, as_json, body["event_id"])
+
+
+@app.command("decision")
+def decision(
+    subject_id: Annotated[str, typer.Argument(help="Request, execution or revocation id.")],
+    api_url: ApiUrl,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for it (0-30).")] = 10.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fetch the signed decision for an id (exit 0 allowed, 1 denied or none yet).
+
+    Example: govledger decision <request-id> --api http://127.0.0.1:8080 --wait 10
+    """
+    response = http_call("GET", api_url, f"/v1/decisions/{subject_id}",
+                         params={"wait": wait}, timeout=wait + 10)
+    body = response.json()
+    if response.status_code != 200:
+        emit(body, as_json, f"NONE {body.get('reason', response.status_code)}")
+        raise typer.Exit(EXIT_INVALID)
+    reasons = ",".join(body.get("reasons") or [])
+    emit(body, as_json, f"{'ALLOWED' if body['allow'] else 'DENIED'} {body['kind']} "
+         f"{body['event_id']}" + (f" {reasons}" if reasons else ""))
+    if not body["allow"]:
+        raise typer.Exit(EXIT_INVALID)
+
+
+def http_call(method: str, base: str, path: str, timeout: float = 30.0,
+              **kwargs: object) -> httpx.Response:
+    try:
+        return httpx.request(method, base.rstrip("/") + path, timeout=timeout,
+                             **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"cannot reach the govledger API at {base}: {exc}") from exc
+
+
+@app.command("exec", context_settings={"allow_extra_args": True,
+                                       "ignore_unknown_options": True})
+def exec_gated(
+    ctx: typer.Context,
+    artifact: Annotated[Path, typer.Option(help="The grant envelope (the artifact).")],
+    action: Annotated[str, typer.Option(help="The action the command performs.")],
+    resource: Annotated[str, typer.Option(help="The concrete resource it acts on.")],
+    key: Annotated[Path, typer.Option(help="This runtime's private key file.")],
+    environment: Annotated[str, typer.Option(
+        help="The measured runtime environment digest (sha256:<hex>).")],
+    data: DataOpt = None, kafka: KafkaOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the verdict.")] = 10.0,
+) -> None:
+    """Run a command only if the gate allows it: the artifact verified offline, then the
+    processor's signed ExecutionAllowed. Reports completion or failure; exit 1 if refused.
+
+    The keyring of --data says who this runtime is and which keys sign decisions.
+    Example: govledger exec --artifact grant.json --action read --resource db/orders/1
+    --key keys/runner.key --environment sha256:... --kafka 127.0.0.1:9092 -- ./job.sh
+    """
+    if not ctx.args:
+        raise ConfigError("give the command to run after --")
+    settings = settings_from(data, kafka)
+    if settings.kafka_bootstrap is None:
+        raise ConfigError("exec needs --kafka (or GOVLEDGER_KAFKA_BOOTSTRAP) of the service")
+    code = asyncio.run(run_gated(settings, read_envelope_file(artifact), action, resource,
+                                 load_signer(key), environment, timeout, ctx.args))
+    raise typer.Exit(code)
+
+
+async def run_gated(settings: Settings, grant: bytes, action: str, resource: str,
+                    runtime: Signer, environment: str, timeout: float,
+                    command: list[str]) -> int:
+    from ledger.client import Client
+    from ledger.gate import ExecutionRefusedError, Gate
+    keyring = load_keyring(settings.data_dir / "keyring.json")
+    principal = keyring.get(runtime.key_id)
+    assert settings.kafka_bootstrap is not None
+    async with Client(settings, settings.kafka_bootstrap, keyring) as client:
+        gate = Gate(client, runtime, principal, keyring, measure=lambda: environment,
+                    timeout=timeout)
+        try:
+            async with gate.authorize(grant, action, resource):
+                typer.echo(f"ALLOWED {action} {resource}: running {' '.join(command)}",
+                           err=True)
+                proc = await asyncio.create_subprocess_exec(*command)
+                code = await proc.wait()
+                if code != 0:
+                    raise CommandFailedError(code)
+        except ExecutionRefusedError as exc:
+            typer.echo(f"REFUSED {exc.reason.value}: {exc.detail}", err=True)
+            return EXIT_INVALID
+        except CommandFailedError as exc:
+            return exc.code
+    return 0
+
+
+class CommandFailedError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+        super().__init__(f"exit {code}")
 
 
 @app.command("demo")

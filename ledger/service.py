@@ -210,6 +210,10 @@ class Service:
     # -- the API backend (ledger.api.ApiBackend) ---------------------------------------------
 
     async def submit(self, envelope: bytes) -> Submitted:
+        """Verify and produce. One trailing newline (files and shells add one) is not part
+        of the envelope; anything else must be the exact canonical bytes."""
+        if envelope.endswith(b"\n"):
+            envelope = envelope[:-1]
         assert self.keyring is not None
         assert self.client is not None
         verified = verify_envelope(envelope, self.keyring, self.clock())
