@@ -1,0 +1,38 @@
+"""`govledger demo` plays every expected outcome on the real embedded stack."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from ledger.demo import Demo, run_demo
+from ledger.proofs import verify_bundle
+from ledger.sequencer import read_vkey
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_outcomes_are_all_as_expected_and_logged(tmp_path: Path) -> None:
+    out = StringIO()
+    data = tmp_path / "data"
+    assert run_demo(data, Console(file=out, width=200)) is True, out.getvalue()
+    text = out.getvalue()
+    for reason in ("POLICY_DENY", "REPLAY", "SCOPE_WIDENING", "ENV_MISMATCH", "EXPIRED",
+                   "ARTIFACT_REVOKED", "PARENT_REVOKED"):
+        assert reason in text
+    assert "all outcomes as expected" in text
+    bundle = json.loads((data / "evidence.json").read_text())
+    result = verify_bundle(bundle, read_vkey(data))
+    assert len(result.event_ids) >= 8  # execution -> ... -> root request
+
+
+def test_a_step_with_an_unexpected_outcome_fails_the_demo() -> None:
+    demo = Demo(Path("unused"), Console(file=StringIO()))
+    step = demo.record("x", "DENIED POLICY_DENY", None, "ALLOWED")
+    assert not step.ok
+    assert demo.record("y", "DENIED POLICY_DENY", None, "DENIED", "REPLAY").ok is False
+    assert demo.record("z", "DENIED REPLAY", None, "DENIED", "REPLAY").ok is True
