@@ -39,7 +39,7 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing, Signer
 from ledger.errors import Rejected, Unavailable
-from ledger.kafka import make_consumer, make_producer
+from ledger.kafka import make_consumer, make_producer, read_highwaters, stop_quietly
 from ledger.topics import Topics
 
 log = logging.getLogger("govledger.client")
@@ -144,7 +144,6 @@ class Client:
     async def _seek_to_highwater(self, parts: list[TopicPartition]) -> None:
         # ListOffsets is one short on the embedded broker: read the true high-water mark
         # with a probe consumer and start exactly there (DESIGN.md section 9).
-        from ledger.kafka import read_highwaters
         probe = make_consumer(self.settings, self.bootstrap, group_id=None)
         await probe.start()
         try:
@@ -161,9 +160,7 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError, Unavailable):
                 await self._reader
             self._reader = None
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                await client.stop()
+        await stop_quietly(self._consumer, self._producer)
         self._consumer = self._producer = None
 
     # -- producing -------------------------------------------------------------------------

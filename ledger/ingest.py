@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.errors import Unavailable
-from ledger.kafka import make_consumer, read_highwaters
+from ledger.kafka import make_consumer, next_offsets, read_highwaters, stop_quietly
 from ledger.sequencer import Sequencer, SubmitResult
 from ledger.topics import Topics
 
@@ -129,12 +129,8 @@ class SequencerWorker:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            try:
-                await self._consumer.stop()
-            except KafkaError as exc:
-                log.warning("error while stopping the sequencer consumer: %s", exc)
-            self._consumer = None
+        await stop_quietly(self._consumer)
+        self._consumer = None
 
     async def close(self) -> None:
         """Stop consuming and close the ledger (on its own thread)."""
@@ -154,7 +150,7 @@ class SequencerWorker:
                 raise Unavailable(f"sequencer consume failed: {exc}") from exc
             records = [r for part in batches.values() for r in part]
             if records:
-                await self.ingest([r.value or b"" for r in records], _next_offsets(records))
+                await self.ingest([r.value or b"" for r in records], next_offsets(records))
             await self.publish_if_due()
 
     async def ingest(self, envelopes: list[bytes], offsets: dict[tuple[str, int], int]
@@ -179,11 +175,3 @@ class SequencerWorker:
             await self._call(self.sequencer.publish)
             self.stats.checkpoint_size, self.stats.checkpoint_at = (
                 self.stats.tree_size, time.time())
-
-
-def _next_offsets(records: list) -> dict[tuple[str, int], int]:  # type: ignore[type-arg]
-    offsets: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
-    return offsets

@@ -20,17 +20,20 @@ broker now reports fewer messages than we already consumed" into :class:`Unavail
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.errors import ConfigError, Unavailable
+
+log = logging.getLogger("govledger.kafka")
 
 __all__ = [
     "TopicPartition",
@@ -179,3 +182,23 @@ def verify_offsets_not_rewound(expected: Mapping[tuple[str, int], int],
     if rewound:
         raise Unavailable("broker offsets went backwards (broker wiped or replaced; rebuild "
                           "from the ledger before consuming): " + "; ".join(rewound))
+
+
+def next_offsets(records: Iterable[ConsumerRecord[bytes, bytes]]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset after the last record seen: what to store or commit."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets
+
+
+async def stop_quietly(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    """Stop clients during shutdown: an error is logged, never allowed to mask the cause."""
+    for client in clients:
+        if client is None:
+            continue
+        try:
+            await client.stop()
+        except KafkaError as exc:
+            log.warning("error while stopping a Kafka client: %s", exc)

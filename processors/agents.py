@@ -27,14 +27,21 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from ledger.client import utc_now
 from ledger.config import Settings
 from ledger.errors import Unavailable
-from ledger.kafka import make_consumer, make_producer, read_highwaters
+from ledger.kafka import (
+    make_consumer,
+    make_producer,
+    next_offsets,
+    read_highwaters,
+    stop_quietly,
+)
 from ledger.topics import Topics
 from processors.engine import Engine, Outcome, Output, Stream
 from processors.journal import Journal
@@ -44,10 +51,6 @@ log = logging.getLogger("govledger.processor")
 
 GROUP_ID = "govledger-processors"
 INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -151,12 +154,7 @@ class DecisionWorker:
         log.info("policy %s journaled for publication", policy.digest)
 
     async def stop(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                try:
-                    await client.stop()
-                except KafkaError as exc:  # shutting down: report, do not mask the cause
-                    log.warning("error while stopping a Kafka client: %s", exc)
+        await stop_quietly(self._consumer, self._producer)
         self._consumer = self._producer = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -194,7 +192,7 @@ class DecisionWorker:
             stream = self._stream_of[record.topic]
             raw = record.value if record.value is not None else b""
             handled.append((stream, now, raw, self.engine.handle(stream, raw, now)))
-        last = self.journal.append(handled, None if self.use_group else _next_offsets(records))
+        last = self.journal.append(handled, None if self.use_group else next_offsets(records))
         await self._publish([o for *_, outcome in handled for o in outcome.outputs])
         self.journal.mark_published(last)
         self.catch_up()
@@ -226,7 +224,7 @@ class DecisionWorker:
 
     async def _commit(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._consumer is not None
-        offsets = {TopicPartition(t, p): o for (t, p), o in _next_offsets(records).items()}
+        offsets = {TopicPartition(t, p): o for (t, p), o in next_offsets(records).items()}
         try:
             await self._consumer.commit(offsets)
         except KafkaError as exc:
@@ -248,11 +246,3 @@ class DecisionWorker:
                 stats.denied += 1
             for observe in stats.observers:
                 observe(outcome, seconds)
-
-
-def _next_offsets(records: Sequence[ConsumerRecord[bytes, bytes]]) -> dict[tuple[str, int], int]:
-    offsets: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
-    return offsets
