@@ -28,11 +28,14 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import httpx
+
 from ledger.artifact import CheckedArtifact, check_artifact
 from ledger.client import Client, Decision
 from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
-from ledger.errors import Reason, Rejected, Unavailable
+from ledger.errors import ProofError, Reason, Rejected, Unavailable
+from ledger.proofs import verify_bundle
 
 log = logging.getLogger("govledger.gate")
 
@@ -122,6 +125,31 @@ class Gate:
             if asyncio.get_running_loop().time() >= deadline:
                 return False
             await asyncio.sleep(0.2)
+
+
+def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck:
+    """A :data:`LogCheck` over a govledger API: fetch the artifact's inclusion bundle, verify
+    it offline against ``vkey`` (checkpoint signature, proof, leaf hash), and require the
+    proven leaf to be exactly the artifact's envelope bytes. A missing entry is False;
+    an unreachable API raises Unavailable (the gate retries, then refuses)."""
+    async def check(checked: CheckedArtifact) -> bool:
+        try:
+            async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
+                response = await http.get("/v1/proofs/inclusion",
+                                          params={"event_id": checked.artifact_id})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"log check: {exc}") from exc
+        if response.status_code != 200:
+            return False
+        bundle = response.json()
+        try:
+            verify_bundle(bundle, vkey)
+        except ProofError as exc:
+            log.warning("inclusion bundle for %s does not verify: %s",
+                        checked.artifact_id[:16], exc)
+            return False
+        return bool(base64.b64decode(bundle["leaf"]) == checked.envelope)
+    return check
 
 
 def _nonce() -> str:

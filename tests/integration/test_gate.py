@@ -1,0 +1,78 @@
+"""The executor gate on the running stack: offline checks, verdicts, and require_logged."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ledger.client import Client
+from ledger.config import Settings
+from ledger.core.envelope import sign_event
+from ledger.core.events import AuthorizationGranted
+from ledger.errors import Reason
+from ledger.gate import ExecutionRefusedError, Gate, http_log_check
+from ledger.keyfiles import load_signer
+from ledger.sequencer import read_vkey
+from ledger.service import Service
+from tests.factories import ALICE, ENV, request
+from tests.service_support import RUNNER, make_data_dir
+
+pytestmark = pytest.mark.integration
+
+
+async def scenario(data: Path) -> None:
+    make_data_dir(data)
+    settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)
+    service = Service(settings)
+    await service.start()
+    try:
+        assert service.keyring is not None
+        runner = service.keyring.get(RUNNER.key_id)
+        async with Client(settings, service.bootstrap, service.keyring) as client:
+            now = datetime.now(UTC).replace(microsecond=0)
+            rid = await client.submit(request(issued_at=now, nonce="gate-nonce-00000001",
+                                              single_use=True), ALICE)
+            grant = await client.decision(rid, timeout=20)
+            assert grant.allow
+            logged = http_log_check(service.api_url, read_vkey(data))
+            gate = Gate(client, RUNNER, runner, service.keyring, measure=lambda: ENV,
+                        require_logged=logged)
+            ran = []
+            async with gate.authorize(grant.envelope, "read", "db/orders/7"):
+                ran.append(1)
+            assert ran == [1]
+            # single use: the processor refuses the second execution
+            with pytest.raises(ExecutionRefusedError) as info:
+                async with gate.authorize(grant.envelope, "read", "db/orders/7"):
+                    ran.append(2)
+            assert info.value.reason is Reason.ARTIFACT_CONSUMED
+            # offline refusals never reach the processor
+            wrong_env = Gate(client, RUNNER, runner, service.keyring,
+                             measure=lambda: "sha256:" + "0" * 64)
+            with pytest.raises(ExecutionRefusedError) as info:
+                async with wrong_env.authorize(grant.envelope, "read", "db/orders/7"):
+                    ran.append(3)
+            assert info.value.reason is Reason.ENV_MISMATCH
+            # A grant minted with the authority key but never decided nor logged (a stolen
+            # key): the offline check passes, the log check refuses.
+            authority = load_signer(data / "keys" / "authority.key")
+            assert isinstance(grant.event, AuthorizationGranted)
+            forged = grant.event.model_copy(update={"nonce": "forged-nonce-000001",
+                                                    "issued_at": now + timedelta(seconds=1)})
+            impatient = Gate(client, RUNNER, runner, service.keyring, measure=lambda: ENV,
+                             timeout=1.0, require_logged=logged)
+            with pytest.raises(ExecutionRefusedError) as info:
+                async with impatient.authorize(sign_event(forged, authority), "read",
+                                               "db/orders/7"):
+                    ran.append(4)
+            assert info.value.reason is Reason.ARTIFACT_NOT_LOGGED
+            assert ran == [1]
+    finally:
+        await service.stop()
+
+
+def test_gate_allows_once_refuses_offline_and_requires_logged_artifacts(tmp_path: Path) -> None:
+    asyncio.run(scenario(tmp_path / "data"))
