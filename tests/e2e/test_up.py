@@ -19,7 +19,7 @@ import pytest
 
 from ledger.client import Client
 from ledger.config import Settings
-from ledger.core.envelope import event_id, payload_bytes, sign_event
+from ledger.core.envelope import event_id, sign_event
 from ledger.keyfiles import load_keyring
 from ledger.proofs import verify_bundle
 from tests.factories import ALICE, request
@@ -30,7 +30,7 @@ GOVLEDGER = str(Path(sys.executable).parent / "govledger")
 
 
 def requests_batch(n: int) -> list[bytes]:
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     return [sign_event(request(nonce=f"e2e-nonce-{k:08d}", issued_at=now,
                                resource="db/orders/*" if k % 5 else "prod/secrets/*"), ALICE)
             for k in range(n)]
@@ -65,9 +65,19 @@ def decisions_of(api: str, ids: list[str], wait: float = 15) -> dict[str, str]:
 
 
 def test_up_survives_sigkill_with_no_changed_decision(tmp_path: Path) -> None:
+    kill_restart_and_check(tmp_path, 120)
+
+
+@pytest.mark.slow
+def test_up_survives_sigkill_under_heavier_load(tmp_path: Path) -> None:
+    """The fault-injection run behind -m slow: ten times the requests in flight."""
+    kill_restart_and_check(tmp_path, 1200)
+
+
+def kill_restart_and_check(tmp_path: Path, n: int) -> None:
     data = tmp_path / "data"
     make_data_dir(data)
-    envelopes = requests_batch(120)
+    envelopes = requests_batch(n)
     ids = [request_id(e) for e in envelopes]
 
     first = ServiceProcess(data)
@@ -76,13 +86,13 @@ def test_up_survives_sigkill_with_no_changed_decision(tmp_path: Path) -> None:
         kafka = first._wait_for("kafka")
         sdk_ids = asyncio.run(sdk_round_trip(data, kafka, envelopes[:5]))
         assert sdk_ids == ids[:5]
-        posted = post_all(first.api, envelopes[:60])
+        posted = post_all(first.api, envelopes[:n // 2])
         before = decisions_of(first.api, ids[:posted])
         assert len(before) == posted
         with httpx.Client(base_url=first.api) as http:
             old_checkpoint = wait_checkpoint(http, min_size=1)
         # Load in flight, then SIGKILL.
-        loader = subprocess.Popen([sys.executable, "-c", LOADER, first.api, str(data.parent)])
+        loader = subprocess.Popen([sys.executable, "-c", LOADER, first.api, str(n)])
         time.sleep(0.5)
         first.kill()
         loader.wait(timeout=30)
@@ -150,12 +160,11 @@ LOADER = r"""
 import sys, httpx, json
 sys.path.insert(0, ".")
 from tests.e2e.test_up import requests_batch
-api = sys.argv[1]
+api, n = sys.argv[1], int(sys.argv[2])
 with httpx.Client(base_url=api, timeout=5) as http:
-    for env in requests_batch(120)[60:]:
+    for env in requests_batch(n)[n // 2:]:
         try:
             http.post("/v1/events", content=env, headers={"content-type": "application/json"})
         except httpx.HTTPError:
             break
 """
-_ = payload_bytes
