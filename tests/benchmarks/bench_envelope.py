@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.core.envelope import pae, payload_bytes, sign_event, verify_envelope  # noqa: E402
-from ledger.core.keys import verify_signature  # noqa: E402
-from tests.factories import ALICE, T0, default_ring, request  # noqa: E402
+from ledger.core.envelope import pae, payload_bytes, sign_event, verify_envelope
+from ledger.core.keys import verify_signature
+from tests.factories import ALICE, T0, default_ring, request
 
 
 def rate(label: str, n: int, fn: object) -> float:
