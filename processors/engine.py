@@ -148,7 +148,15 @@ class Engine:
             return outcome
         if (earlier := self.earlier(verified.event_id)) is not None:
             return _replayed(earlier)
-        outcome = self._dispatch(stream, verified, now)
+        try:
+            outcome = self._dispatch(stream, verified, now)
+        except Rejected as exc:
+            # The input made a decision impossible to build (e.g. an artifact past the size
+            # cap): deny it rather than crash and stall the partition on redelivery.
+            event = verified.event
+            outcome = self._deny(verified.event_id, event.tenant,
+                                 event.lineage_root() or verified.event_id,
+                                 Verdict.deny(exc.reason, exc.detail), now)
         self.state.remember(verified.event_id, outcome)
         self.state.replay.prune(now)
         return outcome

@@ -369,3 +369,16 @@ def test_delegation_to_a_sub_agent_and_only_the_holder_delegates_further() -> No
 
 def test_holder_must_be_a_principal_of_the_tenant() -> None:
     assert ask(engine(), holder="agent:nobody").reasons == (Reason.IDENTITY_MISMATCH,)
+
+
+def test_a_decision_that_cannot_be_built_is_a_denial_not_a_crash() -> None:
+    eng = engine()
+    from ledger.errors import InvalidEvent
+
+    def explode(*args: object) -> object:
+        raise InvalidEvent(Reason.OVERSIZED, "artifact too large")
+    eng._request = explode  # type: ignore[method-assign,assignment]
+    out = ask(eng)
+    assert out.allow is False
+    assert out.reasons == (Reason.OVERSIZED,)
+    assert isinstance(decision(out), AuthorizationDenied)
