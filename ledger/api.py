@@ -20,8 +20,9 @@ a well-formed v1 envelope (MALFORMED, NON_CANONICAL, UNSUPPORTED_VERSION, SIGNAT
 Fail closed (DESIGN.md section 3): an unexpected exception is a 500 carrying no decision; a
 decision envelope the backend hands over is parsed (signature *not* re-checked: clients verify
 it themselves) and must be a decision about the asked subject, else 500. Checkpoints are
-verified under the published vkey before they are served. Ledger reads open the SQLite file
-read-only per request in a worker thread; the sequencer stays the only writer.
+verified under the published vkey before they are served. Ledger reads run in worker threads,
+each with its own read-only SQLite connection (WAL: readers never block the sequencer, which
+stays the only writer).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import base64
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -189,10 +191,6 @@ class LineageBundle(_Body):
     hops: list[LineageHop]
 
 
-class HealthBody(_Body):
-    status: str
-
-
 def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
@@ -242,20 +240,31 @@ def summarize_decision(subject_id: str, data: bytes) -> DecisionBody:
                         kind=event.KIND, allow=allow, reasons=[r.value for r in reasons])
 
 
-
-# -- ledger reads (blocking: run in a worker thread, one read-only connection each) ---------
+# -- ledger reads (blocking: run in worker threads) -------------------------------------------
 
 T = TypeVar("T")
 
 
-def _read_ledger(data_dir: Path, read: Callable[[LedgerStore], T]) -> T:
-    """Open ledger.db read-only, run ``read``, close. Raises Unavailable if it cannot open."""
-    try:
-        store = LedgerStore(data_dir / DB_NAME)
-    except ConfigError as exc:
-        raise Unavailable(f"ledger is not available: {exc}") from exc
-    with store:
-        return read(store)
+class _Readers(threading.local):
+    """One read-only store per worker thread (SQLite connections stay in their thread). In
+    WAL mode each statement reads the latest committed state; the sequencer is not blocked."""
+
+    store: LedgerStore | None = None
+
+    def read(self, data_dir: Path, read: Callable[[LedgerStore], T]) -> T:
+        """Run ``read`` on this thread's store. Raises Unavailable if ledger.db cannot be
+        opened; a store whose read failed is closed and reopened next time."""
+        if self.store is None or self.store.path != data_dir / DB_NAME:
+            try:
+                self.store = LedgerStore(data_dir / DB_NAME)
+            except ConfigError as exc:
+                raise Unavailable(f"ledger is not available: {exc}") from exc
+        try:
+            return read(self.store)
+        except Unavailable:
+            self.store.close()
+            self.store = None
+            raise
 
 
 def _published(store: LedgerStore, vkey: str) -> tuple[Checkpoint, str]:
@@ -432,8 +441,10 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
                     StarletteHTTPException):
         app.add_exception_handler(handled, _handle)
 
+    readers = _Readers()
+
     def ledger(read: Callable[[LedgerStore], T]) -> Awaitable[T]:
-        return run_in_threadpool(_read_ledger, backend.ledger_dir(), read)
+        return run_in_threadpool(readers.read, backend.ledger_dir(), read)
 
     @app.post("/v1/events", status_code=202, response_model=SubmittedBody,
               summary="Submit a signed event envelope",
@@ -516,9 +527,9 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
         return JSONResponse(await ledger(lambda store: _lineage(store, backend.vkey(),
                                                                 event_id)))
 
-    @app.get("/healthz", response_model=HealthBody, summary="Liveness")
-    async def healthz() -> HealthBody:
-        return HealthBody(status="ok")
+    @app.get("/healthz", response_model=dict[str, str], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
     @app.get("/readyz", response_model=dict[str, bool], summary="Readiness per component",
              responses={503: {"model": dict[str, bool]}})

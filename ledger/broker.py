@@ -116,7 +116,7 @@ def probe_metadata(host: str, port: int, timeout_s: float = 1.0) -> list[tuple[i
     return brokers
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
     """``preexec_fn`` for the child: SIGKILL it when the spawning thread dies (Linux only)."""
 
     def preexec() -> None:
@@ -292,7 +292,7 @@ class EmbeddedBroker:
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+                start_new_session=True, preexec_fn=die_with_parent(os.getpid()),
                 close_fds=True)
         except OSError as exc:
             log.close()

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     broker_start_timeout_s: float = Field(default=20.0, gt=0, le=300)
 
+    # Processes.
+    processor_group: bool | None = None
+    processor_own_process: bool = True
+
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=0, ge=0, le=65_535)
@@ -69,7 +73,7 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=200, ge=1)
 
     # Ledger (DESIGN.md section 7).
-    checkpoint_interval_s: float = Field(default=1.0, gt=0, le=3_600)
+    checkpoint_interval_s: float = Field(default=0.5, gt=0, le=3_600)
     log_origin: str = Field(default="govledger.localhost/log", min_length=1, max_length=255,
                             pattern=r"^[^\s]+$")
 
@@ -109,6 +113,14 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when govledger must start its own broker (no bootstrap configured)."""
         return self.kafka_bootstrap is None
+
+    @property
+    def use_processor_group(self) -> bool:
+        """``processor_group`` resolved: auto = a consumer group for external Kafka (workers
+        scale out), one worker owning every partition on the embedded broker."""
+        if self.processor_group is not None:
+            return self.processor_group
+        return not self.embedded
 
     @property
     def idempotent_producer(self) -> bool:

@@ -19,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
+from pydantic import SecretStr
 
 from ledger.api import Submitted, make_api
-from ledger.broker import EmbeddedBroker
+from ledger.broker import EmbeddedBroker, die_with_parent
 from ledger.client import Client
 from ledger.config import Settings
 from ledger.core.envelope import verify_envelope
@@ -76,6 +79,7 @@ class Service:
     keyring: KeyRing | None = None
     client: Client | None = None
     failed: str | None = None
+    processor_pid: int | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stoppers: list[Callable[[], object]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -126,11 +130,61 @@ class Service:
         self._spawn("sequencer", worker.run(self.stop_event))
 
     async def _start_processor(self) -> None:
+        if self.settings.processor_own_process and len(self.components) > 1:
+            await self._start_processor_process()
+            return
         from processors.app import build_worker  # the decision side is optional per process
         worker = build_worker(self.settings, self.bootstrap)
         await worker.start()
         self._stoppers.append(lambda: _stop_then(worker.stop, worker.journal.close))
         self._spawn("processor", worker.run(self.stop_event))
+
+    async def _start_processor_process(self) -> None:
+        """The decision worker in a child process (``govledger processor``): it gets a core
+        of its own instead of sharing this event loop with the API and the sequencer. The
+        child dies with this process (PR_SET_PDEATHSIG), and this service stops if it dies."""
+        env = {**os.environ, **settings_env(self.settings),
+               "GOVLEDGER_KAFKA_BOOTSTRAP": self.bootstrap,
+               "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
+               "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
+               # "auto" settings resolve by embedded-or-not, which the child cannot see.
+               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms)}
+        ready_file = self.settings.data_dir / f".processor-ready-{os.getpid()}"
+        ready_file.unlink(missing_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "processors", "--ready-file", str(ready_file), env=env,
+            preexec_fn=die_with_parent(os.getpid()))
+        self.processor_pid = proc.pid
+        # Ready means ready: wait for the child to be restored and connected (or to fail).
+        deadline = asyncio.get_running_loop().time() + 120
+        while not ready_file.exists():
+            if proc.returncode is not None:
+                raise Unavailable(f"the processor process exited with status {proc.returncode}")
+            if asyncio.get_running_loop().time() > deadline:
+                proc.kill()
+                raise Unavailable("the processor process did not become ready in 120 s")
+            await asyncio.sleep(0.05)
+        ready_file.unlink(missing_ok=True)
+
+        async def watch() -> None:
+            exited = asyncio.create_task(proc.wait())
+            stopping = asyncio.create_task(self.stop_event.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not self.stop_event.is_set():
+                raise Unavailable(f"the processor process exited with status {proc.returncode}")
+            exited.cancel()  # stop_child() waits for the exit
+
+        async def stop_child() -> None:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 20)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        self._stoppers.append(stop_child)
+        self._spawn("processor", watch())
 
     async def _start_api(self) -> None:
         assert self.keyring is not None
@@ -244,6 +298,21 @@ class Service:
             if name in self.components:
                 state[name] = not any(t.get_name() == name and t.done() for t in self._tasks)
         return state
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``GOVLEDGER_*`` variables that reproduce ``settings`` in a child process."""
+    env = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        env[f"GOVLEDGER_{name.upper()}"] = str(value)
+    return env
 
 
 async def _stop_then(first: Callable[[], object], then: Callable[[], object]) -> None:

@@ -58,4 +58,4 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
     # (no group rebalances, survives a broker wipe). External Kafka: a consumer group, so
     # workers scale with partitions.
     return DecisionWorker(settings, bootstrap, Topics(settings.topic_prefix), engine, journal,
-                          use_group=not settings.embedded)
+                          use_group=settings.use_processor_group)

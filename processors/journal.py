@@ -88,9 +88,12 @@ class Journal:
         self.path = path
 
     def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]],
-               offsets: Mapping[tuple[str, int], int] | None = None) -> int:
+               offsets: Mapping[tuple[str, int], int] | None = None,
+               published: int | None = None) -> int:
         """Write one batch in one transaction; outcomes already journaled are skipped.
-        ``offsets`` ((topic, partition) -> next offset to consume) go in the same transaction.
+        ``offsets`` ((topic, partition) -> next offset to consume) and ``published`` (the
+        watermark of outputs the broker acknowledged since the last batch) go in the same
+        transaction, so a batch costs one fsync.
 
         Returns the journal's last sequence number after the batch (pass it to
         :meth:`mark_published` once the batch's outputs are acknowledged by the broker).
@@ -112,6 +115,8 @@ class Journal:
                     "INSERT INTO offsets(topic, partition, next_offset) VALUES (?, ?, ?) ON "
                     "CONFLICT(topic, partition) DO UPDATE SET next_offset=excluded.next_offset",
                     [(t, p, o) for (t, p), o in offsets.items()])
+            if published is not None:
+                self._set_published(published)
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -123,11 +128,14 @@ class Journal:
     def mark_published(self, upto_seq: int) -> None:
         """Every output up to ``upto_seq`` was acknowledged by the broker."""
         try:
-            self.db.conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('published', ?) ON CONFLICT(key) DO "
-                "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
+            self._set_published(upto_seq)
         except sqlite3.Error as exc:
             raise Unavailable(f"processor journal write failed: {exc}") from exc
+
+    def _set_published(self, upto_seq: int) -> None:
+        self.db.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('published', ?) ON CONFLICT(key) DO "
+            "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the next offset to consume, as last journaled."""

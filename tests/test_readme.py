@@ -6,6 +6,7 @@ would), in a fresh directory, with the venv's ``bin`` first on PATH.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -52,10 +53,8 @@ def test_tour_runs_in_order_in_one_shell(tmp_path: Path) -> None:
     finally:
         pid_file = tmp_path / "up.pid"
         if pid_file.exists():  # never leave the tour's service running
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
     blocks = re.findall(r"### README bash block (\d+)", result.stderr)
     assert result.returncode == 0, (
         f"README bash block {blocks[-1] if blocks else '?'} failed:\n{result.stdout}\n"

@@ -209,6 +209,24 @@ class CompactRange:
         self.size += 1
         return out
 
+    def append_leaves(self, leaves: Iterable[bytes]) -> list[bytes]:
+        """Hash each raw leaf (RFC 9162 2.1.1) and append it; return every new stored hash
+        in stored-hash order. Same result as :meth:`append` of each :func:`leaf_hash`, in one
+        loop with no per-leaf call or list (the sequencer's hot path)."""
+        out: list[bytes] = []
+        push, stack, sha = out.append, self.hashes, _sha256
+        for leaf in leaves:
+            acc = sha(b"\x00" + leaf).digest()
+            push(acc)
+            n = self.size
+            while n & 1:
+                acc = sha(b"\x01" + stack.pop() + acc).digest()
+                push(acc)
+                n >>= 1
+            stack.append(acc)
+            self.size += 1
+        return out
+
     def root(self) -> bytes:
         return fold(self.hashes)
 
