@@ -1,0 +1,585 @@
+"""Decision-side benchmarks: the real DecisionWorker on the embedded broker (not a pytest file).
+
+    .venv/bin/python tests/benchmarks/bench_pipeline.py [--requests 6000] [--rate 500 100]
+        [--latency-s 15] [--micro 2000] [--workers 1 2] [--json]
+
+Measures, on one machine (see docs/performance.md for the figures and how to read them):
+
+(a) sustained decisions/s: N pre-signed, policy-valid requests (agent:alice, role reader,
+    action read, resource db/orders/*, distinct nonces) are produced as fast as possible to
+    ``gov.requests``; decisions are consumed from ``gov.decisions`` and matched by key (a fresh
+    request's decision is keyed by its lineage root = its own request id). The rate is taken
+    over the steady part (10th to 90th percentile of decision arrivals);
+(b) p50/p99 latency, request produced -> decision consumed, at a fixed offered load;
+(c) in-process costs, no Kafka: ``processors.checks.evaluate_policy`` with the example Cedar
+    bundle, ``Engine.handle`` per request, Ed25519 verify and sign alone, and a cProfile of
+    ``Engine.handle`` (top 10 functions by tottime);
+(d) the executor gate's offline check, ``ledger.artifact.check_artifact`` on a real grant.
+
+The worker runs in a SEPARATE PROCESS (``bench_pipeline.py worker ...``, this file): by
+default exactly as ``govledger up`` runs it on the embedded broker (``build_worker``: one
+worker owns every partition, offsets in its journal); ``--workers 1 2`` also runs two workers
+in one consumer group (``use_group=True``, shared journal) to see whether a second process
+helps on 2 cores. Every phase gets its own embedded broker and data directory, and stops them.
+
+The per-identity rate limit is raised for the benchmark (all requests come from one agent;
+with the default 100/s the run would measure RATE_LIMITED denials, which cost the same but
+are not what the target is about).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from ledger.artifact import check_artifact  # noqa: E402
+from ledger.broker import EmbeddedBroker  # noqa: E402
+from ledger.config import Settings  # noqa: E402
+from ledger.core.envelope import pae, parse_envelope, sign_event_with_id  # noqa: E402
+from ledger.core.keys import verify_signature  # noqa: E402
+from ledger.datadir import DataDir  # noqa: E402
+from ledger.kafka import make_consumer, make_producer, read_highwaters  # noqa: E402
+from ledger.topics import Topics, ensure_topics  # noqa: E402
+from processors.agents import DecisionWorker  # noqa: E402
+from processors.app import build_engine, build_worker  # noqa: E402
+from processors.checks import evaluate_policy  # noqa: E402
+from processors.engine import Stream  # noqa: E402
+from processors.journal import Journal  # noqa: E402
+from processors.policy import PolicyBundle  # noqa: E402
+from tests.factories import ALICE, ENV, request  # noqa: E402
+from tests.service_support import make_data_dir  # noqa: E402
+
+EXAMPLE_POLICIES = ROOT / "processors" / "examples" / "policies"
+WORKER_READY_S = 60.0
+GROUP_JOIN_S = 90.0
+GRANT_MARK = b"authorization-granted"
+
+
+def bench_settings(data_dir: Path) -> Settings:
+    """Embedded-mode settings as ``govledger up`` uses them, but with the per-identity rate
+    limit out of the way and a 6 s group session (the shortest allowed: faster joins)."""
+    return Settings(data_dir=data_dir, rate_limit_per_s=1e9, rate_limit_burst=10**9,
+                    kafka_session_timeout_ms=6_000)
+
+
+def presign(count: int, tag: str) -> list[tuple[str, bytes]]:
+    """``count`` signed, policy-valid requests from agent:alice: (request id, envelope)."""
+    now = datetime.now(UTC)
+    out = []
+    for i in range(count):
+        envelope, request_id = sign_event_with_id(
+            request(nonce=f"bench-{tag}-{i:012d}", issued_at=now), ALICE)
+        out.append((request_id, envelope))
+    return out
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def timed(fn: Any, count: int) -> float:
+    """Seconds per call of ``fn(i)`` over ``count`` calls."""
+    started = time.perf_counter()
+    for i in range(count):
+        fn(i)
+    return (time.perf_counter() - started) / count
+
+
+# -- (c) and (d): in-process costs ----------------------------------------------------------
+def micro(count: int, root: Path) -> dict[str, Any]:
+    settings = bench_settings(make_data_dir(root / "micro").root)
+    engine = build_engine(settings)
+    bundle = PolicyBundle.load(EXAMPLE_POLICIES)
+    now = datetime.now(UTC)
+    roles = frozenset({"requester", "reader"})
+    same = request(nonce="bench-policy-000000", issued_at=now)
+    varied = [request(nonce=f"bench-policy-{i:012d}", issued_at=now,
+                      resource=f"db/orders/{i}") for i in range(count)]
+    assert evaluate_policy(bundle, same, roles, 0).allow
+    policy_hit = timed(lambda _: evaluate_policy(bundle, same, roles, 0), count)
+    policy_miss = timed(lambda i: evaluate_policy(bundle, varied[i], roles, 0), count)
+
+    signed = presign(count, "micro")
+    outcomes = []
+    started = time.perf_counter()
+    for _, envelope in signed:
+        outcomes.append(engine.handle(Stream.REQUESTS, envelope, now))
+    handle_s = (time.perf_counter() - started) / count
+    denied = [o.reasons for o in outcomes if not o.allow]
+    if denied:
+        raise RuntimeError(f"{len(denied)} of {count} benchmark requests denied: {denied[0]}")
+
+    parsed = parse_envelope(signed[0][1])
+    message = pae(parsed.payload_type, parsed.payload)
+    assert verify_signature(ALICE.public_key, message, parsed.signature)
+    verify_s = timed(lambda _: verify_signature(ALICE.public_key, message, parsed.signature),
+                     count)
+    sign_s = timed(lambda _: engine.authority.sign(message), count)
+
+    profile = cProfile.Profile()
+    fresh = presign(count, "profile")
+    profile.enable()
+    for _, envelope in fresh:
+        engine.handle(Stream.REQUESTS, envelope, now)
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(10)
+
+    journal = Journal(root / "micro-journal" / "processor.db")
+    batch = [(Stream.REQUESTS, now, envelope, outcome)
+             for (_, envelope), outcome in zip(signed, outcomes, strict=True)]
+    chunks = [batch[i:i + 500] for i in range(0, len(batch), 500)]
+    started = time.perf_counter()
+    for chunk in chunks:
+        journal.append(chunk)
+    journal_append_s = (time.perf_counter() - started) / len(batch)
+    # mark_published: one small write transaction, as the worker does once per batch
+    journal_commit_s = timed(lambda i: journal.mark_published(i + 1), 50)
+    recall_miss_s = timed(lambda i: journal.recall(f"{i:064x}"), count)
+    journal.close()
+
+    grant = outcomes[0].outputs[0].value
+    runner = next(p for p in engine.keyring.principals() if p.identity == "runner:1")
+    now = datetime.now(UTC)  # inside the grant's window (it opened at presign time)
+    checked = check_artifact(grant, engine.keyring, now, runtime=runner, action="read",
+                             resource="db/orders/42", environment=ENV)
+    assert checked.artifact.request_id == signed[0][0]
+    gate_s = timed(lambda _: check_artifact(grant, engine.keyring, now, runtime=runner,
+                                            action="read", resource="db/orders/42",
+                                            environment=ENV), count)
+    return {"count": count, "policy_eval_cache_hit_us": policy_hit * 1e6,
+            "policy_eval_cache_miss_us": policy_miss * 1e6,
+            "engine_handle_us": handle_s * 1e6, "engine_handle_per_s": 1 / handle_s,
+            "ed25519_verify_us": verify_s * 1e6, "ed25519_sign_us": sign_s * 1e6,
+            "journal_append_per_decision_us": journal_append_s * 1e6,
+            "journal_mark_published_ms": journal_commit_s * 1e3,
+            "journal_recall_miss_us": recall_miss_s * 1e6,
+            "check_artifact_us": gate_s * 1e6, "check_artifact_per_s": 1 / gate_s,
+            "profile_top10_tottime": _trim_profile(text.getvalue())}
+
+
+def _trim_profile(text: str) -> str:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    head = [line for line in lines[:start] if "function calls" in line]
+    return "\n".join([*head, *lines[start:]]).rstrip()
+
+
+# -- the worker process ---------------------------------------------------------------------
+def worker_main(argv: list[str]) -> None:
+    """``bench_pipeline.py worker --data DIR --bootstrap HOST:PORT [--group]``: one
+    DecisionWorker until SIGTERM. Prints READY, ASSIGNED <n> on every assignment change
+    (group mode) and STATS <json> on exit."""
+    parser = argparse.ArgumentParser(prog="bench_pipeline.py worker")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the whole worker; print the top 15 by tottime on exit")
+    args = parser.parse_args(argv)
+    settings = bench_settings(args.data)
+    profile = cProfile.Profile() if args.profile else None
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        if args.group:
+            journal = Journal(DataDir(settings.data_dir).journal)
+            worker = DecisionWorker(settings, args.bootstrap, Topics(settings.topic_prefix),
+                                    build_engine(settings, journal), journal, use_group=True)
+        else:
+            worker = build_worker(settings, args.bootstrap)
+        await worker.start()
+        print("READY", flush=True)
+        watcher = asyncio.create_task(_watch_assignment(worker, stop))
+        cpu0 = time.process_time()
+        if profile is not None:
+            profile.enable()
+        try:
+            await worker.run(stop)
+        finally:
+            if profile is not None:
+                profile.disable()
+                text = io.StringIO()
+                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(15)
+                print("PROFILE " + json.dumps(_trim_profile(text.getvalue())), flush=True)
+                text = io.StringIO()
+                pstats.Stats(profile, stream=text).sort_stats("cumtime").print_stats(
+                    r"processors/(agents|journal|engine)\.py", 12)
+                print("PROFILECUM " + json.dumps(_trim_profile(text.getvalue())), flush=True)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await worker.stop()
+            worker.journal.close()
+            s = worker.stats
+            print("STATS " + json.dumps({"decided": s.decided, "granted": s.granted,
+                                         "denied": s.denied, "batches": s.batches,
+                                         "cpu_s": time.process_time() - cpu0}), flush=True)
+
+    asyncio.run(run())
+
+
+async def _watch_assignment(worker: DecisionWorker, stop: asyncio.Event) -> None:
+    last: frozenset[TopicPartition] | None = None
+    while not stop.is_set():
+        consumer = worker._consumer  # the bench only reads which partitions it owns
+        if consumer is not None:
+            now = frozenset(consumer.assignment())
+            if now != last:
+                last = now
+                parts = sorted(f"{tp.topic}:{tp.partition}" for tp in now)
+                print(f"ASSIGNED {json.dumps(parts)}", flush=True)
+        await asyncio.sleep(0.2)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def spawn(cls, data: Path, bootstrap: str, group: bool, profile: bool) -> WorkerProcess:
+        cmd = [sys.executable, "-W", "default", str(Path(__file__).resolve()), "worker",
+               "--data", str(data), "--bootstrap", bootstrap]
+        if group:
+            cmd.append("--group")
+        if profile:
+            cmd.append("--profile")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOVLEDGER_")}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, cwd=ROOT)
+        return cls(proc)
+
+    async def read_until(self, prefix: str, timeout_s: float) -> str:
+        """Next output line starting with ``prefix`` (others are kept in ``lines``)."""
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = await asyncio.wait_for(asyncio.to_thread(stdout.readline),
+                                          max(0.1, deadline - time.monotonic()))
+            if not line:
+                break
+            self.lines.append(line.rstrip())
+            if line.startswith(prefix):
+                return line.rstrip()
+        raise RuntimeError(f"worker did not print {prefix!r}:\n" + "\n".join(self.lines[-30:]))
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM, wait (kill after 20 s); the worker's final STATS."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.lines += out.splitlines()
+        found: dict[str, Any] = {}
+        for line in self.lines:
+            if line.startswith("STATS "):
+                found.update(json.loads(line[6:]))
+            elif line.startswith("PROFILE "):
+                found["profile"] = json.loads(line[8:])
+            elif line.startswith("PROFILECUM "):
+                found["profile_cumulative"] = json.loads(line[11:])
+        if "decided" not in found:
+            found["error"] = "\n".join(self.lines[-20:])
+        warnings = [line for line in self.lines if "Warning" in line]
+        if warnings:
+            found["warnings"] = warnings[:10]
+        return found
+
+
+# -- the bench side: produce, consume decisions ---------------------------------------------
+class DecisionReader:
+    """Consumes ``gov.decisions`` from its current end; records arrival time per key."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings, self.bootstrap = settings, bootstrap
+        self.topic = Topics(settings.topic_prefix).decisions
+        self.arrived: dict[bytes, tuple[int, bool]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        parts = [TopicPartition(self.topic, p) for p in range(self.settings.partitions)]
+        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
+        await probe.start()
+        try:
+            marks = await read_highwaters(probe, parts)
+        finally:
+            await probe.stop()
+        self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None,
+                                       max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self._consumer.start()
+        self._consumer.assign(parts)
+        for tp in parts:
+            self._consumer.seek(tp, marks[tp])
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            stamp = time.perf_counter_ns()
+            for records in batches.values():
+                for record in records:
+                    if record.key is not None and record.key not in self.arrived:
+                        self.arrived[record.key] = (stamp, GRANT_MARK in (record.value or b""))
+
+    async def wait_for(self, keys: Sequence[bytes], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while any(k not in self.arrived for k in keys):
+            if time.monotonic() > deadline:
+                missing = sum(k not in self.arrived for k in keys)
+                raise RuntimeError(f"{missing} of {len(keys)} decisions missing after "
+                                   f"{timeout_s}s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def throughput(settings: Settings, bootstrap: str, signed: list[tuple[str, bytes]],
+                     reader: DecisionReader, timeout_s: float) -> dict[str, Any]:
+    """(a) produce every request as fast as possible; decisions/s over the steady part."""
+    topic = Topics(settings.topic_prefix).requests
+    producer = make_producer(settings, bootstrap, linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        started = time.perf_counter_ns()
+        for request_id, envelope in signed:
+            await producer.send(topic, envelope, key=request_id.encode())
+        await producer.flush()
+        produced_s = (time.perf_counter_ns() - started) / 1e9
+    finally:
+        await producer.stop()
+    keys = [rid.encode() for rid, _ in signed]
+    await reader.wait_for(keys, timeout_s)
+    stamps = sorted(reader.arrived[k][0] for k in keys)
+    n = len(stamps)
+    lo, hi = int(n * 0.1), int(n * 0.9) - 1
+    steady = (hi - lo) / ((stamps[hi] - stamps[lo]) / 1e9)
+    overall = n / ((stamps[-1] - started) / 1e9)
+    granted = sum(reader.arrived[k][1] for k in keys)
+    return {"requests": n, "produce_s": produced_s, "steady_decisions_per_s": steady,
+            "overall_decisions_per_s": overall, "granted": granted}
+
+
+async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, bytes]],
+                  rate: float, reader: DecisionReader) -> dict[str, Any]:
+    """(b) paced at ``rate``/s: request produced -> decision consumed, per request."""
+    topic = Topics(settings.topic_prefix).requests
+    producer = make_producer(settings, bootstrap)
+    await producer.start()
+    sent: dict[bytes, int] = {}
+    late = 0
+    try:
+        t0 = time.perf_counter()
+        for i, (request_id, envelope) in enumerate(signed):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.005:
+                late += 1
+            key = request_id.encode()
+            sent[key] = time.perf_counter_ns()
+            await producer.send(topic, envelope, key=key)
+        await producer.flush()
+        offered = len(signed) / (time.perf_counter() - t0)
+    finally:
+        await producer.stop()
+    await reader.wait_for(list(sent), 60)
+    ms = [(reader.arrived[k][0] - t) / 1e6 for k, t in sent.items()]
+    return {"requests": len(ms), "offered_per_s": offered, "sent_late_over_5ms": late,
+            "p50_ms": statistics.median(ms), "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99),
+            "max_ms": max(ms)}
+
+
+@contextlib.asynccontextmanager
+async def stack(root: Path, workers: int, profile: bool = False) -> Any:
+    """A fresh data dir, embedded broker, topics and ``workers`` worker processes."""
+    make_data_dir(root)
+    settings = bench_settings(root)
+    broker = EmbeddedBroker()
+    await broker.astart()
+    procs: list[WorkerProcess] = []
+    try:
+        await ensure_topics(broker.bootstrap, Topics(settings.topic_prefix).all(),
+                            settings.partitions, settings.replication_factor)
+        group = workers > 1
+        for _ in range(workers):
+            procs.append(WorkerProcess.spawn(root, broker.bootstrap, group, profile))
+        for proc in procs:
+            await proc.read_until("READY", WORKER_READY_S)
+        if group:
+            await _wait_split(procs, settings)
+        yield settings, broker.bootstrap, procs
+    finally:
+        for proc in procs:
+            proc.stop()
+        await broker.astop()
+
+
+async def _wait_split(procs: list[WorkerProcess], settings: Settings) -> None:
+    """Until the workers' assignments are disjoint and cover every input partition."""
+    wanted = 3 * settings.partitions  # requests, revocations, executions
+    latest: list[list[str]] = [[] for _ in procs]
+    deadline = time.monotonic() + GROUP_JOIN_S
+    while time.monotonic() < deadline:
+        for i, proc in enumerate(procs):
+            with contextlib.suppress(TimeoutError):
+                line = await proc.read_until("ASSIGNED", 0.5)
+                latest[i] = json.loads(line.split(" ", 1)[1])
+        owned = [p for parts in latest for p in parts]
+        if all(latest) and len(owned) == wanted and len(set(owned)) == wanted:
+            return
+    raise RuntimeError(f"group did not split the partitions: {latest}")
+
+
+async def pipeline(root: Path, workers: int, count: int, rates: list[float], latency_s: float,
+                   profile: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {"workers": workers}
+    started = time.perf_counter()
+    async with stack(root, workers, profile) as (settings, bootstrap, procs):
+        result["startup_s"] = time.perf_counter() - started
+        reader = DecisionReader(settings, bootstrap)
+        await reader.start()
+        try:
+            warm = presign(200, f"warm{workers}")
+            await throughput(settings, bootstrap, warm, reader, 60)
+            result["throughput"] = await throughput(settings, bootstrap,
+                                                    presign(count, f"tp{workers}"), reader,
+                                                    max(60.0, count / 100))
+            result["latency"] = []
+            for rate in rates if latency_s > 0 else ():
+                paced = presign(int(rate * latency_s), f"lat{workers}-{rate:.0f}")
+                result["latency"].append(await latency(settings, bootstrap, paced, rate,
+                                                       reader))
+        finally:
+            await reader.stop()
+    result["worker_stats"] = [p.stop() for p in procs]
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------
+def report(results: dict[str, Any]) -> Iterator[str]:
+    yield (f"nproc {results['nproc']}, python {results['python']}, load average before "
+           f"{results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}")
+    m = results.get("micro")
+    if m:
+        yield f"(c) in-process, {m['count']} iterations"
+        yield f"    evaluate_policy (entity cache hit)   {m['policy_eval_cache_hit_us']:8.0f} us"
+        yield f"    evaluate_policy (distinct resources) {m['policy_eval_cache_miss_us']:8.0f} us"
+        yield (f"    Engine.handle per request            {m['engine_handle_us']:8.0f} us "
+               f"({m['engine_handle_per_s']:,.0f}/s)")
+        yield f"    Ed25519 verify (PyNaCl)              {m['ed25519_verify_us']:8.0f} us"
+        yield f"    Ed25519 sign (authority)             {m['ed25519_sign_us']:8.0f} us"
+        per = m["journal_append_per_decision_us"]
+        yield f"    journal append, 500-decision batches {per:8.0f} us per decision"
+        yield f"    journal mark_published (1 write txn) {m['journal_mark_published_ms']:8.2f} ms"
+        yield f"    journal recall (miss), 2 per request {m['journal_recall_miss_us']:8.0f} us"
+        yield "    cProfile of Engine.handle, top 10 by tottime:"
+        yield from ("      " + line for line in m["profile_top10_tottime"].splitlines())
+        yield (f"(d) check_artifact (offline gate)       {m['check_artifact_us']:8.0f} us "
+               f"({m['check_artifact_per_s']:,.0f}/s)")
+    for run in results.get("pipeline", []):
+        w = run["workers"]
+        yield f"pipeline, {w} worker process(es), startup {run['startup_s']:.1f} s"
+        tp = run["throughput"]
+        yield (f"(a) {tp['requests']} requests: steady {tp['steady_decisions_per_s']:,.0f} "
+               f"decisions/s, overall {tp['overall_decisions_per_s']:,.0f}/s, "
+               f"produced in {tp['produce_s']:.2f} s, granted {tp['granted']}")
+        for lat in run["latency"]:
+            yield (f"(b) {lat['requests']} at {lat['offered_per_s']:.0f}/s: "
+                   f"p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
+                   f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms")
+        for i, stats in enumerate(run["worker_stats"]):
+            shown = {k: v for k, v in stats.items() if not k.startswith("profile")}
+            yield f"    worker {i}: {json.dumps(shown)}"
+            if "profile" in stats:
+                yield f"    worker {i} cProfile (whole run), top 15 by tottime:"
+                yield from ("      " + line for line in stats["profile"].splitlines())
+                yield f"    worker {i} cProfile, worker/journal/engine functions by cumtime:"
+                yield from ("      " + line
+                            for line in stats["profile_cumulative"].splitlines())
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["worker"]:
+        worker_main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=6000,
+                        help="requests in the throughput run (a)")
+    parser.add_argument("--rate", type=float, nargs="+", default=[500.0, 100.0],
+                        help="offered load(s) of the latency runs (b), requests/s")
+    parser.add_argument("--latency-s", type=float, default=15.0,
+                        help="duration of each latency run (b); 0 skips them")
+    parser.add_argument("--latency-2", action="store_true",
+                        help="also run (b) with two workers (default: throughput only)")
+    parser.add_argument("--micro", type=int, default=2000,
+                        help="iterations of the in-process measurements (c), (d); 0 skips")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], choices=[1, 2],
+                        help="worker process counts to run the pipeline with")
+    parser.add_argument("--profile-worker", action="store_true",
+                        help="cProfile the worker process(es) and print their top 15")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="govledger-bench-"))
+    results: dict[str, Any] = {"nproc": os.cpu_count(), "python": sys.version.split()[0],
+                               "loadavg_before": os.getloadavg()}
+    try:
+        if args.micro:
+            results["micro"] = micro(args.micro, root)
+        runs = []
+        for workers in args.workers:
+            lat_s = args.latency_s if workers == 1 or args.latency_2 else 0.0
+            runs.append(asyncio.run(pipeline(root / f"w{workers}", workers, args.requests,
+                                             args.rate, lat_s, args.profile_worker)))
+        results["pipeline"] = runs
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    results["loadavg_after"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("\n".join(report(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
