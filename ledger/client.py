@@ -112,6 +112,7 @@ class Client:
         self._seen: dict[str, Decision] = {}
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
         self._subscribers: list[asyncio.Queue[Decision]] = []
+        self.on_decision: list[Callable[[Decision], None]] = []
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -193,6 +194,11 @@ class Client:
 
     # -- consuming -------------------------------------------------------------------------
 
+    @property
+    def reading(self) -> bool:
+        """True while the decision consumer runs (False after a broker failure)."""
+        return self._reader is not None and not self._reader.done()
+
     async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
         """The verified decision or verdict for a request or execution id.
 
@@ -262,3 +268,5 @@ class Client:
                 future.set_result(decision)
         for queue in self._subscribers:
             queue.put_nowait(decision)
+        for observe in self.on_decision:
+            observe(decision)

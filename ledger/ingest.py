@@ -77,6 +77,7 @@ class SequencerWorker:
     def __init__(self, settings: Settings, bootstrap: str, topics: Topics,
                  sequencer: Sequencer, *, max_batch: int = 2000,
                  on_batch: Callable[[SubmitResult], None] | None = None,
+                 on_lag: Callable[[str, int], None] | None = None,
                  executor: ThreadPoolExecutor | None = None) -> None:
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="sequencer")
         self.settings = settings
@@ -85,6 +86,7 @@ class SequencerWorker:
         self.sequencer = sequencer
         self.max_batch = max_batch
         self.on_batch = on_batch
+        self.on_lag = on_lag
         self.stats = IngestStats()
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -151,6 +153,8 @@ class SequencerWorker:
             records = [r for part in batches.values() for r in part]
             if records:
                 await self.ingest([r.value or b"" for r in records], next_offsets(records))
+            if self.on_lag is not None:
+                await self._report_lag()
             await self.publish_if_due()
 
     async def ingest(self, envelopes: list[bytes], offsets: dict[tuple[str, int], int]
@@ -167,6 +171,19 @@ class SequencerWorker:
         if self.on_batch is not None:
             self.on_batch(result)
         return result
+
+    async def _report_lag(self) -> None:
+        """Per topic: fetch high-water mark minus our position, over its partitions."""
+        assert self._consumer is not None
+        assert self.on_lag is not None
+        lag: dict[str, int] = {}
+        for tp in self._consumer.assignment():
+            mark = self._consumer.highwater(tp)
+            if mark is not None:
+                position = await self._consumer.position(tp)
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, mark - position)
+        for topic, value in lag.items():
+            self.on_lag(topic, value)
 
     async def publish_if_due(self) -> None:
         """Sign the unsigned tail once the checkpoint interval has passed."""

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from pydantic import SecretStr
 
 from ledger.api import Submitted, make_api
 from ledger.broker import EmbeddedBroker, die_with_parent
-from ledger.client import Client
+from ledger.client import Client, Decision
 from ledger.config import Settings
 from ledger.core.envelope import verify_envelope
 from ledger.core.events import (
@@ -48,7 +49,14 @@ from ledger.errors import Reason, Rejected, Unavailable
 from ledger.ingest import SequencerWorker
 from ledger.kafka import client_options
 from ledger.keyfiles import load_keyring
-from ledger.sequencer import Sequencer, keyring_verifier, open_ledger, read_vkey
+from ledger.metrics import Metrics
+from ledger.sequencer import (
+    Sequencer,
+    SubmitResult,
+    keyring_verifier,
+    open_ledger,
+    read_vkey,
+)
 from ledger.topics import Topics, ensure_topics
 
 log = logging.getLogger("govledger.service")
@@ -80,6 +88,8 @@ class Service:
     client: Client | None = None
     failed: str | None = None
     processor_pid: int | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    _submitted_at: dict[str, float] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stoppers: list[Callable[[], object]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,7 +134,18 @@ class Service:
             return open_ledger(settings.data_dir, keyring_verifier(keyring, self.clock),
                                reverify=keyring_verifier(keyring),
                                checkpoint_interval=settings.checkpoint_interval_s)
-        worker = await SequencerWorker.open(self.settings, self.bootstrap, self.topics, opener)
+        metrics = self.metrics
+        signed_at = [time.monotonic()]
+
+        def on_batch(result: SubmitResult) -> None:
+            if result.checkpoint is not None:
+                signed_at[0] = time.monotonic()
+            metrics.set_ledger(result.tree_size, time.monotonic() - signed_at[0])
+
+        def on_lag(topic: str, lag: int) -> None:
+            metrics.set_lag("sequencer", topic, lag)
+        worker = await SequencerWorker.open(self.settings, self.bootstrap, self.topics, opener,
+                                            on_batch=on_batch, on_lag=on_lag)
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
@@ -190,8 +211,9 @@ class Service:
         assert self.keyring is not None
         self.client = Client(self.settings, self.bootstrap, self.keyring, clock=self.clock)
         await self.client.start(from_beginning=True)
+        self.client.on_decision.append(self._observe_decision)
         self._stoppers.append(self.client.stop)
-        config = uvicorn.Config(make_api(self), host=self.settings.api_host,
+        config = uvicorn.Config(make_api(self, self.metrics), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
         server = _QuietServer(config)
@@ -276,13 +298,29 @@ class Service:
             raise Rejected(Reason.UNSUPPORTED_VERSION, f"{verified.kind} is not accepted here")
         key = verified.event.lineage_root() or verified.event_id
         await self.client.send_raw(stream, envelope, key)
+        self._submitted_at[verified.event_id] = time.monotonic()
+        if len(self._submitted_at) > 100_000:
+            for old in list(self._submitted_at)[:50_000]:
+                del self._submitted_at[old]
         return Submitted(verified.event_id, verified.kind, self.topics.name(stream))
 
+    def _observe_decision(self, decision: Decision) -> None:
+        submitted = self._submitted_at.pop(decision.subject_id, None)
+        self.metrics.observe_decision(
+            "allow" if decision.allow else "deny", decision.reasons,
+            None if submitted is None else time.monotonic() - submitted)
+
     async def decision(self, subject_id: str, wait_s: float) -> bytes | None:
+        """The decision, None if none within ``wait_s``; Unavailable if the decision consumer
+        has stopped (a broker outage must not look like "pending")."""
         assert self.client is not None
+        if not self.client.reading:
+            raise Unavailable("the decision consumer is not running")
         try:
             return (await self.client.decision(subject_id, max(wait_s, 0.001))).envelope
         except Unavailable:
+            if not self.client.reading:
+                raise
             return None
 
     def ledger_dir(self) -> Path:

@@ -19,11 +19,13 @@ at most ~2 log2(n) small rows.
 Lookup index (event id -> leaf; decision subject -> decision leaf, role 1): a B-tree on
 random 32-byte ids dirtied ~1,000 scattered pages per 1,000-leaf batch (85% of the bytes
 written at 1M leaves). Instead the key ``k`` (first 8 id bytes, signed) lives in two tiers,
-an LSM in one file: a batch's keys go to ``recent_keys`` clustered by ``(k % BUCKETS, idx)``
-(~100 pages per batch), merged, sorted, into ``keys`` every :data:`MERGE_AT` rows inside a
-batch transaction. A lookup probes ``keys`` and one ``recent_keys`` bucket, then compares
-the full id on the leaf row, so ids sharing a prefix are all stored and found. The only
-writer enforces "one leaf per event id" by looking up every id of a batch in its transaction.
+an LSM in one file: a batch's keys go to ``recent_keys`` clustered by ``(bucket, idx)``, the
+bucket being the top 5 bits of ``k`` (~100 pages per batch). Once that tier holds
+:data:`MERGE_AT` rows, each batch transaction moves its largest bucket, sorted, into
+``keys``: a contiguous 1/32 of that B-tree, so merges are small and frequent, not one long
+stall. A lookup probes ``keys`` and one ``recent_keys`` bucket, then compares the full id on
+the leaf row, so ids sharing a prefix are all stored and found. The only writer enforces
+"one leaf per event id" by looking up every id of a batch in its transaction.
 
 Triggers make ``leaves``, ``checkpoints`` and ``keys`` append-only, forbid updates of
 ``recent_keys`` and let a hash page only grow (its old bytes must stay a prefix): defence in
@@ -51,11 +53,13 @@ from ledger.errors import ConfigError, ProofError, Unavailable
 
 SCHEMA_VERSION: Final = "2"
 _IN_CHUNK: Final = 900
+_PROBE_CHUNK: Final = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else 900  # bind limit
 PAGE: Final = 64
 _PAGE_BYTES: Final = PAGE * merkle.HASH_SIZE
-BUCKETS: Final = 32
+BUCKET_BITS: Final = 5
+BUCKETS: Final = 1 << BUCKET_BITS
 MERGE_AT: Final = 1 << 18
-"""Rows of ``recent_keys`` that trigger a merge into ``keys`` (a bucket holds ~4,096)."""
+"""Rows of ``recent_keys`` above which each batch merges its largest bucket into ``keys``."""
 ROLE_EVENT: Final = 0
 ROLE_SUBJECT: Final = 1
 DECISION_KINDS: Final = ("AuthorizationGranted", "AuthorizationDenied", "ExecutionAllowed",
@@ -98,12 +102,16 @@ def lookup_key(raw_id: bytes) -> int:
     return int.from_bytes(raw_id[:8], "big", signed=True)
 
 
-def _subject_row(idx: int, kind: str, parent: bytes | None) -> tuple[int, int, int, int] | None:
-    """The ``recent_keys`` row that lets :meth:`LedgerStore.decision_for` find a decision."""
-    if parent is None or kind not in DECISION_KINDS:
-        return None
+def bucket(k: int) -> int:
+    """The ``recent_keys`` bucket of key ``k``: its top BUCKET_BITS bits, a key range."""
+    return (k >> (64 - BUCKET_BITS)) + BUCKETS // 2
+
+
+def _subject_row(idx: int, parent: bytes) -> tuple[int, int, int, int]:
+    """The ``recent_keys`` row that lets :meth:`LedgerStore.decision_for` find decision
+    leaf ``idx`` (one of :data:`DECISION_KINDS`) by its ``parent`` id."""
     k = lookup_key(parent)
-    return (k % BUCKETS, idx, ROLE_SUBJECT, k)
+    return (bucket(k), idx, ROLE_SUBJECT, k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +174,7 @@ class LedgerStore:
         # writer: recent_keys rows of role ROLE_EVENT, k -> idx (prefix collisions in _clash)
         self._recent: dict[int, int] = {}
         self._clash: list[tuple[int, int]] = []
-        self._recent_rows = 0
+        self._bucket_rows = [0] * BUCKETS
         if writer:
             self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -332,7 +340,7 @@ class LedgerStore:
     def _lookup(self, role: int, raw: bytes, match: str,
                 params: tuple[object, ...]) -> StoredLeaf | None:
         k = lookup_key(raw)
-        row = self._one(_LOOKUP.format(match=match), (role, k, k % BUCKETS, *params))
+        row = self._one(_LOOKUP.format(match=match), (role, k, bucket(k), *params))
         return None if row is None else _stored(row)
 
     def iter_leaves(self, start: int = 0) -> Iterator[StoredLeaf]:
@@ -389,7 +397,8 @@ class LedgerStore:
         if self._lock_fd is None:
             raise Unavailable("this ledger store was opened read-only")
         raw_ids = [bytes.fromhex(r.event_id) for r in records]
-        keys = [lookup_key(raw) for raw in raw_ids]
+        from_bytes, shift, half = int.from_bytes, 64 - BUCKET_BITS, BUCKETS // 2
+        keys = [from_bytes(raw[:8], "big", signed=True) for raw in raw_ids]  # lookup_key
         compact = self.compact_range()
         size0, border0 = compact.size, list(compact.hashes)
         try:
@@ -406,10 +415,10 @@ class LedgerStore:
                     parent = None if record.parent_ref is None else bytes.fromhex(
                         record.parent_ref)
                     leaf_rows.append((idx, raw, record.kind, parent, record.leaf))
-                    key_rows.append((k % BUCKETS, idx, ROLE_EVENT, k))
+                    key_rows.append(((k >> shift) + half, idx, ROLE_EVENT, k))  # bucket(k)
                     new_recent.append((k, idx))
-                    if (subject := _subject_row(idx, record.kind, parent)) is not None:
-                        key_rows.append(subject)
+                    if parent is not None and record.kind in DECISION_KINDS:
+                        key_rows.append(_subject_row(idx, parent))
                 new_hashes = compact.append_leaves([row[4] for row in leaf_rows])
                 self.conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?)", leaf_rows)
                 self._write_hashes(merkle.stored_hash_count(size0), new_hashes)
@@ -425,7 +434,7 @@ class LedgerStore:
         except BaseException:
             compact.size, compact.hashes = size0, border0
             raise
-        self._remember(new_recent, len(key_rows), merged)
+        self._remember(new_recent, *merged)
         return BatchResult(len(leaf_rows), len(records) - len(leaf_rows),
                            TreeSize(compact.size), note)
 
@@ -436,8 +445,8 @@ class LedgerStore:
         if self._clash:
             wanted_keys = set(keys)
             candidates.extend(i for k, i in self._clash if k in wanted_keys)
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start:start + _IN_CHUNK]
+        for start in range(0, len(keys), _PROBE_CHUNK):
+            chunk = keys[start:start + _PROBE_CHUNK]
             candidates.extend(idx for (idx,) in self.conn.execute(
                 f"SELECT idx FROM keys WHERE role = {ROLE_EVENT} AND k IN "  # noqa: S608
                 f"({','.join('?' * len(chunk))})", chunk))
@@ -451,39 +460,54 @@ class LedgerStore:
                 chunk) if raw in wanted)
         return found
 
-    def _write_keys(self, key_rows: list[tuple[int, int, int, int]], size: int) -> bool:
-        """Insert the batch's lookup keys and record that leaves below ``size`` are indexed;
-        merge the recent tier into ``keys`` when it holds ``merge_at`` rows. Returns whether
-        it merged. Call inside the batch transaction."""
+    def _write_keys(self, key_rows: list[tuple[int, int, int, int]], size: int,
+                    limit: int | None = None) -> tuple[list[int], set[int], list[int]]:
+        """Insert the batch's lookup keys, record that leaves below ``size`` are indexed, and
+        while ``recent_keys`` holds ``limit`` (default ``merge_at``) rows or more, move its
+        largest bucket into ``keys``. Call inside the batch transaction. Returns the new rows
+        per bucket, the merged buckets and the ROLE_EVENT keys that left the recent tier."""
         self.conn.executemany("INSERT INTO recent_keys VALUES (?, ?, ?, ?)", key_rows)
         self.conn.execute("INSERT INTO meta VALUES ('indexed', ?) ON CONFLICT(key) DO UPDATE "
                           "SET value = excluded.value", (str(size),))
-        if self._recent_rows + len(key_rows) < self.merge_at:
-            return False
-        self.conn.execute("INSERT INTO keys SELECT role, k, idx FROM recent_keys "
-                          "ORDER BY role, k, idx")
-        self.conn.execute("DELETE FROM recent_keys")
-        return True
+        counts = list(self._bucket_rows)
+        for row in key_rows:
+            counts[row[0]] += 1
+        merged: set[int] = set()
+        gone: list[int] = []
+        limit = self.merge_at if limit is None else limit
+        while (total := sum(counts)) and total >= limit:
+            b = max(range(BUCKETS), key=counts.__getitem__)
+            gone.extend(k for (k,) in self.conn.execute(
+                "SELECT k FROM recent_keys WHERE b = ? AND role = ?", (b, ROLE_EVENT)))
+            self.conn.execute("INSERT INTO keys SELECT role, k, idx FROM recent_keys "
+                              "WHERE b = ? ORDER BY role, k, idx", (b,))
+            self.conn.execute("DELETE FROM recent_keys WHERE b = ?", (b,))
+            counts[b] = 0
+            merged.add(b)
+        return counts, merged, gone
 
-    def _remember(self, new_recent: list[tuple[int, int]], rows: int,
-                  merged: bool) -> None:
-        """After a commit: mirror ``recent_keys`` (role ROLE_EVENT) in memory."""
+    def _remember(self, new_recent: list[tuple[int, int]], counts: list[int],
+                  merged: set[int], gone: list[int]) -> None:
+        """After a commit: mirror ``recent_keys`` (role ROLE_EVENT, k -> idx) in memory."""
+        self._bucket_rows = counts
+        recent = self._recent
+        for k in gone:
+            recent.pop(k, None)
         if merged:
-            self._recent, self._clash, self._recent_rows = {}, [], 0
-            return
-        self._recent_rows += rows
+            self._clash = [(k, i) for k, i in self._clash if bucket(k) not in merged]
+            new_recent = [(k, i) for k, i in new_recent if bucket(k) not in merged]
         batch = dict(new_recent)
-        if len(batch) == len(new_recent) and self._recent.keys().isdisjoint(batch):
-            self._recent.update(batch)
+        if len(batch) == len(new_recent) and recent.keys().isdisjoint(batch):
+            recent.update(batch)
             return
         for k, idx in new_recent:  # two ids share an 8-byte prefix: keep both
-            if self._recent.setdefault(k, idx) != idx:
+            if recent.setdefault(k, idx) != idx:
                 self._clash.append((k, idx))
 
     def _catch_up_index(self) -> None:
-        """Writer open: load the recent tier, and index leaves stored without keys (a schema
-        1 ledger, or leaves written by other means). Raises ProofError if the index claims
-        more leaves than are stored (rows deleted)."""
+        """Writer open: index leaves stored without keys (a schema 1 ledger, or leaves
+        written by other means) straight into ``keys``, then load the recent tier. Raises
+        ProofError if the index claims more leaves than are stored (rows deleted)."""
         size, indexed = self.tree_size(), int(self.meta("indexed") or 0)
         if indexed > size:
             raise ProofError(f"the lookup index covers {indexed} leaves, the ledger has {size}")
@@ -496,17 +520,19 @@ class LedgerStore:
                     if not isinstance(raw, bytes):
                         raise ProofError(f"leaf {idx} has no binary event id")
                     k = lookup_key(raw)
-                    rows.append((k % BUCKETS, idx, ROLE_EVENT, k))
-                    subject = _subject_row(idx, str(kind), parent if isinstance(
-                        parent, bytes) else None)
-                    rows.extend(() if subject is None else (subject,))
-                self._recent_rows = self.merge_at  # always merge: the batch may be large
-                self._write_keys(rows, size)
-        self._recent, self._clash, self._recent_rows = {}, [], 0
-        recent: list[tuple[int, int]] = self.conn.execute(
-            "SELECT k, idx FROM recent_keys WHERE role = ? ORDER BY idx", (ROLE_EVENT,)).fetchall()
-        count = self.conn.execute("SELECT count(*) FROM recent_keys").fetchone()[0]
-        self._remember(recent, int(count), merged=False)
+                    rows.append((bucket(k), idx, ROLE_EVENT, k))
+                    if isinstance(parent, bytes) and kind in DECISION_KINDS:
+                        rows.append(_subject_row(idx, parent))
+                self._write_keys(rows, size, limit=0)
+        self._recent, self._clash, self._bucket_rows = {}, [], [0] * BUCKETS
+        counts = [0] * BUCKETS
+        recent: list[tuple[int, int]] = []
+        for b, role, k, idx in self.conn.execute(
+                "SELECT b, role, k, idx FROM recent_keys ORDER BY idx"):
+            counts[b] += 1
+            if role == ROLE_EVENT:
+                recent.append((k, idx))
+        self._remember(recent, counts, set(), [])
 
     def _write_hashes(self, first_id: int, hashes: list[bytes]) -> None:
         if not hashes:

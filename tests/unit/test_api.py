@@ -392,6 +392,23 @@ def test_missing_ledger_is_503_and_metrics_still_serve(tmp_path: Path, ledger: L
     assert api.get("/metrics").status_code == 200
 
 
+def test_cached_readers_see_what_the_sequencer_appends_later(tmp_path: Path) -> None:
+    api = Client(FakeBackend(tmp_path / "ledger", "unused"))
+    assert api.get("/v1/entries/0").status_code == 503          # no ledger yet
+    data_dir = make_ledger(tmp_path)
+    api = Client(FakeBackend(data_dir, read_vkey(data_dir)))
+    assert api.get("/v1/entries/0").status_code == 404
+    assert "\n0\n" in api.get("/v1/checkpoint").text
+    seq = open_ledger(data_dir, keyring_verifier(default_ring()))
+    seq.submit(envelopes(3))
+    assert api.get("/v1/entries/2").status_code == 200       # same app, same threads
+    assert "\n3\n" in api.get("/v1/checkpoint").text
+    seq.submit(envelopes(2, 3))
+    seq.close()
+    bundle = api.get("/v1/proofs/inclusion", params={"index": 4}).json()
+    assert verify_bundle(bundle, read_vkey(data_dir)).tree_size == 5
+
+
 # -- proofs -----------------------------------------------------------------------------------
 
 
