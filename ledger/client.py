@@ -4,6 +4,8 @@ executions. Async first; :class:`SyncClient` wraps it for scripts.
 Every decision the SDK returns has been verified against the authority key first (a forged
 or corrupted decision is never handed to the caller: it is dropped and logged). The same code
 runs against the embedded service and a Kafka cluster: only the bootstrap and settings differ.
+:class:`SyncClient` is a blocking facade for scripts; :class:`ProofClient` fetches checkpoints
+and proof/evidence bundles over HTTP and verifies them offline before returning them.
 
 ::
 
@@ -22,10 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
+from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
 from ledger.core.events import (
     AuthorizationDenied,
@@ -38,8 +42,9 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.core.keys import KeyRing, Signer
-from ledger.errors import Rejected, Unavailable
+from ledger.errors import ProofError, Rejected, Unavailable
 from ledger.kafka import make_consumer, make_producer, read_highwaters, stop_quietly
+from ledger.proofs import verify_bundle
 from ledger.topics import Topics
 
 log = logging.getLogger("govledger.client")
@@ -270,3 +275,97 @@ class Client:
             queue.put_nowait(decision)
         for observe in self.on_decision:
             observe(decision)
+
+
+class ProofClient:
+    """Fetch checkpoints, proof and evidence bundles from a govledger API and verify them
+    offline against the log's vkey before returning them (a bundle that does not verify
+    raises ProofError; an unreachable API raises Unavailable)."""
+
+    def __init__(self, api_url: str, vkey: str, *, timeout: float = 10.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.vkey = vkey
+        self.timeout = timeout
+
+    async def _get(self, path: str, **params: str | int | None) -> httpx.Response:
+        try:
+            async with httpx.AsyncClient(base_url=self.api_url, timeout=self.timeout) as http:
+                response = await http.get(path, params={k: v for k, v in params.items()
+                                                        if v is not None})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach {self.api_url}: {exc}") from exc
+        if response.status_code == 503:
+            raise Unavailable(f"{path}: service unavailable")
+        if response.status_code != 200:
+            raise ProofError(f"{path}: {response.status_code} {response.text[:200]}")
+        return response
+
+    async def checkpoint(self) -> str:
+        """The latest signed checkpoint note, verified against the vkey."""
+        note = (await self._get("/v1/checkpoint")).text
+        verify_checkpoint(note, parse_vkey(self.vkey))
+        return note
+
+    async def inclusion(self, *, event_id: str | None = None, index: int | None = None
+                        ) -> dict[str, object]:
+        bundle: dict[str, object] = (await self._get("/v1/proofs/inclusion", event_id=event_id,
+                                                     index=index)).json()
+        verify_bundle(bundle, self.vkey)
+        return bundle
+
+    async def consistency(self, old_size: int, new_size: int | None = None
+                          ) -> dict[str, object]:
+        bundle: dict[str, object] = (await self._get(
+            "/v1/proofs/consistency", old_size=old_size, new_size=new_size)).json()
+        verify_bundle(bundle, self.vkey)
+        return bundle
+
+    async def lineage(self, event_id: str) -> dict[str, object]:
+        """The evidence bundle of ``event_id`` back to its lineage root, verified."""
+        bundle: dict[str, object] = (await self._get("/v1/proofs/lineage",
+                                                     event_id=event_id)).json()
+        verify_bundle(bundle, self.vkey)
+        return bundle
+
+
+class SyncClient:
+    """A blocking facade over :class:`Client` for scripts: one private event loop.
+
+    ::
+
+        with SyncClient(settings, bootstrap, keyring) as client:
+            decision = client.request(event, signer, timeout=10)
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str, authority: KeyRing) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = Client(settings, bootstrap, authority)
+
+    def __enter__(self) -> SyncClient:
+        self._loop.run_until_complete(self._client.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._client.stop())
+            self._loop.close()
+
+    def submit(self, request: AuthorizationRequested, signer: Signer) -> str:
+        return self._loop.run_until_complete(self._client.submit(request, signer))
+
+    def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
+        return self._loop.run_until_complete(self._client.decision(subject_id, timeout))
+
+    def request(self, request: AuthorizationRequested, signer: Signer,
+                timeout: float = 10.0) -> Decision:
+        """Submit and wait for the verified decision. Raises Unavailable on timeout."""
+        return self.decision(self.submit(request, signer), timeout)
+
+    def revoke(self, revocation: AuthorizationRevoked, signer: Signer,
+               timeout: float = 10.0) -> Decision:
+        """Submit a revocation and wait for RevocationApplied (or its denial)."""
+        return self.decision(self._loop.run_until_complete(
+            self._client.revoke(revocation, signer)), timeout)

@@ -279,6 +279,7 @@ class Service:
         vkey_path = self.settings.data_dir / "ledger.vkey"
         if vkey_path.exists():
             info["vkey"] = read_vkey(self.settings.data_dir)
+            info["origin"] = str(info["vkey"]).split("+", 1)[0]  # the ledger's, not the setting
         if self.init_report is not None and self.init_report.created:
             info["created"] = self.init_report.created
         return info
