@@ -4,7 +4,7 @@ divergence (DESIGN.md section 7).
 One streaming pass over ``leaves`` and ``hash_pages`` in order, O(log n) memory:
 
 1. every checkpoint note must verify under the trusted vkey and name the ledger's origin;
-2. leaf indices must run 0, 1, 2, ... without a gap;
+2. leaf indices must run 0, 1, 2, ... without a gap, and no event id may appear twice;
 3. every leaf hash and every stored subtree hash must equal the one recomputed from the leaf
    bytes (RFC 9162 2.1.1), and no extra hash may be stored;
 4. with a ``verify`` callable, every leaf's envelope must verify and carry the stored event
@@ -107,12 +107,16 @@ def audit_store(store: LedgerStore, vkey: str, *, verify: Verify | None = None) 
         if roots[0] != merkle.EMPTY_ROOT:
             problems.append(Problem(0, "checkpoint 0 is not the empty root", 0))
         next_cp += 1
+    seen_ids: set[str] = set()
     for leaf in store.iter_leaves():
         index = compact.size
         if leaf.index != index:                                                 # 2
             problems.append(Problem(index, f"leaf {index} is missing (next stored is "
                                            f"{leaf.index})"))
             break
+        if leaf.event_id in seen_ids:  # one leaf per event id (the writer enforces it)
+            problems.append(Problem(index, f"event {leaf.event_id[:16]} is stored twice"))
+        seen_ids.add(leaf.event_id)
         for node, value in zip(merkle.appended_nodes(index),                    # 3
                                compact.append(merkle.leaf_hash(leaf.leaf)), strict=True):
             if not hashes_in_step:

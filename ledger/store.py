@@ -85,8 +85,8 @@ _INDEX_TABLES = [
     "role INTEGER NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (b, idx, role)) WITHOUT ROWID",
     "DROP INDEX IF EXISTS leaves_event_id",  # schema 1: the UNIQUE index this replaces
 ]
-_PRAGMAS = ("synchronous=FULL", "cache_size=-262144", "temp_store=MEMORY", "secure_delete=OFF",
-            "busy_timeout=10000")
+_PRAGMAS = ("synchronous=FULL", "temp_store=MEMORY", "busy_timeout=10000",
+            "secure_delete=OFF")  # deleted rows are recent_keys copies of public ids
 _KIND_MARKS = ", ".join(f"?{5 + n}" for n in range(len(DECISION_KINDS)))
 _LOOKUP = (f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE idx IN (SELECT idx FROM keys "  # noqa: S608
            "WHERE role = ?1 AND k = ?2 UNION ALL SELECT idx FROM recent_keys WHERE b = ?3 "
@@ -154,6 +154,7 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode=WAL")
         for pragma in _PRAGMAS:
             conn.execute(f"PRAGMA {pragma}")
+        conn.execute(f"PRAGMA cache_size={-65536 if readonly else -262144}")  # KiB
     except sqlite3.Error as exc:
         raise Unavailable(f"cannot open ledger database {path}: {exc}") from exc
     return conn
@@ -508,7 +509,10 @@ class LedgerStore:
         """Writer open: index leaves stored without keys (a schema 1 ledger, or leaves
         written by other means) straight into ``keys``, then load the recent tier. Raises
         ProofError if the index claims more leaves than are stored (rows deleted)."""
-        size, indexed = self.tree_size(), int(self.meta("indexed") or 0)
+        size, recorded = self.tree_size(), self.meta("indexed") or "0"
+        if not recorded.isdigit():
+            raise ProofError(f"the lookup index records {recorded!r} indexed leaves")
+        indexed = int(recorded)
         if indexed > size:
             raise ProofError(f"the lookup index covers {indexed} leaves, the ledger has {size}")
         if indexed < size:

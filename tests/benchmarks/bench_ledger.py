@@ -3,9 +3,12 @@
     .venv/bin/python tests/benchmarks/bench_ledger.py --n 1000000
 
 Measures, for N leaves of ~600 bytes appended in batches of 1,000 (pre-verified: hashing,
-node storage, SQLite with WAL + synchronous=FULL, a signed checkpoint at most once a second):
-append rate; median and p99 inclusion and consistency proof time at N, warm (same process)
-and cold (a fresh process per proof); offline bundle verification rate; audit time.
+node storage, lookup keys, SQLite with WAL + synchronous=FULL, a signed checkpoint at most once
+a second): append rate (and the slowest batch, which includes a lookup-index merge); median
+and p99 inclusion and consistency proof time at N, warm (same process) and cold (a fresh
+process per proof); event-id and decision lookups; offline bundle verification rate; audit
+time. ``--decisions F`` makes a fraction F of the leaves AuthorizationGranted decisions whose
+parent_ref is the previous leaf (each adds a decision_for key).
 pymerkle gets the same leaves in the same batch size (``append_entries`` per batch, its own
 SQLite settings), 1-based indices, and the closest equivalent of each figure.
 """
@@ -67,17 +70,34 @@ def summary(samples: list[float]) -> dict[str, float]:
             "samples": len(ordered)}
 
 
-def bench_ours(path: Path, n: int, batch: int, samples: int) -> dict[str, object]:
+def records(chunk: list[bytes], decisions: float) -> list[LeafRecord]:
+    """Pre-verified records; every ``1 / decisions``-th one a decision on the leaf before."""
+    ids = [hashlib.sha256(b).hexdigest() for b in chunk]
+    every = round(1 / decisions) if decisions else 0
+    return [LeafRecord(ids[i], "AuthorizationGranted", b, ids[i - 1])
+            if every and i % every == every - 1 else LeafRecord(ids[i], "Bench", b)
+            for i, b in enumerate(chunk)]
+
+
+def bench_ours(path: Path, n: int, batch: int, samples: int,
+               decisions: float = 0.0) -> dict[str, object]:
     signer = Signer.from_private_bytes(hashlib.sha256(b"bench key").digest())
     store = LedgerStore(path, writer=True)
     seq = Sequencer(store, signer, ORIGIN, refuse, checkpoint_interval=1.0)
+    slowest = 0.0
     t0 = time.perf_counter()
     for chunk in batches(n, batch):
-        seq.append_records([LeafRecord(hashlib.sha256(b).hexdigest(), "Bench", b)
-                            for b in chunk])
+        t1 = time.perf_counter()
+        seq.append_records(records(chunk, decisions))
+        slowest = max(slowest, time.perf_counter() - t1)
     seq.publish()
     append_s = time.perf_counter() - t0
     rng = random.Random(1)
+    ids = [hashlib.sha256(leaf(rng.randrange(n))).hexdigest() for _ in range(samples)]
+    it0 = iter(ids)
+    finds = timed(lambda: store.find(next(it0)), samples)
+    it1 = iter(ids)
+    decision = timed(lambda: store.decision_for(next(it1)), samples)
     idx = [rng.randrange(n) for _ in range(samples)]
     olds = [rng.randrange(1, n) for _ in range(samples)]
     it = iter(idx)
@@ -94,9 +114,11 @@ def bench_ours(path: Path, n: int, batch: int, samples: int) -> dict[str, object
     audit_s = time.perf_counter() - t0
     assert report.ok, report.problems
     seq.close()
-    return {"append_per_s": n / append_s, "append_s": append_s, "inclusion_warm":
-            summary(incl), "consistency_warm": summary(cons), "bundle_verify_per_s":
-            verify_rate, "audit_s": audit_s, "db_mb": path.stat().st_size / 1e6}
+    return {"append_per_s": n / append_s, "append_s": append_s, "slowest_batch_ms":
+            slowest * 1e3, "inclusion_warm": summary(incl), "consistency_warm": summary(cons),
+            "find_warm": summary(finds), "decision_for_warm": summary(decision),
+            "bundle_verify_per_s": verify_rate, "audit_s": audit_s,
+            "db_mb": path.stat().st_size / 1e6}
 
 
 def bench_pymerkle(path: Path, n: int, batch: int, samples: int) -> dict[str, object]:
@@ -178,6 +200,8 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=15, help="fresh processes per system")
     parser.add_argument("--pymerkle-samples", type=int, default=100)
     parser.add_argument("--skip-pymerkle", action="store_true")
+    parser.add_argument("--decisions", type=float, default=0.0,
+                        help="fraction of leaves that are decisions (0 to 1)")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--cold-probe", nargs=5, metavar=("KIND", "DB", "N", "INDEX", "OLD"))
     args = parser.parse_args()
@@ -188,7 +212,7 @@ def main() -> None:
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-ledger-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, object]] = {}
-    ours = bench_ours(work / "govledger.db", args.n, args.batch, args.samples)
+    ours = bench_ours(work / "govledger.db", args.n, args.batch, args.samples, args.decisions)
     ours.update(cold("ours", work / "govledger.db", args.n, args.cold))
     results["govledger"] = ours
     print(json.dumps({"govledger": ours}, indent=1), flush=True)

@@ -126,3 +126,19 @@ def test_an_edited_checkpoint_is_caught(ledger: tuple[Path, Path]) -> None:
     assert report.bad_checkpoint == 30
     assert report.first_bad_index is None
     assert "invalid signature" in str(report.what)
+
+
+def test_a_duplicated_event_is_caught_even_with_consistent_hashes(
+        ledger: tuple[Path, Path]) -> None:
+    """Uniqueness of event ids is enforced by the single writer, not by a constraint: the
+    audit checks it. Append a copy of leaf 3 at index 40 with every hash recomputed."""
+    data_dir, _ = ledger
+
+    def duplicate(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO leaves SELECT 40, event_id, kind, parent_ref, leaf "
+                     "FROM leaves WHERE idx = 3")
+        recompute_hashes(conn)
+    tamper(data_dir, duplicate)
+    report = audit_ledger(data_dir, None)
+    assert not report.ok
+    assert any(p.index == 40 and "twice" in p.what for p in report.problems)
