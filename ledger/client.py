@@ -43,7 +43,7 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing, Signer
 from ledger.errors import ProofError, Rejected, Unavailable
-from ledger.kafka import make_consumer, make_producer, read_highwaters, stop_quietly
+from ledger.kafka import make_consumer, make_producer, probe_highwaters, stop_quietly
 from ledger.proofs import verify_bundle
 from ledger.topics import Topics
 
@@ -150,12 +150,7 @@ class Client:
     async def _seek_to_highwater(self, parts: list[TopicPartition]) -> None:
         # ListOffsets is one short on the embedded broker: read the true high-water mark
         # with a probe consumer and start exactly there (DESIGN.md section 9).
-        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
-        await probe.start()
-        try:
-            marks = await read_highwaters(probe, parts)
-        finally:
-            await probe.stop()
+        marks = await probe_highwaters(self.settings, self.bootstrap, parts)
         assert self._consumer is not None
         for tp in parts:
             self._consumer.seek(tp, marks[tp])

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.errors import Unavailable
-from ledger.kafka import make_consumer, next_offsets, read_highwaters, stop_quietly
+from ledger.kafka import make_consumer, next_offsets, probe_highwaters, stop_quietly
 from ledger.sequencer import Sequencer, SubmitResult
 from ledger.topics import Topics
 
@@ -108,12 +108,7 @@ class SequencerWorker:
         self.stats.tree_size = await self._call(self.sequencer.store.tree_size)
         latest = await self._call(self.sequencer.store.latest_checkpoint)
         self.stats.checkpoint_size = 0 if latest is None else latest[0]
-        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
-        await probe.start()
-        try:
-            marks = await read_highwaters(probe, parts)
-        finally:
-            await probe.stop()
+        marks = await probe_highwaters(self.settings, self.bootstrap, parts)
         wiped = sorted({tp.topic for tp in parts
                         if marks[tp] < stored.get((tp.topic, tp.partition), 0)})
         if wiped:

@@ -160,6 +160,20 @@ async def read_highwaters(consumer: AIOKafkaConsumer, partitions: list[TopicPart
         raise Unavailable(f"reading high-water marks failed: {exc}") from exc
 
 
+async def probe_highwaters(settings: Settings, bootstrap: str,
+                           partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The true high-water marks, read with a dedicated probe consumer that is then closed.
+    Raises Unavailable."""
+    probe = make_consumer(settings, bootstrap, group_id=None)
+    try:
+        await probe.start()
+        return await read_highwaters(probe, partitions)
+    except KafkaError as exc:
+        raise Unavailable(f"cannot read high-water marks at {bootstrap}: {exc}") from exc
+    finally:
+        await stop_quietly(probe)
+
+
 def verify_offsets_not_rewound(expected: Mapping[tuple[str, int], int],
                                reported: Mapping[tuple[str, int], int]) -> None:
     """Refuse a broker whose offsets went backwards: it was wiped or replaced.

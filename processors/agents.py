@@ -39,7 +39,7 @@ from ledger.kafka import (
     make_consumer,
     make_producer,
     next_offsets,
-    read_highwaters,
+    probe_highwaters,
     stop_quietly,
 )
 from ledger.topics import Topics
@@ -124,12 +124,7 @@ class DecisionWorker:
         parts = [TopicPartition(t, p) for t in self._stream_of
                  for p in range(self.settings.partitions)]
         stored = self.journal.offsets()
-        probe = make_consumer(self.settings, self.bootstrap, group_id=None)
-        await probe.start()
-        try:
-            marks = await read_highwaters(probe, parts)
-        finally:
-            await probe.stop()
+        marks = await probe_highwaters(self.settings, self.bootstrap, parts)
         wiped = [tp for tp in parts if marks[tp] < stored.get((tp.topic, tp.partition), 0)]
         if wiped:
             log.error("broker offsets went backwards on %s: broker wiped; continuing from the "
