@@ -37,6 +37,7 @@ from ledger.topics import Topics
 
 log = logging.getLogger("govledger.sequencer")
 
+SEQUENCER_FETCH_WAIT_MS = 100
 LOGGED_STREAMS = ("requests", "decisions", "revocations", "executions", "verdicts")
 
 
@@ -91,8 +92,12 @@ class SequencerWorker:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None,
-                                       max_poll_records=self.max_batch)
+        # The sequencer is not on the decision path: a longer fetch wait costs at most that
+        # much integration delay and stops it polling 20+ partitions every 10 ms (the embedded
+        # broker holds every fetch for the full wait, docs/broker.md).
+        self._consumer = make_consumer(
+            self.settings, self.bootstrap, group_id=None, max_poll_records=self.max_batch,
+            fetch_max_wait_ms=max(self.settings.fetch_max_wait_ms, SEQUENCER_FETCH_WAIT_MS))
         try:
             await self._consumer.start()
             await self._assign()
