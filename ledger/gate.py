@@ -75,9 +75,8 @@ class Gate:
                         ) -> AsyncIterator[CheckedArtifact]:
         """Run the guarded block only when every step allows. Raises ExecutionRefusedError."""
         checked = self.check_offline(grant, action, resource)
-        if self.require_logged is not None and not await self._logged(checked):
-            raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED,
-                                        "no inclusion proof under a signed checkpoint")
+        if self.require_logged is not None and (problem := await self._logged(checked)):
+            raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED, problem)
         art = checked.artifact
         request = ExecutionRequested(
             signer=self.principal.identity, tenant=art.tenant, nonce=_nonce(),
@@ -113,17 +112,20 @@ class Gate:
             # The execution happened and its verdict is logged; the report is best effort.
             log.warning("could not report %s: %s", event.KIND, exc)
 
-    async def _logged(self, checked: CheckedArtifact) -> bool:
+    async def _logged(self, checked: CheckedArtifact) -> str:
+        """Retry the log check until ``timeout``. Returns "" when the artifact is proven
+        logged, else why not (the last error, if the log could not be reached)."""
         assert self.require_logged is not None
         deadline = asyncio.get_running_loop().time() + self.timeout
+        problem = "no inclusion proof under a signed checkpoint"
         while True:
             try:
                 if await self.require_logged(checked):
-                    return True
-            except Unavailable:
-                pass
+                    return ""
+            except Unavailable as exc:  # retried until the deadline, then part of the refusal
+                problem = f"log unreachable: {exc}"
             if asyncio.get_running_loop().time() >= deadline:
-                return False
+                return problem
             await asyncio.sleep(0.2)
 
 

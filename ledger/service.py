@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,10 +231,10 @@ class Service:
             await task
         self._stoppers.append(stop_api)
 
-    def _spawn(self, name: str, work: object) -> None:
+    def _spawn(self, name: str, work: Coroutine[object, object, None]) -> None:
         async def guarded() -> None:
             try:
-                await work  # type: ignore[misc]
+                await work
             except Exception:
                 log.exception("%s failed; stopping the service", name)
                 self.failed = name
