@@ -93,6 +93,10 @@ class DecisionWorker:
         everything past the watermark."""
         restored = self.catch_up()
         log.info("processor restored %d journal entries", restored)
+        # One worker owning every partition holds every journaled outcome in memory (unless
+        # the cache overflowed): its misses need no journal lookup.
+        state = self.engine.state
+        state.complete = not self.use_group and not state.evicted
         self.journal_policy()
         self._producer = make_producer(self.settings, self.bootstrap)
         if self.use_group:

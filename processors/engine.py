@@ -94,18 +94,27 @@ class Outcome:
 @dataclass(slots=True)
 class DecisionState:
     """Lineage, replay memory, and the outcomes already decided (a bounded cache: older
-    outcomes are recalled from the processor journal through ``Engine.recall``)."""
+    outcomes are recalled from the processor journal through ``Engine.recall``).
+
+    ``complete`` is set by a worker that owns every partition once it has restored the whole
+    journal: ``decided`` then holds every outcome ever journaled, so a miss is definitive and
+    the journal is not asked. Evicting anything clears it for good.
+    """
 
     lineage: LineageState = field(default_factory=LineageState)
     replay: ReplayMemory = field(default_factory=ReplayMemory)
     decided: dict[str, Outcome] = field(default_factory=dict)
     max_cached: int = 500_000
+    complete: bool = False
+    evicted: bool = False
 
     def remember(self, subject: str, outcome: Outcome) -> None:
         self.decided[subject] = outcome
         if len(self.decided) > self.max_cached:
             for old in list(self.decided)[: self.max_cached // 2]:
                 del self.decided[old]
+            self.evicted = True
+            self.complete = False
 
 
 Recall = Callable[[str], Outcome | None]
@@ -129,7 +138,7 @@ class Engine:
     def earlier(self, subject: str) -> Outcome | None:
         """The outcome already decided for ``subject``, from the cache or the journal."""
         found = self.state.decided.get(subject)
-        if found is None and self.recall is not None:
+        if found is None and self.recall is not None and not self.state.complete:
             found = self.recall(subject)
         return found
 

@@ -44,6 +44,7 @@ from typing import Final
 import pydantic
 
 from ledger.core.canonical import (
+    DEFAULT_MAX_DEPTH,
     JsonValue,
     as_list,
     as_object,
@@ -125,8 +126,22 @@ def sign_event_with_id(event: Event, signer: Signer) -> tuple[bytes, str]:
     parse first (a U+0000 in a string, an oversized payload). Raises InvalidEvent.
     """
     payload = payload_bytes(event)
-    parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
+    _check_signable(payload)
     return build_envelope(payload_type(event.KIND), payload, signer), event_id(payload)
+
+
+def _check_signable(payload: bytes) -> None:
+    """What :func:`parse_payload` would refuse in bytes we encoded ourselves.
+
+    ``payload_bytes`` cannot produce invalid JSON, duplicate keys, non-finite numbers or lone
+    surrogates (the UTF-8 encode raises); it writes ``\\u`` only to escape a control
+    character, and nesting is at most the number of brackets. So only the size needs a look
+    unless a ``\\u`` escape (a U+0000 must be refused) or deep nesting is possible: then the
+    full strict parse decides.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES or b"\\u" in payload or (
+            payload.count(b"{") + payload.count(b"[") > DEFAULT_MAX_DEPTH):
+        parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -382,3 +382,32 @@ def test_a_decision_that_cannot_be_built_is_a_denial_not_a_crash() -> None:
     assert out.allow is False
     assert out.reasons == (Reason.OVERSIZED,)
     assert isinstance(decision(out), AuthorizationDenied)
+
+
+def test_a_complete_cache_answers_misses_without_the_journal() -> None:
+    """A worker that restored the whole journal sets ``complete``: misses are definitive and
+    the journal is not asked; once anything is evicted, every miss asks the journal again."""
+    asked: list[str] = []
+    journaled: dict[str, Outcome] = {}
+
+    def recall(subject: str) -> Outcome | None:
+        asked.append(subject)
+        return journaled.get(subject)
+
+    eng = engine()
+    eng.recall = recall
+    first = ask(eng, nonce="nonce-complete-1")
+    assert asked  # not complete: the journal was asked about the new input
+    eng.state.complete = True
+    asked.clear()
+    ask(eng, nonce="nonce-complete-2")
+    assert asked == []
+    eng.state.max_cached = 4
+    for n in range(4):
+        ask(eng, nonce=f"nonce-complete-evict-{n}")
+    assert eng.state.evicted and not eng.state.complete
+    # an evicted decision is found in the journal again, so a redelivery is answered the same
+    journaled[first.subject] = first
+    assert first.subject not in eng.state.decided
+    again = ask(eng, nonce="nonce-complete-1")
+    assert again.replayed and again.outputs == first.outputs and asked

@@ -316,3 +316,78 @@ def test_without_request_validation_errors_still_deny(tmp_path: Path) -> None:
     bad_principal = loose.evaluate("agent:x", "read", "db/x", context(),
                                    principal_attrs={"tenant": 7, "roles": []})
     assert not bad_principal.allow and bad_principal.errors
+
+
+# --- the decision cache: an exact-input memo, never a different answer --------------------
+
+def test_cached_decisions_equal_fresh_ones_for_every_input(tmp_path: Path) -> None:
+    cached = PolicyBundle.load(EXAMPLES)
+    inputs = [("agent:pay-bot", ("transfer",), "payments/acme", context(amount=a, currency="EUR"))
+              for a in (5, 10_001, 5)]
+    inputs += [("agent:r", ("read", "delete"), r, context(roles=roles, depth=d))
+               for r in ("db/x", "prod/secrets/k", "db/x") for roles in (("reader",), ())
+               for d in (0, 4)]
+    for principal, actions, resource, ctx in inputs * 2:
+        fresh = PolicyBundle.load(EXAMPLES)  # empty caches: what Cedar says now
+        first = cached.evaluate_actions(principal, actions, resource, ctx)
+        assert first == fresh.evaluate_actions(principal, actions, resource, ctx)
+    assert 0 < len(cached._decision_cache) < len(inputs)
+
+
+def test_cache_hit_skips_cedar_and_any_input_change_misses(
+        example: PolicyBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle_ = PolicyBundle.load(EXAMPLES)
+    calls: list[int] = []
+    real = cedarpy.is_authorized_batch
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", counting)
+    base = context(roles=("reader",))
+    assert bundle_.evaluate("agent:r", "read", "db/x", base).allow
+    assert bundle_.evaluate("agent:r", "read", "db/x", dict(base)).allow
+    assert len(calls) == 1
+    variants = [("agent:s", "read", "db/x", base), ("agent:r", "write", "db/x", base),
+                ("agent:r", "read", "db/y", base), ("agent:r", "read", "db/x",
+                                                   {**base, "depth": 1}),
+                ("agent:r", "read", "db/x", {**base, "single_use": 1}),
+                ("agent:r", "read", "db/x", {**base, "meta": {"k": "v"}})]
+    for principal, action, resource, ctx in variants:
+        bundle_.evaluate(principal, action, resource, ctx)
+    assert len(calls) == 1 + len(variants)
+
+
+def test_int_keys_and_non_json_values_are_never_served_from_the_cache(
+        example: PolicyBundle) -> None:
+    bundle_ = PolicyBundle.load(EXAMPLES)
+    with_str_key = {**context(roles=("reader",)), "meta": {"1": "x"}}
+    with_int_key = {**context(roles=("reader",)), "meta": {1: "x"}}
+    bundle_.evaluate("agent:r", "read", "db/x", with_str_key)
+    refused = bundle_.evaluate("agent:r", "read", "db/x", with_int_key)
+    assert not refused.allow and refused.errors  # as without a cache: an int key is an error
+    with_set = {**context(roles=("reader",)), "meta": {"tags": {"a"}}}
+    assert bundle_.evaluate("agent:r", "read", "db/x", with_set) == \
+        PolicyBundle.load(EXAMPLES).evaluate("agent:r", "read", "db/x", with_set)
+
+
+def test_engine_failures_are_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle_ = PolicyBundle.load(EXAMPLES)
+    ctx = context(roles=("reader",))
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("engine down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cedarpy, "is_authorized_batch", broken)
+        assert not bundle_.evaluate("agent:r", "read", "db/x", ctx).allow
+    assert bundle_.evaluate("agent:r", "read", "db/x", ctx).allow
+
+
+def test_decision_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("processors.policy.DECISION_CACHE_SIZE", 8)
+    bundle_ = PolicyBundle.load(EXAMPLES)
+    for i in range(30):
+        assert bundle_.evaluate("agent:r", "read", f"db/{i}", context(roles=("reader",))).allow
+    assert len(bundle_._decision_cache) == 8
