@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     kafka_client_id: str = "govledger"
     kafka_request_timeout_ms: int = Field(default=30_000, ge=6_000)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
-    kafka_linger_ms: int = Field(default=2, ge=0, le=1_000)
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1_000)
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=30_000)
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None

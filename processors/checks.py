@@ -142,6 +142,45 @@ def check_time(issued_at: datetime, not_before: datetime, not_after: datetime,
 def evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
                     roles: frozenset[str], depth: int) -> Verdict:
     """Every requested action must be permitted; no permit, a forbid or any error denies."""
+    return _evaluate_policy(policy, request, roles, depth)[0]
+
+
+@dataclass(slots=True)
+class PolicyMemo:
+    """:func:`evaluate_policy` remembered for one policy: the same inputs, the same verdict.
+
+    Cedar is deterministic: the same policy set and the same request give the same answer. The
+    key holds everything :func:`evaluate_policy` passes to the policy engine (signer, tenant,
+    actions, resource, environments, depth, roles, single_use, and the request context with
+    each value's type, so ``true`` and ``1`` differ); all are validated model fields of fixed
+    types. Only clean answers are remembered: a verdict that involved any policy error or
+    engine exception is recomputed next time. Bounded: the oldest entry goes first. Measured
+    ~250 us per Cedar evaluation versus ~5 us per hit (docs/performance.md).
+    """
+
+    policy: PolicyEngine
+    max_entries: int = 65_536
+    entries: dict[tuple[object, ...], Verdict] = field(default_factory=dict)
+
+    def verdict(self, request: AuthorizationRequested, roles: frozenset[str],
+                depth: int) -> Verdict:
+        key = (request.signer, request.tenant, request.scope.actions, request.scope.resource,
+               request.environments, depth, roles, request.single_use,
+               tuple((k, type(v), v) for k, v in request.context.items()))
+        found = self.entries.get(key)
+        if found is not None:
+            return found
+        verdict, clean = _evaluate_policy(self.policy, request, roles, depth)
+        if clean:
+            if len(self.entries) >= self.max_entries:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = verdict
+        return verdict
+
+
+def _evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
+                     roles: frozenset[str], depth: int) -> tuple[Verdict, bool]:
+    """The verdict, and whether it came without any policy error or engine exception."""
     context: dict[str, object] = {
         "tenant": request.tenant, "environments": list(request.environments),
         "depth": depth, "roles": sorted(roles), "single_use": request.single_use,
@@ -153,14 +192,14 @@ def evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
             result = policy.evaluate(request.signer, action, request.scope.resource, context)
             allow, ids, errors = result.allow, result.determining, result.errors
         except Exception as exc:  # any engine failure is a denial, never an escape
-            return Verdict.deny(Reason.POLICY_DENY, f"policy error: {type(exc).__name__}")
+            return Verdict.deny(Reason.POLICY_DENY, f"policy error: {type(exc).__name__}"), False
         if errors:
             return Verdict.deny(Reason.POLICY_DENY, f"policy error on {action}: {errors[0]}",
-                                tuple(ids))
+                                tuple(ids)), False
         if not allow:
-            return Verdict.deny(Reason.POLICY_DENY, f"{action} not permitted", tuple(ids))
+            return Verdict.deny(Reason.POLICY_DENY, f"{action} not permitted", tuple(ids)), True
         determining.extend(i for i in ids if i not in determining)
-    return Verdict(True, (), "", tuple(sorted(determining)))
+    return Verdict(True, (), "", tuple(sorted(determining))), True
 
 
 def _same_tenant_principal(keyring: KeyRing | None, identity: str, tenant: str) -> bool:
@@ -171,9 +210,12 @@ def _same_tenant_principal(keyring: KeyRing | None, identity: str, tenant: str) 
 
 
 def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
-                   policy: PolicyEngine, limiter: RateLimiter, now: datetime,
+                   policy: PolicyEngine | PolicyMemo, limiter: RateLimiter, now: datetime,
                    limits: Limits, keyring: KeyRing | None = None) -> Verdict:
-    """Run the request checks in their documented order; the first failure denies."""
+    """Run the request checks in their documented order; the first failure denies.
+
+    ``policy`` may be a :class:`PolicyMemo` over the policy engine: the same verdicts, sooner.
+    """
     request = verified.event
     if not isinstance(request, AuthorizationRequested):
         return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not a request")
@@ -196,8 +238,10 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
         return Verdict.deny(reason)
     if (reason := lineage.check_child(request, now, limits.max_depth)) is not None:
         return Verdict.deny(reason)
-    verdict = evaluate_policy(policy, request, verified.principal.roles,
-                              lineage.depth_of_child(request.lineage.parent))
+    depth = lineage.depth_of_child(request.lineage.parent)
+    roles = verified.principal.roles
+    verdict = (policy.verdict(request, roles, depth) if isinstance(policy, PolicyMemo)
+               else evaluate_policy(policy, request, roles, depth))
     if not verdict.allow:
         return verdict
     if not limiter.allow(request.signer, now.timestamp()):

@@ -50,6 +50,7 @@ from ledger.errors import Reason, Rejected
 from processors.checks import (
     Limits,
     PolicyEngine,
+    PolicyMemo,
     RateLimiter,
     ReplayMemory,
     Verdict,
@@ -130,6 +131,7 @@ class Engine:
         self.identity = authority_identity
         self.keyring = keyring
         self.policy = policy
+        self.policy_memo = PolicyMemo(policy)
         self.limiter = limiter
         self.limits = limits
         self.state = DecisionState()
@@ -237,8 +239,8 @@ class Engine:
     def _request(self, verified: VerifiedEvent, request: AuthorizationRequested,
                  now: datetime) -> Outcome:
         root = request.lineage.root or verified.event_id
-        verdict = decide_request(verified, self.state.lineage, self.state.replay, self.policy,
-                                 self.limiter, now, self.limits, self.keyring)
+        verdict = decide_request(verified, self.state.lineage, self.state.replay,
+                                 self.policy_memo, self.limiter, now, self.limits, self.keyring)
         if not verdict.allow:
             return self._deny(verified.event_id, request.tenant, root, verdict, now)
         artifact = Artifact(

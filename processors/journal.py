@@ -83,6 +83,12 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.conn.executescript(SCHEMA)
+            # Writes go through their own connection, so a worker can commit a batch on a
+            # writer thread while the event loop reads (recall, catch-up) on ``self.db``.
+            self._writer = sqlite3.connect(path, isolation_level=None,
+                                           check_same_thread=False)
+            self._writer.execute("PRAGMA synchronous=FULL")
+            self._writer.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as exc:
             raise Unavailable(f"processor journal {path}: {exc}") from exc
         self.path = path
@@ -104,7 +110,7 @@ class Journal:
                  None if outcome.allow is None else int(outcome.allow),
                  json.dumps([r.value for r in outcome.reasons]))
                 for stream, arrival, raw, outcome in batch if not outcome.replayed]
-        conn = self.db.conn
+        conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
@@ -133,7 +139,7 @@ class Journal:
             raise Unavailable(f"processor journal write failed: {exc}") from exc
 
     def _set_published(self, upto_seq: int) -> None:
-        self.db.conn.execute(
+        self._writer.execute(
             "INSERT INTO meta(key, value) VALUES ('published', ?) ON CONFLICT(key) DO "
             "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
 
@@ -145,7 +151,7 @@ class Journal:
     def reset_offsets(self, topics: Iterable[str]) -> None:
         """Forget the offsets of ``topics`` (after the broker lost them)."""
         names = list(topics)
-        self.db.conn.executemany("DELETE FROM offsets WHERE topic = ?", [(n,) for n in names])
+        self._writer.executemany("DELETE FROM offsets WHERE topic = ?", [(n,) for n in names])
 
     def published_seq(self) -> int:
         row = self.db.conn.execute("SELECT value FROM meta WHERE key='published'").fetchone()
@@ -177,6 +183,7 @@ class Journal:
         return int(self.db.conn.execute("SELECT count(*) FROM journal").fetchone()[0])
 
     def close(self) -> None:
+        self._writer.close()
         self.db.conn.close()
 
 

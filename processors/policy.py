@@ -53,7 +53,6 @@ MAX_FILES = 64             # PolicyPublished.files
 MAX_POLICIES = 256         # PolicyPublished.policy_ids
 MAX_FILE_NAME = 128
 ENTITY_CACHE_SIZE = 4096  # parsed entity sets kept per bundle (principal + resource pairs)
-DECISION_CACHE_SIZE = 65_536  # decisions kept per bundle, keyed on their exact inputs
 _SCALARS = frozenset({str, int, bool})
 
 
@@ -144,13 +143,8 @@ def _cedar_value(value: object, depth: int = 0) -> object:
 class PolicyBundle:
     """A loaded, validated, pre-parsed Cedar policy bundle.
 
-    Immutable apart from two bounded caches that only save time: parsed entity sets, and
-    decisions keyed on the exact inputs of :meth:`evaluate_actions` (Cedar is deterministic:
-    the same policy set, entities and request give the same answer, so a repeated
-    (principal, actions, resource, context) is answered without calling Cedar again; a new
-    bundle starts with empty caches). Only decisions Cedar actually returned are cached, never
-    an exception's denial. A race on a cache between threads can at worst raise inside
-    :meth:`evaluate_actions`, which is a denial.
+    Immutable apart from a cache of parsed entity sets, which only saves time: a race on it
+    between threads can at worst raise inside :meth:`evaluate_actions`, which is a denial.
     """
 
     def __init__(self, files: Mapping[str, str], policies: cedarpy.PolicySet,
@@ -163,7 +157,6 @@ class PolicyBundle:
         self._schema = schema
         self._ids = frozenset(policy_ids)
         self._entity_cache: dict[str, cedarpy.Entities] = {}
-        self._decision_cache: dict[str, tuple[PolicyDecision, ...]] = {}
         self.policy_ids = policy_ids
         self.digest = bundle_digest(files)
 
@@ -306,9 +299,6 @@ class PolicyBundle:
         """
         if not actions:
             return ()
-        key = _cache_key(principal, actions, resource, context, entities, principal_attrs)
-        if key is not None and (cached := self._decision_cache.get(key)) is not None:
-            return cached
         try:
             request, entities_json = self._request(principal, actions[0], resource, context,
                                                    entities, principal_attrs)
@@ -319,40 +309,7 @@ class PolicyBundle:
                 schema=self._schema if self.validate_requests else None)
             if len(results) != len(actions):
                 raise ValueError("cedarpy returned a wrong number of results")
-            decisions = tuple(self._decision(r) for r in results)
+            return tuple(self._decision(r) for r in results)
         except Exception as exc:  # any engine or input failure (Rejected included) denies
             denial = PolicyDecision(False, (), (f"policy engine: {type(exc).__name__}: {exc}",))
             return tuple(denial for _ in actions)
-        if key is not None:
-            if len(self._decision_cache) >= DECISION_CACHE_SIZE:
-                self._decision_cache.pop(next(iter(self._decision_cache)))
-            self._decision_cache[key] = decisions
-        return decisions
-
-
-def _cache_key(principal: str, actions: Sequence[str], resource: str,
-               context: Mapping[str, object], entities: Sequence[Mapping[str, object]],
-               principal_attrs: Mapping[str, object] | None) -> str | None:
-    """The exact inputs as one JSON text, or None when they are not plain JSON with string
-    keys (a set, a float, an int key that JSON would turn into a string): those are decided
-    without the cache, so two inputs share a key only if they are the same JSON. JSON keeps
-    ``true`` apart from ``1`` and a missing ``principal_attrs`` (null) apart from an empty one.
-    """
-    parts = [principal, list(actions), resource, context, list(entities), principal_attrs]
-    if not _plain(parts):
-        return None
-    return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _plain(value: object, depth: int = 0) -> bool:
-    """True for str, int, bool, None, and lists, tuples and string-keyed mappings of them."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    if depth > 10:
-        return False
-    if isinstance(value, list | tuple):
-        return all(_plain(item, depth + 1) for item in value)
-    if isinstance(value, Mapping):
-        return all(type(key) is str and _plain(item, depth + 1) for key, item in value.items())
-    return False

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import io
 import json
 import os
@@ -216,6 +217,7 @@ def worker_main(argv: list[str]) -> None:
             worker = build_worker(settings, args.bootstrap)
         await worker.start()
         print("READY", flush=True)
+        gc_pauses = _watch_gc()
         watcher = asyncio.create_task(_watch_assignment(worker, stop))
         cpu0 = time.process_time()
         if profile is not None:
@@ -240,9 +242,27 @@ def worker_main(argv: list[str]) -> None:
             s = worker.stats
             print("STATS " + json.dumps({"decided": s.decided, "granted": s.granted,
                                          "denied": s.denied, "batches": s.batches,
-                                         "cpu_s": time.process_time() - cpu0}), flush=True)
+                                         "cpu_s": time.process_time() - cpu0,
+                                         "gc_pauses": len(gc_pauses),
+                                         "gc_max_ms": max(gc_pauses, default=0.0),
+                                         "gc_total_ms": sum(gc_pauses)}), flush=True)
 
     asyncio.run(run())
+
+
+def _watch_gc() -> list[float]:
+    """Milliseconds of every garbage collection from now on (stop-the-world pauses)."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.perf_counter() - started[0]) * 1e3)
+
+    gc.callbacks.append(callback)
+    return pauses
 
 
 async def _watch_assignment(worker: DecisionWorker, stop: asyncio.Event) -> None:
@@ -271,7 +291,9 @@ class WorkerProcess:
             cmd.append("--group")
         if profile:
             cmd.append("--profile")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GOVLEDGER_")}
+        # Kafka client tuning (GOVLEDGER_KAFKA_*) reaches the worker, nothing else does.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("GOVLEDGER_") or k.startswith("GOVLEDGER_KAFKA_")}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=env, cwd=ROOT)
         return cls(proc)
@@ -325,6 +347,7 @@ class DecisionReader:
         self.settings, self.bootstrap = settings, bootstrap
         self.topic = Topics(settings.topic_prefix).decisions
         self.arrived: dict[bytes, tuple[int, bool]] = {}
+        self.created_ms: dict[bytes, int] = {}  # the decision record's timestamp (worker)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -353,6 +376,7 @@ class DecisionReader:
                 for record in records:
                     if record.key is not None and record.key not in self.arrived:
                         self.arrived[record.key] = (stamp, GRANT_MARK in (record.value or b""))
+                        self.created_ms[record.key] = record.timestamp
 
     async def wait_for(self, keys: Sequence[bytes], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -405,6 +429,7 @@ async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, by
     producer = make_producer(settings, bootstrap)
     await producer.start()
     sent: dict[bytes, int] = {}
+    wall: dict[bytes, float] = {}
     late = 0
     try:
         t0 = time.perf_counter()
@@ -416,6 +441,7 @@ async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, by
                 late += 1
             key = request_id.encode()
             sent[key] = time.perf_counter_ns()
+            wall[key] = time.time()
             await producer.send(topic, envelope, key=key)
         await producer.flush()
         offered = len(signed) / (time.perf_counter() - t0)
@@ -423,9 +449,13 @@ async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, by
         await producer.stop()
     await reader.wait_for(list(sent), 60)
     ms = [(reader.arrived[k][0] - t) / 1e6 for k, t in sent.items()]
+    # split at the decision record's timestamp (the worker's producer stamps it, ms
+    # resolution, same host clock): produce -> decided, decided -> consumed by the bench
+    to_decided = [reader.created_ms[k] - wall[k] * 1e3 for k in sent]
     return {"requests": len(ms), "offered_per_s": offered, "sent_late_over_5ms": late,
             "p50_ms": statistics.median(ms), "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99),
-            "max_ms": max(ms)}
+            "max_ms": max(ms), "to_decided_p50_ms": statistics.median(to_decided),
+            "to_decided_p99_ms": pct(to_decided, 99)}
 
 
 @contextlib.asynccontextmanager
@@ -525,7 +555,9 @@ def report(results: dict[str, Any]) -> Iterator[str]:
         for lat in run["latency"]:
             yield (f"(b) {lat['requests']} at {lat['offered_per_s']:.0f}/s: "
                    f"p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
-                   f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms")
+                   f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms; "
+                   f"produced -> decided p50 {lat['to_decided_p50_ms']:.0f} ms, "
+                   f"p99 {lat['to_decided_p99_ms']:.0f} ms")
         for i, stats in enumerate(run["worker_stats"]):
             shown = {k: v for k, v in stats.items() if not k.startswith("profile")}
             yield f"    worker {i}: {json.dumps(shown)}"

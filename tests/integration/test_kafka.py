@@ -16,6 +16,8 @@ from ledger.kafka import (
     TopicPartition,
     make_consumer,
     make_producer,
+    partition_for,
+    publish_keyed,
     read_highwaters,
     verify_offsets_not_rewound,
 )
@@ -85,6 +87,49 @@ def test_same_key_same_partition_in_order(broker: EmbeddedBroker, topics: Topics
     for key, values in by_key.items():
         expected = [v for k, v in messages if k == key]
         assert values == expected
+
+
+def test_publish_keyed_lands_where_send_would_in_order(broker: EmbeddedBroker, topics: Topics,
+                                                        kafka_settings: Settings) -> None:
+    """Batched publishing: every message on its key's default-partitioner partition, in
+    order per key, across two topics, including messages larger than one batch."""
+    keys = [f"root-{i}".encode() for i in range(16)]
+    big = b"x" * 40_000  # above the producer's 16 KiB batch size: its own batch
+    messages = [(topics.decisions if i % 3 else topics.verdicts, keys[i % 16],
+                 (big if i % 97 == 0 else b"") + f"{i}".encode()) for i in range(600)]
+
+    async def run() -> list[tuple[str, int, int, bytes, bytes]]:
+        producer = make_producer(kafka_settings, broker.bootstrap)
+        await producer.start()
+        try:
+            await publish_keyed(producer, messages[:300])
+            await publish_keyed(producer, messages[300:])
+        finally:
+            await producer.stop()
+        consumer = make_consumer(kafka_settings, broker.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign(partitions(topics.decisions) + partitions(topics.verdicts))
+            await consumer.seek_to_beginning()
+            got: list[tuple[str, int, int, bytes, bytes]] = []
+            for _ in range(100):
+                if len(got) >= len(messages):
+                    break
+                batches = await consumer.getmany(timeout_ms=200)
+                got += [(r.topic, r.partition, r.offset, r.key, r.value)
+                        for records in batches.values() for r in records]
+            return got
+        finally:
+            await consumer.stop()
+
+    records = asyncio.run(run())
+    assert len(records) == len(messages)
+    seen: dict[tuple[str, bytes], list[bytes]] = defaultdict(list)
+    for topic, partition, _, key, value in sorted(records, key=lambda r: r[:3]):
+        assert partition == partition_for(key, 4)
+        seen[(topic, key)].append(value)
+    for (topic, key), values in seen.items():
+        assert values == [v for t, k, v in messages if (t, k) == (topic, key)]
 
 
 def test_ensure_topics_is_idempotent_and_checks_partitions(broker: EmbeddedBroker) -> None:
