@@ -26,7 +26,6 @@ import gc
 import hashlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ log = logging.getLogger("govledger.processor")
 
 GROUP_ID = "govledger-processors"
 YIELD_EVERY = 64
-MAX_IN_FLIGHT = 3  # decided batches not yet published (journal commit + publish pending)
+MAX_IN_FLIGHT = 4  # decided batches waiting for the committer
 FREEZE_EVERY_S = 1.0
 INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 Handled = tuple[Stream, datetime, bytes, Outcome]
@@ -70,6 +69,15 @@ class WorkerStats:
     denied: int = 0
     last_batch_s: float = 0.0
     observers: list[Callable[[Outcome, float], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A decided batch waiting for the committer."""
+
+    records: Sequence[ConsumerRecord[bytes, bytes]]
+    handled: list[Handled]
+    started: float
 
 
 def _freeze_survivors() -> None:
@@ -190,13 +198,15 @@ class DecisionWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set. Raises Unavailable on broker or journal failure.
 
-        Pipelined: while batch N is being committed to the journal (on the writer thread)
-        and published, batch N+1 is already being decided. Commits happen in batch order and
-        batch N+1 is published only after batch N (per-partition order is kept); at most
-        ``MAX_IN_FLIGHT`` batches are past deciding and not yet published.
+        Pipelined: one committer task journals (on the writer thread), publishes and commits
+        the decided batches strictly one after the other, while this loop already decides
+        the next ones; at most ``MAX_IN_FLIGHT`` decided batches wait for it. If a batch
+        fails, the committer stops there, so no later batch is journaled (its offsets would
+        skip the failed one) or published, and the failure stops the worker.
         """
         assert self._consumer is not None, "start() first"
-        in_flight: deque[asyncio.Task[list[Outcome]]] = deque()
+        queue: asyncio.Queue[_Decided | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT)
+        committer = asyncio.create_task(self._commit_in_order(queue))
         next_freeze = time.monotonic() + FREEZE_EVERY_S
         try:
             while not stop.is_set():
@@ -205,27 +215,41 @@ class DecisionWorker:
                                                            max_records=self.max_batch)
                 except KafkaError as exc:
                     raise Unavailable(f"processor consume failed: {exc}") from exc
-                while in_flight and in_flight[0].done():
-                    in_flight.popleft().result()  # a failed batch stops the worker here
+                if committer.done():
+                    break  # failed: its exception is raised below
                 records = [r for part in batches.values() for r in part]
                 if not records:
                     continue
                 started = time.perf_counter()
                 handled = await self._decide(records)
-                before = in_flight[-1] if in_flight else None
-                in_flight.append(asyncio.create_task(
-                    self._finish(records, handled, started, before)))
-                while len(in_flight) >= MAX_IN_FLIGHT:
-                    await in_flight.popleft()
+                put = asyncio.ensure_future(queue.put(_Decided(records, handled, started)))
+                await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():
+                    put.cancel()
+                    break
                 if time.monotonic() >= next_freeze:
                     _freeze_survivors()
                     next_freeze = time.monotonic() + FREEZE_EVERY_S
         finally:
-            # Finish what was decided (or surface its failure) before the caller stops us.
-            results = await asyncio.gather(*in_flight, return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures and not isinstance(failures[0], asyncio.CancelledError):
-                raise failures[0]
+            # Finish what was decided (or surface the committer's failure) before stopping.
+            if not committer.done():
+                await queue.put(None)
+            await committer
+
+    async def _commit_in_order(self, queue: asyncio.Queue[_Decided | None]) -> None:
+        """Journal, publish and commit decided batches in order; whatever has queued up
+        meanwhile goes in one journal transaction and one publish (group commit)."""
+        done = False
+        while not done:
+            group = [await queue.get()]
+            while not queue.empty():
+                group.append(queue.get_nowait())
+            if group[-1] is None:
+                done = True
+            batches = [b for b in group if b is not None]
+            if batches:
+                await self._finish([r for b in batches for r in b.records],
+                                   [h for b in batches for h in b.handled], batches[0].started)
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -242,7 +266,7 @@ class DecisionWorker:
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outcome]:
         """Steps 1-6 of the module docstring for one batch, not pipelined."""
         started = time.perf_counter()
-        return await self._finish(records, await self._decide(records), started, None)
+        return await self._finish(records, await self._decide(records), started)
 
     async def _decide(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Handled]:
         """Steps 1-3: decide every record of the batch at one arrival time."""
@@ -259,15 +283,12 @@ class DecisionWorker:
         return handled
 
     async def _finish(self, records: Sequence[ConsumerRecord[bytes, bytes]],
-                      handled: list[Handled], started: float,
-                      before: asyncio.Task[list[Outcome]] | None) -> list[Outcome]:
-        """Steps 4-6: journal (on the writer thread), then, after the batch ``before`` is
-        published, publish and commit."""
+                      handled: list[Handled], started: float) -> list[Outcome]:
+        """Steps 4-6: journal (on the writer thread, so the event loop keeps running during
+        the fsync), publish, commit."""
         offsets = None if self.use_group else next_offsets(records)
         last = await asyncio.get_running_loop().run_in_executor(
             self._writer, self.journal.append, handled, offsets, self._published)
-        if before is not None:
-            await before
         await self._publish([o for *_, outcome in handled for o in outcome.outputs])
         self._published = max(last, self._published or 0)  # written with a later batch
         if self.use_group:
