@@ -60,6 +60,7 @@ MAX_ENVELOPE_BYTES: Final = MAX_PAYLOAD_BYTES * 4 // 3 + 1024
 TYPE_PREFIX: Final = "application/vnd.govledger."
 _TYPE_RE = re.compile(r"^application/vnd\.govledger\.([a-z-]+)\.v([0-9]+)\+json$")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_LONG_DIGITS = re.compile(rb"[0-9]{16}")
 
 PAYLOAD_TYPES: Final[dict[str, type[Event]]] = {
     f"{TYPE_PREFIX}{cls.SLUG}.v1+json": cls for cls in EVENT_TYPES
@@ -135,12 +136,14 @@ def _check_signable(payload: bytes) -> None:
 
     ``payload_bytes`` cannot produce invalid JSON, duplicate keys, non-finite numbers or lone
     surrogates (the UTF-8 encode raises); it writes ``\\u`` only to escape a control
-    character, and nesting is at most the number of brackets. So only the size needs a look
-    unless a ``\\u`` escape (a U+0000 must be refused) or deep nesting is possible: then the
+    character, nesting is at most the number of brackets, and an integer outside
+    +-(2**53-1) needs 16 digits in a row. So only the size needs a look unless a ``\\u``
+    escape (a U+0000 must be refused), deep nesting or a long digit run is possible: then the
     full strict parse decides.
     """
     if len(payload) > MAX_PAYLOAD_BYTES or b"\\u" in payload or (
-            payload.count(b"{") + payload.count(b"[") > DEFAULT_MAX_DEPTH):
+            payload.count(b"{") + payload.count(b"[") > DEFAULT_MAX_DEPTH) or (
+            _LONG_DIGITS.search(payload)):
         parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
 
 

@@ -198,3 +198,7 @@ def test_signing_refuses_what_verification_would_refuse() -> None:
     with pytest.raises(InvalidEvent) as info:
         sign_event(event, ALICE)
     assert info.value.reason is Reason.MALFORMED
+    unsafe = request().model_copy(update={"context": {"amount": 2**53}})  # beyond I-JSON
+    with pytest.raises(InvalidEvent) as info:
+        sign_event(unsafe, ALICE)
+    assert info.value.reason is Reason.MALFORMED

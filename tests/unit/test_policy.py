@@ -316,4 +316,3 @@ def test_without_request_validation_errors_still_deny(tmp_path: Path) -> None:
     bad_principal = loose.evaluate("agent:x", "read", "db/x", context(),
                                    principal_attrs={"tenant": 7, "roles": []})
     assert not bad_principal.allow and bad_principal.errors
-
