@@ -18,16 +18,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from ledger.core.envelope import (
     VerifiedEvent,
-    parse_envelope,
-    parse_payload,
+    event_id,
+    read_stored,
     sign_event,
     sign_event_with_id,
     verify_envelope,
+    verify_stored,
 )
 from ledger.core.events import (
     Artifact,
@@ -46,7 +47,7 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.core.keys import KeyRing, Signer
-from ledger.errors import Reason, Rejected
+from ledger.errors import Reason, Rejected, Unavailable
 from processors.checks import (
     Limits,
     PolicyEngine,
@@ -119,6 +120,11 @@ class DecisionState:
 
 
 Recall = Callable[[str], Outcome | None]
+# Inputs whose nonce the checks remember: a request on the request stream, an execution
+# request on the execution stream (anything else is denied before any check).
+_INPUTS = frozenset({Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS})
+_NONCE_BEARING = frozenset({(Stream.REQUESTS, AuthorizationRequested),
+                            (Stream.EXECUTIONS, ExecutionRequested)})
 
 
 class Engine:
@@ -187,36 +193,53 @@ class Engine:
         """Re-apply the *effects* of a journaled outcome (never re-decide it): stored outputs,
         nonces, grants, uses, revocations. Inputs must come in journal order.
 
-        Only what could *widen* authority is re-verified: a grant enters the lineage state only
-        if its authority signature verifies. Inputs, revocations and uses can only narrow it,
-        so they are parsed without a second signature check (they were verified on arrival).
+        Only what could *widen* authority is authenticated again: a grant enters the lineage
+        state only if the authority's signature on it verifies. Inputs, revocations and uses
+        can only narrow it, so they are read without a second verification (they were
+        verified on arrival). An input that failed verification then (its subject is the
+        hash of the raw bytes, not an event id) has no effect beyond its stored denial: its
+        nonce was never remembered, so it is not now either.
         """
         self.state.remember(outcome.subject, outcome)
         if outcome.allow is None and not outcome.outputs:
             return
-        event = _parse_trusted(raw)
-        if event is None:
-            return  # a rejected input has no effect beyond its stored denial
-        event_id = outcome.subject
-        if isinstance(event, AuthorizationRequested | ExecutionRequested):
-            self.state.replay.remember(event.signer, event.nonce, event_id,
-                                       max(event.issued_at, arrival) + self.limits.nonce_retention)
-        if isinstance(event, AuthorizationRevoked) and outcome.allow:
-            self.state.lineage.revoke(event.artifact_id, event_id)
+        if stream not in _INPUTS:  # the processor's own entry (a policy publication)
+            for output in outcome.outputs:
+                self._restore_output(output)
+            return
+        if hashlib.sha256(raw).hexdigest() == outcome.subject:
+            return  # rejected on arrival: no effect beyond its stored denial
+        stored = read_stored(raw)
+        if stored is None or event_id(stored.payload) != outcome.subject:
+            raise Unavailable(f"journal entry {outcome.subject[:16]} does not match its input")
+        fields, model = stored.fields, stored.model
+        try:
+            if (stream, model) in _NONCE_BEARING:
+                issued = _stored_time(fields["issued_at"])
+                self.state.replay.remember(str(fields["signer"]), str(fields["nonce"]),
+                                           outcome.subject,
+                                           max(issued, arrival) + self.limits.nonce_retention)
+            if stream is Stream.REVOCATIONS and model is AuthorizationRevoked and outcome.allow:
+                self.state.lineage.revoke(str(fields["artifact_id"]), outcome.subject)
+        except (KeyError, ValueError) as exc:  # verified on arrival: the journal was altered
+            raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt: {exc}") from exc
         for output in outcome.outputs:
             self._restore_output(output)
 
     def _restore_output(self, output: Output) -> None:
         if output.stream is Stream.DECISIONS and b"authorization-granted" in output.value:
-            mine = verify_envelope(output.value, self.keyring, None)
-            if isinstance(mine.event, AuthorizationGranted):
-                self.state.lineage.add_grant(mine.event_id, mine.event.artifact)
+            try:
+                grant, grant_id = verify_stored(output.value, self.keyring, self.identity)
+            except Rejected:
+                return  # not the authority's grant: it cannot widen anything
+            if isinstance(grant, AuthorizationGranted):
+                self.state.lineage.add_grant(grant_id, grant.artifact)
             return
         if output.stream is not Stream.VERDICTS:
             return
-        event = _parse_trusted(output.value)
-        if isinstance(event, ExecutionAllowed):
-            record = self.state.lineage.grants.get(event.artifact_id)
+        stored = read_stored(output.value)
+        if stored is not None and stored.model is ExecutionAllowed:
+            record = self.state.lineage.grants.get(str(stored.fields.get("artifact_id")))
             if record is not None:
                 record.uses += 1
 
@@ -313,13 +336,14 @@ class Engine:
         return Outcome(subject, (*denied.outputs, dead), allow=False, reasons=denied.reasons)
 
 
-def _parse_trusted(raw: bytes) -> Event | None:
-    """Parse an envelope already verified on arrival (journal restore); None if unparseable."""
-    try:
-        parsed = parse_envelope(raw)
-        return parse_payload(parsed.payload_type, parsed.payload)
-    except Rejected:
-        return None
+def _stored_time(value: object) -> datetime:
+    """A timestamp as the event model reads it (RFC 3339, UTC)."""
+    if not isinstance(value, str):
+        raise ValueError(f"time {value!r} is not a string")
+    parsed = datetime.fromisoformat(value)
+    if parsed.utcoffset() != timedelta(0):
+        raise ValueError(f"time {value!r} is not UTC")
+    return parsed.astimezone(UTC)
 
 
 def _nonce(prefix: str, subject: str) -> str:

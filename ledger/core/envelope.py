@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -248,3 +249,76 @@ def verify_envelope(data: bytes, keyring: KeyRing, now: datetime | None) -> Veri
                            f"key of tenant {principal.tenant}, event of {event.tenant}")
     return VerifiedEvent(event_id(parsed.payload), event.KIND, data, parsed.payload, event,
                          parsed.key_id, principal)
+
+
+# -- bytes this system stored itself ---------------------------------------------------------
+#
+# The processor journal holds inputs that passed the full verification above on arrival and
+# outputs the authority signed. Restoring from it should not pay for every encoding check
+# again (a restart would take longer than the decisions did), but it must not trust the file
+# blindly either. So: an input is only *read* (what it says can only narrow authority:
+# nonces, revocations, uses), and an output that could widen authority is authenticated by
+# its signature, which is what protects it from a modified journal.
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPayload:
+    """An envelope read without verification: its type, exact payload bytes and object."""
+
+    model: type[Event]
+    payload: bytes
+    fields: dict[str, object]
+
+
+def read_stored(data: bytes) -> StoredPayload | None:
+    """Read envelope bytes that were verified when they arrived; None if they do not even
+    decode. No signature, canonical-form or model check: never use on outside input."""
+    decoded = _decode_stored(data)
+    return None if decoded is None else decoded[1]
+
+
+def _decode_stored(data: bytes) -> tuple[dict[str, object], StoredPayload] | None:
+    try:
+        doc = json.loads(data)
+        model = PAYLOAD_TYPES[doc["payloadType"]]
+        payload = base64.b64decode(doc["payload"], validate=True)
+        fields = json.loads(payload)
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        return None
+    if not isinstance(fields, dict):
+        return None
+    return doc, StoredPayload(model, payload, fields)
+
+
+def verify_stored(data: bytes, keyring: KeyRing, signer: str) -> tuple[Event, str]:
+    """The event, and its id, in envelope bytes that ``signer`` signed and this system stored.
+
+    Checks what authenticates: a key of ``keyring`` whose identity is ``signer`` made the
+    Ed25519 signature over PAE of these exact payload bytes, and the payload is a valid
+    model claiming that signer. Skips the encoding checks of :func:`verify_envelope`, which
+    held when the bytes were signed and which a signature already pins. Raises Rejected.
+    """
+    decoded = _decode_stored(data)
+    if decoded is None:
+        raise InvalidEvent(Reason.MALFORMED, "stored envelope does not decode")
+    doc, stored = decoded
+    sigs = doc.get("signatures")
+    if not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
+        raise BadSignature(Reason.SIGNATURE_MISSING, "stored envelope has no single signature")
+    keyid, sig = sigs[0].get("keyid"), sigs[0].get("sig")
+    if not isinstance(keyid, str) or not isinstance(sig, str):
+        raise BadSignature(Reason.SIGNATURE_MISSING, "stored signature is not keyid and sig")
+    principal = keyring.get(keyid)
+    if principal.identity != signer:
+        raise BadSignature(Reason.IDENTITY_MISMATCH, f"stored envelope signed by "
+                                                     f"{principal.identity}, not {signer}")
+    message = pae(payload_type(stored.model.KIND), stored.payload)
+    if not verify_signature(principal.public_key, message, b64decode_strict(sig, "sig")):
+        raise BadSignature(Reason.SIGNATURE_INVALID, "stored signature does not verify")
+    try:
+        event = stored.model.model_validate_json(stored.payload)
+    except pydantic.ValidationError as exc:
+        raise InvalidEvent(Reason.MALFORMED, "stored payload is not a valid event") from exc
+    if event.signer != signer:
+        raise BadSignature(Reason.IDENTITY_MISMATCH, f"stored event claims {event.signer}")
+    return event, event_id(stored.payload)

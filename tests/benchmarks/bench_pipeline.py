@@ -45,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -229,7 +230,7 @@ def worker_main(argv: list[str]) -> None:
             if profile is not None:
                 profile.disable()
                 text = io.StringIO()
-                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(15)
+                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(40)
                 print("PROFILE " + json.dumps(_trim_profile(text.getvalue())), flush=True)
                 text = io.StringIO()
                 pstats.Stats(profile, stream=text).sort_stats("cumtime").print_stats(
@@ -244,11 +245,28 @@ def worker_main(argv: list[str]) -> None:
             print("STATS " + json.dumps({"decided": s.decided, "granted": s.granted,
                                          "denied": s.denied, "batches": s.batches,
                                          "cpu_s": time.process_time() - cpu0,
+                                         "cpu_s_by_thread": _thread_cpu(),
                                          "gc_pauses": len(gc_pauses),
                                          "gc_max_ms": max(gc_pauses, default=0.0),
                                          "gc_total_ms": sum(gc_pauses)}), flush=True)
 
     asyncio.run(run())
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process since it started,
+    by Python thread name (the journal writer thread is where the SQLite work goes)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(task.name), f"native-{task.name}")
+        out[name] = round(out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick, 2)
+    return out
 
 
 def _watch_gc() -> list[float]:

@@ -336,6 +336,73 @@ def test_restore_from_outcomes_reproduces_every_later_decision() -> None:
         (Reason.REPLAY,), (Reason.PARENT_REVOKED,), (Reason.ARTIFACT_CONSUMED,)]
 
 
+def restored(history: list[tuple[Stream, bytes, Outcome]]) -> Engine:
+    fresh = engine()
+    for stream, raw, out in history:
+        fresh.restore(stream, raw, T0, json_round_trip(out))
+    return fresh
+
+
+def test_restore_gives_no_effect_to_input_that_failed_verification() -> None:
+    """Bob's key signing a request that claims to be Alice's is refused on arrival, and its
+    nonce is never remembered; a restart must not remember it either, or Alice's own request
+    with that nonce would be refused as a REPLAY only because the processor restarted."""
+    live = engine()
+    forged = sign_event(request(nonce="nonce-stolen-0001"), BOB)
+    wrong_stream = sign_event(request(nonce="nonce-stream-0001"), ALICE)
+    history = [(Stream.REQUESTS, forged, live.handle(Stream.REQUESTS, forged, T0)),
+               (Stream.EXECUTIONS, wrong_stream,
+                live.handle(Stream.EXECUTIONS, wrong_stream, T0))]
+    assert [out.reasons for *_, out in history] == [(Reason.IDENTITY_MISMATCH,),
+                                                    (Reason.UNSUPPORTED_VERSION,)]
+    after_restart = restored(history)
+    for eng in (live, after_restart):
+        assert ask(eng, nonce="nonce-stolen-0001", resource="db/users/*").allow
+        assert ask(eng, nonce="nonce-stream-0001", resource="db/users/*").allow
+
+
+def test_restore_takes_grants_only_from_the_authority() -> None:
+    """A grant in the journal enters the lineage only under the authority's signature: one a
+    requester signed (valid signature, own identity) is ignored, so nothing can be delegated
+    from it after a restart."""
+    live = engine()
+    root = ask(live, resource="db/*")
+    granted = decision(root)
+    assert isinstance(granted, AuthorizationGranted)
+    fake = granted.model_copy(update={"signer": "agent:alice"})
+    forged = Outcome(root.subject, (root.outputs[0].__class__(
+        Stream.DECISIONS, root.outputs[0].key, sign_event(fake, ALICE)),), allow=True)
+    raw = sign_event(request(resource="db/*"), ALICE)
+    after_restart = restored([(Stream.REQUESTS, raw, forged)])
+    fake_id = verify_envelope(forged.outputs[0].value, ring(), T0).event_id
+    assert ask(after_restart, root=root.subject, parent=fake_id, nonce="nonce-child-0009",
+               resource="db/orders/*").reasons == (Reason.PARENT_UNKNOWN,)
+    real = restored([(Stream.REQUESTS, raw, root)])
+    assert ask(real, root=root.subject, parent=grant_of(root)[0], nonce="nonce-child-0009",
+               resource="db/orders/*").allow
+
+
+def test_restore_refuses_a_journal_entry_that_does_not_match_its_input() -> None:
+    from ledger.errors import Unavailable
+    live = engine()
+    raw = sign_event(request(), ALICE)
+    out = live.handle(Stream.REQUESTS, raw, T0)
+    other = sign_event(request(nonce="nonce-other-0001"), ALICE)
+    with pytest.raises(Unavailable, match="does not match its input"):
+        restored([(Stream.REQUESTS, other, out)])
+
+
+def test_restore_accepts_the_processors_own_policy_entry() -> None:
+    """The worker journals its PolicyPublished under a subject of its own (not an event id);
+    restoring it is not a mismatch."""
+    live = engine()
+    published = live.publish_policy(("p1",), {"p.cedar": "permit(principal, action, resource);"},
+                                    T0)
+    entry = Outcome(hashlib.sha256(b"policy-published\nx").hexdigest(), (published,))
+    fresh = restored([(Stream.DECISIONS, published.value, entry)])
+    assert fresh.state.decided[entry.subject] == entry
+
+
 def json_round_trip(outcome: Outcome) -> Outcome:
     """What the journal stores and gives back (bytes and enums through JSON)."""
     from processors.journal import _decode_outputs, _encode_outputs

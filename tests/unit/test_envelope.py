@@ -202,3 +202,31 @@ def test_signing_refuses_what_verification_would_refuse() -> None:
     with pytest.raises(InvalidEvent) as info:
         sign_event(unsafe, ALICE)
     assert info.value.reason is Reason.MALFORMED
+
+
+def test_verify_stored_authenticates_what_it_returns() -> None:
+    """The journal-restore path skips encoding checks but never the signature or signer."""
+    from ledger.core.envelope import read_stored, verify_stored
+    data = signed_request()
+    event, event_id = verify_stored(data, default_ring(), "agent:alice")
+    verified = verify_envelope(data, default_ring(), T0)
+    assert (event, event_id) == (verified.event, verified.event_id)
+    stored = read_stored(data)
+    assert stored is not None and stored.fields["nonce"] == verified.event.nonce
+
+    doc = json.loads(data)
+    payload = base64.b64decode(doc["payload"]).replace(b"db/orders/*", b"db/users/**")
+    tampered = json.dumps({**doc, "payload": base64.b64encode(payload).decode()}).encode()
+    with pytest.raises(BadSignature) as caught:
+        verify_stored(tampered, default_ring(), "agent:alice")
+    assert caught.value.reason is Reason.SIGNATURE_INVALID
+    with pytest.raises(BadSignature) as caught:
+        verify_stored(data, default_ring(), "govledger:authority")  # not the expected signer
+    assert caught.value.reason is Reason.IDENTITY_MISMATCH
+    with pytest.raises(BadSignature) as caught:
+        verify_stored(sign_event(request(), MALLORY), default_ring(), "agent:alice")
+    assert caught.value.reason is Reason.KEY_UNKNOWN
+    with pytest.raises(InvalidEvent):
+        verify_stored(b"not json", default_ring(), "agent:alice")
+    assert read_stored(b"not json") is None
+    assert read_stored(b'{"payloadType":"text/plain","payload":""}') is None
