@@ -56,6 +56,7 @@ GROUP_ID = "govledger-processors"
 YIELD_EVERY = 64
 MAX_IN_FLIGHT = 4  # decided batches waiting for the committer
 FREEZE_EVERY_S = 1.0
+FREEZE_EVERY_RESTORED = 10_000  # journal entries (restart: measured 356 vs 432 us/entry)
 INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 Handled = tuple[Stream, datetime, bytes, Outcome]
 
@@ -260,6 +261,8 @@ class DecisionWorker:
             if self.engine.state.decided.get(entry.outcome.subject) is None:
                 self.engine.restore(entry.stream, entry.raw, entry.arrival, entry.outcome)
                 count += 1
+                if count % FREEZE_EVERY_RESTORED == 0:
+                    _freeze_survivors()  # a long restore would otherwise re-walk all of it
             self._applied_seq = entry.seq
         return count
 

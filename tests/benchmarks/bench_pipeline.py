@@ -13,8 +13,9 @@ Measures, on one machine (see docs/performance.md for the figures and how to rea
     (decisions arrive in bursts, one per group commit, so no percentile window is used);
 (b) p50/p99 latency, request produced -> decision consumed, at a fixed offered load;
 (c) in-process costs, no Kafka: ``processors.checks.evaluate_policy`` with the example Cedar
-    bundle, ``Engine.handle`` per request, Ed25519 verify and sign alone, and a cProfile of
-    ``Engine.handle`` (top 10 functions by tottime);
+    bundle, ``Engine.handle`` per request, Ed25519 verify and sign alone, the journal, a
+    restart's restore per journal entry (``DecisionWorker.catch_up`` into a fresh engine),
+    and a cProfile of ``Engine.handle`` (top 10 functions by tottime);
 (d) the executor gate's offline check, ``ledger.artifact.check_artifact`` on a real grant.
 
 The worker runs in a SEPARATE PROCESS (``bench_pipeline.py worker ...``, this file): by
@@ -163,6 +164,13 @@ def micro(count: int, root: Path) -> dict[str, Any]:
     # mark_published: one small write transaction, as the worker does once per batch
     journal_commit_s = timed(lambda i: journal.mark_published(i + 1), 50)
     recall_miss_s = timed(lambda i: journal.recall(f"{i:064x}"), count)
+    # restart: a fresh engine restored from the journal, exactly as DecisionWorker.start does
+    restarted = DecisionWorker(settings, "unused:0", Topics(settings.topic_prefix),
+                               build_engine(settings, journal), journal)
+    started = time.perf_counter()
+    restored = restarted.catch_up()
+    restore_s = (time.perf_counter() - started) / max(restored, 1)
+    assert restored == count, (restored, count)
     journal.close()
 
     grant = outcomes[0].outputs[0].value
@@ -181,6 +189,7 @@ def micro(count: int, root: Path) -> dict[str, Any]:
             "journal_append_per_decision_us": journal_append_s * 1e6,
             "journal_mark_published_ms": journal_commit_s * 1e3,
             "journal_recall_miss_us": recall_miss_s * 1e6,
+            "journal_restore_per_entry_us": restore_s * 1e6,
             "check_artifact_us": gate_s * 1e6, "check_artifact_per_s": 1 / gate_s,
             "profile_top10_tottime": _trim_profile(text.getvalue())}
 
@@ -559,6 +568,8 @@ def report(results: dict[str, Any]) -> Iterator[str]:
         yield f"    journal append, 500-decision batches {per:8.0f} us per decision"
         yield f"    journal mark_published (1 write txn) {m['journal_mark_published_ms']:8.2f} ms"
         yield f"    journal recall (miss), 2 per request {m['journal_recall_miss_us']:8.0f} us"
+        yield (f"    restart: journal restore per entry   "
+               f"{m['journal_restore_per_entry_us']:8.0f} us")
         yield "    cProfile of Engine.handle, top 10 by tottime:"
         yield from ("      " + line for line in m["profile_top10_tottime"].splitlines())
         yield (f"(d) check_artifact (offline gate)       {m['check_artifact_us']:8.0f} us "
