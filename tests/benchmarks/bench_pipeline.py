@@ -89,13 +89,19 @@ def bench_settings(data_dir: Path) -> Settings:
                     kafka_session_timeout_ms=6_000)
 
 
+# --distinct-resources: every request names its own resource, so no two reach Cedar with
+# the same inputs and the engine's verdict memo never hits (the worst case for a decision).
+DISTINCT_RESOURCES = False
+
+
 def presign(count: int, tag: str) -> list[tuple[str, bytes]]:
     """``count`` signed, policy-valid requests from agent:alice: (request id, envelope)."""
     now = datetime.now(UTC)
     out = []
     for i in range(count):
+        resource = f"db/orders/{tag}-{i}/*" if DISTINCT_RESOURCES else "db/orders/*"
         envelope, request_id = sign_event_with_id(
-            request(nonce=f"bench-{tag}-{i:012d}", issued_at=now), ALICE)
+            request(nonce=f"bench-{tag}-{i:012d}", issued_at=now, resource=resource), ALICE)
         out.append((request_id, envelope))
     return out
 
@@ -176,11 +182,12 @@ def micro(count: int, root: Path) -> dict[str, Any]:
     grant = outcomes[0].outputs[0].value
     runner = next(p for p in engine.keyring.principals() if p.identity == "runner:1")
     now = datetime.now(UTC)  # inside the grant's window (it opened at presign time)
+    target = "db/orders/micro-0/42" if DISTINCT_RESOURCES else "db/orders/42"
     checked = check_artifact(grant, engine.keyring, now, runtime=runner, action="read",
-                             resource="db/orders/42", environment=ENV)
+                             resource=target, environment=ENV)
     assert checked.artifact.request_id == signed[0][0]
     gate_s = timed(lambda _: check_artifact(grant, engine.keyring, now, runtime=runner,
-                                            action="read", resource="db/orders/42",
+                                            action="read", resource=target,
                                             environment=ENV), count)
     return {"count": count, "policy_eval_cache_hit_us": policy_hit * 1e6,
             "policy_eval_cache_miss_us": policy_miss * 1e6,
@@ -555,6 +562,8 @@ async def pipeline(root: Path, workers: int, count: int, rates: list[float], lat
 def report(results: dict[str, Any]) -> Iterator[str]:
     yield (f"nproc {results['nproc']}, python {results['python']}, load average before "
            f"{results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}")
+    if results.get("distinct_resources"):
+        yield "every request names a resource of its own (no Cedar verdict reused)"
     m = results.get("micro")
     if m:
         yield f"(c) in-process, {m['count']} iterations"
@@ -618,10 +627,15 @@ def main(argv: list[str]) -> int:
                         help="worker process counts to run the pipeline with")
     parser.add_argument("--profile-worker", action="store_true",
                         help="cProfile the worker process(es) and print their top 15")
+    parser.add_argument("--distinct-resources", action="store_true",
+                        help="a resource of its own per request: no Cedar verdict is reused")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
+    global DISTINCT_RESOURCES
+    DISTINCT_RESOURCES = args.distinct_resources
     root = Path(tempfile.mkdtemp(prefix="govledger-bench-"))
     results: dict[str, Any] = {"nproc": os.cpu_count(), "python": sys.version.split()[0],
+                               "distinct_resources": DISTINCT_RESOURCES,
                                "loadavg_before": os.getloadavg()}
     try:
         if args.micro:
