@@ -219,19 +219,23 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     request = verified.event
     if not isinstance(request, AuthorizationRequested):
         return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not a request")
+    # A verified request spends its nonce whatever the verdict (the first request to use it
+    # keeps it), so the replay memory depends only on which requests arrived: a restart that
+    # restores it from the journal needs no verdict details to rebuild it exactly.
+    replayed = replay.is_replay(request.signer, request.nonce, verified.event_id, now)
+    replay.remember(request.signer, request.nonce, verified.event_id,
+                    max(request.issued_at, now) + limits.nonce_retention)
     if "requester" not in verified.principal.roles:
         return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
     try:
         normalise_resource(request.scope.resource)
     except Rejected as exc:
         return Verdict.deny(exc.reason, exc.detail)
-    if replay.is_replay(request.signer, request.nonce, verified.event_id, now):
+    if replayed:
         return Verdict.deny(Reason.REPLAY, "nonce already used by another request")
     if request.holder is not None and not _same_tenant_principal(keyring, request.holder,
                                                                  request.tenant):
         return Verdict.deny(Reason.IDENTITY_MISMATCH, "holder is not a principal of the tenant")
-    replay.remember(request.signer, request.nonce, verified.event_id,
-                    max(request.issued_at, now) + limits.nonce_retention)
     window = request.window
     if (reason := check_time(request.issued_at, window.not_before, window.not_after, now,
                              limits)) is not None:

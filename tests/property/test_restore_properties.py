@@ -1,0 +1,121 @@
+"""A processor restored from its journal decides exactly as the one that never stopped.
+
+Random histories of requests (valid, forged, from a principal without the requester role,
+on the wrong stream, with bad resources, reused nonces, children, holders), executions,
+revocations and poison go through one engine; a second engine is restored from the journal
+form of its outcomes; then random follow-ups must get byte-identical answers from both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.core.envelope import sign_event
+from ledger.core.events import AuthorizationRevoked, ExecutionRequested
+from ledger.core.keys import Signer
+from processors.engine import Engine, Outcome, Stream
+from tests.factories import ALICE, ENV, MALLORY, T0, request
+from tests.unit.test_engine import BOB, REVOKER, RUNNER, engine, grant_of, json_round_trip
+
+SIGNERS: dict[str, tuple[Signer, str]] = {
+    "alice": (ALICE, "agent:alice"),
+    "bob": (BOB, "agent:bob"),
+    "runner": (RUNNER, "runner:1"),           # no requester role
+    "forged": (BOB, "agent:alice"),           # bob's key, alice's name: refused on arrival
+    "unknown": (MALLORY, "agent:alice"),      # key not in the keyring
+    "revoker": (REVOKER, "ops:revoker"),
+}
+NONCES = [f"nonce-pool-{i:06d}" for i in range(2)]
+RESOURCES = ["db/*", "db/orders/*", "db/orders/1/*", "db/orders/../users/*"]
+
+op = st.one_of(
+    st.tuples(st.just("request"), st.sampled_from(["alice", "bob", "runner", "forged",
+                                                    "unknown"]),
+              st.sampled_from(NONCES), st.sampled_from(RESOURCES),
+              st.sampled_from([("read",), ("read", "write"), ("delete",)]),
+              st.one_of(st.none(), st.integers(0, 5)),
+              st.sampled_from([None, "agent:bob", "agent:nobody"]),
+              st.sampled_from([Stream.REQUESTS, Stream.REQUESTS, Stream.EXECUTIONS])),
+    st.tuples(st.just("execute"), st.integers(0, 5), st.sampled_from(NONCES),
+              st.sampled_from(["read", "write"]), st.sampled_from(["runner", "alice"])),
+    st.tuples(st.just("revoke"), st.integers(0, 5), st.sampled_from(["alice", "bob",
+                                                                     "revoker"]),
+              st.sampled_from(NONCES)),
+    st.tuples(st.just("poison"), st.binary(max_size=20)),
+)
+
+
+@dataclass
+class History:
+    """Turns abstract operations into signed inputs, using the live engine's grants."""
+
+    live: Engine
+    grants: list[tuple[str, str]] = field(default_factory=list)  # (root, artifact id)
+    journal: list[tuple[Stream, bytes, datetime, Outcome]] = field(default_factory=list)
+    count: int = 0
+
+    def message(self, operation: tuple[object, ...]) -> tuple[Stream, bytes]:
+        self.count += 1
+        now = self.now()
+        kind = operation[0]
+        if kind == "request":
+            _, who, nonce, resource, actions, parent, holder, stream = operation
+            key, name = SIGNERS[str(who)]
+            root = parent_id = None
+            if isinstance(parent, int) and self.grants:
+                root, parent_id = self.grants[parent % len(self.grants)]
+            event = request(signer=name, nonce=str(nonce), resource=str(resource),
+                            actions=actions, issued_at=now, root=root,  # type: ignore[arg-type]
+                            parent=parent_id, holder=holder)  # type: ignore[arg-type]
+            return stream, sign_event(event, key)  # type: ignore[return-value]
+        if kind in ("execute", "revoke") and self.grants:
+            root, artifact = self.grants[int(operation[1]) % len(self.grants)]  # type: ignore[call-overload]
+            if kind == "execute":
+                _, _, nonce, action, who = operation
+                key, name = SIGNERS[str(who)]
+                execution = ExecutionRequested(
+                    signer=name, tenant="acme", nonce=str(nonce), issued_at=now,
+                    artifact_id=artifact, root=root, action=str(action),
+                    resource="db/orders/1/x", environment=ENV)
+                return Stream.EXECUTIONS, sign_event(execution, key)
+            _, _, who, nonce = operation
+            key, name = SIGNERS[str(who)]
+            revocation = AuthorizationRevoked(signer=name, tenant="acme", nonce=str(nonce),
+                                              issued_at=now, artifact_id=artifact, root=root)
+            return Stream.REVOCATIONS, sign_event(revocation, key)
+        if kind == "poison":
+            return Stream.REQUESTS, bytes(operation[1]) or b"{}"  # type: ignore[call-overload]
+        return Stream.REQUESTS, b"nothing granted yet"
+
+    def run(self, operation: tuple[object, ...]) -> None:
+        stream, raw = self.message(operation)
+        outcome = self.live.handle(stream, raw, self.now())
+        self.journal.append((stream, raw, self.now(), outcome))
+        if outcome.allow and stream is Stream.REQUESTS and not outcome.replayed:
+            root = outcome.outputs[0].key.decode()
+            self.grants.append((root, grant_of(outcome)[0]))
+
+    def now(self) -> datetime:
+        return T0 + timedelta(seconds=self.count)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(past=st.lists(op, min_size=1, max_size=14), future=st.lists(op, min_size=1,
+                                                                   max_size=8))
+def test_a_restored_engine_decides_every_follow_up_as_the_live_one(
+        past: list[tuple[object, ...]], future: list[tuple[object, ...]]) -> None:
+    history = History(engine())
+    for operation in past:
+        history.run(operation)
+    restored = engine()
+    for stream, raw, arrival, outcome in history.journal:
+        restored.restore(stream, raw, arrival, json_round_trip(outcome))
+    for operation in future:
+        stream, raw = history.message(operation)
+        now = history.now()
+        a, b = history.live.handle(stream, raw, now), restored.handle(stream, raw, now)
+        assert (a.allow, a.reasons, a.outputs) == (b.allow, b.reasons, b.outputs), operation
