@@ -97,6 +97,24 @@ def b64decode_strict(text: str, what: str) -> bytes:
     return raw
 
 
+_B64_VALUE = {c: i for i, c in enumerate(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+
+
+def _plain_b64(text: bytes) -> bytes | None:
+    """:func:`b64decode_strict` for text already known to be ``[A-Za-z0-9+/]*={0,2}``;
+    None where it would raise (length, or non-zero bits under the padding)."""
+    if len(text) % 4:
+        return None
+    pad = len(text) - len(text.rstrip(b"="))
+    if pad and _B64_VALUE[text[-pad - 1]] & (0x0F if pad == 2 else 0x03):
+        return None
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        return None
+
+
 def payload_bytes(event: Event) -> bytes:
     """The one canonical payload encoding of ``event``."""
     return canonical_bytes_of_safe(event.model_dump(mode="json"))
@@ -172,11 +190,28 @@ class ParsedEnvelope:
     signature: bytes
 
 
+# The canonical one-signature envelope whose strings need no JSON escaping: exactly the bytes
+# ``_envelope_bytes`` writes for these fields, so a full match is already strictly parsed,
+# canonical and shaped right. Anything else (including every error) takes the full parse.
+_PLAIN_ENVELOPE = re.compile(
+    rb'\{"payload":"([A-Za-z0-9+/]*={0,2})","payloadType":"([A-Za-z0-9./+-]+)",'
+    rb'"signatures":\[\{"keyid":"([A-Za-z0-9._:-]+)","sig":"([A-Za-z0-9+/]+={0,2})"\}\]\}')
+
+
 def parse_envelope(data: bytes) -> ParsedEnvelope:
     """Step 1: parse an envelope strictly.
 
     Raises InvalidEvent, or BadSignature(SIGNATURE_MISSING).
     """
+    if len(data) <= MAX_ENVELOPE_BYTES and (plain := _PLAIN_ENVELOPE.fullmatch(data)):
+        kind = plain[2].decode("ascii")
+        payload, signature = _plain_b64(plain[1]), _plain_b64(plain[4])
+        if kind in PAYLOAD_TYPES and payload is not None and signature is not None:
+            return ParsedEnvelope(kind, payload, plain[3].decode("ascii"), signature)
+    return _parse_envelope_full(data)  # everything else, and every failure's exact reason
+
+
+def _parse_envelope_full(data: bytes) -> ParsedEnvelope:
     value = parse_strict(data, max_bytes=MAX_ENVELOPE_BYTES, max_depth=4)
     doc = as_object(value, "envelope")
     if set(doc) - {"payload", "payloadType", "signatures"}:

@@ -157,3 +157,84 @@ def test_decision_envelope_never_verifies_as_request(event: AuthorizationRequest
     request_env = json.loads(sign_event(event, ALICE))
     request_env["payloadType"] = payload_type("AuthorizationGranted")
     assert verifies(canonical_bytes(request_env)) is Reason.SIGNATURE_INVALID
+
+
+# -- the fast envelope parse agrees with the full one -----------------------------------------
+
+def _outcome_of(parse: object, data: bytes) -> object:
+    try:
+        return parse(data)  # type: ignore[operator]
+    except Rejected as exc:
+        return (type(exc).__name__, exc.reason)
+
+
+def request_for_fast_path() -> AuthorizationRequested:
+    return AuthorizationRequested(
+        signer="agent:alice", tenant="acme", nonce="nonce-fast-00001", issued_at=T0,
+        scope=Scope(actions=("read",), resource="db/orders/*"), environments=(ENV,),
+        window=Window(not_before=T0, not_after=T0 + timedelta(hours=1)),
+        lineage=LineageRef())
+
+
+b64ish = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=24)
+piece = st.one_of(b64ish, st.text(max_size=6))
+valid_b64 = st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode("ascii"))
+b64_field = st.one_of(valid_b64, valid_b64, piece)
+tricky = st.text(alphabet='ab0u:-.\\\\\\"/\x01\u00e9\ud800 ', min_size=1, max_size=8)
+# near misses: characters the fast path allows, plus the two that need JSON escaping
+near = st.text(alphabet='aB0+/=:.-\\"', min_size=1, max_size=6)
+keyid_field = st.one_of(st.text("abc123:.-", min_size=1, max_size=8), tricky, near, piece)
+kind_field = st.one_of(st.just(payload_type("AuthorizationRequested")),
+                       st.just(payload_type("AuthorizationDenied")), tricky, piece)
+
+
+def _envelope_text(body: str, kind: str, keyid: str, sig: str) -> bytes:
+    return (f'{{"payload":"{body}","payloadType":"{kind}",'
+            f'"signatures":[{{"keyid":"{keyid}","sig":"{sig}"}}]}}').encode("utf-8",
+                                                                           "surrogatepass")
+
+
+MUTATIONS = [lambda b: b, lambda b: b.replace(b'=="', b'="'),
+             lambda b: b.replace(b'"}]}', b'" }]}'), lambda b: b.replace(b'"sig":"', b'"sig":"A'),
+             lambda b: b + b" ", lambda b: b.replace(b'payload"', b'payloa\\u0064"')]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(
+    st.binary(max_size=40),
+    *[st.builds(_envelope_text, st.one_of(valid_b64, valid_b64, valid_b64, near, piece),
+                st.one_of(kind_field, near, st.just(payload_type("AuthorizationRequested"))),
+                st.one_of(keyid_field, near, near),
+                st.one_of(valid_b64, valid_b64, valid_b64, near, piece))] * 3,
+    st.builds(lambda mutate: mutate(sign_event(request_for_fast_path(), ALICE)),
+              st.sampled_from(MUTATIONS))))
+def test_fast_envelope_parse_agrees_with_the_full_parse(data: bytes) -> None:
+    """Every input: the same ParsedEnvelope, or the same error class and reason."""
+    from ledger.core.envelope import _parse_envelope_full, parse_envelope
+    assert _outcome_of(parse_envelope, data) == _outcome_of(_parse_envelope_full, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["payload", "payloadType", "keyid", "sig"]), value=near)
+def test_one_near_miss_field_is_parsed_as_the_full_parse_does(name: str, value: str) -> None:
+    """A well-formed envelope with one field swapped for a near miss (an escape, a quote, a
+    padding sign in the wrong place): the fast path must not accept what the full parse
+    reads differently."""
+    from ledger.core.envelope import _parse_envelope_full, parse_envelope
+    fields = {"payload": "AAAA", "payloadType": payload_type("AuthorizationRequested"),
+              "keyid": "k1", "sig": "AAAA", name: value}
+    data = _envelope_text(fields["payload"], fields["payloadType"], fields["keyid"],
+                          fields["sig"])
+    assert _outcome_of(parse_envelope, data) == _outcome_of(_parse_envelope_full, data)
+
+
+@SETTINGS
+@given(text=b64ish)
+def test_plain_base64_decoding_agrees_with_the_strict_decoder(text: str) -> None:
+    from ledger.core.envelope import _plain_b64, b64decode_strict
+    if not text.rstrip("=").count("=") and text.count("=") <= 2:  # the regex's shape
+        try:
+            expected: bytes | None = b64decode_strict(text, "x")
+        except Rejected:
+            expected = None
+        assert _plain_b64(text.encode("ascii")) == expected
