@@ -59,6 +59,13 @@ class Limits:
         replay is refused as EXPIRED by the time check, so no replay can slip through."""
         return self.max_request_age + 2 * self.max_clock_skew
 
+    def nonce_until(self, issued_at: datetime, now: datetime) -> datetime:
+        """When a nonce first used at ``now`` by an event issued at ``issued_at`` is free
+        again. An ``issued_at`` past the clock skew is refused (NOT_YET_VALID) at ``now``,
+        so it counts as ``now + max_clock_skew``: the same retention for every event that
+        can be accepted, and no overflow for a timestamp near the year 9999."""
+        return min(max(issued_at, now), now + self.max_clock_skew) + self.nonce_retention
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -113,10 +120,17 @@ class ReplayMemory:
         entry = self.seen.get((signer, nonce))
         return entry is not None and entry[0] != event_id and now < entry[1]
 
-    def remember(self, signer: str, nonce: str, event_id: str, until: datetime) -> None:
-        self.seen.setdefault((signer, nonce), (event_id, until))
-        if self._oldest is None or until < self._oldest:
-            self._oldest = until
+    def remember(self, signer: str, nonce: str, event_id: str, until: datetime,
+                 now: datetime) -> None:
+        """The first event to use a nonce keeps it until ``until``. Once that has passed (at
+        ``now``), the nonce is free: the next event to use it takes it, even if the expired
+        entry was not pruned yet (keeping the stale one would let a third use through)."""
+        key = (signer, nonce)
+        entry = self.seen.get(key)
+        if entry is None or entry[1] <= now:
+            self.seen[key] = (event_id, until)
+            if self._oldest is None or until < self._oldest:
+                self._oldest = until
 
     def prune(self, now: datetime) -> None:
         """Forget expired entries (amortized: only when the oldest one has expired)."""
@@ -224,7 +238,7 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     # restores it from the journal needs no verdict details to rebuild it exactly.
     replayed = replay.is_replay(request.signer, request.nonce, verified.event_id, now)
     replay.remember(request.signer, request.nonce, verified.event_id,
-                    max(request.issued_at, now) + limits.nonce_retention)
+                    limits.nonce_until(request.issued_at, now), now)
     if "requester" not in verified.principal.roles:
         return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
     try:
@@ -262,7 +276,7 @@ def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: Rep
     if replay.is_replay(execution.signer, execution.nonce, verified.event_id, now):
         return Verdict.deny(Reason.REPLAY, "nonce already used by another execution request")
     replay.remember(execution.signer, execution.nonce, verified.event_id,
-                    max(execution.issued_at, now) + limits.nonce_retention)
+                    limits.nonce_until(execution.issued_at, now), now)
     record = lineage.grants.get(execution.artifact_id)
     if record is None or record.artifact.lineage.root != execution.root:
         return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")

@@ -218,7 +218,7 @@ class Engine:
                 issued = _stored_time(fields["issued_at"])
                 self.state.replay.remember(str(fields["signer"]), str(fields["nonce"]),
                                            outcome.subject,
-                                           max(issued, arrival) + self.limits.nonce_retention)
+                                           self.limits.nonce_until(issued, arrival), arrival)
             if stream is Stream.REVOCATIONS and model is AuthorizationRevoked and outcome.allow:
                 self.state.lineage.revoke(str(fields["artifact_id"]), outcome.subject)
         except (KeyError, ValueError) as exc:  # verified on arrival: the journal was altered

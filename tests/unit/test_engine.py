@@ -403,6 +403,32 @@ def test_restore_accepts_the_processors_own_policy_entry() -> None:
     assert fresh.state.decided[entry.subject] == entry
 
 
+def test_a_nonce_free_again_after_expiry_is_taken_by_its_next_use() -> None:
+    """Alice's nonce expires; a new request takes it; a third request with it is a REPLAY,
+    both live (the stale entry was not pruned yet when the second one came) and after a
+    restart (the restored memory still held the expired entry)."""
+    nonce, later = "nonce-reused-0001", T0 + timedelta(minutes=10)
+    for restart in (False, True):
+        live = engine()
+        first = sign_event(request(nonce=nonce), ALICE)
+        history = [(Stream.REQUESTS, first, live.handle(Stream.REQUESTS, first, T0))]
+        eng = restored(history) if restart else live
+        second = ask(eng, now=later, nonce=nonce, issued_at=later, resource="db/users/*")
+        third = ask(eng, now=later, nonce=nonce, issued_at=later, resource="db/orders/9/*")
+        assert second.allow, (restart, second.reasons)
+        assert third.reasons == (Reason.REPLAY,), restart
+
+
+def test_a_timestamp_near_the_year_9999_is_a_denial_not_a_crash() -> None:
+    far = datetime(9999, 12, 31, 23, 58, tzinfo=T0.tzinfo)
+    eng = engine()
+    assert ask(eng, nonce="nonce-far-000001", issued_at=far,
+               ttl=timedelta(seconds=30)).reasons == (Reason.NOT_YET_VALID,)
+    runner = sign_event(request(signer="runner:1", nonce="nonce-far-000002", issued_at=far,
+                                ttl=timedelta(seconds=30)), RUNNER)
+    assert eng.handle(Stream.REQUESTS, runner, T0).reasons == (Reason.POLICY_DENY,)
+
+
 def json_round_trip(outcome: Outcome) -> Outcome:
     """What the journal stores and gives back (bytes and enums through JSON)."""
     from processors.journal import _decode_outputs, _encode_outputs
