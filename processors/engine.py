@@ -123,6 +123,9 @@ Recall = Callable[[str], Outcome | None]
 # Inputs whose nonce the checks remember: a request on the request stream, an execution
 # request on the execution stream (anything else is denied before any check).
 _INPUTS = frozenset({Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS})
+# Authority-signed outputs that change the lineage state when restored.
+_EFFECTS: frozenset[type[Event]] = frozenset({AuthorizationGranted, RevocationApplied,
+                                              ExecutionAllowed})
 _NONCE_BEARING = frozenset({(Stream.REQUESTS, AuthorizationRequested),
                             (Stream.EXECUTIONS, ExecutionRequested)})
 
@@ -193,55 +196,76 @@ class Engine:
         """Re-apply the *effects* of a journaled outcome (never re-decide it): stored outputs,
         nonces, grants, uses, revocations. Inputs must come in journal order.
 
-        Only what could *widen* authority is authenticated again: a grant enters the lineage
-        state only if the authority's signature on it verifies. Inputs, revocations and uses
-        can only narrow it, so they are read without a second verification (they were
-        verified on arrival). An input that failed verification then (its subject is the
-        hash of the raw bytes, not an event id) has no effect beyond its stored denial: its
-        nonce was never remembered, so it is not now either.
+        Every effect on the lineage (a grant, a revocation, a use) is taken from the output
+        the authority signed, and that signature is verified again, so the journal file alone
+        cannot add a grant or move a revocation or a use to another artifact. Nonces come
+        from the inputs, read without a second verification (they were verified on arrival):
+        an input refused then (its subject is the hash of the raw bytes, not an event id) has
+        no effect beyond its stored denial, exactly as in an uninterrupted run.
+
+        Raises Unavailable where the journal contradicts itself: an effect output that does
+        not verify, an input that does not match its entry, an allowed entry without its
+        signed effect, or an effect on an artifact that was never granted (a deleted or
+        altered entry). Whole entries deleted consistently are not detectable here.
         """
         self.state.remember(outcome.subject, outcome)
         if outcome.allow is None and not outcome.outputs:
             return
-        if stream not in _INPUTS:  # the processor's own entry (a policy publication)
-            for output in outcome.outputs:
-                self._restore_output(output)
-            return
-        if hashlib.sha256(raw).hexdigest() == outcome.subject:
-            return  # rejected on arrival: no effect beyond its stored denial
+        if stream in _INPUTS:
+            if hashlib.sha256(raw).hexdigest() == outcome.subject:
+                return  # refused on arrival: no effect beyond its stored denial
+            self._restore_nonce(stream, raw, arrival, outcome)
+        applied = [self._restore_output(output, outcome) for output in outcome.outputs]
+        if outcome.allow and stream in _INPUTS and not any(applied):
+            raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
+                              "signed grant, revocation or allowed execution")
+
+    def _restore_nonce(self, stream: Stream, raw: bytes, arrival: datetime,
+                       outcome: Outcome) -> None:
         stored = read_stored(raw)
         if stored is None or event_id(stored.payload) != outcome.subject:
             raise Unavailable(f"journal entry {outcome.subject[:16]} does not match its input")
-        fields, model = stored.fields, stored.model
+        if (stream, stored.model) not in _NONCE_BEARING:
+            return
+        fields = stored.fields
         try:
-            if (stream, model) in _NONCE_BEARING:
-                issued = _stored_time(fields["issued_at"])
-                self.state.replay.remember(str(fields["signer"]), str(fields["nonce"]),
-                                           outcome.subject,
-                                           self.limits.nonce_until(issued, arrival), arrival)
-            if stream is Stream.REVOCATIONS and model is AuthorizationRevoked and outcome.allow:
-                self.state.lineage.revoke(str(fields["artifact_id"]), outcome.subject)
+            issued = _stored_time(fields["issued_at"])
+            signer, nonce = fields["signer"], fields["nonce"]
         except (KeyError, ValueError) as exc:  # verified on arrival: the journal was altered
             raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt: {exc}") from exc
-        for output in outcome.outputs:
-            self._restore_output(output)
+        if not isinstance(signer, str) or not isinstance(nonce, str):
+            raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt")
+        self.state.replay.remember(signer, nonce, outcome.subject,
+                                   self.limits.nonce_until(issued, arrival), arrival)
 
-    def _restore_output(self, output: Output) -> None:
-        if output.stream is Stream.DECISIONS and b"authorization-granted" in output.value:
-            try:
-                grant, grant_id = verify_stored(output.value, self.keyring, self.identity)
-            except Rejected:
-                return  # not the authority's grant: it cannot widen anything
-            if isinstance(grant, AuthorizationGranted):
-                self.state.lineage.add_grant(grant_id, grant.artifact)
-            return
-        if output.stream is not Stream.VERDICTS:
-            return
+    def _restore_output(self, output: Output, outcome: Outcome) -> bool:
+        """Apply one journaled output's effect; True if it had one."""
         stored = read_stored(output.value)
-        if stored is not None and stored.model is ExecutionAllowed:
-            record = self.state.lineage.grants.get(str(stored.fields.get("artifact_id")))
-            if record is not None:
-                record.uses += 1
+        if stored is None or stored.model not in _EFFECTS:
+            return False  # a denial, a refusal, a policy publication, a dead letter
+        where = f"journal entry {outcome.subject[:16]}"
+        try:
+            event, signed_id = verify_stored(output.value, self.keyring, self.identity)
+        except Rejected as exc:
+            raise Unavailable(f"{where}: its {stored.model.KIND} does not verify under the "
+                              f"authority key: {exc}") from exc
+        lineage = self.state.lineage
+        if isinstance(event, AuthorizationGranted):
+            parent = event.artifact.lineage.parent
+            if parent is not None and parent not in lineage.grants:
+                raise Unavailable(f"{where}: grant under unknown parent {parent[:16]}")
+            lineage.add_grant(signed_id, event.artifact)
+        elif isinstance(event, RevocationApplied):
+            if event.artifact_id not in lineage.grants:
+                raise Unavailable(f"{where}: revokes unknown artifact {event.artifact_id[:16]}")
+            lineage.revoke(event.artifact_id, event.revocation_id)
+        elif isinstance(event, ExecutionAllowed):
+            record = lineage.grants.get(event.artifact_id)
+            if record is None:
+                raise Unavailable(f"{where}: execution of unknown artifact "
+                                  f"{event.artifact_id[:16]}")
+            record.uses += 1
+        return True
 
     # -- per kind --------------------------------------------------------------------------
 

@@ -29,24 +29,28 @@ SIGNERS: dict[str, tuple[Signer, str]] = {
     "unknown": (MALLORY, "agent:alice"),      # key not in the keyring
     "revoker": (REVOKER, "ops:revoker"),
 }
-NONCES = [f"nonce-pool-{i:06d}" for i in range(2)]
+NONCES = [f"nonce-pool-{i:06d}" for i in range(2)]  # few: requests collide (REPLAY)
+MANY_NONCES = [f"nonce-wide-{i:06d}" for i in range(12)]  # executions mostly do not
 RESOURCES = ["db/*", "db/orders/*", "db/orders/1/*", "db/orders/../users/*"]
 
-op = st.one_of(
-    st.tuples(st.just("request"), st.sampled_from(["alice", "bob", "runner", "forged",
-                                                    "unknown"]),
-              st.sampled_from(NONCES), st.sampled_from(RESOURCES),
-              st.sampled_from([("read",), ("read", "write"), ("delete",)]),
-              st.one_of(st.none(), st.integers(0, 5)),
-              st.sampled_from([None, "agent:bob", "agent:nobody"]),
-              st.sampled_from([Stream.REQUESTS, Stream.REQUESTS, Stream.EXECUTIONS])),
-    st.tuples(st.just("execute"), st.integers(0, 5), st.sampled_from(NONCES),
-              st.sampled_from(["read", "write"]), st.sampled_from(["runner", "alice"])),
-    st.tuples(st.just("revoke"), st.integers(0, 5), st.sampled_from(["alice", "bob",
-                                                                     "revoker"]),
-              st.sampled_from(NONCES)),
-    st.tuples(st.just("poison"), st.binary(max_size=20)),
-)
+request_op = st.tuples(
+    st.just("request"),
+    st.sampled_from(["alice", "alice", "alice", "bob", "runner", "forged", "unknown"]),
+    st.sampled_from(NONCES), st.sampled_from([*RESOURCES, "db/*", "db/orders/*"]),
+    st.sampled_from([("read",), ("read", "write"), ("delete",)]),
+    st.one_of(st.none(), st.integers(0, 5)),
+    st.sampled_from([None, None, None, "agent:bob", "agent:nobody"]),
+    st.sampled_from([Stream.REQUESTS] * 4 + [Stream.EXECUTIONS]), st.booleans())
+execute_op = st.tuples(st.just("execute"), st.integers(0, 5), st.sampled_from(MANY_NONCES),
+                       st.sampled_from(["read", "write"]), st.sampled_from(["runner", "alice"]))
+revoke_op = st.tuples(st.just("revoke"), st.integers(0, 5),
+                      st.sampled_from(["alice", "bob", "revoker"]), st.sampled_from(NONCES))
+op = st.one_of(request_op, request_op, request_op, execute_op, execute_op, revoke_op,
+               st.tuples(st.just("poison"), st.binary(max_size=20)),
+               st.tuples(st.just("wait"), st.integers(1, 10)))  # minutes: past nonce retention
+ops = st.lists(op, min_size=1, max_size=20)
+GOOD_ROOT = ("request", "alice", "nonce-root-000001", "db/*", ("read", "write"), None, None,
+             Stream.REQUESTS)  # + single_use: every history starts with one grant
 
 
 @dataclass
@@ -57,20 +61,22 @@ class History:
     grants: list[tuple[str, str]] = field(default_factory=list)  # (root, artifact id)
     journal: list[tuple[Stream, bytes, datetime, Outcome]] = field(default_factory=list)
     count: int = 0
+    waited: timedelta = timedelta(0)
 
     def message(self, operation: tuple[object, ...]) -> tuple[Stream, bytes]:
         self.count += 1
         now = self.now()
         kind = operation[0]
         if kind == "request":
-            _, who, nonce, resource, actions, parent, holder, stream = operation
+            _, who, nonce, resource, actions, parent, holder, stream, single = operation
             key, name = SIGNERS[str(who)]
             root = parent_id = None
             if isinstance(parent, int) and self.grants:
                 root, parent_id = self.grants[parent % len(self.grants)]
             event = request(signer=name, nonce=str(nonce), resource=str(resource),
                             actions=actions, issued_at=now, root=root,  # type: ignore[arg-type]
-                            parent=parent_id, holder=holder)  # type: ignore[arg-type]
+                            parent=parent_id, holder=holder,  # type: ignore[arg-type]
+                            single_use=bool(single))
             return stream, sign_event(event, key)  # type: ignore[return-value]
         if kind in ("execute", "revoke") and self.grants:
             root, artifact = self.grants[int(operation[1]) % len(self.grants)]  # type: ignore[call-overload]
@@ -87,6 +93,9 @@ class History:
             revocation = AuthorizationRevoked(signer=name, tenant="acme", nonce=str(nonce),
                                               issued_at=now, artifact_id=artifact, root=root)
             return Stream.REVOCATIONS, sign_event(revocation, key)
+        if kind == "wait":
+            self.waited += timedelta(minutes=int(operation[1]))  # type: ignore[call-overload]
+            return Stream.REQUESTS, b"a poison message after a pause"
         if kind == "poison":
             return Stream.REQUESTS, bytes(operation[1]) or b"{}"  # type: ignore[call-overload]
         return Stream.REQUESTS, b"nothing granted yet"
@@ -100,16 +109,16 @@ class History:
             self.grants.append((root, grant_of(outcome)[0]))
 
     def now(self) -> datetime:
-        return T0 + timedelta(seconds=self.count)
+        return T0 + self.waited + timedelta(seconds=self.count)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(past=st.lists(op, min_size=1, max_size=14), future=st.lists(op, min_size=1,
-                                                                   max_size=8))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(single_use=st.booleans(), past=ops, future=ops)
 def test_a_restored_engine_decides_every_follow_up_as_the_live_one(
-        past: list[tuple[object, ...]], future: list[tuple[object, ...]]) -> None:
+        single_use: bool, past: list[tuple[object, ...]],
+        future: list[tuple[object, ...]]) -> None:
     history = History(engine())
-    for operation in past:
+    for operation in [(*GOOD_ROOT, single_use), *past]:
         history.run(operation)
     restored = engine()
     for stream, raw, arrival, outcome in history.journal:

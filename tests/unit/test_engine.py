@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -361,25 +362,60 @@ def test_restore_gives_no_effect_to_input_that_failed_verification() -> None:
         assert ask(eng, nonce="nonce-stream-0001", resource="db/users/*").allow
 
 
-def test_restore_takes_grants_only_from_the_authority() -> None:
-    """A grant in the journal enters the lineage only under the authority's signature: one a
-    requester signed (valid signature, own identity) is ignored, so nothing can be delegated
-    from it after a restart."""
+def test_restore_refuses_a_grant_the_authority_did_not_sign() -> None:
+    """A grant in the journal enters the lineage only under the authority's signature; one
+    a requester signed (valid signature, own identity) stops the start, as does a grant whose
+    signature was damaged: dropping it would let its revocation miss its children."""
+    from ledger.errors import Unavailable
     live = engine()
     root = ask(live, resource="db/*")
     granted = decision(root)
     assert isinstance(granted, AuthorizationGranted)
-    fake = granted.model_copy(update={"signer": "agent:alice"})
-    forged = Outcome(root.subject, (root.outputs[0].__class__(
-        Stream.DECISIONS, root.outputs[0].key, sign_event(fake, ALICE)),), allow=True)
     raw = sign_event(request(resource="db/*"), ALICE)
-    after_restart = restored([(Stream.REQUESTS, raw, forged)])
-    fake_id = verify_envelope(forged.outputs[0].value, ring(), T0).event_id
-    assert ask(after_restart, root=root.subject, parent=fake_id, nonce="nonce-child-0009",
-               resource="db/orders/*").reasons == (Reason.PARENT_UNKNOWN,)
+    fake = granted.model_copy(update={"signer": "agent:alice"})
+    forged = replace(root, outputs=(replace(root.outputs[0], value=sign_event(fake, ALICE)),))
+    with pytest.raises(Unavailable, match="does not verify under the authority key"):
+        restored([(Stream.REQUESTS, raw, forged)])
+    doc = json.loads(root.outputs[0].value)
+    sig = bytearray(base64.b64decode(doc["signatures"][0]["sig"]))
+    sig[0] ^= 1
+    doc["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    damaged = replace(root, outputs=(replace(root.outputs[0], value=json.dumps(
+        doc, separators=(",", ":")).encode()),))
+    with pytest.raises(Unavailable, match="does not verify under the authority key"):
+        restored([(Stream.REQUESTS, raw, damaged)])
     real = restored([(Stream.REQUESTS, raw, root)])
     assert ask(real, root=root.subject, parent=grant_of(root)[0], nonce="nonce-child-0009",
                resource="db/orders/*").allow
+
+
+def test_restore_refuses_a_journal_that_contradicts_itself() -> None:
+    """An allowed entry without its signed effect, or an effect on an artifact the journal
+    never granted (a row removed), stops the start instead of restoring less."""
+    from ledger.errors import Unavailable
+    live = engine()
+    raw = sign_event(request(resource="db/*"), ALICE)
+    root = live.handle(Stream.REQUESTS, raw, T0)
+    r, root_id = root.subject, grant_of(root)[0]
+    exe_raw = sign_event(ExecutionRequested(
+        signer="runner:1", tenant="acme", nonce="exec-nonce-00001", issued_at=T0,
+        artifact_id=root_id, root=r, action="read", resource="db/x", environment=ENV), RUNNER)
+    exe = live.handle(Stream.EXECUTIONS, exe_raw, T0)
+    rev_raw = sign_event(AuthorizationRevoked(signer="agent:alice", tenant="acme",
+                                              nonce="revoke-nonce-0001", issued_at=T0,
+                                              artifact_id=root_id, root=r), ALICE)
+    rev = live.handle(Stream.REVOCATIONS, rev_raw, T0)
+    assert exe.allow and rev.allow
+    with pytest.raises(Unavailable, match="holds no signed grant"):
+        restored([(Stream.REQUESTS, raw, replace(root, outputs=()))])
+    with pytest.raises(Unavailable, match="execution of unknown artifact"):
+        restored([(Stream.EXECUTIONS, exe_raw, exe)])
+    with pytest.raises(Unavailable, match="revokes unknown artifact"):
+        restored([(Stream.REVOCATIONS, rev_raw, rev)])
+    whole = restored([(Stream.REQUESTS, raw, root), (Stream.EXECUTIONS, exe_raw, exe),
+                      (Stream.REVOCATIONS, rev_raw, rev)])
+    assert whole.state.lineage.grants[root_id].uses == 1
+    assert whole.state.lineage.is_revoked(root_id)
 
 
 def test_restore_refuses_a_journal_entry_that_does_not_match_its_input() -> None:
