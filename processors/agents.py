@@ -56,6 +56,7 @@ GROUP_ID = "govledger-processors"
 YIELD_EVERY = 64
 MAX_IN_FLIGHT = 4  # decided batches waiting for the committer
 FREEZE_EVERY_S = 1.0
+RESTORE_REPORT_S = 5.0
 FREEZE_EVERY_RESTORED = 10_000  # journal entries (restart: measured 356 vs 432 us/entry)
 INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 Handled = tuple[Stream, datetime, bytes, Outcome]
@@ -111,6 +112,7 @@ class DecisionWorker:
         self.use_group = use_group
         self.stats = WorkerStats()
         self._applied_seq = 0
+        self._restore_reported = time.monotonic()
         self._published: int | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -263,8 +265,19 @@ class DecisionWorker:
                 count += 1
                 if count % FREEZE_EVERY_RESTORED == 0:
                     _freeze_survivors()  # a long restore would otherwise re-walk all of it
+                    self._report_restore(count, entry.seq)
             self._applied_seq = entry.seq
         return count
+
+    def _report_restore(self, count: int, seq: int) -> None:
+        """Progress of a long restore (a journal of 1M decisions takes minutes), at most
+        every ``RESTORE_REPORT_S``."""
+        now = time.monotonic()
+        if now - self._restore_reported < RESTORE_REPORT_S:
+            return
+        self._restore_reported = now
+        log.info("restoring the processor journal: %d entries applied, at entry %d of %d",
+                 count, seq, self.journal.last_seq())
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outcome]:
         """Steps 1-6 of the module docstring for one batch, not pipelined."""

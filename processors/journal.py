@@ -153,6 +153,11 @@ class Journal:
         names = list(topics)
         self._writer.executemany("DELETE FROM offsets WHERE topic = ?", [(n,) for n in names])
 
+    def last_seq(self) -> int:
+        """The sequence number of the newest entry (0 for an empty journal)."""
+        return int(self.db.conn.execute("SELECT coalesce(max(seq), 0) FROM journal")
+                   .fetchone()[0])
+
     def published_seq(self) -> int:
         row = self.db.conn.execute("SELECT value FROM meta WHERE key='published'").fetchone()
         return 0 if row is None else int(row[0])

@@ -20,8 +20,9 @@ def test_append_recall_and_restore(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "processor.db")
     raws = [sign_event(request(nonce=f"nonce-{n:012d}"), ALICE) for n in range(5)] + [b"junk"]
     batch = [(Stream.REQUESTS, T0, raw, eng.handle(Stream.REQUESTS, raw, T0)) for raw in raws]
+    assert journal.last_seq() == 0
     last = journal.append(batch)
-    assert last == 6 == journal.count()
+    assert last == 6 == journal.count() == journal.last_seq()
     # Redelivered outcomes are not journaled twice.
     again = [(Stream.REQUESTS, T0, raw, eng.handle(Stream.REQUESTS, raw, T0)) for raw in raws]
     assert all(o.replayed for *_, o in again)
@@ -72,3 +73,25 @@ def test_unwritable_journal_is_unavailable(tmp_path: Path) -> None:
     path.mkdir()  # a directory where the file should be
     with pytest.raises(Unavailable):
         Journal(path)
+
+
+def test_a_long_restore_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Restoring a big journal takes minutes: the worker says how far it is."""
+    import processors.agents as agents
+    from ledger.config import Settings
+    from ledger.topics import Topics
+    monkeypatch.setattr(agents, "FREEZE_EVERY_RESTORED", 2)
+    monkeypatch.setattr(agents, "RESTORE_REPORT_S", 0.0)
+    eng = engine()
+    journal = Journal(tmp_path / "processor.db")
+    raws = [sign_event(request(nonce=f"nonce-{n:012d}"), ALICE) for n in range(5)]
+    journal.append([(Stream.REQUESTS, T0, raw, eng.handle(Stream.REQUESTS, raw, T0))
+                    for raw in raws])
+    worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal)
+    with caplog.at_level("INFO", logger="govledger.processor"):
+        assert worker.catch_up() == 5
+    progress = [r.getMessage() for r in caplog.records if "restoring" in r.getMessage()]
+    assert progress == ["restoring the processor journal: 2 entries applied, at entry 2 of 5",
+                        "restoring the processor journal: 4 entries applied, at entry 4 of 5"]
+    journal.close()
