@@ -186,7 +186,7 @@ class DecisionWorker:
         ids = tuple(policy.policy_ids) if isinstance(policy, PolicyBundle) else ()
         output = self.engine.publish_policy(ids, files, self.clock())
         self.journal.append([(Stream.DECISIONS, self.clock(), output.value,
-                              Outcome(subject, (output,)))])
+                              Outcome(subject, (output,)))], first_wins=True)
         log.info("policy %s journaled for publication", policy.digest)
 
     async def stop(self) -> None:

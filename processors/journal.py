@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,15 +95,21 @@ class Journal:
 
     def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]],
                offsets: Mapping[tuple[str, int], int] | None = None,
-               published: int | None = None) -> int:
-        """Write one batch in one transaction; outcomes already journaled are skipped.
-        ``offsets`` ((topic, partition) -> next offset to consume) and ``published`` (the
-        watermark of outputs the broker acknowledged since the last batch) go in the same
-        transaction, so a batch costs one fsync.
+               published: int | None = None, *, first_wins: bool = False) -> int:
+        """Write one batch in one transaction. ``offsets`` ((topic, partition) -> next offset
+        to consume) and ``published`` (the watermark of outputs the broker acknowledged since
+        the last batch) go in the same transaction, so a batch costs one fsync.
+
+        One decision per subject: an outcome whose subject is already journaled with the
+        same outputs is skipped; with *different* outputs (two workers of a group decided
+        the same input in a rebalance race), nothing of the batch is written and
+        Unavailable is raised, so the loser publishes nothing and, restarted, answers from
+        the journal. ``first_wins`` skips such a duplicate instead (for the processor's own
+        policy publication, where any one of them will do).
 
         Returns the journal's last sequence number after the batch (pass it to
         :meth:`mark_published` once the batch's outputs are acknowledged by the broker).
-        Raises Unavailable on any SQLite error.
+        Raises Unavailable on any SQLite error or a conflicting decision.
         """
         rows = [(stream.value, arrival.isoformat(), outcome.subject, raw,
                  _encode_outputs(outcome.outputs),
@@ -113,9 +119,12 @@ class Journal:
         conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")
+            before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO journal(stream, arrival, subject, input, outputs, allow,"
                 " reasons) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if conn.total_changes - before != len(rows) and not first_wins:
+                self._refuse_conflicts(rows)
             if offsets:
                 conn.executemany(
                     "INSERT INTO offsets(topic, partition, next_offset) VALUES (?, ?, ?) ON "
@@ -125,11 +134,29 @@ class Journal:
                 self._set_published(published)
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, Unavailable) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, Unavailable):
+                raise
             raise Unavailable(f"processor journal write failed: {exc}") from exc
         return int(last)
+
+    def _refuse_conflicts(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Raise Unavailable if a row's subject is journaled with other outputs (inside the
+        write transaction: the caller rolls back)."""
+        mine: dict[object, object] = {}
+        for row in rows:
+            if mine.setdefault(row[2], row[4]) != row[4]:
+                raise Unavailable(f"two decisions for {str(row[2])[:16]} in one batch")
+        for subject, outputs in mine.items():
+            stored = self._writer.execute("SELECT outputs FROM journal WHERE subject = ?",
+                                          (subject,)).fetchone()
+            if stored is not None and stored[0] != outputs:
+                raise Unavailable(
+                    f"{str(subject)[:16]} was already decided by another worker of the group "
+                    "(a rebalance race): nothing of this batch is journaled or published; "
+                    "restart this worker to answer it from the journal")
 
     def mark_published(self, upto_seq: int) -> None:
         """Every output up to ``upto_seq`` was acknowledged by the broker."""

@@ -95,3 +95,33 @@ def test_a_long_restore_reports_progress(tmp_path: Path, monkeypatch: pytest.Mon
     assert progress == ["restoring the processor journal: 2 entries applied, at entry 2 of 5",
                         "restoring the processor journal: 4 entries applied, at entry 4 of 5"]
     journal.close()
+
+
+def test_a_second_different_decision_for_a_subject_is_refused_whole(tmp_path: Path) -> None:
+    """Two workers of a group decided the same request (a rebalance race): the first to
+    journal wins; the loser's whole batch, offsets included, is refused with Unavailable, so
+    it publishes nothing and one request keeps one decision."""
+    from datetime import timedelta
+
+    from ledger.errors import Unavailable
+    journal = Journal(tmp_path / "processor.db")
+    raw = sign_event(request(nonce="nonce-race-000001"), ALICE)
+    other = sign_event(request(nonce="nonce-race-000002"), ALICE)
+    first = engine().handle(Stream.REQUESTS, raw, T0)
+    later = T0 + timedelta(seconds=1)
+    loser = engine()
+    second, fresh = loser.handle(Stream.REQUESTS, raw, later), loser.handle(
+        Stream.REQUESTS, other, later)
+    assert first.outputs != second.outputs  # signed at another time
+    journal.append([(Stream.REQUESTS, T0, raw, first)], {("gov.requests", 0): 1})
+    with pytest.raises(Unavailable, match="already decided by another worker"):
+        journal.append([(Stream.REQUESTS, later, other, fresh),
+                        (Stream.REQUESTS, later, raw, second)], {("gov.requests", 0): 3})
+    assert journal.count() == 1 and journal.offsets() == {("gov.requests", 0): 1}
+    recalled = journal.recall(first.subject)
+    assert recalled is not None and recalled.outputs == first.outputs
+    # the same outputs again are simply skipped; first_wins skips even different ones
+    assert journal.append([(Stream.REQUESTS, T0, raw, first)]) == 1
+    assert journal.append([(Stream.REQUESTS, later, raw, second)], first_wins=True) == 1
+    assert journal.count() == 1
+    journal.close()

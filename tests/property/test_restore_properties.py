@@ -103,7 +103,8 @@ class History:
     def run(self, operation: tuple[object, ...]) -> None:
         stream, raw = self.message(operation)
         outcome = self.live.handle(stream, raw, self.now())
-        self.journal.append((stream, raw, self.now(), outcome))
+        if not outcome.replayed:  # as processors.journal: a redelivery is not journaled again
+            self.journal.append((stream, raw, self.now(), outcome))
         if outcome.allow and stream is Stream.REQUESTS and not outcome.replayed:
             root = outcome.outputs[0].key.decode()
             self.grants.append((root, grant_of(outcome)[0]))
