@@ -245,7 +245,7 @@ class Engine:
             return False  # a denial, a refusal, a policy publication, a dead letter
         where = f"journal entry {outcome.subject[:16]}"
         try:
-            event, signed_id = verify_stored(output.value, self.keyring, self.identity)
+            event, signed_id = verify_stored(stored, self.keyring, self.identity)
         except Rejected as exc:
             raise Unavailable(f"{where}: its {stored.model.KIND} does not verify under the "
                               f"authority key: {exc}") from exc

@@ -298,21 +298,18 @@ def verify_envelope(data: bytes, keyring: KeyRing, now: datetime | None) -> Veri
 
 @dataclass(frozen=True, slots=True)
 class StoredPayload:
-    """An envelope read without verification: its type, exact payload bytes and object."""
+    """An envelope read without verification: its type, exact payload bytes and object, and
+    its signature entries as found."""
 
     model: type[Event]
     payload: bytes
     fields: dict[str, object]
+    signatures: object
 
 
 def read_stored(data: bytes) -> StoredPayload | None:
     """Read envelope bytes that were verified when they arrived; None if they do not even
     decode. No signature, canonical-form or model check: never use on outside input."""
-    decoded = _decode_stored(data)
-    return None if decoded is None else decoded[1]
-
-
-def _decode_stored(data: bytes) -> tuple[dict[str, object], StoredPayload] | None:
     try:
         doc = json.loads(data)
         model = PAYLOAD_TYPES[doc["payloadType"]]
@@ -322,22 +319,23 @@ def _decode_stored(data: bytes) -> tuple[dict[str, object], StoredPayload] | Non
         return None
     if not isinstance(fields, dict):
         return None
-    return doc, StoredPayload(model, payload, fields)
+    return StoredPayload(model, payload, fields, doc.get("signatures"))
 
 
-def verify_stored(data: bytes, keyring: KeyRing, signer: str) -> tuple[Event, str]:
-    """The event, and its id, in envelope bytes that ``signer`` signed and this system stored.
+def verify_stored(data: bytes | StoredPayload, keyring: KeyRing,
+                  signer: str) -> tuple[Event, str]:
+    """The event, and its id, in envelope bytes that ``signer`` signed and this system stored
+    (or in what :func:`read_stored` made of them).
 
     Checks what authenticates: a key of ``keyring`` whose identity is ``signer`` made the
     Ed25519 signature over PAE of these exact payload bytes, and the payload is a valid
     model claiming that signer. Skips the encoding checks of :func:`verify_envelope`, which
     held when the bytes were signed and which a signature already pins. Raises Rejected.
     """
-    decoded = _decode_stored(data)
-    if decoded is None:
+    stored = read_stored(data) if isinstance(data, bytes) else data
+    if stored is None:
         raise InvalidEvent(Reason.MALFORMED, "stored envelope does not decode")
-    doc, stored = decoded
-    sigs = doc.get("signatures")
+    sigs = stored.signatures
     if not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
         raise BadSignature(Reason.SIGNATURE_MISSING, "stored envelope has no single signature")
     keyid, sig = sigs[0].get("keyid"), sigs[0].get("sig")
