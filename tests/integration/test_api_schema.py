@@ -16,7 +16,6 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from ledger.api import make_api
@@ -42,21 +41,24 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSch
                                   schemathesis.GenerationMode.NEGATIVE])
 def test_every_response_conforms_to_the_openapi_document(
         api_schema: schemathesis.BaseSchema, mode: schemathesis.GenerationMode) -> None:
+    """Each operation gets its own ``MAX_EXAMPLES`` cases (one draw per operation over all
+    of them once left an operation unexercised by chance, about 1 run in 20)."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) == 12
     seen: set[str] = set()
+    for operation in operations:
+        if mode is schemathesis.GenerationMode.NEGATIVE and operation.label in NO_INPUT:
+            continue
 
-    @given(data=st.data())
-    @settings(max_examples=MAX_EXAMPLES * len(operations), deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    def check(data: st.DataObject) -> None:
-        operation = data.draw(st.sampled_from(operations))
-        case = data.draw(operation.as_strategy(generation_mode=mode))
-        case.call_and_validate(excluded_checks=[positive_data_acceptance])
-        seen.add(operation.label)
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+                  phases=[Phase.explicit, Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            seen.add(case.operation.label)
 
-    check()
+        check()
     labels = {operation.label for operation in operations}
     assert seen == (labels if mode is schemathesis.GenerationMode.POSITIVE
                     else labels - NO_INPUT)
