@@ -198,10 +198,11 @@ class Engine:
 
         Every effect on the lineage (a grant, a revocation, a use) is taken from the output
         the authority signed, and that signature is verified again, so the journal file alone
-        cannot add a grant or move a revocation or a use to another artifact. Nonces come
-        from the inputs, read without a second verification (they were verified on arrival):
-        an input refused then (its subject is the hash of the raw bytes, not an event id) has
-        no effect beyond its stored denial, exactly as in an uninterrupted run.
+        cannot add a grant or move a revocation or a use to another artifact. Nonces and the
+        rate limiter's tokens come from the inputs, read without a second verification (they
+        were verified on arrival): an input refused then (its subject is the hash of the raw
+        bytes, not an event id) has no effect beyond its stored denial, exactly as in an
+        uninterrupted run.
 
         Raises Unavailable where the journal contradicts itself: an effect output that does
         not verify, an input that does not match its entry, an allowed entry without its
@@ -237,6 +238,12 @@ class Engine:
             raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt")
         self.state.replay.remember(signer, nonce, outcome.subject,
                                    self.limits.nonce_until(issued, arrival), arrival)
+        if stored.model is AuthorizationRequested and (
+                outcome.allow or outcome.reasons == (Reason.RATE_LIMITED,)):
+            # This request reached the rate limiter (its last check): take the same token
+            # again, so the buckets are as the live run left them. (A grant that could not be
+            # built after the limiter passed it is a denial here: one token of difference.)
+            self.limiter.allow(signer, arrival.timestamp())
 
     def _restore_output(self, output: Output, outcome: Outcome) -> bool:
         """Apply one journaled output's effect; True if it had one."""

@@ -1,9 +1,10 @@
 """A processor restored from its journal decides exactly as the one that never stopped.
 
 Random histories of requests (valid, forged, from a principal without the requester role,
-on the wrong stream, with bad resources, reused nonces, children, holders), executions,
-revocations and poison go through one engine; a second engine is restored from the journal
-form of its outcomes; then random follow-ups must get byte-identical answers from both.
+on the wrong stream, with bad resources, reused nonces, children, holders, some rate limited:
+2 tokens, one more every 20 s), executions, revocations and poison go through one engine; a
+second engine is restored from the journal form of its outcomes; then random follow-ups must
+get byte-identical answers from both.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ledger.core.envelope import sign_event
 from ledger.core.events import AuthorizationRevoked, ExecutionRequested
 from ledger.core.keys import Signer
 from processors.engine import Engine, Outcome, Stream
+from processors.ratelimit import TokenBucketLimiter
 from tests.factories import ALICE, ENV, MALLORY, T0, request
 from tests.unit.test_engine import BOB, REVOKER, RUNNER, engine, grant_of, json_round_trip
 
@@ -118,10 +120,10 @@ class History:
 def test_a_restored_engine_decides_every_follow_up_as_the_live_one(
         single_use: bool, past: list[tuple[object, ...]],
         future: list[tuple[object, ...]]) -> None:
-    history = History(engine())
+    history = History(engine(limiter=TokenBucketLimiter(rate=0.05, burst=2)))  # type: ignore[arg-type]
     for operation in [(*GOOD_ROOT, single_use), *past]:
         history.run(operation)
-    restored = engine()
+    restored = engine(limiter=TokenBucketLimiter(rate=0.05, burst=2))  # type: ignore[arg-type]
     for stream, raw, arrival, outcome in history.journal:
         restored.restore(stream, raw, arrival, json_round_trip(outcome))
     for operation in future:

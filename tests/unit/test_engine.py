@@ -82,7 +82,8 @@ def permissive() -> TablePolicy:
 
 def engine(policy: TablePolicy | None = None, limiter: CountingLimiter | None = None) -> Engine:
     return Engine(authority=AUTHORITY, authority_identity=AUTH_ID, keyring=ring(),
-                  policy=policy or permissive(), limiter=limiter or CountingLimiter(),
+                  policy=policy or permissive(),
+                  limiter=limiter if limiter is not None else CountingLimiter(),
                   limits=Limits(max_depth=3))
 
 
@@ -463,6 +464,31 @@ def test_a_timestamp_near_the_year_9999_is_a_denial_not_a_crash() -> None:
     runner = sign_event(request(signer="runner:1", nonce="nonce-far-000002", issued_at=far,
                                 ttl=timedelta(seconds=30)), RUNNER)
     assert eng.handle(Stream.REQUESTS, runner, T0).reasons == (Reason.POLICY_DENY,)
+
+
+def test_restore_replays_the_rate_limiter() -> None:
+    """The buckets after a restart are those the live run left: a request that was rate
+    limited live is rate limited after a restart too (and one denied earlier in the checks
+    took no token)."""
+    from processors.ratelimit import TokenBucketLimiter
+
+    def limited() -> Engine:
+        return engine(limiter=TokenBucketLimiter(rate=0.01, burst=2))  # type: ignore[arg-type]
+    live = limited()
+    history = []
+    for n, resource in enumerate(["db/a/*", "db/../b/*", "db/c/*", "db/d/*"]):
+        raw = sign_event(request(nonce=f"nonce-limit-{n:06d}", resource=resource), ALICE)
+        history.append((Stream.REQUESTS, raw, live.handle(Stream.REQUESTS, raw, T0)))
+    assert [out.reasons for *_, out in history] == [
+        (), (Reason.SCOPE_WIDENING,), (), (Reason.RATE_LIMITED,)]
+    after = limited()
+    for stream, raw, out in history:
+        after.restore(stream, raw, T0, json_round_trip(out))
+    for eng in (live, after):
+        assert ask(eng, nonce="nonce-limit-000009", resource="db/e/*").reasons == (
+            Reason.RATE_LIMITED,)
+        assert ask(eng, nonce="nonce-limit-000010", resource="db/f/*",
+                   now=T0 + timedelta(seconds=100)).allow
 
 
 def json_round_trip(outcome: Outcome) -> Outcome:
