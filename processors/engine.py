@@ -215,14 +215,15 @@ class Engine:
         if stream in _INPUTS:
             if hashlib.sha256(raw).hexdigest() == outcome.subject:
                 return  # refused on arrival: no effect beyond its stored denial
-            self._restore_nonce(stream, raw, arrival, outcome)
+            self._restore_input(stream, raw, arrival, outcome)
         applied = [self._restore_output(output, outcome) for output in outcome.outputs]
         if outcome.allow and stream in _INPUTS and not any(applied):
             raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
                               "signed grant, revocation or allowed execution")
 
-    def _restore_nonce(self, stream: Stream, raw: bytes, arrival: datetime,
+    def _restore_input(self, stream: Stream, raw: bytes, arrival: datetime,
                        outcome: Outcome) -> None:
+        """What a verified input did to the replay memory and the rate limiter."""
         stored = read_stored(raw)
         if stored is None or event_id(stored.payload) != outcome.subject:
             raise Unavailable(f"journal entry {outcome.subject[:16]} does not match its input")
