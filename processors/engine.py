@@ -120,12 +120,13 @@ class DecisionState:
 
 
 Recall = Callable[[str], Outcome | None]
-# Inputs whose nonce the checks remember: a request on the request stream, an execution
-# request on the execution stream (anything else is denied before any check).
+# Streams whose journal entries are inputs (anything else is the processor's own entry).
 _INPUTS = frozenset({Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS})
 # Authority-signed outputs that change the lineage state when restored.
 _EFFECTS: frozenset[type[Event]] = frozenset({AuthorizationGranted, RevocationApplied,
                                               ExecutionAllowed})
+# Inputs whose nonce the checks remember: a request on the request stream, an execution
+# request on the execution stream (anything else is denied before any check).
 _NONCE_BEARING = frozenset({(Stream.REQUESTS, AuthorizationRequested),
                             (Stream.EXECUTIONS, ExecutionRequested)})
 

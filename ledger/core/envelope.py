@@ -291,9 +291,9 @@ def verify_envelope(data: bytes, keyring: KeyRing, now: datetime | None) -> Veri
 # The processor journal holds inputs that passed the full verification above on arrival and
 # outputs the authority signed. Restoring from it should not pay for every encoding check
 # again (a restart would take longer than the decisions did), but it must not trust the file
-# blindly either. So: an input is only *read* (what it says can only narrow authority:
-# nonces, revocations, uses), and an output that could widen authority is authenticated by
-# its signature, which is what protects it from a modified journal.
+# blindly either. So: an input is only *read* (its nonce and rate-limit token can only narrow
+# authority), and every output whose effect is restored (a grant, a revocation, a use) is
+# authenticated by its signature, which is what protects it from a modified journal.
 
 
 @dataclass(frozen=True, slots=True)
