@@ -118,7 +118,7 @@ class DecisionWorker:
         self._producer: AIOKafkaProducer | None = None
         self._stream_of = {topics.name(s.value): s for s in INPUT_STREAMS}
         self._topic_of = {s: topics.name(s.value) for s in Stream}
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +189,11 @@ class DecisionWorker:
                               Outcome(subject, (output,)))], first_wins=True)
         log.info("policy %s journaled for publication", policy.digest)
 
+    def _journal_thread(self) -> ThreadPoolExecutor:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        return self._writer
+
     async def stop(self) -> None:
         if self._published is not None:
             try:
@@ -197,6 +202,9 @@ class DecisionWorker:
                 log.warning("could not record the published watermark: %s", exc)
         await stop_quietly(self._consumer, self._producer)
         self._consumer = self._producer = None
+        if self._writer is not None:  # let a journal write in progress finish, off the loop
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(None, writer.shutdown)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set. Raises Unavailable on broker or journal failure.
@@ -304,7 +312,7 @@ class DecisionWorker:
         the fsync), publish, commit."""
         offsets = None if self.use_group else next_offsets(records)
         last = await asyncio.get_running_loop().run_in_executor(
-            self._writer, self.journal.append, handled, offsets, self._published)
+            self._journal_thread(), self.journal.append, handled, offsets, self._published)
         await self._publish([o for *_, outcome in handled for o in outcome.outputs])
         self._published = max(last, self._published or 0)  # written with a later batch
         if self.use_group:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ async def decide(settings: Settings, bootstrap: str, inputs: list[bytes],
     topics = Topics(settings.topic_prefix)
     worker = build_worker(settings, bootstrap)
     worker.clock = lambda: T0
+    journal_threads = {t for t in threading.enumerate() if t.name.startswith("journal")}
     await worker.start()
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -50,6 +52,8 @@ async def decide(settings: Settings, bootstrap: str, inputs: list[bytes],
         stop.set()
         await task
         await worker.stop()
+        left = {t for t in threading.enumerate() if t.name.startswith("journal")}
+        assert not left - journal_threads, "the worker's journal thread outlived stop()"
 
 
 def test_grant_denial_and_poison_then_restart_gives_same_bytes(
