@@ -88,7 +88,6 @@ def test_grant_denial_and_poison_then_restart_gives_same_bytes(
     assert sum(isinstance(event_of(raw), PolicyPublished) for raw in again) == 1
 
 
-
 async def read_all(bootstrap: str, topic: str, settle_s: float = 1.0
                    ) -> list[tuple[int, int, bytes]]:
     """Every (partition, offset, value) of ``topic`` until nothing new came for ``settle_s``."""
