@@ -4,7 +4,9 @@ The loop, per batch of records (``getmany``, partition order preserved):
 
 1. take the arrival time once for the batch (the processor's clock, never the client's);
 2. catch up with journal entries other workers wrote (shared ``processor.db``), so a partition
-   that moved here after a rebalance is decided with its full history;
+   that moved here after a rebalance is decided with its full history (in a group, the
+   lineage effects of trees on partitions this worker never owned wait until it gets one:
+   see :meth:`DecisionWorker.catch_up`);
 3. ``Engine.handle`` each record: pure, never raises ``Rejected``;
 4. write inputs and outcomes to the journal in one transaction (durable before anything is
    published or committed);
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from ledger.client import utc_now
@@ -41,6 +44,7 @@ from ledger.kafka import (
     make_consumer,
     make_producer,
     next_offsets,
+    partition_for,
     probe_highwaters,
     publish_keyed,
     stop_quietly,
@@ -119,6 +123,12 @@ class DecisionWorker:
         self._stream_of = {topics.name(s.value): s for s in INPUT_STREAMS}
         self._topic_of = {s: topics.name(s.value) for s in Stream}
         self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
+        # Group mode: input partitions whose trees' lineage effects are applied (None: all,
+        # as a single worker always does), the effects waiting by tree key (lineage root),
+        # and the partition count the keys map onto (known once the consumer has metadata).
+        self._loaded: set[int] | None = set() if use_group else None
+        self._deferred: dict[bytes, list[tuple[Stream, Outcome]]] = {}
+        self._tree_partitions: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -127,16 +137,24 @@ class DecisionWorker:
         everything past the watermark."""
         restored = self.catch_up()
         log.info("processor restored %d journal entries", restored)
-        # One worker owning every partition holds every journaled outcome in memory (unless
-        # the cache overflowed): its misses need no journal lookup.
+        # The worker holds every journaled outcome in memory (unless the cache overflowed):
+        # its misses need no journal lookup. A single worker owns every partition, so that
+        # stays true. In a group, catch_up before each batch makes it true again; an input
+        # another worker decides meanwhile (a rebalance race) meets the journal's refusal of
+        # a second decision (Journal.append), so none is ever published.
         state = self.engine.state
-        state.complete = not self.use_group and not state.evicted
+        state.complete = not state.evicted
         _freeze_survivors()
         self.journal_policy()
         self._producer = make_producer(self.settings, self.bootstrap)
         if self.use_group:
-            self._consumer = make_consumer(self.settings, self.bootstrap, *self._stream_of,
-                                           group_id=GROUP_ID, max_poll_records=self.max_batch)
+            # Range, not aiokafka's default round robin: partition p of every input topic
+            # goes to the same worker, so a tree's requests, revocations and executions are
+            # decided in one place (round robin splits them once a group has 3 workers).
+            self._consumer = make_consumer(
+                self.settings, self.bootstrap, *self._stream_of, group_id=GROUP_ID,
+                max_poll_records=self.max_batch,
+                partition_assignment_strategy=(RangePartitionAssignor,))
         else:
             self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None,
                                            max_poll_records=self.max_batch)
@@ -265,17 +283,83 @@ class DecisionWorker:
     # -- the batch -------------------------------------------------------------------------
 
     def catch_up(self) -> int:
-        """Apply journal entries written since we last looked (by us or by other workers)."""
+        """Apply journal entries written since we last looked (by us or by other workers).
+
+        Every entry's outcome, nonce and rate-limit token is restored at once: replay and
+        rate limits span partitions. In a group, the *lineage effects* of an allowed entry
+        (a grant, a revocation, a use: verifying them is most of a restore's cost) wait while
+        its tree's partition has never been assigned here; :meth:`_load_assigned` applies
+        them, in journal order, before this worker decides anything on that partition. A
+        partition once loaded stays loaded, so no tree is ever decided on stale state; a
+        tree never loaded here is unknown here, and what names it is refused (fail-closed).
+        """
         count = 0
         for entry in self.journal.entries(self._applied_seq):
-            if self.engine.state.decided.get(entry.outcome.subject) is None:
-                self.engine.restore(entry.stream, entry.raw, entry.arrival, entry.outcome)
+            outcome = entry.outcome
+            if self.engine.state.decided.get(outcome.subject) is None:
+                later = self._tree_to_defer(entry.stream, outcome)
+                self.engine.restore(entry.stream, entry.raw, entry.arrival, outcome,
+                                    effects=later is None)
+                if later is not None:
+                    self._deferred.setdefault(later, []).append((entry.stream, outcome))
                 count += 1
                 if count % FREEZE_EVERY_RESTORED == 0:
                     _freeze_survivors()  # a long restore would otherwise re-walk all of it
                     self._report_restore(count, entry.seq)
             self._applied_seq = entry.seq
         return count
+
+    def _tree_to_defer(self, stream: Stream, outcome: Outcome) -> bytes | None:
+        """The tree key whose partition is not loaded here, if ``outcome``'s lineage effects
+        should wait; None to apply them now."""
+        if self._loaded is None or outcome.allow is not True or stream not in INPUT_STREAMS:
+            return None
+        keys = {output.key for output in outcome.outputs}
+        if len(keys) != 1:
+            return None  # not one tree: apply at once (never the case for an allowed input)
+        key = keys.pop()
+        if (self._tree_partitions is not None
+                and partition_for(key, self._tree_partitions) in self._loaded):
+            return None
+        return key
+
+    def _load_assigned(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Before deciding ``records`` in a group: apply the waiting lineage effects of every
+        partition assigned here (or carrying these records) for the first time.
+
+        Trees map to partitions by their key as Kafka's default partitioner does, over the
+        input topics' common partition count; if the input topics differ in partition
+        count (or it is not known), every effect is applied, as without deferral.
+        """
+        if self._loaded is None:
+            return
+        assert self._consumer is not None
+        if self._tree_partitions is None:
+            counts = {len(self._consumer.partitions_for_topic(topic) or ())
+                      for topic in self._stream_of}
+            if len(counts) != 1 or 0 in counts:
+                log.warning("input topics differ in partition count (%s): every tree's "
+                            "state is kept by every worker", sorted(counts))
+                self._apply_deferred(lambda key: True)
+                self._loaded = None
+                return
+            self._tree_partitions = counts.pop()
+        assigned = {tp.partition for tp in self._consumer.assignment()
+                    if tp.topic in self._stream_of}
+        new = (assigned | {r.partition for r in records}) - self._loaded
+        if not new:
+            return
+        count = self._tree_partitions
+        self._apply_deferred(lambda key: partition_for(key, count) in new)
+        self._loaded |= new
+        log.info("input partitions %s assigned here: their trees' state is loaded", sorted(new))
+
+    def _apply_deferred(self, wanted: Callable[[bytes], bool]) -> None:
+        """Apply the waiting lineage effects of the trees ``wanted`` selects (each tree's in
+        journal order; trees are independent of each other)."""
+        for key in [key for key in self._deferred if wanted(key)]:
+            for stream, outcome in self._deferred.pop(key):
+                self.engine.restore_effects(stream, outcome)
 
     def _report_restore(self, count: int, seq: int) -> None:
         """Progress of a long restore (a journal of 1M decisions takes minutes), at most
@@ -296,6 +380,7 @@ class DecisionWorker:
         """Steps 1-3: decide every record of the batch at one arrival time."""
         now = self.clock()
         if self.use_group:
+            self._load_assigned(records)
             self.catch_up()  # other workers' entries (a single worker has them all)
         handled: list[Handled] = []
         for n, record in enumerate(records, 1):

@@ -98,9 +98,9 @@ class DecisionState:
     """Lineage, replay memory, and the outcomes already decided (a bounded cache: older
     outcomes are recalled from the processor journal through ``Engine.recall``).
 
-    ``complete`` is set by a worker that owns every partition once it has restored the whole
-    journal: ``decided`` then holds every outcome ever journaled, so a miss is definitive and
-    the journal is not asked. Evicting anything clears it for good.
+    ``complete`` is set by a worker once it has restored the whole journal: ``decided`` then
+    holds every outcome journaled (by a group's other workers: up to the last catch-up), so
+    a miss is not looked up in the journal. Evicting anything clears it for good.
     """
 
     lineage: LineageState = field(default_factory=LineageState)
@@ -193,7 +193,8 @@ class Engine:
         # PolicyPublished travels with the decisions it governs.
         return Output(Stream.DECISIONS, b"policy", sign_event(event, self.authority))
 
-    def restore(self, stream: Stream, raw: bytes, arrival: datetime, outcome: Outcome) -> None:
+    def restore(self, stream: Stream, raw: bytes, arrival: datetime, outcome: Outcome, *,
+                effects: bool = True) -> None:
         """Re-apply the *effects* of a journaled outcome (never re-decide it): stored outputs,
         nonces, grants, uses, revocations. Inputs must come in journal order.
 
@@ -209,6 +210,10 @@ class Engine:
         not verify, an input that does not match its entry, an allowed entry without its
         signed effect, or an effect on an artifact that was never granted (a deleted or
         altered entry). Whole entries deleted consistently are not detectable here.
+
+        ``effects=False`` restores everything but the lineage effects (the stored outcome,
+        the nonce, the rate-limit token); :meth:`restore_effects` applies them later. A worker
+        of a group uses this for trees it does not decide (processors/agents.py).
         """
         self.state.remember(outcome.subject, outcome)
         if outcome.allow is None and not outcome.outputs:
@@ -217,6 +222,12 @@ class Engine:
             if hashlib.sha256(raw).hexdigest() == outcome.subject:
                 return  # refused on arrival: no effect beyond its stored denial
             self._restore_input(stream, raw, arrival, outcome)
+        if effects:
+            self.restore_effects(stream, outcome)
+
+    def restore_effects(self, stream: Stream, outcome: Outcome) -> None:
+        """The lineage effects of a journaled outcome restored with ``effects=False``; call
+        in journal order within a lineage tree. Raises Unavailable as :meth:`restore`."""
         applied = [self._restore_output(output, outcome) for output in outcome.outputs]
         if outcome.allow and stream in _INPUTS and not any(applied):
             raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
