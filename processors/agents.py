@@ -294,9 +294,10 @@ class DecisionWorker:
         tree never loaded here is unknown here, and what names it is refused (fail-closed).
         """
         count = 0
-        for entry in self.journal.entries(self._applied_seq):
-            outcome = entry.outcome
-            if self.engine.state.decided.get(outcome.subject) is None:
+        decided = self.engine.state.decided
+        for seq, entry in self.journal.entries_unless(self._applied_seq, decided):
+            if entry is not None:
+                outcome = entry.outcome
                 later = self._tree_to_defer(entry.stream, outcome)
                 self.engine.restore(entry.stream, entry.raw, entry.arrival, outcome,
                                     effects=later is None)
@@ -305,8 +306,8 @@ class DecisionWorker:
                 count += 1
                 if count % FREEZE_EVERY_RESTORED == 0:
                     _freeze_survivors()  # a long restore would otherwise re-walk all of it
-                    self._report_restore(count, entry.seq)
-            self._applied_seq = entry.seq
+                    self._report_restore(count, seq)
+            self._applied_seq = seq
         return count
 
     def _tree_to_defer(self, stream: Stream, outcome: Outcome) -> bytes | None:

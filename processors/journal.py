@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -200,12 +200,24 @@ class Journal:
 
     def entries(self, since_seq: int = 0) -> Iterator[Entry]:
         """Every journaled input in order, for restoring the engine."""
+        for _, entry in self.entries_unless(since_seq, ()):
+            assert entry is not None
+            yield entry
+
+    def entries_unless(self, since_seq: int,
+                       known: Container[str]) -> Iterator[tuple[int, Entry | None]]:
+        """``(seq, entry)`` for every entry after ``since_seq`` in order; the entry is None
+        (not decoded) where its subject is in ``known``: a group's worker catching up skips
+        its own entries at the cost of a lookup."""
         cursor = self.db.conn.execute(
             "SELECT seq, stream, arrival, input, subject, outputs, allow, reasons FROM journal"
             " WHERE seq > ? ORDER BY seq", (since_seq,))
         for seq, stream, arrival, raw, subject, outputs, allow, reasons in cursor:
-            yield Entry(seq, Stream(stream), datetime.fromisoformat(arrival), raw,
-                        _outcome(subject, outputs, allow, reasons))
+            if subject in known:
+                yield seq, None
+                continue
+            yield seq, Entry(seq, Stream(stream), datetime.fromisoformat(arrival), raw,
+                             _outcome(subject, outputs, allow, reasons))
 
     def outputs_since(self, since_seq: int = 0) -> Iterator[Output]:
         for entry in self.entries(since_seq):
