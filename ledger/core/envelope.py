@@ -160,10 +160,16 @@ def _check_signable(payload: bytes) -> None:
     escape (a U+0000 must be refused), deep nesting or a long digit run is possible: then the
     full strict parse decides.
     """
-    if len(payload) > MAX_PAYLOAD_BYTES or b"\\u" in payload or (
-            payload.count(b"{") + payload.count(b"[") > DEFAULT_MAX_DEPTH) or (
-            _LONG_DIGITS.search(payload)):
+    if _strict_parse_could_refuse(payload):
         parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
+
+
+def _strict_parse_could_refuse(payload: bytes) -> bool:
+    """False only if :func:`parse_strict` accepts ``payload`` *provided* it is exactly what
+    :func:`payload_bytes` writes for some event (see :func:`_check_signable`)."""
+    return bool(len(payload) > MAX_PAYLOAD_BYTES or b"\\u" in payload or (
+        payload.count(b"{") + payload.count(b"[") > DEFAULT_MAX_DEPTH) or (
+        _LONG_DIGITS.search(payload)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +254,26 @@ def _parse_signature(kind: str, payload: bytes,
 
 
 def parse_payload(payload_type_: str, payload: bytes) -> Event:
-    """Steps 4-5: strict parse, model, canonical form. Raises InvalidEvent."""
-    parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
+    """Steps 4-5: strict parse, model, canonical form. Raises InvalidEvent.
+
+    Fast path: a payload that validates as the model and is byte for byte its canonical
+    encoding is what the strict parse accepts unless :func:`_strict_parse_could_refuse`
+    (the argument of :func:`_check_signable`), so the strict parse is skipped for it. Any
+    failure takes the full path, which gives the exact reason.
+    """
     model = PAYLOAD_TYPES[payload_type_]
+    if not _strict_parse_could_refuse(payload):
+        try:
+            event = model.model_validate_json(payload)
+            if payload_bytes(event) == payload:
+                return event
+        except ValueError:  # pydantic's ValidationError included: the full path says why
+            pass
+    return _parse_payload_full(model, payload)
+
+
+def _parse_payload_full(model: type[Event], payload: bytes) -> Event:
+    parse_strict(payload, max_bytes=MAX_PAYLOAD_BYTES)
     try:
         event = model.model_validate_json(payload)
     except pydantic.ValidationError as exc:

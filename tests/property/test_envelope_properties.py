@@ -238,3 +238,51 @@ def test_plain_base64_decoding_agrees_with_the_strict_decoder(text: str) -> None
         except Rejected:
             expected = None
         assert _plain_b64(text.encode("ascii")) == expected
+
+
+# -- the fast payload parse agrees with the full one ------------------------------------------
+
+SNIPPETS = [b'"nonce":"x",', b',"nonce":"nonce-fast-00001"', b"NaN", b"1e400", b"9007199254740993",
+            b"1.0", b" ", b"\\u0000", b"\\ud800", b"\\u0061", b"\xef\xbb\xbf", b"\xff", b"{", b"[",
+            b'"extra":1,', b"null", b"true", b'"', b"\\", b"\x00", b"[[[[[[[[[[[[[[[[[[[["]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(at=st.integers(min_value=0, max_value=10_000), cut=st.integers(0, 4),
+       snippet=st.sampled_from(SNIPPETS), kind=st.sampled_from(["AuthorizationRequested",
+                                                                "AuthorizationDenied"]))
+def test_fast_payload_parse_agrees_with_the_full_parse(at: int, cut: int, snippet: bytes,
+                                                       kind: str) -> None:
+    """A canonical request payload with a near miss spliced in (a duplicate key, NaN, a big
+    integer, an escape, a BOM, bad UTF-8, deep nesting...): the same event, or the same error
+    class and reason, with and without the fast path."""
+    from ledger.core.envelope import PAYLOAD_TYPES, _parse_payload_full, parse_payload
+    payload = payload_bytes(request_for_fast_path())
+    at %= len(payload) + 1
+    data = payload[:at] + snippet + payload[at + cut:]
+    kind_type = payload_type(kind)
+    fast = _outcome_of(lambda d: parse_payload(kind_type, d), data)
+    full = _outcome_of(lambda d: _parse_payload_full(PAYLOAD_TYPES[kind_type], d), data)
+    assert fast == full
+
+
+def test_the_fast_payload_parse_is_taken_and_the_full_one_still_refuses() -> None:
+    """The canonical payload parses to its event on both paths; a duplicate key that the
+    model alone would read (last one wins) is still MALFORMED on the fast path."""
+    from ledger.core.envelope import parse_payload
+    event = request_for_fast_path()
+    payload = payload_bytes(event)
+    kind = payload_type("AuthorizationRequested")
+    assert parse_payload(kind, payload) == event
+    duplicated = payload.replace(b'"nonce":', b'"nonce":"nonce-other-0001","nonce":', 1)
+    assert _outcome_of(lambda d: parse_payload(kind, d), duplicated) == (
+        "InvalidEvent", Reason.MALFORMED)
+    # Canonical, and valid for the model, yet refused by the strict parse: the fast path's
+    # screen must send these to it.
+    for context in ({"n": 2**60}, {"s": "a\x00b"}):
+        fields = json.loads(payload)
+        fields["context"] = context
+        data = canonical_bytes_of_safe(fields)
+        assert payload_bytes(type(event).model_validate_json(data)) == data
+        assert _outcome_of(lambda d: parse_payload(kind, d), data) == (
+            "InvalidEvent", Reason.MALFORMED)
