@@ -24,6 +24,11 @@ worker owns every partition, offsets in its journal); ``--workers 1 2`` also run
 in one consumer group (``use_group=True``, shared journal) to see whether a second process
 helps on 2 cores. Every phase gets its own embedded broker and data directory, and stops them.
 
+``--stub-engine`` measures the floor: the workers answer every request with one grant signed
+once, so what remains is consume, journal (fsync), publish and commit, plus the broker and the
+load generator. Run (a) also reports the CPU each process used per decision meanwhile
+(workers, broker, and this process as the load generator), from /proc.
+
 The per-identity rate limit is raised for the benchmark (all requests come from one agent;
 with the default 100/s the run would measure RATE_LIMITED denials, which cost the same but
 are not what the target is about).
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import cProfile
 import gc
@@ -62,7 +68,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from ledger.artifact import check_artifact  # noqa: E402
 from ledger.broker import EmbeddedBroker  # noqa: E402
 from ledger.config import Settings  # noqa: E402
-from ledger.core.envelope import pae, parse_envelope, sign_event_with_id  # noqa: E402
+from ledger.core.envelope import (  # noqa: E402
+    event_id,
+    pae,
+    parse_envelope,
+    sign_event_with_id,
+)
 from ledger.core.keys import verify_signature  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
 from ledger.kafka import make_consumer, make_producer, read_highwaters  # noqa: E402
@@ -70,7 +81,7 @@ from ledger.topics import Topics, ensure_topics  # noqa: E402
 from processors.agents import DecisionWorker  # noqa: E402
 from processors.app import build_engine, build_worker  # noqa: E402
 from processors.checks import evaluate_policy  # noqa: E402
-from processors.engine import Stream  # noqa: E402
+from processors.engine import Outcome, Output, Stream  # noqa: E402
 from processors.journal import Journal  # noqa: E402
 from processors.policy import PolicyBundle  # noqa: E402
 from tests.factories import ALICE, ENV, request  # noqa: E402
@@ -219,6 +230,8 @@ def worker_main(argv: list[str]) -> None:
     parser.add_argument("--group", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the whole worker; print the top 15 by tottime on exit")
+    parser.add_argument("--stub-engine", action="store_true",
+                        help="answer every input with one pre-signed grant (the floor)")
     args = parser.parse_args(argv)
     settings = bench_settings(args.data)
     profile = cProfile.Profile() if args.profile else None
@@ -234,6 +247,8 @@ def worker_main(argv: list[str]) -> None:
         else:
             worker = build_worker(settings, args.bootstrap)
         await worker.start()
+        if args.stub_engine:
+            _stub_engine(worker)
         print("READY", flush=True)
         gc_pauses = _watch_gc()
         watcher = asyncio.create_task(_watch_assignment(worker, stop))
@@ -267,6 +282,28 @@ def worker_main(argv: list[str]) -> None:
                                          "gc_total_ms": sum(gc_pauses)}), flush=True)
 
     asyncio.run(run())
+
+
+def _stub_engine(worker: DecisionWorker) -> None:
+    """``--stub-engine``: replace the decision with a stand-in that costs next to nothing (it
+    reads the request id and answers with one grant signed once), keeping everything around
+    it real: consume, journal (fsync), publish, commit. What is left is the floor that the
+    broker, the journal and the Kafka client set, whatever a decision costs."""
+    sample = worker.engine.handle(Stream.REQUESTS, presign(1, "stub")[0][1], datetime.now(UTC))
+    grant = sample.outputs[0].value
+
+    def handle(stream: Stream, raw: bytes, now: datetime) -> Outcome:
+        request_id = event_id(read_envelope_payload(raw))
+        outcome = Outcome(request_id, (Output(Stream.DECISIONS, request_id.encode(), grant),),
+                          allow=True)
+        worker.engine.state.remember(request_id, outcome)  # as the engine does: known here
+        return outcome
+
+    worker.engine.handle = handle  # type: ignore[method-assign]
+
+
+def read_envelope_payload(raw: bytes) -> bytes:
+    return base64.b64decode(json.loads(raw)["payload"])
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -319,13 +356,16 @@ class WorkerProcess:
     lines: list[str] = field(default_factory=list)
 
     @classmethod
-    def spawn(cls, data: Path, bootstrap: str, group: bool, profile: bool) -> WorkerProcess:
+    def spawn(cls, data: Path, bootstrap: str, group: bool, profile: bool,
+              stub: bool = False) -> WorkerProcess:
         cmd = [sys.executable, "-W", "default", str(Path(__file__).resolve()), "worker",
                "--data", str(data), "--bootstrap", bootstrap]
         if group:
             cmd.append("--group")
         if profile:
             cmd.append("--profile")
+        if stub:
+            cmd.append("--stub-engine")
         # Kafka client tuning (GOVLEDGER_KAFKA_*) reaches the worker, nothing else does.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("GOVLEDGER_") or k.startswith("GOVLEDGER_KAFKA_")}
@@ -431,10 +471,21 @@ class DecisionReader:
             await self._consumer.stop()
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def throughput(settings: Settings, bootstrap: str, signed: list[tuple[str, bytes]],
-                     reader: DecisionReader, timeout_s: float) -> dict[str, Any]:
+                     reader: DecisionReader, timeout_s: float,
+                     pids: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """(a) produce every request as fast as possible; all decisions / (last decision - first
-    produce)."""
+    produce). With ``pids`` (role -> process ids), also the CPU each role used per decision
+    meanwhile; the load generator is this process (producer and decision reader)."""
+    pids = pids or {}
+    cpu0 = {role: sum(map(_proc_cpu_s, ids)) for role, ids in pids.items()}
+    own0 = time.process_time()
     topic = Topics(settings.topic_prefix).requests
     producer = make_producer(settings, bootstrap, linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
@@ -452,8 +503,11 @@ async def throughput(settings: Settings, bootstrap: str, signed: list[tuple[str,
     n = len(stamps)
     overall = n / ((stamps[-1] - started) / 1e9)
     granted = sum(reader.arrived[k][1] for k in keys)
+    cpu_us = {role: (sum(map(_proc_cpu_s, ids)) - cpu0[role]) / n * 1e6
+              for role, ids in pids.items()}
+    cpu_us["load generator"] = (time.process_time() - own0) / n * 1e6
     return {"requests": n, "produce_s": produced_s, "decisions_per_s": overall,
-            "granted": granted}
+            "granted": granted, "cpu_us_per_decision": cpu_us}
 
 
 async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, bytes]],
@@ -493,7 +547,7 @@ async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, by
 
 
 @contextlib.asynccontextmanager
-async def stack(root: Path, workers: int, profile: bool = False) -> Any:
+async def stack(root: Path, workers: int, profile: bool = False, stub: bool = False) -> Any:
     """A fresh data dir, embedded broker, topics and ``workers`` worker processes."""
     make_data_dir(root)
     settings = bench_settings(root)
@@ -505,12 +559,12 @@ async def stack(root: Path, workers: int, profile: bool = False) -> Any:
                             settings.partitions, settings.replication_factor)
         group = workers > 1
         for _ in range(workers):
-            procs.append(WorkerProcess.spawn(root, broker.bootstrap, group, profile))
+            procs.append(WorkerProcess.spawn(root, broker.bootstrap, group, profile, stub))
         for proc in procs:
             await proc.read_until("READY", WORKER_READY_S)
         if group:
             await _wait_split(procs, settings)
-        yield settings, broker.bootstrap, procs
+        yield settings, broker, procs
     finally:
         for proc in procs:
             proc.stop()
@@ -534,10 +588,13 @@ async def _wait_split(procs: list[WorkerProcess], settings: Settings) -> None:
 
 
 async def pipeline(root: Path, workers: int, count: int, rates: list[float], latency_s: float,
-                   profile: bool = False) -> dict[str, Any]:
-    result: dict[str, Any] = {"workers": workers}
+                   profile: bool = False, stub: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {"workers": workers, "stub_engine": stub}
     started = time.perf_counter()
-    async with stack(root, workers, profile) as (settings, bootstrap, procs):
+    async with stack(root, workers, profile, stub) as (settings, broker, procs):
+        bootstrap = broker.bootstrap
+        pids = {"workers": [p.proc.pid for p in procs],
+                "broker": [broker.pid] if broker.pid is not None else []}
         result["startup_s"] = time.perf_counter() - started
         reader = DecisionReader(settings, bootstrap)
         await reader.start()
@@ -546,7 +603,7 @@ async def pipeline(root: Path, workers: int, count: int, rates: list[float], lat
             await throughput(settings, bootstrap, warm, reader, 60)
             result["throughput"] = await throughput(settings, bootstrap,
                                                     presign(count, f"tp{workers}"), reader,
-                                                    max(60.0, count / 100))
+                                                    max(60.0, count / 100), pids)
             result["latency"] = []
             for rate in rates if latency_s > 0 else ():
                 paced = presign(int(rate * latency_s), f"lat{workers}-{rate:.0f}")
@@ -585,11 +642,18 @@ def report(results: dict[str, Any]) -> Iterator[str]:
                f"({m['check_artifact_per_s']:,.0f}/s)")
     for run in results.get("pipeline", []):
         w = run["workers"]
-        yield f"pipeline, {w} worker process(es), startup {run['startup_s']:.1f} s"
+        stub = (", STUB ENGINE (the floor: no decision is made)" if run.get("stub_engine")
+                else "")
+        yield f"pipeline, {w} worker process(es){stub}, startup {run['startup_s']:.1f} s"
         tp = run["throughput"]
         yield (f"(a) {tp['requests']} requests: {tp['decisions_per_s']:,.0f} decisions/s "
                f"(first produce -> last decision), "
                f"produced in {tp['produce_s']:.2f} s, granted {tp['granted']}")
+        cpu = tp.get("cpu_us_per_decision", {})
+        if cpu:
+            yield ("    CPU per decision meanwhile: " + ", ".join(
+                f"{role} {us:.0f} us" for role, us in cpu.items())
+                + f"; total {sum(cpu.values()):.0f} us")
         for lat in run["latency"]:
             yield (f"(b) {lat['requests']} at {lat['offered_per_s']:.0f}/s: "
                    f"p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
@@ -629,6 +693,10 @@ def main(argv: list[str]) -> int:
                         help="cProfile the worker process(es) and print their top 15")
     parser.add_argument("--distinct-resources", action="store_true",
                         help="a resource of its own per request: no Cedar verdict is reused")
+    parser.add_argument("--stub-engine", action="store_true",
+                        help="the floor: the workers answer every request with one "
+                             "pre-signed grant instead of deciding (consume, journal, "
+                             "publish and commit stay real)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
     global DISTINCT_RESOURCES
@@ -644,7 +712,8 @@ def main(argv: list[str]) -> int:
         for workers in args.workers:
             lat_s = args.latency_s if workers == 1 or args.latency_2 else 0.0
             runs.append(asyncio.run(pipeline(root / f"w{workers}", workers, args.requests,
-                                             args.rate, lat_s, args.profile_worker)))
+                                             args.rate, lat_s, args.profile_worker,
+                                             args.stub_engine)))
         results["pipeline"] = runs
     finally:
         shutil.rmtree(root, ignore_errors=True)
