@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -124,4 +125,81 @@ def test_a_second_different_decision_for_a_subject_is_refused_whole(tmp_path: Pa
     assert journal.append([(Stream.REQUESTS, T0, raw, first)]) == 1
     assert journal.append([(Stream.REQUESTS, later, raw, second)], first_wins=True) == 1
     assert journal.count() == 1
+    journal.close()
+
+
+
+def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
+        tmp_path: Path) -> None:
+    """A worker of a group restores every entry's nonce at once but keeps the lineage effects
+    of trees on partitions it never owned waiting. Applied later, they give exactly the state
+    a full restore gives; until then, what names such a tree is refused (fail-closed)."""
+    from ledger.config import Settings
+    from ledger.errors import Reason
+    from ledger.kafka import partition_for
+    from ledger.topics import Topics
+    from processors.agents import DecisionWorker
+    from processors.engine import Outcome
+    from tests.unit.test_engine import ask, child, execute, revoke
+
+    live = engine()
+    rows: list[tuple[Stream, datetime, bytes, Outcome]] = []
+    decide = live.handle
+
+    def journaled(stream: Stream, raw: bytes, now: datetime) -> Outcome:
+        outcome = decide(stream, raw, now)
+        rows.append((stream, now, raw, outcome))
+        return outcome
+
+    live.handle = journaled  # type: ignore[method-assign]
+    x_root = ask(live, nonce="nonce-x-root-0001", resource="db/*")
+    x = x_root.subject
+    x_mid = child(live, x_root, x, "nonce-x-mid-00001", resource="db/*")
+    x_leaf = child(live, x_mid, x, "nonce-x-leaf-0001", resource="db/orders/*",
+                   single_use=True)
+    x_other = child(live, x_root, x, "nonce-x-oth-00001", resource="db/orders/*",
+                    single_use=True)
+    used = execute(live, x_other, x, "exec-x-other-0001")
+    cut = revoke(live, x_mid, x, ALICE, "agent:alice", "revoke-x-mid-0001")
+    y_root = ask(live, nonce="nonce-y-root-0002", resource="db/*")
+    assert all(o.allow for o in (x_root, x_mid, x_leaf, x_other, used, cut, y_root))
+    journal = Journal(tmp_path / "processor.db")
+    journal.append(rows)
+
+    def worker(group: bool) -> DecisionWorker:
+        return DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal,
+                              use_group=group)
+
+    full, grouped = worker(False), worker(True)
+    assert full.catch_up() == grouped.catch_up() == len(rows) == 7
+    assert grouped.engine.state.lineage.grants == {}  # every effect waits...
+    reused = ask(grouped.engine, nonce="nonce-y-root-0002", resource="db/orders/*")
+    assert reused.reasons == (Reason.REPLAY,)  # ...but every nonce is known
+
+    # Load the partition of tree x only (4 partitions, as a group would find them).
+    grouped._tree_partitions = 4
+    x_part = partition_for(x.encode(), 4)
+    grouped._apply_deferred(lambda key: partition_for(key, 4) == x_part)
+    assert partition_for(y_root.subject.encode(), 4) != x_part  # tree y stays waiting
+
+    def state(w: DecisionWorker) -> dict[str, object]:
+        return {aid: (r.artifact, r.uses, r.revoked_by)
+                for aid, r in w.engine.state.lineage.grants.items()
+                if r.artifact.lineage.root == x}
+
+    assert state(grouped) == state(full) and len(state(full)) >= 4
+    # The same follow-ups on tree x decide byte for byte alike.
+    for follow_up in (
+            lambda e: execute(e, x_leaf, x, "exec-x-leaf-00002"),   # revoked above the leaf
+            lambda e: execute(e, x_other, x, "exec-x-other-0002"),  # single use, used
+            lambda e: child(e, x_root, x, "nonce-x-new-00001", resource="db/orders/*"),
+            lambda e: child(e, x_leaf, x, "nonce-x-new-00002", resource="db/orders/*")):
+        a, b = follow_up(full.engine), follow_up(grouped.engine)
+        assert (a.outputs, a.reasons) == (b.outputs, b.reasons)
+    assert execute(full.engine, x_leaf, x, "exec-x-leaf-00003").reasons == (
+        Reason.ARTIFACT_REVOKED,)
+    # Tree y is unknown to the grouped worker: refused, never granted.
+    refused = child(grouped.engine, y_root, y_root.subject, "nonce-y-new-00001")
+    assert refused.reasons == (Reason.PARENT_UNKNOWN,)
+    assert child(full.engine, y_root, y_root.subject, "nonce-y-new-00001").allow
     journal.close()
