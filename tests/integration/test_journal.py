@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     from ledger.kafka import partition_for
     from ledger.topics import Topics
     from processors.agents import DecisionWorker
-    from processors.engine import Outcome
+    from processors.engine import Engine, Outcome
     from tests.unit.test_engine import ask, child, execute, revoke
 
     live = engine()
@@ -189,11 +190,12 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
 
     assert state(grouped) == state(full) and len(state(full)) >= 4
     # The same follow-ups on tree x decide byte for byte alike.
-    for follow_up in (
+    follow_ups: list[Callable[[Engine], Outcome]] = [
             lambda e: execute(e, x_leaf, x, "exec-x-leaf-00002"),   # revoked above the leaf
             lambda e: execute(e, x_other, x, "exec-x-other-0002"),  # single use, used
             lambda e: child(e, x_root, x, "nonce-x-new-00001", resource="db/orders/*"),
-            lambda e: child(e, x_leaf, x, "nonce-x-new-00002", resource="db/orders/*")):
+            lambda e: child(e, x_leaf, x, "nonce-x-new-00002", resource="db/orders/*")]
+    for follow_up in follow_ups:
         a, b = follow_up(full.engine), follow_up(grouped.engine)
         assert (a.outputs, a.reasons) == (b.outputs, b.reasons)
     assert execute(full.engine, x_leaf, x, "exec-x-leaf-00003").reasons == (
