@@ -446,7 +446,7 @@ class DecisionReader:
         assert self._consumer is not None
         while True:
             batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
-            stamp = time.perf_counter_ns()
+            stamp = time.monotonic_ns()
             for records in batches.values():
                 for record in records:
                     if record.key is not None and record.key not in self.arrived:
@@ -490,11 +490,11 @@ async def throughput(settings: Settings, bootstrap: str, signed: list[tuple[str,
     producer = make_producer(settings, bootstrap, linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
     try:
-        started = time.perf_counter_ns()
+        started = time.monotonic_ns()
         for request_id, envelope in signed:
             await producer.send(topic, envelope, key=request_id.encode())
         await producer.flush()
-        produced_s = (time.perf_counter_ns() - started) / 1e9
+        produced_s = (time.monotonic_ns() - started) / 1e9
     finally:
         await producer.stop()
     keys = [rid.encode() for rid, _ in signed]
@@ -511,39 +511,76 @@ async def throughput(settings: Settings, bootstrap: str, signed: list[tuple[str,
 
 
 async def latency(settings: Settings, bootstrap: str, signed: list[tuple[str, bytes]],
-                  rate: float, reader: DecisionReader) -> dict[str, Any]:
-    """(b) paced at ``rate``/s: request produced -> decision consumed, per request."""
+                  rate: float, reader: DecisionReader, work: Path) -> dict[str, Any]:
+    """(b) paced at ``rate``/s: request produced -> decision consumed, per request.
+
+    The paced producer is a process of its own (``bench_pipeline.py produce``), so this
+    process's event loop (the decision reader) does not delay the sends it times; both
+    stamp with CLOCK_MONOTONIC, which is system-wide on Linux."""
     topic = Topics(settings.topic_prefix).requests
-    producer = make_producer(settings, bootstrap)
-    await producer.start()
-    sent: dict[bytes, int] = {}
-    wall: dict[bytes, float] = {}
-    late = 0
-    try:
-        t0 = time.perf_counter()
-        for i, (request_id, envelope) in enumerate(signed):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -0.005:
-                late += 1
-            key = request_id.encode()
-            sent[key] = time.perf_counter_ns()
-            wall[key] = time.time()
-            await producer.send(topic, envelope, key=key)
-        await producer.flush()
-        offered = len(signed) / (time.perf_counter() - t0)
-    finally:
-        await producer.stop()
+    inputs, stamps = work / f"paced-{rate:.0f}.jsonl", work / f"sent-{rate:.0f}.json"
+    inputs.write_text("".join(json.dumps([rid, base64.b64encode(env).decode()]) + "\n"
+                              for rid, env in signed))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "produce", "--bootstrap", bootstrap,
+        "--topic", topic, "--rate", str(rate), "--input", str(inputs),
+        "--output", str(stamps), cwd=ROOT)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"the paced producer exited with status {proc.returncode}")
+    report = json.loads(stamps.read_text())
+    sent = {k.encode(): v for k, v in report["sent_ns"].items()}
+    wall = {k.encode(): v for k, v in report["sent_wall"].items()}
     await reader.wait_for(list(sent), 60)
     ms = [(reader.arrived[k][0] - t) / 1e6 for k, t in sent.items()]
     # split at the decision record's timestamp (the worker's producer stamps it, ms
     # resolution, same host clock): produce -> decided, decided -> consumed by the bench
     to_decided = [reader.created_ms[k] - wall[k] * 1e3 for k in sent]
-    return {"requests": len(ms), "offered_per_s": offered, "sent_late_over_5ms": late,
+    return {"requests": len(ms), "offered_per_s": report["offered_per_s"],
+            "sent_late_over_5ms": report["late"],
             "p50_ms": statistics.median(ms), "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99),
             "max_ms": max(ms), "to_decided_p50_ms": statistics.median(to_decided),
             "to_decided_p99_ms": pct(to_decided, 99)}
+
+
+def produce_main(argv: list[str]) -> None:
+    """``bench_pipeline.py produce --bootstrap B --topic T --rate R --input F --output F``:
+    send the pre-signed requests of F (JSON lines ``[request id, base64 envelope]``) at R/s,
+    keyed by request id; write when each was sent."""
+    parser = argparse.ArgumentParser(prog="bench_pipeline.py produce")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    signed = [(rid, base64.b64decode(env)) for rid, env in
+              map(json.loads, args.input.read_text().splitlines())]
+
+    async def run() -> None:
+        producer = make_producer(bench_settings(args.input.parent), args.bootstrap)
+        await producer.start()
+        sent: dict[str, int] = {}
+        wall: dict[str, float] = {}
+        late = 0
+        try:
+            t0 = time.perf_counter()
+            for i, (request_id, envelope) in enumerate(signed):
+                delay = t0 + i / args.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.005:
+                    late += 1
+                sent[request_id] = time.monotonic_ns()
+                wall[request_id] = time.time()
+                await producer.send(args.topic, envelope, key=request_id.encode())
+            await producer.flush()
+            offered = len(signed) / (time.perf_counter() - t0)
+        finally:
+            await producer.stop()
+        args.output.write_text(json.dumps({"sent_ns": sent, "sent_wall": wall, "late": late,
+                                           "offered_per_s": offered}))
+
+    asyncio.run(run())
 
 
 @contextlib.asynccontextmanager
@@ -608,7 +645,7 @@ async def pipeline(root: Path, workers: int, count: int, rates: list[float], lat
             for rate in rates if latency_s > 0 else ():
                 paced = presign(int(rate * latency_s), f"lat{workers}-{rate:.0f}")
                 result["latency"].append(await latency(settings, bootstrap, paced, rate,
-                                                       reader))
+                                                       reader, root))
         finally:
             await reader.stop()
     result["worker_stats"] = [p.stop() for p in procs]
@@ -674,6 +711,9 @@ def report(results: dict[str, Any]) -> Iterator[str]:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         worker_main(argv[1:])
+        return 0
+    if argv[:1] == ["produce"]:
+        produce_main(argv[1:])
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
