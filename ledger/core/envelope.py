@@ -61,7 +61,15 @@ MAX_ENVELOPE_BYTES: Final = MAX_PAYLOAD_BYTES * 4 // 3 + 1024
 TYPE_PREFIX: Final = "application/vnd.govledger."
 _TYPE_RE = re.compile(r"^application/vnd\.govledger\.([a-z-]+)\.v([0-9]+)\+json$")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-_LONG_DIGITS = re.compile(rb"[0-9]{16}")
+# A run of 16 ASCII digits, found as a run of 16 zeros once every digit is mapped to "0"
+# (one translate and one find: ~2 us on a grant, where the regex [0-9]{16} takes ~14 us).
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_SIXTEEN_ZEROS = b"0" * 16
+
+
+def _has_long_digit_run(data: bytes) -> bool:
+    """True if ``data`` holds 16 ASCII digits in a row (what ``[0-9]{16}`` finds)."""
+    return _SIXTEEN_ZEROS in data.translate(_DIGITS_TO_ZERO)
 
 PAYLOAD_TYPES: Final[dict[str, type[Event]]] = {
     f"{TYPE_PREFIX}{cls.SLUG}.v1+json": cls for cls in EVENT_TYPES
@@ -169,7 +177,7 @@ def _strict_parse_could_refuse(payload: bytes) -> bool:
     :func:`payload_bytes` writes for some event (see :func:`_check_signable`)."""
     return bool(len(payload) > MAX_PAYLOAD_BYTES or b"\\u" in payload or (
         payload.count(b"{") + payload.count(b"[") > DEFAULT_MAX_DEPTH) or (
-        _LONG_DIGITS.search(payload)))
+        _has_long_digit_run(payload)))
 
 
 @dataclass(frozen=True, slots=True)

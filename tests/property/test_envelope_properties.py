@@ -286,3 +286,19 @@ def test_the_fast_payload_parse_is_taken_and_the_full_one_still_refuses() -> Non
         assert payload_bytes(type(event).model_validate_json(data)) == data
         assert _outcome_of(lambda d: parse_payload(kind, d), data) == (
             "InvalidEvent", Reason.MALFORMED)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.one_of(
+    st.binary(max_size=64),
+    st.lists(st.sampled_from([b"0", b"9", b"5", b"a", b"/", b":", b"\xff"]),
+             max_size=60).map(b"".join),
+    st.builds(lambda head, run, tail: head + b"7" * run + tail, st.binary(max_size=8),
+              st.integers(13, 18), st.binary(max_size=8))))
+def test_the_digit_run_screen_is_the_regex(data: bytes) -> None:
+    """``_has_long_digit_run`` finds exactly what ``[0-9]{16}`` finds."""
+    import re
+
+    from ledger.core.envelope import _has_long_digit_run
+    assert _has_long_digit_run(data) == bool(re.search(rb"[0-9]{16}", data))
+    assert _has_long_digit_run(data + b"1" * 16)
