@@ -35,6 +35,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from ledger.client import utc_now
@@ -129,6 +130,8 @@ class DecisionWorker:
         self._loaded: set[int] | None = set() if use_group else None
         self._deferred: dict[bytes, list[tuple[Stream, Outcome]]] = {}
         self._tree_partitions: int | None = None
+        if use_group:
+            engine.on_tree = self._load_tree
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -148,13 +151,16 @@ class DecisionWorker:
         self.journal_policy()
         self._producer = make_producer(self.settings, self.bootstrap)
         if self.use_group:
-            # Range, not aiokafka's default round robin: partition p of every input topic
-            # goes to the same worker, so a tree's requests, revocations and executions are
-            # decided in one place (round robin splits them once a group has 3 workers).
+            # Range first, not aiokafka's default round robin: partition p of every input
+            # topic goes to the same worker, so a tree's requests, revocations and executions
+            # are decided in one place (round robin splits them once a group has 3 workers).
+            # Round robin stays on offer so workers of an older release can share the group
+            # during an upgrade (the group uses what every member offers).
             self._consumer = make_consumer(
                 self.settings, self.bootstrap, *self._stream_of, group_id=GROUP_ID,
                 max_poll_records=self.max_batch,
-                partition_assignment_strategy=(RangePartitionAssignor,))
+                partition_assignment_strategy=(RangePartitionAssignor,
+                                               RoundRobinPartitionAssignor))
         else:
             self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None,
                                            max_poll_records=self.max_batch)
@@ -288,10 +294,11 @@ class DecisionWorker:
         Every entry's outcome, nonce and rate-limit token is restored at once: replay and
         rate limits span partitions. In a group, the *lineage effects* of an allowed entry
         (a grant, a revocation, a use: verifying them is most of a restore's cost) wait while
-        its tree's partition has never been assigned here; :meth:`_load_assigned` applies
-        them, in journal order, before this worker decides anything on that partition. A
-        partition once loaded stays loaded, so no tree is ever decided on stale state; a
-        tree never loaded here is unknown here, and what names it is refused (fail-closed).
+        its tree's partition has never been assigned here. :meth:`_load_assigned` applies
+        them, in journal order, before this worker decides anything on that partition, and
+        :meth:`_load_tree` before the engine decides anything in that tree (an input keyed
+        by something else than its lineage root). A partition once loaded stays loaded. So
+        every decision sees its tree's whole journaled history, as in a single worker.
         """
         count = 0
         decided = self.engine.state.decided
@@ -324,27 +331,38 @@ class DecisionWorker:
             return None
         return key
 
+    def _load_tree(self, root: str) -> None:
+        """The engine's hook before it decides anything in tree ``root``: apply whatever of
+        the tree's effects is waiting (an input that came on another partition than its
+        tree's, from a producer that did not key it by its lineage root), so no tree is
+        ever decided on part of its history."""
+        waiting = self._deferred.pop(root.encode(), None)
+        for stream, outcome in waiting or ():
+            self.engine.restore_effects(stream, outcome)
+
     def _load_assigned(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Before deciding ``records`` in a group: apply the waiting lineage effects of every
         partition assigned here (or carrying these records) for the first time.
 
         Trees map to partitions by their key as Kafka's default partitioner does, over the
-        input topics' common partition count; if the input topics differ in partition
-        count (or it is not known), every effect is applied, as without deferral.
+        input topics' common partition count. If the input topics differ in partition count,
+        if it is not known, or if it changes (partitions added: keys move), every effect is
+        applied from then on, as without deferral.
         """
         if self._loaded is None:
             return
         assert self._consumer is not None
-        if self._tree_partitions is None:
-            counts = {len(self._consumer.partitions_for_topic(topic) or ())
-                      for topic in self._stream_of}
-            if len(counts) != 1 or 0 in counts:
-                log.warning("input topics differ in partition count (%s): every tree's "
-                            "state is kept by every worker", sorted(counts))
-                self._apply_deferred(lambda key: True)
-                self._loaded = None
-                return
-            self._tree_partitions = counts.pop()
+        counts = {len(self._consumer.partitions_for_topic(topic) or ())
+                  for topic in self._stream_of}
+        if len(counts) != 1 or 0 in counts or (
+                self._tree_partitions is not None and counts != {self._tree_partitions}):
+            log.warning("input topics' partition counts are unknown, differ or changed "
+                        "(%s, was %s): every worker keeps every tree's state from now on",
+                        sorted(counts), self._tree_partitions)
+            self._apply_deferred(lambda key: True)
+            self._loaded = None
+            return
+        self._tree_partitions = counts.pop()
         assigned = {tp.partition for tp in self._consumer.assignment()
                     if tp.topic in self._stream_of}
         new = (assigned | {r.partition for r in records}) - self._loaded

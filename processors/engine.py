@@ -146,6 +146,9 @@ class Engine:
         self.limits = limits
         self.state = DecisionState()
         self.recall = recall
+        # Called with a lineage root before anything is decided in that tree, so a shell
+        # that keeps some trees' effects waiting (a group's worker) can apply them first.
+        self.on_tree: Callable[[str], None] | None = None
 
     def earlier(self, subject: str) -> Outcome | None:
         """The outcome already decided for ``subject``, from the cache or the journal."""
@@ -291,6 +294,8 @@ class Engine:
 
     def _dispatch(self, stream: Stream, verified: VerifiedEvent, now: datetime) -> Outcome:
         event = verified.event
+        if self.on_tree is not None:
+            self.on_tree(_tree_root(event, verified.event_id))
         if stream is Stream.REQUESTS and isinstance(event, AuthorizationRequested):
             return self._request(verified, event, now)
         if stream is Stream.EXECUTIONS and isinstance(event, ExecutionRequested):
@@ -378,6 +383,13 @@ class Engine:
         denied = self._deny(subject, "*", None, Verdict.deny(exc.reason, exc.detail), now)
         dead = Output(Stream.DEADLETTER, subject.encode(), raw)
         return Outcome(subject, (*denied.outputs, dead), allow=False, reasons=denied.reasons)
+
+
+def _tree_root(event: Event, own_id: str) -> str:
+    """The lineage tree an input claims to act in (its checks refuse a false claim)."""
+    if isinstance(event, ExecutionRequested | AuthorizationRevoked):
+        return event.root
+    return event.lineage_root() or own_id
 
 
 def _stored_time(value: object) -> datetime:
