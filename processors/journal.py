@@ -219,6 +219,19 @@ class Journal:
             yield seq, Entry(seq, Stream(stream), datetime.fromisoformat(arrival), raw,
                              _outcome(subject, outputs, allow, reasons))
 
+    def entries_at(self, seqs: Sequence[int]) -> Iterator[Entry]:
+        """The entries with these sequence numbers, in journal order (read in chunks)."""
+        ordered = sorted(seqs)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            cursor = self.db.conn.execute(
+                "SELECT seq, stream, arrival, input, subject, outputs, allow, reasons FROM "
+                "journal WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",
+                (json.dumps(chunk),))
+            for seq, stream, arrival, raw, subject, outputs, allow, reasons in cursor:
+                yield Entry(seq, Stream(stream), datetime.fromisoformat(arrival), raw,
+                            _outcome(subject, outputs, allow, reasons))
+
     def outputs_since(self, since_seq: int = 0) -> Iterator[Output]:
         for entry in self.entries(since_seq):
             yield from entry.outcome.outputs

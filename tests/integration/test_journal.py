@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -180,7 +181,7 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     # Load the partition of tree x only (4 partitions, as a group would find them).
     grouped._tree_partitions = 4
     x_part = partition_for(x.encode(), 4)
-    grouped._apply_deferred(lambda key: partition_for(key, 4) == x_part)
+    asyncio.run(grouped._apply_deferred(lambda key: partition_for(key, 4) == x_part))
     assert partition_for(y_root.subject.encode(), 4) != x_part  # tree y stays waiting
 
     def state(w: DecisionWorker) -> dict[str, object]:
@@ -207,4 +208,44 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     b = child(grouped.engine, y_root, y_root.subject, "nonce-y-new-00001")
     assert a.allow and (a.outputs, a.reasons) == (b.outputs, b.reasons)
     assert y_root.subject.encode() not in grouped._deferred
+    journal.close()
+
+
+def test_a_group_worker_yields_while_it_applies_waiting_effects(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taking over partitions of a big journal applies many waiting effects inside the group
+    session: the event loop (the group heartbeat) must get turns meanwhile; the effects wait
+    as journal positions, read back when applied."""
+    import processors.agents as agents
+    from ledger.config import Settings
+    from ledger.topics import Topics
+    monkeypatch.setattr(agents, "APPLY_CHUNK", 4)
+    live = engine()
+    journal = Journal(tmp_path / "processor.db")
+    raws = [sign_event(request(nonce=f"nonce-yield-{n:08d}"), ALICE) for n in range(24)]
+    journal.append([(Stream.REQUESTS, T0, raw, live.handle(Stream.REQUESTS, raw, T0))
+                    for raw in raws])
+    worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal,
+                                   use_group=True)
+    assert worker.catch_up() == 24
+    assert sum(map(len, worker._deferred.values())) == 24
+    assert all(isinstance(seq, int) for seqs in worker._deferred.values() for seq in seqs)
+
+    async def apply_with_a_neighbour() -> int:
+        turns = 0
+
+        async def neighbour() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+        task = asyncio.create_task(neighbour())
+        await asyncio.sleep(0)
+        before = turns
+        assert await worker._apply_deferred(lambda key: True) == 24
+        task.cancel()
+        return turns - before
+
+    assert asyncio.run(apply_with_a_neighbour()) >= 24 // 4 - 1
+    assert len(worker.engine.state.lineage.grants) == 24 and not worker._deferred
     journal.close()
