@@ -78,6 +78,16 @@ def test_unwritable_journal_is_unavailable(tmp_path: Path) -> None:
         Journal(path)
 
 
+def journal_of_requests(path: Path, count: int, tag: str) -> Journal:
+    """A journal holding ``count`` granted requests, decided by a fresh engine."""
+    live = engine()
+    journal = Journal(path)
+    raws = [sign_event(request(nonce=f"{tag}-{n:012d}"), ALICE) for n in range(count)]
+    journal.append([(Stream.REQUESTS, T0, raw, live.handle(Stream.REQUESTS, raw, T0))
+                    for raw in raws])
+    return journal
+
+
 def test_a_long_restore_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          caplog: pytest.LogCaptureFixture) -> None:
     """Restoring a big journal takes minutes: the worker says how far it is."""
@@ -86,11 +96,7 @@ def test_a_long_restore_reports_progress(tmp_path: Path, monkeypatch: pytest.Mon
     from ledger.topics import Topics
     monkeypatch.setattr(agents, "FREEZE_EVERY_RESTORED", 2)
     monkeypatch.setattr(agents, "RESTORE_REPORT_S", 0.0)
-    eng = engine()
-    journal = Journal(tmp_path / "processor.db")
-    raws = [sign_event(request(nonce=f"nonce-{n:012d}"), ALICE) for n in range(5)]
-    journal.append([(Stream.REQUESTS, T0, raw, eng.handle(Stream.REQUESTS, raw, T0))
-                    for raw in raws])
+    journal = journal_of_requests(tmp_path / "processor.db", 5, "nonce")
     worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal)
     with caplog.at_level("INFO", logger="govledger.processor"):
         assert worker.catch_up() == 5
@@ -220,11 +226,7 @@ def test_a_group_worker_yields_while_it_applies_waiting_effects(
     from ledger.config import Settings
     from ledger.topics import Topics
     monkeypatch.setattr(agents, "APPLY_CHUNK", 4)
-    live = engine()
-    journal = Journal(tmp_path / "processor.db")
-    raws = [sign_event(request(nonce=f"nonce-yield-{n:08d}"), ALICE) for n in range(24)]
-    journal.append([(Stream.REQUESTS, T0, raw, live.handle(Stream.REQUESTS, raw, T0))
-                    for raw in raws])
+    journal = journal_of_requests(tmp_path / "processor.db", 24, "nonce-yield")
     worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal,
                                    use_group=True)
     assert worker.catch_up() == 24
