@@ -72,6 +72,7 @@ from ledger.core.envelope import (  # noqa: E402
     event_id,
     pae,
     parse_envelope,
+    read_stored,
     sign_event_with_id,
 )
 from ledger.core.keys import verify_signature  # noqa: E402
@@ -293,7 +294,9 @@ def _stub_engine(worker: DecisionWorker) -> None:
     grant = sample.outputs[0].value
 
     def handle(stream: Stream, raw: bytes, now: datetime) -> Outcome:
-        request_id = event_id(read_envelope_payload(raw))
+        stored = read_stored(raw)  # the bench's own requests: read, not verified
+        assert stored is not None
+        request_id = event_id(stored.payload)
         outcome = Outcome(request_id, (Output(Stream.DECISIONS, request_id.encode(), grant),),
                           allow=True)
         worker.engine.state.remember(request_id, outcome)  # as the engine does: known here
@@ -302,24 +305,25 @@ def _stub_engine(worker: DecisionWorker) -> None:
     worker.engine.handle = handle  # type: ignore[method-assign]
 
 
-def read_envelope_payload(raw: bytes) -> bytes:
-    return base64.b64decode(json.loads(raw)["payload"])
-
-
 def _thread_cpu() -> dict[str, float]:
     """CPU seconds (user + system) of each live thread of this process since it started,
     by Python thread name (the journal writer thread is where the SQLite work goes)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = _stat_cpu_s(task / "stat")
         except OSError:
             continue  # the thread ended meanwhile
         name = names.get(int(task.name), f"native-{task.name}")
-        out[name] = round(out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick, 2)
+        out[name] = round(out.get(name, 0.0) + seconds, 2)
     return out
+
+
+def _stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _watch_gc() -> list[float]:
@@ -473,8 +477,7 @@ class DecisionReader:
 
 def _proc_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
 async def throughput(settings: Settings, bootstrap: str, signed: list[tuple[str, bytes]],
