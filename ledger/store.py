@@ -37,6 +37,7 @@ transaction. Readers may open the same file concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -343,6 +344,48 @@ class LedgerStore:
         k = lookup_key(raw)
         row = self._one(_LOOKUP.format(match=match), (role, k, bucket(k), *params))
         return None if row is None else _stored(row)
+
+    def contains(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` (hex) that have a leaf: a few queries per 30,000 ids, for
+        readers too (the processor reconciling its journal against the ledger). Malformed
+        ids are never contained. Raises Unavailable."""
+        raws = set()
+        for event_id in event_ids:
+            with contextlib.suppress(ValueError):
+                raws.add(bytes.fromhex(event_id))
+        keys = sorted({lookup_key(raw) for raw in raws})
+        candidates: list[int] = []
+        try:
+            for start in range(0, len(keys), _PROBE_CHUNK):
+                chunk = keys[start:start + _PROBE_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for table in ("keys", "recent_keys"):
+                    candidates.extend(idx for (idx,) in self.conn.execute(
+                        f"SELECT idx FROM {table} WHERE role = {ROLE_EVENT} "  # noqa: S608
+                        f"AND k IN ({marks})", chunk))
+            found: set[str] = set()
+            for start in range(0, len(candidates), _IN_CHUNK):
+                chunk = candidates[start:start + _IN_CHUNK]
+                found.update(raw.hex() for (raw,) in self.conn.execute(
+                    f"SELECT event_id FROM leaves WHERE idx IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                    chunk) if raw in raws)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+        return found
+
+    def iter_kinds(self, kinds: Sequence[str], start: int = 0,
+                   stop: int | None = None) -> Iterator[StoredLeaf]:
+        """Leaves of the given kinds with ``start <= index < stop``, in index order."""
+        marks = ",".join("?" * len(kinds))
+        end = self.tree_size() if stop is None else stop
+        try:
+            cursor = self.conn.execute(
+                f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE idx >= ? AND idx < ? "  # noqa: S608
+                f"AND kind IN ({marks}) ORDER BY idx", (start, end, *kinds))
+            for row in cursor:
+                yield _stored(row)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
 
     def iter_leaves(self, start: int = 0) -> Iterator[StoredLeaf]:
         """Leaves in index order from ``start`` (as stored: gaps are not filled in)."""

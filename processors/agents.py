@@ -24,6 +24,7 @@ never a dropped message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import logging
@@ -32,6 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -54,6 +56,7 @@ from ledger.topics import Topics
 from processors.engine import Engine, Outcome, Output, Stream
 from processors.journal import Journal
 from processors.policy import PolicyBundle
+from processors.reconcile import Reconciler
 
 log = logging.getLogger("govledger.processor")
 
@@ -64,8 +67,12 @@ FREEZE_EVERY_S = 1.0
 RESTORE_REPORT_S = 5.0
 APPLY_CHUNK = 200  # waiting effects applied between two yields to the event loop
 FREEZE_EVERY_RESTORED = 10_000  # journal entries (restart: measured 356 vs 432 us/entry)
+RECONCILE_EVERY_S = 2.0  # how often the journal is checked against the ledger
+RECONCILE_ROUND = 20_000  # journal entries per check at most
+RECONCILE_GRACE_S = 30.0  # a watermark stuck this long: publish what the ledger lacks again
 INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 Handled = tuple[Stream, datetime, bytes, Outcome]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -107,7 +114,9 @@ class DecisionWorker:
 
     def __init__(self, settings: Settings, bootstrap: str, topics: Topics, engine: Engine,
                  journal: Journal, *, clock: Callable[[], datetime] = utc_now,
-                 max_batch: int = 500, use_group: bool = False) -> None:
+                 max_batch: int = 500, use_group: bool = False,
+                 reconciler: Reconciler | None = None,
+                 reconcile_grace_s: float = RECONCILE_GRACE_S) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.topics = topics
@@ -125,6 +134,11 @@ class DecisionWorker:
         self._stream_of = {topics.name(s.value): s for s in INPUT_STREAMS}
         self._topic_of = {s: topics.name(s.value) for s in Stream}
         self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
+        # The journal against the ledger (processors/reconcile.py), on a thread of its own.
+        self.reconciler = reconciler
+        self.reconcile_grace_s = reconcile_grace_s
+        self._reconcile_thread: ThreadPoolExecutor | None = None
+        self._stuck: tuple[int, float] = (-1, 0.0)  # (ledgered watermark, since when)
         # Group mode: input partitions whose trees' lineage effects are applied (None: all,
         # as a single worker always does), the effects waiting by tree key (lineage root),
         # and the partition count the keys map onto (known once the consumer has metadata).
@@ -137,8 +151,14 @@ class DecisionWorker:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore state from the journal, journal the policy in force, connect, and publish
-        everything past the watermark."""
+        """Rebuild from the ledger what the journal lacks, restore state from the journal,
+        journal the policy in force, connect, publish everything past the watermark and
+        what the ledger lacks. Raises Unavailable (Kafka, SQLite, a journal that cannot be
+        rebuilt) or ConfigError (no ledger)."""
+        if self.reconciler is not None:
+            rebuilt = await self._reconciling(self.reconciler.rebuild, self.clock())
+            if rebuilt:
+                log.warning("processor journal: %d decisions rebuilt from the ledger", rebuilt)
         restored = self.catch_up()
         log.info("processor restored %d journal entries", restored)
         # The worker holds every journaled outcome in memory (unless the cache overflowed):
@@ -169,12 +189,15 @@ class DecisionWorker:
             await self._producer.start()
             await self._consumer.start()
             since = self.journal.published_seq()
-            if not self.use_group and await self._assign_from_journal():
-                since = 0  # the broker lost the topics: publish every journaled output again
+            wiped = not self.use_group and await self._assign_from_journal()
         except KafkaError as exc:
             await self.stop()
             raise Unavailable(f"processor cannot reach Kafka at {self.bootstrap}: {exc}") from exc
-        await self.republish(since)
+        # A wiped broker lost the inputs too: every journaled output is published again (so
+        # clients see their decisions), and every journaled input the ledger lacks.
+        await self.republish(0 if wiped else since)
+        if wiped:
+            await self.reconcile(limit=None, force=True, inputs_only=True)
 
     async def _assign_from_journal(self) -> bool:
         """Own every input partition (single-worker mode) from the journal's offsets.
@@ -219,7 +242,52 @@ class DecisionWorker:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         return self._writer
 
+    async def _reconciling(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a Reconciler method on its own thread (its SQLite connections live there)."""
+        if self._reconcile_thread is None:
+            self._reconcile_thread = ThreadPoolExecutor(max_workers=1,
+                                                        thread_name_prefix="reconcile")
+        return await asyncio.get_running_loop().run_in_executor(self._reconcile_thread, fn,
+                                                                *args)
+
+    async def reconcile(self, *, limit: int | None = RECONCILE_ROUND, force: bool = False,
+                        inputs_only: bool = False) -> int:
+        """Check journal entries past the ``ledgered`` watermark against the ledger, move the
+        watermark, and publish again what the ledger lacks (only inputs with
+        ``inputs_only``): at once with ``force`` (a wiped broker), else once the watermark
+        has not moved for ``reconcile_grace_s`` (the sequencer lags by well under a second
+        when it runs; an event still missing then was lost on the way, e.g. a sequencer that
+        stopped while its broker forgot). Returns how many events were published again.
+        Raises Unavailable."""
+        if self.reconciler is None or not await self._reconciling(self.reconciler.lead):
+            return 0
+        found = await self._reconciling(self.reconciler.unledgered, limit)
+        await self._reconciling(self.reconciler.mark_ledgered, found.ledgered_upto)
+        now = time.monotonic()
+        if found.ledgered_upto != self._stuck[0] or not found.missing:
+            self._stuck = (found.ledgered_upto, now)
+        missing = [o for o in found.missing if not inputs_only or o.stream in INPUT_STREAMS]
+        if not missing or not (force or now - self._stuck[1] >= self.reconcile_grace_s):
+            return 0
+        log.warning("the ledger lacks %d events of the processor journal (after entry %d): "
+                    "publishing them again", len(missing), found.ledgered_upto)
+        await self._publish(missing)
+        self._stuck = (found.ledgered_upto, now)
+        return len(missing)
+
+    async def _reconcile_every(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
+            if not stop.is_set():
+                await self.reconcile()
+
     async def stop(self) -> None:
+        if self._reconcile_thread is not None:
+            thread, self._reconcile_thread = self._reconcile_thread, None
+            if self.reconciler is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, self.reconciler.close)
+            await asyncio.get_running_loop().run_in_executor(None, thread.shutdown)
         if self._published is not None:
             try:
                 self.journal.mark_published(self._published)
@@ -243,6 +311,7 @@ class DecisionWorker:
         assert self._consumer is not None, "start() first"
         queue: asyncio.Queue[_Decided | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(queue))
+        reconciling = asyncio.create_task(self._reconcile_every(stop))
         next_freeze = time.monotonic() + FREEZE_EVERY_S
         try:
             while not stop.is_set():
@@ -253,6 +322,8 @@ class DecisionWorker:
                     raise Unavailable(f"processor consume failed: {exc}") from exc
                 if committer.done():
                     break  # failed: its exception is raised below
+                if reconciling.done() and not stop.is_set():
+                    reconciling.result()  # raises what stopped it (Unavailable)
                 records = [r for part in batches.values() for r in part]
                 if not records:
                     continue
@@ -267,10 +338,13 @@ class DecisionWorker:
                     _freeze_survivors()
                     next_freeze = time.monotonic() + FREEZE_EVERY_S
         finally:
+            reconciling.cancel()
             # Finish what was decided (or surface the committer's failure) before stopping.
             if not committer.done():
                 await queue.put(None)
             await committer
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciling
 
     async def _commit_in_order(self, queue: asyncio.Queue[_Decided | None]) -> None:
         """Journal, publish and commit decided batches in order; whatever has queued up

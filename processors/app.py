@@ -21,6 +21,7 @@ from processors.engine import Engine
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.ratelimit import TokenBucketLimiter
+from processors.reconcile import Reconciler
 
 
 def authority_identity(keyring: KeyRing, authority: Signer) -> str:
@@ -52,10 +53,20 @@ def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
 
 
 def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
-    journal = Journal(DataDir(settings.data_dir).journal)
+    """The decision worker of the data directory, reconciled with its ledger (the journal
+    against ``ledger.db``: processors/reconcile.py). Raises ConfigError (no ledger, keys,
+    keyring or policy) or Unavailable."""
+    data = DataDir(settings.data_dir)
+    if not data.ledger_db.exists():
+        raise ConfigError(f"no ledger at {data.ledger_db}: the processor reconciles its "
+                          "journal with the ledger; run `govledger init` first")
+    journal = Journal(data.journal)
     engine = build_engine(settings, journal)
+    reconciler = Reconciler(data.journal, data.ledger_db, keyring=engine.keyring,
+                            authority_identity=engine.identity,
+                            nonce_retention=engine.limits.nonce_retention)
     # Embedded mode: one worker owns every partition and keeps its offsets in the journal
     # (no group rebalances, survives a broker wipe). External Kafka: a consumer group, so
     # workers scale with partitions.
     return DecisionWorker(settings, bootstrap, Topics(settings.topic_prefix), engine, journal,
-                          use_group=settings.use_processor_group)
+                          use_group=settings.use_processor_group, reconciler=reconciler)

@@ -170,6 +170,30 @@ class Journal:
             "INSERT INTO meta(key, value) VALUES ('published', ?) ON CONFLICT(key) DO "
             "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
 
+    def meta(self, key: str) -> int | None:
+        """An integer the worker keeps beside its entries (watermarks), or None."""
+        row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_meta(self, key: str, value: int) -> None:
+        """Set :meth:`meta` ``key`` (its own transaction). Raises Unavailable."""
+        try:
+            self._writer.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = excluded.value", (key, value))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"processor journal write failed: {exc}") from exc
+
+    def present(self, subjects: Sequence[str]) -> set[str]:
+        """Those of ``subjects`` that have an entry (one query per 500)."""
+        found: set[str] = set()
+        for start in range(0, len(subjects), 500):
+            chunk = json.dumps(list(subjects[start:start + 500]))
+            found.update(s for (s,) in self.db.conn.execute(
+                "SELECT subject FROM journal WHERE subject IN (SELECT value FROM json_each(?))",
+                (chunk,)))
+        return found
+
     def offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the next offset to consume, as last journaled."""
         rows = self.db.conn.execute("SELECT topic, partition, next_offset FROM offsets")
