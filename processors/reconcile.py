@@ -30,8 +30,11 @@ everything on restart; Kafka forgets after its retention):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -40,7 +43,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from ledger.core.envelope import read_stored, verify_stored
+from ledger.core.envelope import event_id, read_stored, verify_stored
 from ledger.core.events import (
     AuthorizationDenied,
     AuthorizationGranted,
@@ -103,11 +106,12 @@ def entry_events(entry: Entry) -> Iterator[tuple[str, Output]]:
     for output in outcome.outputs:
         if output.stream is Stream.DEADLETTER:
             continue
-        stored = read_stored(output.value)
-        if stored is None:
+        try:  # the event id alone: no need to decode the payload (read_stored would)
+            payload = base64.b64decode(json.loads(output.value)["payload"], validate=True)
+        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
             raise Unavailable(f"journal entry {outcome.subject[:16]} holds an output that "
-                              "does not decode")
-        yield hashlib.sha256(stored.payload).hexdigest(), output
+                              "does not decode") from exc
+        yield event_id(payload), output
 
 
 class Reconciler:
@@ -215,16 +219,34 @@ class Reconciler:
 
     def _lacking(self, start: int, size: int) -> dict[str, list[StoredLeaf]]:
         """Authority decisions among leaves [start, size) whose subject is not journaled,
-        grouped by subject in ledger order."""
+        grouped by subject in ledger order. Raises Unavailable where the journal holds
+        another decision for a subject than the ledger does."""
         lacking: dict[str, list[StoredLeaf]] = {}
         leaves = self.ledger.iter_kinds(DECISION_KINDS, start, size)
         for chunk in _chunks(leaves, CHUNK, None):
             subjects = [leaf.parent_ref for leaf in chunk if leaf.parent_ref is not None]
             known = self.journal.present(subjects)
             for leaf in chunk:
-                if leaf.parent_ref is not None and leaf.parent_ref not in known:
+                if leaf.parent_ref is None:
+                    continue
+                if leaf.parent_ref not in known:
                     lacking.setdefault(leaf.parent_ref, []).append(leaf)
+                else:
+                    self._agree(leaf)
         return lacking
+
+    def _agree(self, leaf: StoredLeaf) -> None:
+        """The journal's outcome for a subject the ledger decided holds the ledger's bytes
+        (one decision per subject, DESIGN.md section 6), if the authority signed them."""
+        assert leaf.parent_ref is not None
+        outcome = self.journal.recall(leaf.parent_ref)
+        if outcome is None or any(o.value == leaf.leaf for o in outcome.outputs):
+            return
+        if self._decision(leaf) is not None:
+            raise Unavailable(
+                f"the ledger's {leaf.kind} at index {leaf.index} about {leaf.parent_ref[:16]} "
+                "is not the decision the processor journal holds for it: the journal or the "
+                "ledger was altered, or another processor with this authority key decided it")
 
     def _entries(self, lacking: dict[str, list[StoredLeaf]],
                  now: datetime) -> list[tuple[Stream, datetime, bytes, Outcome]]:

@@ -325,3 +325,24 @@ def test_a_rebuilt_request_spends_its_nonce_and_keeps_its_decision(tmp_path: Pat
         assert reused.allow is False and reused.reasons == (Reason.REPLAY,)
     finally:
         journal.close()
+
+
+def test_a_journal_that_contradicts_the_ledger_stops_the_start(tmp_path: Path) -> None:
+    """One decision per request id: a journal holding another decision for a request than
+    the ledger does is refused, never silently trusted."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    raw = sign_event(request(nonce="twice-nonce-00001"), ALICE)
+    logged = build_engine(settings).handle(Stream.REQUESTS, raw, T0).outputs[0].value
+    ledger_of(settings, [raw, logged])
+    journal = Journal(data.journal)
+    other = build_engine(settings).handle(Stream.REQUESTS, raw, T0 + timedelta(seconds=1))
+    assert other.outputs[0].value != logged
+    journal.append([(Stream.REQUESTS, T0, raw, other)])
+    journal.close()
+    reconciler = reconciler_of(settings)
+    try:
+        with pytest.raises(Unavailable, match="not the decision the processor journal holds"):
+            reconciler.rebuild(T0 + timedelta(minutes=1))
+    finally:
+        reconciler.close()
