@@ -6,7 +6,8 @@ Builds a data directory, decides ``--entries`` requests with the real engine (gr
 policy denials), journals them and logs inputs and outputs in the ledger, then times, in one
 run: the floor (reading the journal entries alone), the check a running worker makes every
 few seconds (``Reconciler.unledgered``: journal entries past the watermark against the
-ledger), and a rebuild of the whole journal from the ledger (``Reconciler.rebuild`` after
+ledger), the first start's check of every ledger decision against an intact journal, and a
+rebuild of the whole journal from the ledger (``Reconciler.rebuild`` after
 processor.db was deleted). Prints microseconds per entry and the load average.
 """
 
@@ -94,6 +95,12 @@ def main() -> None:
         assert not found.missing and found.scanned == read
         check.close()
 
+        agree = reconciler(settings)
+        cpu = time.process_time()
+        assert agree.rebuild(T0 + timedelta(days=1)) == 0  # every decision: journal agrees
+        agreeing = time.process_time() - cpu
+        agree.close()
+
         for suffix in ("", "-wal", "-shm"):
             Path(f"{data.journal}{suffix}").unlink(missing_ok=True)
         rebuild = reconciler(settings)
@@ -106,6 +113,7 @@ def main() -> None:
     per = 1e6 / args.entries
     print(f"floor: journal read                 {floor * per:7.1f} us CPU per entry")
     print(f"watermark check (unledgered)        {scan * per:7.1f} us CPU per entry")
+    print(f"first check, journal agrees         {agreeing * per:7.1f} us CPU per entry")
     print(f"rebuild from the ledger             {rebuilding * per:7.1f} us CPU per entry")
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
