@@ -27,7 +27,7 @@ from ledger.proofs import prove_consistency, prove_inclusion, prove_lineage, ver
 from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
 from ledger.store import LedgerStore
 from tests.factories import AUTHORITY, MALLORY, T0, default_ring, signed_request
-from tests.ledger_support import ORIGIN, _grant, envelopes, lineage_chain, make_ledger
+from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
 RID = hashlib.sha256(b"some request").hexdigest()
 
@@ -159,7 +159,7 @@ def error_of(response: httpx.Response) -> str:
 
 def decision_envelope(kind: str, subject: str) -> tuple[bytes, str]:
     if kind == "grant":
-        return _grant(subject, subject, None, 0, "api-test-grant-001")
+        return grant(subject, subject, None, 0, "api-test-grant-001")
     if kind == "deny":
         return sign_event_with_id(AuthorizationDenied(
             signer="govledger:authority", tenant="acme", nonce="api-test-deny-0001",
