@@ -71,8 +71,8 @@ class SignerKeys:
                     ring = KeyRing([Principal(event.signer, "*", public_key,
                                               frozenset({"authority"}))])
             if ring is None or parsed.key_id not in ring:
-                raise ProofError(f"{event.KIND} signed by key {parsed.key_id[:16]}..., "
-                                 "which is not among the keys given")
+                raise ProofError(f"leaf signer refused: {event.KIND} signed by key "
+                                 f"{parsed.key_id[:16]}..., which is not among the keys given")
             verified = verify_envelope(leaf, ring, None)
             check_signer_kind(verified.kind, verified.principal)
         except Rejected as exc:
