@@ -1,4 +1,4 @@
-"""Proof bundles: export from a ledger, verify offline with nothing but the bundle and a vkey.
+"""Proof bundles: export from a ledger, verify offline with the bundle, a vkey and signer keys.
 
 Shapes (DESIGN.md section 7; hashes lowercase hex, leaves standard base64)::
 
@@ -22,7 +22,7 @@ Who signed each leaf (:class:`SignerKeys`): a Merkle proof only says that some b
 the log, so a lineage bundle is verified only together with the keys its hops must be signed
 with; without them it fails closed (ConfigError), whatever the log logged. Every hop must
 verify under a key given: authority kinds (``AUTHORITY_KINDS``) under the authority key,
-every other kind under a non-authority key of the keyring (``sequencer.check_signer_kind``);
+every other kind under a non-authority key of the keyring (``signers.check_signer_kind``);
 a hop signed by anyone else is refused (ProofError). An inclusion bundle's leaf is checked the
 same way when keys are given; without keys it still proves inclusion of those bytes, and
 :attr:`VerifiedBundle.signers_checked` says that nobody vouched for their signer.
