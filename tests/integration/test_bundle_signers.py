@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.audit import audit_ledger
 from ledger.core.envelope import sign_event_with_id, verify_envelope
 from ledger.errors import ConfigError, ProofError
 from ledger.proofs import bundle_json, prove_inclusion, prove_lineage, verify_bundle
@@ -147,3 +148,12 @@ def test_ledger_verify_checks_an_inclusion_leaf_under_the_authority_key(
     assert unchecked.returncode == 0
     assert json.loads(unchecked.stdout)["signers_checked"] is False
     assert load_signer_keys(authority).authority == AUTHORITY_ONLY.authority
+
+
+def test_the_audit_names_a_logged_forgery_with_the_keyring(
+        forged_ledger: tuple[Path, str, str]) -> None:
+    data_dir, _, _ = forged_ledger
+    report = audit_ledger(data_dir, data_dir / "keyring.json")
+    assert not report.ok
+    assert report.first_bad_index == 1  # the agent-signed grant
+    assert "IDENTITY_MISMATCH" in str(report.what)
