@@ -24,7 +24,7 @@ from ledger.config import Settings, load_settings
 from ledger.core.envelope import sign_event, verify_envelope
 from ledger.core.events import BY_KIND
 from ledger.core.keys import Principal, Signer, principal_document
-from ledger.datadir import init_data_dir
+from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
 from ledger.kafka import client_options
 from ledger.keyfiles import generate_keypair, load_keyring, load_signer
@@ -36,8 +36,9 @@ from ledger.proofs import (
     verify_bundle_file,
 )
 from ledger.schema import export_schemas
-from ledger.sequencer import append_jsonl, latest_checkpoint, ledger_info
+from ledger.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info
 from ledger.service import COMPONENTS, Service, run_service
+from ledger.signers import load_signer_keys
 from ledger.topics import Topics, ensure_topics
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
@@ -330,24 +331,45 @@ def prove_lineage_cmd(
 @ledger_app.command("verify")
 def ledger_verify(
     bundle: Annotated[Path, typer.Argument(help="A proof or evidence bundle (JSON).")],
-    vkey: Annotated[str, typer.Option(help="The log's vkey text, or a file holding it.")],
+    vkey: Annotated[str | None, typer.Option(
+        help="The log's vkey text, or a file holding it (default with --data: "
+             "DIR/ledger.vkey).")] = None,
+    authority: Annotated[str | None, typer.Option(
+        help="The authority public key (a .pub file or its base64): authority-kind leaves "
+             "must be signed with it.")] = None,
+    keyring: Annotated[Path | None, typer.Option(
+        help="A keyring: every leaf must be signed by one of its keys, authority kinds by "
+             "an authority-role key (default with --data: DIR/keyring.json).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="A data directory: its ledger.vkey and keyring.json.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify a bundle offline with nothing but the bundle and the vkey (exit 1 if invalid).
+    """Verify a bundle offline: the checkpoint under the vkey, the proofs, and who signed
+    each leaf under the keys given (exit 1 if invalid, 2 if a lineage bundle gets no keys).
 
-    Example: govledger ledger verify proof.json --vkey govledger-data/ledger.vkey
+    Example: govledger ledger verify evidence.json --data govledger-data
     """
+    if data is not None:
+        vkey = vkey or str(data / VKEY_NAME)
+        keyring = keyring or DataDir(data).keyring
+    if vkey is None:
+        raise ConfigError("give --vkey (or --data)")
+    signers = load_signer_keys(authority, keyring)
     try:
-        result = verify_bundle_file(bundle, Path(vkey) if Path(vkey).exists() else vkey)
+        result = verify_bundle_file(bundle, Path(vkey) if Path(vkey).exists() else vkey,
+                                    signers)
     except ProofError as exc:
         emit({"valid": False, "error": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(EXIT_INVALID) from exc
+    unchecked = "" if result.signers_checked or result.kind == "consistency" else (
+        "; leaf signer NOT checked (give --authority, --keyring or --data)")
     emit({"valid": True, "kind": result.kind, "origin": result.origin,
           "tree_size": result.tree_size, "root_hash": result.root_hash,
-          "event_ids": list(result.event_ids)}, as_json,
+          "event_ids": list(result.event_ids), "signers_checked": result.signers_checked},
+         as_json,
          f"OK {result.kind} proof under {result.origin} at size {result.tree_size} "
          f"(root {result.root_hash[:16]}...)" +
-         (f", {len(result.event_ids)} event(s)" if result.event_ids else ""))
+         (f", {len(result.event_ids)} event(s)" if result.event_ids else "") + unchecked)
 
 
 @ledger_app.command("audit")

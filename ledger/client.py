@@ -45,6 +45,7 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.errors import ProofError, Rejected, Unavailable
 from ledger.kafka import make_consumer, make_producer, probe_highwaters, stop_quietly
 from ledger.proofs import verify_bundle
+from ledger.signers import SignerKeys
 from ledger.topics import Topics
 
 log = logging.getLogger("govledger.client")
@@ -274,12 +275,16 @@ class Client:
 
 class ProofClient:
     """Fetch checkpoints, proof and evidence bundles from a govledger API and verify them
-    offline against the log's vkey before returning them (a bundle that does not verify
-    raises ProofError; an unreachable API raises Unavailable)."""
+    offline against the log's vkey and ``signers`` (who must have signed each leaf: the
+    authority key at least) before returning them. A bundle that does not verify raises
+    ProofError; :meth:`lineage` without ``signers`` raises ConfigError; an unreachable API
+    raises Unavailable."""
 
-    def __init__(self, api_url: str, vkey: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, api_url: str, vkey: str, *, signers: SignerKeys | None = None,
+                 timeout: float = 10.0) -> None:
         self.api_url = api_url.rstrip("/")
         self.vkey = vkey
+        self.signers = signers
         self.timeout = timeout
 
     async def _get(self, path: str, **params: str | int | None) -> httpx.Response:
@@ -305,21 +310,21 @@ class ProofClient:
                         ) -> dict[str, object]:
         bundle: dict[str, object] = (await self._get("/v1/proofs/inclusion", event_id=event_id,
                                                      index=index)).json()
-        verify_bundle(bundle, self.vkey)
+        verify_bundle(bundle, self.vkey, self.signers)
         return bundle
 
     async def consistency(self, old_size: int, new_size: int | None = None
                           ) -> dict[str, object]:
         bundle: dict[str, object] = (await self._get(
             "/v1/proofs/consistency", old_size=old_size, new_size=new_size)).json()
-        verify_bundle(bundle, self.vkey)
+        verify_bundle(bundle, self.vkey, self.signers)
         return bundle
 
     async def lineage(self, event_id: str) -> dict[str, object]:
         """The evidence bundle of ``event_id`` back to its lineage root, verified."""
         bundle: dict[str, object] = (await self._get("/v1/proofs/lineage",
                                                      event_id=event_id)).json()
-        verify_bundle(bundle, self.vkey)
+        verify_bundle(bundle, self.vkey, self.signers)
         return bundle
 
 

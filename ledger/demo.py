@@ -39,6 +39,7 @@ from ledger.gate import ExecutionRefusedError, Gate
 from ledger.proofs import prove_lineage, verify_bundle
 from ledger.sequencer import read_vkey
 from ledger.service import Service
+from ledger.signers import load_signer_keys
 from ledger.store import LedgerStore
 
 RUNTIME = "sha256:" + hashlib.sha256(b"govledger demo runtime image v1").hexdigest()
@@ -238,7 +239,8 @@ class Demo:
 
     async def evidence(self, event_id: str) -> Step:
         bundle = prove_lineage(self.data, event_id)
-        result = verify_bundle(json.loads(json.dumps(bundle)), read_vkey(self.data))
+        result = verify_bundle(json.loads(json.dumps(bundle)), read_vkey(self.data),
+                               load_signer_keys(keyring=DataDir(self.data).keyring))
         step = self.record(f"lineage evidence bundle: {len(result.event_ids)} hops verified "
                            "offline", "VERIFIED", None, "VERIFIED")
         step.event_id = event_id

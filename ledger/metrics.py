@@ -12,6 +12,7 @@ apps in one process, or two tests, never collide. The names::
     govledger_checkpoint_age_seconds                 gauge: since the latest checkpoint
     govledger_consumer_lag{component,topic}          gauge
     govledger_sequencer_integration_seconds          histogram: produced -> under a checkpoint
+    govledger_ledger_refused_total{reason}           counter: envelopes the sequencer refused
 
 Label values are bounded so a hostile input cannot blow up the series count: ``reason`` is a
 :class:`~ledger.errors.Reason` value, ``none`` or ``OTHER``; ``route`` is a route template.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from prometheus_client import (
@@ -94,6 +95,9 @@ class Metrics:
             "govledger_sequencer_integration_seconds",
             "Event produced to under a signed checkpoint", buckets=INTEGRATION_BUCKETS,
             registry=reg)
+        self.ledger_refused = Counter(
+            "govledger_ledger_refused", "Envelopes the sequencer refused to log, by reason code",
+            ("reason",), registry=reg)
         self._service_sets_ledger = False
         self._seen: tuple[int, float] | None = None
 
@@ -114,6 +118,12 @@ class Metrics:
         self.ledger_size.set(size)
         if _usable(checkpoint_age_s):
             self.checkpoint_age.set(checkpoint_age_s)
+
+    def observe_refused(self, by_reason: Mapping[str, int]) -> None:
+        """Count envelopes the sequencer refused, ``reason code -> count`` (an unknown code
+        is counted as ``OTHER``)."""
+        for reason, count in by_reason.items():
+            self.ledger_refused.labels(reason=reason_label([reason])).inc(count)
 
     def set_lag(self, component: str, topic: str, lag: int) -> None:
         """Consumer lag of ``component`` on ``topic`` (negative values are stored as 0)."""

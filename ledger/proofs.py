@@ -1,4 +1,4 @@
-"""Proof bundles: export from a ledger, verify offline with nothing but the bundle and a vkey.
+"""Proof bundles: export from a ledger, verify offline with the bundle, a vkey and signer keys.
 
 Shapes (DESIGN.md section 7; hashes lowercase hex, leaves standard base64)::
 
@@ -17,6 +17,15 @@ that the checkpoint's size and root are the bundle's; each leaf hash from the le
 RFC 9162 proof. For a lineage bundle also: each hop's event id is the SHA-256 of its
 envelope's payload, and each hop's ``parent_ref`` (read from the payload) is the next hop's
 event id, the last hop having none (the lineage root).
+
+Who signed each leaf (:class:`SignerKeys`): a Merkle proof only says that some bytes are in
+the log, so a lineage bundle is verified only together with the keys its hops must be signed
+with; without them it fails closed (ConfigError), whatever the log logged. Every hop must
+verify under a key given: authority kinds (``AUTHORITY_KINDS``) under the authority key,
+every other kind under a non-authority key of the keyring (``signers.check_signer_kind``);
+a hop signed by anyone else is refused (ProofError). An inclusion bundle's leaf is checked the
+same way when keys are given; without keys it still proves inclusion of those bytes, and
+:attr:`VerifiedBundle.signers_checked` says that nobody vouched for their signer.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_
 from ledger.core.envelope import parse_envelope, parse_payload
 from ledger.errors import ConfigError, ProofError, Rejected
 from ledger.sequencer import DB_NAME, read_vkey
+from ledger.signers import SignerKeys
 from ledger.store import LedgerStore, StoredLeaf
 
 LINEAGE_FORMAT: Final = "govledger.lineage.v1"
@@ -63,6 +73,7 @@ class VerifiedBundle:
     tree_size: int
     root_hash: str
     event_ids: tuple[str, ...] = ()
+    signers_checked: bool = False
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -222,22 +233,28 @@ def _checkpoint(bundle: Mapping[str, object], key: str, verifier: NoteVerifier,
     return checkpoint
 
 
-def _verify_hop(hop: Mapping[str, object], size: int, root: bytes) -> bytes:
+def _verify_hop(hop: Mapping[str, object], size: int, root: bytes,
+                signers: SignerKeys | None) -> bytes:
     leaf, leaf_hash = _leaf(hop), _hash(hop, "leaf_hash")
     if merkle.leaf_hash(leaf) != leaf_hash:
         raise ProofError("leaf hash is not the hash of the leaf",
                          expected=leaf_hash.hex(), calculated=merkle.leaf_hash(leaf).hex())
     merkle.verify_inclusion(_int(hop, "index"), size, leaf_hash, _proof(hop), root)
+    if signers is not None:
+        signers.check(leaf)
     return leaf
 
 
-def verify_inclusion_bundle(bundle: Mapping[str, object], verifier: NoteVerifier) -> VerifiedBundle:
-    """Verify an inclusion bundle (module docstring). Raises ProofError."""
+def verify_inclusion_bundle(bundle: Mapping[str, object], verifier: NoteVerifier,
+                            signers: SignerKeys | None = None) -> VerifiedBundle:
+    """Verify an inclusion bundle (module docstring); the leaf's signer too when ``signers``
+    are given. Raises ProofError."""
     _keys(bundle, INCLUSION_KEYS, "inclusion bundle")
     size, root = _int(bundle, "tree_size"), _hash(bundle, "root_hash")
     _checkpoint(bundle, "checkpoint", verifier, size, root)
-    _verify_hop(bundle, size, root)
-    return VerifiedBundle("inclusion", _str(bundle, "origin"), size, root.hex())
+    _verify_hop(bundle, size, root, signers)
+    return VerifiedBundle("inclusion", _str(bundle, "origin"), size, root.hex(),
+                          signers_checked=signers is not None)
 
 
 def verify_consistency_bundle(bundle: Mapping[str, object],
@@ -262,8 +279,9 @@ def _parent_of(leaf: bytes) -> tuple[str, str | None]:
     return hashlib.sha256(parsed.payload).hexdigest(), event.parent_ref()
 
 
-def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier) -> VerifiedBundle:
-    """Verify a lineage bundle (module docstring). Raises ProofError."""
+def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier,
+                          signers: SignerKeys) -> VerifiedBundle:
+    """Verify a lineage bundle and each hop's signer (module docstring). Raises ProofError."""
     _keys(bundle, LINEAGE_KEYS, "lineage bundle")
     if bundle.get("format") != LINEAGE_FORMAT:
         raise ProofError(f"lineage bundle format must be {LINEAGE_FORMAT}")
@@ -278,7 +296,10 @@ def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier) 
         if not isinstance(hop, dict):
             raise ProofError(f"hop {n} is not an object")
         _keys(hop, HOP_KEYS, f"hop {n}")
-        event_id, parent = _parent_of(_verify_hop(hop, size, root))
+        try:
+            event_id, parent = _parent_of(_verify_hop(hop, size, root, signers))
+        except ProofError as exc:
+            raise ProofError(f"hop {n}: {exc}") from exc
         if event_id != _str(hop, "event_id") or event_id != expected:
             raise ProofError(f"hop {n} is not the expected event", expected=expected,
                              calculated=event_id)
@@ -288,11 +309,18 @@ def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier) 
         expected = parent
     if expected is not None:
         raise ProofError(f"lineage stops before its root: {expected} is missing")
-    return VerifiedBundle("lineage", _str(bundle, "origin"), size, root.hex(), tuple(ids))
+    return VerifiedBundle("lineage", _str(bundle, "origin"), size, root.hex(), tuple(ids),
+                          signers_checked=True)
 
 
-def verify_bundle(bundle: bytes | Mapping[str, object], vkey: str) -> VerifiedBundle:
-    """Verify any bundle offline with the log's vkey text. Raises ProofError."""
+def verify_bundle(bundle: bytes | Mapping[str, object], vkey: str,
+                  signers: SignerKeys | None = None) -> VerifiedBundle:
+    """Verify any bundle offline with the log's vkey text and the keys its leaves must be
+    signed with (module docstring).
+
+    Raises ProofError if the bundle does not verify, ConfigError for a lineage bundle given
+    no signer keys (it would prove nothing about who decided).
+    """
     if isinstance(bundle, bytes):
         if len(bundle) > MAX_BUNDLE_BYTES:
             raise ProofError("bundle is too large")
@@ -303,11 +331,17 @@ def verify_bundle(bundle: bytes | Mapping[str, object], vkey: str) -> VerifiedBu
     if not isinstance(bundle, Mapping):
         raise ProofError("bundle is not a JSON object")
     verifier = parse_vkey(vkey)
+    if signers is not None and signers.empty:
+        signers = None
     if "hops" in bundle:
-        return verify_lineage_bundle(bundle, verifier)
+        if signers is None:
+            raise ConfigError("a lineage bundle needs the keys its hops must be signed with: "
+                              "give the authority key or a keyring (--authority, --keyring "
+                              "or --data)")
+        return verify_lineage_bundle(bundle, verifier, signers)
     if "old_size" in bundle:
         return verify_consistency_bundle(bundle, verifier)
-    return verify_inclusion_bundle(bundle, verifier)
+    return verify_inclusion_bundle(bundle, verifier, signers)
 
 
 # -- the data directory: one call per CLI command -------------------------------------------
@@ -336,16 +370,19 @@ def prove_lineage(data_dir: Path, event_id: str) -> Bundle:
         return lineage_bundle(store, event_id)
 
 
-def verify_bundle_file(path: Path, vkey: str | Path) -> VerifiedBundle:
-    """``govledger ledger verify``: a bundle file and the vkey (text, a vkey file, or a
-    ledger data directory). Raises ProofError or ConfigError."""
+def verify_bundle_file(path: Path, vkey: str | Path,
+                       signers: SignerKeys | None = None) -> VerifiedBundle:
+    """``govledger ledger verify``: a bundle file, the vkey (text, a vkey file, or a ledger
+    data directory) and the signer keys (:func:`ledger.signers.load_signer_keys`).
+
+    Raises ProofError or ConfigError (also for a lineage bundle without signer keys)."""
     if isinstance(vkey, Path):
         vkey = read_vkey(vkey) if vkey.is_dir() else _read_text(vkey)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return verify_bundle(data, vkey.strip())
+    return verify_bundle(data, vkey.strip(), signers)
 
 
 def _read_text(path: Path) -> str:

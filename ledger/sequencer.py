@@ -2,7 +2,9 @@
 
 * Only envelopes that verify become leaves: the sequencer calls its ``verify`` callable on
   every input; a refusal (``Rejected``) is counted and reported with its reason, never
-  stored. Duplicates (same event id) are skipped, never stored twice.
+  stored. :func:`keyring_verifier` judges by signature and kind, never by this process's
+  clock: authority kinds only under the authority key, everything else under a known key.
+  Duplicates (same event id) are skipped, never stored twice.
 * One batch = one SQLite transaction holding the leaves, their node hashes, the consumer
   offsets and (when due) the signed checkpoint, whose root is recomputed from the stored
   nodes. ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
@@ -25,7 +27,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger.core import merkle
@@ -42,6 +43,7 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.core.merkle import CompactRange, TreeSize
 from ledger.errors import ConfigError, ProofError, Reason, Rejected
 from ledger.keyfiles import generate_keypair, load_keyring, load_signer
+from ledger.signers import check_signer_kind
 from ledger.store import BatchResult, LeafRecord, LedgerStore, Offsets
 
 Verify = Callable[[bytes], LeafRecord]
@@ -50,14 +52,19 @@ Verify = Callable[[bytes], LeafRecord]
 DB_NAME, KEY_DIR, KEY_NAME, VKEY_NAME = "ledger.db", "keys", "ledger", "ledger.vkey"
 
 
-def keyring_verifier(keyring: KeyRing, clock: Callable[[], datetime] | None = None) -> Verify:
-    """A :data:`Verify` over ledger.core.envelope.verify_envelope.
+def keyring_verifier(keyring: KeyRing) -> Verify:
+    """A :data:`Verify` over ledger.core.envelope.verify_envelope and
+    :func:`check_signer_kind`: the signature must verify under a key of ``keyring`` and the
+    key must be one that may sign the event's kind. Raises Rejected.
 
-    ``clock`` gives the arrival time for key validity; ``None`` skips the key window (for
-    re-verifying stored leaves, whose keys were checked when they arrived).
+    Key validity windows are not judged here: the processor judged them when the event
+    arrived, and the sequencer consumes later (a key that expires or is revoked in between
+    must not erase the evidence of what was decided while it was in force). The ledger logs
+    facts; whether a request was acceptable is the decision it carries.
     """
     def verify(data: bytes) -> LeafRecord:
-        event = verify_envelope(data, keyring, None if clock is None else clock())
+        event = verify_envelope(data, keyring, None)
+        check_signer_kind(event.kind, event.principal)
         return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref())
     return verify
 
@@ -78,6 +85,13 @@ class SubmitResult:
     refused: tuple[Refusal, ...]
     tree_size: TreeSize
     checkpoint: str | None
+
+    def refused_by_reason(self) -> dict[str, int]:
+        """How many envelopes of this batch were refused, by reason code."""
+        counts: dict[str, int] = {}
+        for refusal in self.refused:
+            counts[refusal.reason.value] = counts.get(refusal.reason.value, 0) + 1
+        return counts
 
 
 class Sequencer:
@@ -247,14 +261,13 @@ def open_ledger(data_dir: Path, verify: Verify, *, reverify: Verify | None = Non
 
 def append_jsonl(data_dir: Path, jsonl: Path, keyring_path: Path, *, batch_size: int = 1000,
                  progress: Callable[[int], None] | None = None) -> AppendCounts:
-    """Append a file of envelopes, one per line, verified against the keyring at arrival
-    time now. ``progress`` gets the number of lines done after each batch.
+    """Append a file of envelopes, one per line, verified against the keyring
+    (:func:`keyring_verifier`). ``progress`` gets the number of lines done after each batch.
 
     Raises ConfigError, Unavailable or ProofError; refused lines are only counted.
     """
     keyring = load_keyring(keyring_path)
-    sequencer = open_ledger(data_dir, keyring_verifier(keyring, lambda: datetime.now(UTC)),
-                            reverify=keyring_verifier(keyring))
+    sequencer = open_ledger(data_dir, keyring_verifier(keyring))
     counts, done = AppendCounts(), 0
     try:
         with jsonl.open("rb") as handle:
@@ -264,9 +277,8 @@ def append_jsonl(data_dir: Path, jsonl: Path, keyring_path: Path, *, batch_size:
                 counts.appended += result.appended
                 counts.duplicates += result.duplicates
                 counts.refused += len(result.refused)
-                for refusal in result.refused:
-                    counts.reasons[refusal.reason.value] = (
-                        counts.reasons.get(refusal.reason.value, 0) + 1)
+                for reason, count in result.refused_by_reason().items():
+                    counts.reasons[reason] = counts.reasons.get(reason, 0) + count
                 done += len(batch)
                 if progress is not None:
                     progress(done)

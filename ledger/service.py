@@ -131,13 +131,18 @@ class Service:
         keyring, settings = self.keyring, self.settings
 
         def opener() -> Sequencer:
-            return open_ledger(settings.data_dir, keyring_verifier(keyring, self.clock),
-                               reverify=keyring_verifier(keyring),
+            return open_ledger(settings.data_dir, keyring_verifier(keyring),
                                checkpoint_interval=settings.checkpoint_interval_s)
         metrics = self.metrics
         signed_at = [time.monotonic()]
 
         def on_batch(result: SubmitResult) -> None:
+            if result.refused:  # one line per batch, not per event: a flood stays readable
+                by_reason = result.refused_by_reason()
+                metrics.observe_refused(by_reason)
+                log.warning("sequencer refused %d of a batch of %d: %s", len(result.refused),
+                            len(result.refused) + result.appended + result.duplicates,
+                            ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())))
             if result.checkpoint is not None:
                 signed_at[0] = time.monotonic()
             metrics.set_ledger(result.tree_size, time.monotonic() - signed_at[0])

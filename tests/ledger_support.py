@@ -15,7 +15,7 @@ from ledger.core.events import (
     Scope,
     Window,
 )
-from ledger.core.keys import principal_document
+from ledger.core.keys import Signer, principal_document
 from ledger.sequencer import init_ledger
 from tests.factories import ALICE, AUTHORITY, ENV, T0, default_ring, request, signed_request
 
@@ -39,8 +39,11 @@ def envelopes(n: int, start: int = 0) -> list[bytes]:
     return [signed_request(nonce=f"nonce-{i:012d}") for i in range(start, start + n)]
 
 
-def _grant(request_id: str, root: str, parent: str | None, depth: int, nonce: str) -> tuple[
-        bytes, str]:
+def grant(request_id: str, root: str, parent: str | None, depth: int, nonce: str, *,
+          signer: Signer = AUTHORITY, identity: str = "govledger:authority",
+          ) -> tuple[bytes, str]:
+    """(envelope, event id) of an AuthorizationGranted for ``request_id``, signed by
+    ``signer`` under ``identity`` (by default the authority of ``default_ring``)."""
     artifact = Artifact(
         request_id=request_id, initiator="agent:alice", holder="agent:alice", tenant="acme",
         scope=Scope(actions=("read",), resource="db/orders/*"), environments=(ENV,),
@@ -48,19 +51,19 @@ def _grant(request_id: str, root: str, parent: str | None, depth: int, nonce: st
         policy_digest=ENV, policy_ids=("p1",), lineage=Lineage(root=root, parent=parent,
                                                                 depth=depth),
         governance={})
-    grant = AuthorizationGranted(signer="govledger:authority", tenant="acme", nonce=nonce,
-                                 issued_at=T0, request_id=request_id, artifact=artifact)
-    return sign_event_with_id(grant, AUTHORITY)
+    event = AuthorizationGranted(signer=identity, tenant="acme", nonce=nonce, issued_at=T0,
+                                 request_id=request_id, artifact=artifact)
+    return sign_event_with_id(event, signer)
 
 
 def lineage_chain() -> list[tuple[bytes, str]]:
     """(envelope, event id): root request, its grant, a child request, its grant, and an
     execution request under the child grant. Each event's parent_ref is the previous one."""
     root_env, root_id = sign_event_with_id(request(nonce="lineage-root-0001"), ALICE)
-    grant1 = _grant(root_id, root_id, None, 0, "lineage-grant-0001")
+    grant1 = grant(root_id, root_id, None, 0, "lineage-grant-0001")
     child = sign_event_with_id(request(nonce="lineage-child-0001", root=root_id,
                                        parent=grant1[1]), ALICE)
-    grant2 = _grant(child[1], root_id, grant1[1], 1, "lineage-grant-0002")
+    grant2 = grant(child[1], root_id, grant1[1], 1, "lineage-grant-0002")
     execution = ExecutionRequested(signer="agent:alice", tenant="acme",
                                    nonce="lineage-exec-00001", issued_at=T0,
                                    artifact_id=grant2[1], root=root_id, action="read",

@@ -366,3 +366,12 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ExecutionCompleted, ExecutionFailed, PolicyPublished, KeyRegistered, KeyRevoked,
 )
 BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
+
+AUTHORITY_KINDS: frozenset[str] = frozenset({
+    AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
+    ExecutionAllowed.KIND, ExecutionRefused.KIND, PolicyPublished.KIND,
+    KeyRegistered.KIND, KeyRevoked.KIND,
+})
+"""Kinds only the authority signs (decisions, verdicts, acknowledgements and the key and
+policy registry). The ledger logs them, and a bundle verifier accepts them, only under a key
+with the ``authority`` role; the authority signs nothing else."""

@@ -12,6 +12,7 @@ from rich.console import Console
 from ledger.demo import Demo, run_demo
 from ledger.proofs import verify_bundle
 from ledger.sequencer import read_vkey
+from ledger.signers import load_signer_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -26,8 +27,10 @@ def test_demo_outcomes_are_all_as_expected_and_logged(tmp_path: Path) -> None:
         assert reason in text
     assert "all outcomes as expected" in text
     bundle = json.loads((data / "evidence.json").read_text())
-    result = verify_bundle(bundle, read_vkey(data))
+    result = verify_bundle(bundle, read_vkey(data),
+                           load_signer_keys(keyring=data / "keyring.json"))
     assert len(result.event_ids) >= 8  # execution -> ... -> root request
+    assert result.signers_checked
 
 
 def test_a_step_with_an_unexpected_outcome_fails_the_demo() -> None:

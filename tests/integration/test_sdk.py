@@ -15,6 +15,7 @@ from ledger.core.events import AuthorizationRevoked
 from ledger.errors import ProofError
 from ledger.sequencer import read_vkey
 from ledger.service import Service
+from ledger.signers import SignerKeys
 from tests.factories import ALICE, request
 from tests.service_support import make_data_dir
 
@@ -55,7 +56,8 @@ def test_sync_client_request_revoke_and_verified_proofs(tmp_path: Path) -> None:
             assert applied.allow
             assert applied.event.revoked == (grant.artifact_id,)  # type: ignore[attr-defined]
 
-        proofs = ProofClient(service.api_url, read_vkey(running.settings.data_dir))
+        proofs = ProofClient(service.api_url, read_vkey(running.settings.data_dir),
+                             signers=SignerKeys(keyring=service.keyring))
 
         async def fetch() -> None:
             for _ in range(100):  # until the sequencer has logged and signed the grant

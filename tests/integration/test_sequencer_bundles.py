@@ -1,4 +1,5 @@
-"""Proof bundles exported from a real ledger and verified offline with only the vkey."""
+"""Proof bundles exported from a real ledger and verified offline with the vkey and the keys
+each leaf must be signed with."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from ledger.proofs import (
     verify_bundle_file,
 )
 from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.signers import SignerKeys
 from tests.factories import MALLORY, default_ring
 from tests.ledger_support import ORIGIN, envelopes, lineage_chain, make_ledger
 
 pytestmark = pytest.mark.integration
+KEYS = SignerKeys(keyring=default_ring())
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +113,11 @@ def test_lineage_bundle_walks_back_to_the_root(ledger: tuple[Path, list[str]]) -
     data_dir, chain = ledger
     vkey = read_vkey(data_dir)
     bundle = prove_lineage(data_dir, chain[-1])
-    result = verify_bundle(bundle, vkey)
+    result = verify_bundle(bundle, vkey, KEYS)
     assert result.kind == "lineage"
     assert result.event_ids == tuple(reversed(chain))
-    root_only = verify_bundle(prove_lineage(data_dir, chain[0]), vkey)
+    assert result.signers_checked
+    root_only = verify_bundle(prove_lineage(data_dir, chain[0]), vkey, KEYS)
     assert root_only.event_ids == (chain[0],)
 
 
@@ -128,10 +132,10 @@ def test_a_lineage_bundle_with_a_missing_or_reordered_hop_is_rejected(
                            ("reordered", [hops[1], hops[0], *hops[2:]]),
                            ("empty", [])]:
         with pytest.raises(ProofError):
-            verify_bundle(dict(bundle, hops=new_hops), vkey)
+            verify_bundle(dict(bundle, hops=new_hops), vkey, KEYS)
         assert name
     with pytest.raises(ProofError):
-        verify_bundle(dict(bundle, event_id=chain[0]), vkey)
+        verify_bundle(dict(bundle, event_id=chain[0]), vkey, KEYS)
 
 
 def test_proving_an_unknown_event_fails(ledger: tuple[Path, list[str]]) -> None:

@@ -25,9 +25,10 @@ from ledger.errors import Reason, Unavailable
 from ledger.metrics import Metrics
 from ledger.proofs import prove_consistency, prove_inclusion, prove_lineage, verify_bundle
 from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.signers import SignerKeys
 from ledger.store import LedgerStore
 from tests.factories import AUTHORITY, MALLORY, T0, default_ring, signed_request
-from tests.ledger_support import ORIGIN, _grant, envelopes, lineage_chain, make_ledger
+from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
 RID = hashlib.sha256(b"some request").hexdigest()
 
@@ -159,7 +160,7 @@ def error_of(response: httpx.Response) -> str:
 
 def decision_envelope(kind: str, subject: str) -> tuple[bytes, str]:
     if kind == "grant":
-        return _grant(subject, subject, None, 0, "api-test-grant-001")
+        return grant(subject, subject, None, 0, "api-test-grant-001")
     if kind == "deny":
         return sign_event_with_id(AuthorizationDenied(
             signer="govledger:authority", tenant="acme", nonce="api-test-deny-0001",
@@ -450,7 +451,7 @@ def test_consistency_errors(api: Client, query: str, status: int) -> None:
 def test_lineage_bundle_verifies_back_to_the_root(api: Client, ledger: Ledger) -> None:
     response = api.get("/v1/proofs/lineage", params={"event_id": ledger.chain[-1]})
     assert response.json() == prove_lineage(ledger.data_dir, ledger.chain[-1])
-    proved = verify_bundle(response.json(), ledger.vkey)
+    proved = verify_bundle(response.json(), ledger.vkey, SignerKeys(keyring=default_ring()))
     assert proved.event_ids == tuple(reversed(ledger.chain))
     response = api.get("/v1/proofs/lineage", params={"event_id": RID})
     assert (response.status_code, error_of(response)) == (404, "NOT_FOUND")

@@ -100,3 +100,12 @@ def test_render_is_prometheus_text_with_every_metric_family() -> None:
                  "govledger_ledger_size", "govledger_checkpoint_age_seconds",
                  "govledger_consumer_lag", "govledger_sequencer_integration_seconds"):
         assert f"# TYPE {name} " in text, name
+
+
+def test_ledger_refusals_are_counted_by_bounded_reason() -> None:
+    metrics = Metrics()
+    metrics.observe_refused({"IDENTITY_MISMATCH": 2, "MALFORMED": 1})
+    metrics.observe_refused({"IDENTITY_MISMATCH": 1, "anything else": 4})
+    assert value(metrics, "govledger_ledger_refused_total", reason="IDENTITY_MISMATCH") == 3
+    assert value(metrics, "govledger_ledger_refused_total", reason="MALFORMED") == 1
+    assert value(metrics, "govledger_ledger_refused_total", reason="OTHER") == 4
