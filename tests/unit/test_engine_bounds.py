@@ -22,9 +22,8 @@ from ledger.core.events import (
 )
 from ledger.errors import InvalidEvent, Reason
 from processors.engine import Engine, Outcome, Stream, cached_size
-from tests.factories import T0, request
+from tests.factories import ALICE, T0, request
 from tests.unit.test_engine import (
-    ALICE,
     CountingLimiter,
     ask,
     engine,
