@@ -1,5 +1,6 @@
-"""The decision worker under a flood of large distinct bad messages, on the real embedded
-broker with a real journal: what it keeps stays small, and a redelivery is answered alike."""
+"""The decision worker's bounds on the real embedded broker with a real journal: a flood of
+large distinct bad messages keeps little memory (and a redelivery is answered alike), and a
+revocation of a 1,111-artifact subtree publishes every artifact of it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ from aiokafka import AIOKafkaProducer
 
 from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
-from ledger.core.envelope import parse_envelope, parse_payload
-from ledger.core.events import AuthorizationDenied
+from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
+from ledger.core.events import (
+    AuthorizationDenied,
+    AuthorizationGranted,
+    AuthorizationRevoked,
+    RevocationApplied,
+)
 from ledger.errors import Reason
+from ledger.keyfiles import load_keyring
 from ledger.topics import Topics
 from processors.app import build_worker
-from tests.factories import T0
-from tests.service_support import collect, make_data_dir
+from tests.factories import ALICE, T0, request
+from tests.service_support import collect, make_data_dir, produce
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +96,57 @@ def test_a_flood_of_large_bad_messages_keeps_denials_not_messages(
     assert [value for value, _ in found].count(redelivered[0]) == 2
     dead = asyncio.run(collect(broker.bootstrap, topics.deadletter, FLOOD + 1))
     assert dead.count(bad_message(3)) == 2 and len(dead) == FLOOD + 1
+
+
+async def revoke_wide_tree(settings: Settings, bootstrap: str, children: int
+                           ) -> tuple[list[str], list[bytes]]:
+    """Grant a root and ``children`` children under it, revoke the root: the subtree's
+    artifact ids and every decision published."""
+    topics = Topics(settings.topic_prefix)
+    keyring = load_keyring(settings.data_dir / "keyring.json")
+    worker = build_worker(settings, bootstrap)
+    worker.clock = lambda: T0
+    await worker.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        root = sign_event(request(nonce="wide-root-000001"), ALICE)
+        root_id = verify_envelope(root, keyring, T0).event_id
+        await produce(bootstrap, topics.requests, [(root_id.encode(), root)])
+        grant = next(v for v in await collect(bootstrap, topics.decisions, 2)
+                 if isinstance(event_of(v), AuthorizationGranted))
+        artifact = verify_envelope(grant, keyring, T0).event_id
+        kids = [sign_event(request(nonce=f"wide-child-{n:06d}", root=root_id, parent=artifact),
+                           ALICE) for n in range(children)]
+        await produce(bootstrap, topics.requests, [(root_id.encode(), k) for k in kids])
+        revocation = sign_event(AuthorizationRevoked(
+            signer="agent:alice", tenant="acme", nonce="wide-revoke-00001", issued_at=T0,
+            artifact_id=artifact, root=root_id, reason="test"), ALICE)
+        await produce(bootstrap, topics.revocations, [(root_id.encode(), revocation)])
+        decisions = await collect(bootstrap, topics.decisions, children + 4, timeout_s=60)
+        granted = [verify_envelope(v, keyring, T0).event_id for v in decisions
+                   if isinstance(event_of(v), AuthorizationGranted)]
+        return granted, decisions
+    finally:
+        stop.set()
+        await task
+        await worker.stop()
+        worker.journal.close()
+
+
+def event_of(raw: bytes) -> object:
+    parsed = parse_envelope(raw)
+    return parse_payload(parsed.payload_type, parsed.payload)
+
+
+def test_a_revocation_of_1111_artifacts_publishes_every_one_in_chunks(
+        tmp_path: Path, broker: EmbeddedBroker, topics: Topics) -> None:
+    make_data_dir(tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", topic_prefix=topics.prefix, partitions=4,
+                        rate_limit_per_s=100_000, rate_limit_burst=100_000)
+    granted, decisions = asyncio.run(revoke_wide_tree(settings, broker.bootstrap, 1110))
+    assert len(granted) == 1111
+    applied = [e for e in map(event_of, decisions) if isinstance(e, RevocationApplied)]
+    assert sorted((e.chunk, e.chunks) for e in applied) == [(0, 2), (1, 2)]
+    listed = [i for e in applied for i in e.revoked]
+    assert len(listed) == 1111 and set(listed) == set(granted)
