@@ -36,7 +36,7 @@ from ledger.proofs import (
     verify_bundle_file,
 )
 from ledger.schema import export_schemas
-from ledger.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info
+from ledger.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info, read_vkey
 from ledger.service import COMPONENTS, Service, run_service
 from ledger.signers import load_signer_keys
 from ledger.topics import Topics, ensure_topics
@@ -561,36 +561,52 @@ def exec_gated(
     environment: Annotated[str, typer.Option(
         help="The measured runtime environment digest (sha256:<hex>).")],
     data: DataOpt = None, kafka: KafkaOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the verdict.")] = 10.0,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the artifact's inclusion proof, then for the verdict.")
+    ] = 10.0,
+    api_url: Annotated[str | None, typer.Option(
+        "--api", envvar="GOVLEDGER_API",
+        help="Base URL of the govledger API that proves the artifact is logged.")] = None,
+    allow_unlogged: Annotated[bool, typer.Option(
+        "--allow-unlogged", help="Skip the proof that the artifact is logged (weaker: "
+        "nothing shows the artifact is in the ledger before the command runs).")] = False,
 ) -> None:
-    """Run a command only if the gate allows it: the artifact verified offline, then the
+    """Run a command only if the gate allows it: the artifact verified offline, proven in
+    the ledger under a signed checkpoint (against --data's ledger.vkey, via --api), then the
     processor's signed ExecutionAllowed. Reports completion or failure; exit 1 if refused.
 
     The keyring of --data says who this runtime is and which keys sign decisions.
     Example: govledger exec --artifact grant.json --action read --resource db/orders/1
-    --key keys/runner.key --environment sha256:... --kafka 127.0.0.1:9092 -- ./job.sh
+    --key keys/runner.key --environment sha256:... --kafka 127.0.0.1:9092
+    --api http://127.0.0.1:8080 -- ./job.sh
     """
     if not ctx.args:
         raise ConfigError("give the command to run after --")
     settings = settings_from(data, kafka)
     if settings.kafka_bootstrap is None:
         raise ConfigError("exec needs --kafka (or GOVLEDGER_KAFKA_BOOTSTRAP) of the service")
+    if api_url is None and not allow_unlogged:
+        raise ConfigError("exec proves the artifact is logged: give --api (or GOVLEDGER_API) "
+                          "of the service, or --allow-unlogged to skip that check (weaker)")
     code = asyncio.run(run_gated(settings, read_envelope_file(artifact), action, resource,
-                                 load_signer(key), environment, timeout, ctx.args))
+                                 load_signer(key), environment, timeout, ctx.args,
+                                 None if allow_unlogged else api_url))
     raise typer.Exit(code)
 
 
 async def run_gated(settings: Settings, grant: bytes, action: str, resource: str,
                     runtime: Signer, environment: str, timeout: float,
-                    command: list[str]) -> int:
+                    command: list[str], api_url: str | None) -> int:
+    """``api_url`` None: no log check (``--allow-unlogged``)."""
     from ledger.client import Client
-    from ledger.gate import ExecutionRefusedError, Gate
+    from ledger.gate import ExecutionRefusedError, Gate, http_log_check
     keyring = load_keyring(settings.data_dir / "keyring.json")
     principal = keyring.get(runtime.key_id)
+    logged = None if api_url is None else http_log_check(api_url, read_vkey(settings.data_dir))
     assert settings.kafka_bootstrap is not None
     async with Client(settings, settings.kafka_bootstrap, keyring) as client:
         gate = Gate(client, runtime, principal, keyring, measure=lambda: environment,
-                    timeout=timeout)
+                    timeout=timeout, require_logged=logged, allow_unlogged=logged is None)
         try:
             async with gate.authorize(grant, action, resource):
                 typer.echo(f"ALLOWED {action} {resource}: running {' '.join(command)}",

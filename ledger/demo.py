@@ -35,7 +35,7 @@ from ledger.core.events import (
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError
-from ledger.gate import ExecutionRefusedError, Gate
+from ledger.gate import ExecutionRefusedError, Gate, http_log_check
 from ledger.proofs import prove_lineage, verify_bundle
 from ledger.sequencer import read_vkey
 from ledger.service import Service
@@ -147,7 +147,8 @@ class Demo:
         assert keyring is not None
         agent = AGENTS[who]
         return Gate(self.client, agent.signer, agent.principal, keyring,
-                    measure=lambda: RUNTIME, timeout=20)
+                    measure=lambda: RUNTIME, timeout=20,
+                    require_logged=http_log_check(self.service.api_url, read_vkey(self.data)))
 
     async def execute(self, name: str, expected: str, who: str, artifact: Decision,
                       action: str, resource: str) -> None:

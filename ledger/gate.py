@@ -2,7 +2,8 @@
 
 ::
 
-    gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest)
+    gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest,
+                require_logged=http_log_check(api_url, ledger_vkey))
     async with gate.authorize(grant_envelope, "read", "db/orders/42"):
         ...   # runs only after the processor's signed ExecutionAllowed
 
@@ -11,8 +12,12 @@ code, and the guarded block never entered:
 
 1. offline: :func:`ledger.artifact.check_artifact` (authority signature, window, runtime
    identity, action and resource in scope, the environment digest measured *now*);
-2. optionally, the artifact's inclusion proof against a signed checkpoint
-   (``require_logged``): ARTIFACT_NOT_LOGGED when it cannot be shown within the timeout;
+2. the artifact's inclusion proof against a signed checkpoint (``require_logged``), waited
+   for up to the timeout (a fresh grant is under a checkpoint within the checkpoint
+   interval): ARTIFACT_NOT_LOGGED when it cannot be shown. On by default: a gate without
+   a log check must be asked for with ``allow_unlogged=True``, which is weaker (a grant
+   signed with a stolen authority key and never logged then reaches the processor, the
+   last line of defence, and no evidence of the artifact is required before it runs);
 3. a signed ExecutionRequested on ``gov.executions``, then the processor's verdict
    (revocation state of every ancestor, single use, lineage) within ``timeout``; a timeout
    or any error refuses (UNAVAILABLE);
@@ -34,7 +39,7 @@ from ledger.artifact import CheckedArtifact, check_artifact
 from ledger.client import Client, Decision
 from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
-from ledger.errors import ProofError, Reason, Rejected, Unavailable
+from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
 from ledger.proofs import verify_bundle
 
 log = logging.getLogger("govledger.gate")
@@ -52,7 +57,13 @@ class Gate:
 
     def __init__(self, client: Client, runtime: Signer, principal: Principal, keyring: KeyRing,
                  *, measure: Callable[[], str], timeout: float = 10.0,
-                 require_logged: LogCheck | None = None) -> None:
+                 require_logged: LogCheck | None = None, allow_unlogged: bool = False) -> None:
+        """Raises ConfigError without ``require_logged`` unless ``allow_unlogged`` (weaker,
+        see the module docstring) says so explicitly."""
+        if require_logged is None and not allow_unlogged:
+            raise ConfigError("the gate proves each artifact is logged before it runs: give "
+                              "require_logged=http_log_check(api_url, vkey), or "
+                              "allow_unlogged=True to skip that check (weaker)")
         self.client = client
         self.runtime = runtime
         self.principal = principal

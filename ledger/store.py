@@ -178,7 +178,10 @@ class LedgerStore:
         self._clash: list[tuple[int, int]] = []
         self._bucket_rows = [0] * BUCKETS
         if writer:
-            self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:  # a full disk or a read-only directory
+                raise Unavailable(f"cannot open {path}.lock: {exc}") from exc
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -632,11 +635,27 @@ class _Transaction:
                 self.conn.execute("COMMIT")
                 return
             except sqlite3.Error as err:
-                self.conn.execute("ROLLBACK")
-                raise Unavailable(f"ledger commit failed: {err}") from err
-        self.conn.execute("ROLLBACK")
+                raise Unavailable(f"ledger commit failed: {err}{self._rollback()}") from err
+        undone = self._rollback()
         if isinstance(exc, sqlite3.Error):
-            raise Unavailable(f"ledger write failed: {exc}") from exc
+            raise Unavailable(f"ledger write failed: {exc}{undone}") from exc
+        if undone and exc is not None:  # the original error (a ProofError) goes on
+            exc.add_note(f"ledger write:{undone}")
+
+    def _rollback(self) -> str:
+        """Roll back what is left of the transaction; "" or why that failed.
+
+        SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR: then a ROLLBACK
+        fails with "no transaction is active"); a ROLLBACK that fails otherwise leaves the
+        connection unusable, which the caller's Unavailable reports: it stops the writer.
+        """
+        if not self.conn.in_transaction:
+            return ""
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            return f" (and the rollback failed: {err})"
+        return ""
 
 
 def _stored(row: tuple[object, ...]) -> StoredLeaf:

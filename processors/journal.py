@@ -135,11 +135,12 @@ class Journal:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
             conn.execute("COMMIT")
         except (sqlite3.Error, Unavailable) as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            undone = _rollback(conn)
             if isinstance(exc, Unavailable):
+                if undone:
+                    exc.add_note(f"processor journal:{undone}")
                 raise
-            raise Unavailable(f"processor journal write failed: {exc}") from exc
+            raise Unavailable(f"processor journal write failed: {exc}{undone}") from exc
         return int(last)
 
     def _refuse_conflicts(self, rows: Sequence[tuple[object, ...]]) -> None:
@@ -159,11 +160,13 @@ class Journal:
                     "restart this worker to answer it from the journal")
 
     def mark_published(self, upto_seq: int) -> None:
-        """Every output up to ``upto_seq`` was acknowledged by the broker."""
+        """Every output up to ``upto_seq`` was acknowledged by the broker. Raises
+        Unavailable on any SQLite error (a full disk)."""
         try:
             self._set_published(upto_seq)
         except sqlite3.Error as exc:
-            raise Unavailable(f"processor journal write failed: {exc}") from exc
+            raise Unavailable(f"processor journal write failed: {exc}"
+                              f"{_rollback(self._writer)}") from exc
 
     def _set_published(self, upto_seq: int) -> None:
         self._writer.execute(
@@ -200,9 +203,15 @@ class Journal:
         return {(t, p): o for t, p, o in rows}
 
     def reset_offsets(self, topics: Iterable[str]) -> None:
-        """Forget the offsets of ``topics`` (after the broker lost them)."""
+        """Forget the offsets of ``topics`` (after the broker lost them). Raises Unavailable
+        on any SQLite error (a full disk)."""
         names = list(topics)
-        self._writer.executemany("DELETE FROM offsets WHERE topic = ?", [(n,) for n in names])
+        try:
+            self._writer.executemany("DELETE FROM offsets WHERE topic = ?",
+                                     [(n,) for n in names])
+        except sqlite3.Error as exc:
+            raise Unavailable(f"processor journal write failed: {exc}"
+                              f"{_rollback(self._writer)}") from exc
 
     def last_seq(self) -> int:
         """The sequence number of the newest entry (0 for an empty journal)."""
@@ -266,6 +275,19 @@ class Journal:
     def close(self) -> None:
         self._writer.close()
         self.db.conn.close()
+
+
+def _rollback(conn: sqlite3.Connection) -> str:
+    """Roll back what is left of a failed write; "" or why that failed. SQLite may have
+    rolled back already (SQLITE_FULL, SQLITE_IOERR): a ROLLBACK then fails with "no
+    transaction is active", which must not hide the error that caused it."""
+    if not conn.in_transaction:
+        return ""
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        return f" (and the rollback failed: {err})"
+    return ""
 
 
 def _outcome(subject: str, outputs: str, allow: int | None, reasons: str) -> Outcome:

@@ -21,7 +21,7 @@ one byte encoding and one id.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,7 +29,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    model_serializer,
     model_validator,
 )
 
@@ -64,6 +66,9 @@ Metadata = Annotated[dict[MetaKey, MetaValue], Field(max_length=32)]
 Detail = Annotated[str, StringConstraints(max_length=512)]
 
 MAX_LINEAGE_DEPTH = 64
+# Artifact ids one RevocationApplied lists (about 67 KB of its 128 KB payload cap); a larger
+# subtree is listed in several chunks.
+REVOKED_PER_EVENT = 1000
 
 
 def _sorted_unique(values: tuple[str, ...], what: str) -> None:
@@ -253,7 +258,13 @@ class AuthorizationRevoked(Event):
 
 class RevocationApplied(Event):
     """The authority applied ``revocation_id``: ``artifact_id`` and every descendant known at
-    that moment (``revoked``, root first; descendants granted later are refused anyway)."""
+    that moment (``revoked``, root first; descendants granted later are refused anyway).
+
+    A subtree of more than 1,000 artifacts is listed in ``chunks`` events, chunk ``chunk``
+    (from 0) listing the next 1,000 ids; the union of their ``revoked`` is the subtree. Both
+    fields are absent from the encoding of a one-chunk event, so its bytes are what they
+    were before chunking existed (and an explicit ``"chunk":0,"chunks":1`` is not canonical).
+    """
 
     KIND = "RevocationApplied"
     SLUG = "revocation-applied"
@@ -261,7 +272,22 @@ class RevocationApplied(Event):
     revocation_id: EventId
     artifact_id: EventId
     root: EventId
-    revoked: Annotated[tuple[EventId, ...], Field(min_length=1, max_length=1000)]
+    revoked: Annotated[tuple[EventId, ...], Field(min_length=1, max_length=REVOKED_PER_EVENT)]
+    chunk: Annotated[int, Field(ge=0)] = 0
+    chunks: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _chunk_in_range(self) -> RevocationApplied:
+        if self.chunk >= self.chunks:
+            raise ValueError(f"chunk {self.chunk} of {self.chunks} is out of range")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_single_chunk(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.chunks == 1:
+            del data["chunk"], data["chunks"]
+        return data
 
     def parent_ref(self) -> str | None:
         return self.revocation_id

@@ -19,7 +19,7 @@ from ledger.core.envelope import (
     payload_type,
     sign_event,
 )
-from ledger.core.events import AuthorizationDenied, Event
+from ledger.core.events import AuthorizationDenied, Event, RevocationApplied
 from ledger.core.keys import Signer
 from ledger.errors import Reason
 from tests.factories import request
@@ -58,8 +58,19 @@ def build() -> dict[str, object]:
     denial = AuthorizationDenied(signer="agent:vector", tenant="acme", nonce="vector-nonce-0003",
                                  issued_at=req.issued_at, request_id="33" * 32,
                                  reasons=(Reason.POLICY_DENY,), detail="no permit")
+    one_chunk = RevocationApplied(signer="agent:vector", tenant="acme",
+                                  nonce="vector-nonce-0004", issued_at=req.issued_at,
+                                  revocation_id="44" * 32, artifact_id="55" * 32,
+                                  root="11" * 32, revoked=("55" * 32, "66" * 32))
+    second_chunk = one_chunk.model_copy(update={"nonce": "vector-nonce-0005",
+                                                "revoked": ("77" * 32,), "chunk": 1,
+                                                "chunks": 2})
     good = positive("root request", req)
-    cases = [good, positive("child request with lineage", child), positive("denial", denial)]
+    cases = [good, positive("child request with lineage", child), positive("denial", denial),
+             positive("revocation applied, one chunk (no chunk fields)", one_chunk),
+             positive("revocation applied, chunk 1 of 2", second_chunk)]
+    one_payload = payload_bytes(one_chunk)
+    explicit = one_payload.replace(b'"issued_at"', b'"chunk":0,"chunks":1,"issued_at"')
     env = json.loads(good["envelope"])  # type: ignore[arg-type]
     ptype = str(good["payloadType"])
     payload = base64.b64decode(str(good["payload_b64"]))
@@ -100,6 +111,9 @@ def build() -> dict[str, object]:
                sign_event(request(signer="agent:vector", tenant="globex"), signer)),
         mutate(good, "truncated envelope", Reason.MALFORMED,
                str(good["envelope"]).encode()[:-7]),
+        mutate(good, "revocation applied naming its default chunk fields, re-signed",
+               Reason.NON_CANONICAL,
+               build_envelope(payload_type("RevocationApplied"), explicit, signer)),
     ]
     return {
         "desc": "govledger DSSE envelope known-answer vectors, format v1. Keyring: one "
