@@ -11,13 +11,14 @@
 
 SIGINT/SIGTERM set the stop event; components stop in reverse order. Fail fast: every
 component is watched (the embedded broker process, the processor child, the sequencer task,
-the HTTP server); one that ends or fails stops the whole service with exit 3 and one log line
-naming it and why. A supervisor restarts it, and the journal and ledger make the restart
-lossless. The embedded broker is not restarted in place: it is memory-only, so a new one is
-empty, and the processor and the sequencer handle an emptied broker only when they start.
-Between the failure and the exit every endpoint that needs the broker answers 503 at once.
-An external Kafka is not watched as a process: its clients reconnect through a blip, and a
-request that cannot be produced fails after ``kafka_request_timeout_ms`` (503).
+the HTTP server and its decision consumer); one that ends or fails stops the whole service
+with exit 3 and one log line naming it and why. A supervisor restarts it, and the journal and
+ledger make the restart lossless. The embedded broker is not restarted in place: it is
+memory-only, so a new one is empty, and the processor and the sequencer handle an emptied
+broker only when they start. Between the failure and the exit every endpoint that needs the
+broker answers 503 at once. An external Kafka is not watched as a process: its clients
+reconnect through a blip, and a request that cannot be produced in the meantime fails after
+``kafka_request_timeout_ms`` (503).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ class Service:
         await self.client.start(from_beginning=True)
         self.client.on_decision.append(self._observe_decision)
         self._stoppers.append(self.client.stop)
+        self._spawn("decisions", self._watch(self.client.reader_stopped()))
         config = uvicorn.Config(make_api(self, self.metrics), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from ledger.core.envelope import sign_event
 from tests.factories import ALICE, request
@@ -66,3 +67,25 @@ def test_a_killed_broker_gets_503_from_every_broker_endpoint_then_stops_the_serv
         started = time.monotonic()
         running.stop()
     assert time.monotonic() - started < 15
+
+
+def test_a_failed_decision_consumer_stops_the_service_and_decisions_answer_503(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer error aiokafka does not retry ends the API's decision reader: the service
+    stops (exit 3 from ``up``) instead of answering 503 forever while looking alive."""
+    running = Running(tmp_path / "data")
+    service = running.service
+    try:
+        assert service.client is not None and service.client._consumer is not None
+
+        async def broken_fetch(**_: object) -> dict[object, object]:
+            raise TopicAuthorizationFailedError("gov.decisions")
+        monkeypatch.setattr(service.client._consumer, "getmany", broken_fetch)
+        running.call(service.stop_event.wait(), 10)
+        assert service.failed == "decisions"
+        assert service.failure is not None and "TopicAuthorizationFailed" in service.failure
+        with httpx.Client(base_url=service.api_url, timeout=30) as http:
+            lookup = http.get(f"/v1/decisions/{secrets.token_hex(32)}", params={"wait": 5})
+        assert lookup.status_code == 503, lookup.text
+    finally:
+        running.stop()
