@@ -66,6 +66,7 @@ from ledger.sequencer import (
     read_vkey,
 )
 from ledger.topics import Topics, ensure_topics
+from ledger.watch import Stopping, broker_exit, unless_set, watch
 
 log = logging.getLogger("govledger.service")
 T = TypeVar("T")
@@ -124,7 +125,7 @@ class Service:
             await self.broker.astart()
             self._stoppers.append(self.broker.astop)
             self.bootstrap = self.broker.bootstrap
-            self._spawn("broker", self._watch(self._broker_exit(self.broker)))
+            self._spawn("broker", watch(self.stop_event, broker_exit(self.broker)))
         else:
             assert self.settings.kafka_bootstrap is not None
             self.bootstrap = self.settings.kafka_bootstrap
@@ -210,7 +211,7 @@ class Service:
 
         async def exited() -> str:
             return f"the processor process (pid {proc.pid}) exited with status {await proc.wait()}"
-        self._spawn("processor", self._watch(exited()))
+        self._spawn("processor", watch(self.stop_event, exited()))
 
     async def _start_api(self) -> None:
         assert self.keyring is not None
@@ -218,7 +219,7 @@ class Service:
         await self.client.start(from_beginning=True)
         self.client.on_decision.append(self._observe_decision)
         self._stoppers.append(self.client.stop)
-        self._spawn("decisions", self._watch(self.client.reader_stopped()))
+        self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
         config = uvicorn.Config(make_api(self, self.metrics), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
@@ -240,29 +241,7 @@ class Service:
         async def served() -> str:
             await asyncio.shield(task)  # raises what stopped the server, if anything did
             return "the HTTP server stopped"
-        self._spawn("api", self._watch(served()))
-
-    async def _broker_exit(self, broker: EmbeddedBroker) -> str:
-        """Why the embedded broker is gone, once it is (waits for its exit)."""
-        pid, code = broker.pid, await broker.wait_exit()
-        if code is None:  # stopped by us, which only stop() does, after the stop event
-            return "the embedded broker was stopped"
-        tail = broker.log_tail(400).replace("\n", " | ")
-        return f"the embedded broker (pid {pid}) exited with status {code}; its log: {tail}"
-
-    async def _watch(self, ended: Coroutine[object, object, str]) -> None:
-        """Run until ``ended`` returns (the component is gone: raise Unavailable with its
-        reason) or the service is stopping (return)."""
-        gone = asyncio.ensure_future(ended)
-        stopping = asyncio.ensure_future(self.stop_event.wait())
-        try:
-            await asyncio.wait({gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not gone.done():
-                gone.cancel()
-        if gone.done() and not gone.cancelled() and not self.stop_event.is_set():
-            raise Unavailable(gone.result())  # result() re-raises what ended it
+        self._spawn("api", watch(self.stop_event, served()))
 
     def _spawn(self, name: str, work: Coroutine[object, object, None]) -> None:
         async def guarded() -> None:
@@ -384,17 +363,11 @@ class Service:
     async def _unless_stopping(self, work: Awaitable[T]) -> T:
         """``work``'s result, or Unavailable as soon as the service starts stopping (a dead
         broker makes a produce block for ``kafka_request_timeout_ms``)."""
-        job = asyncio.ensure_future(work)
-        stopping = asyncio.ensure_future(self.stop_event.wait())
         try:
-            await asyncio.wait({job, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not job.done():
-                job.cancel()
-        if not job.done() or job.cancelled():
-            raise Unavailable(f"the service is stopping ({self.failure or 'asked to stop'})")
-        return job.result()
+            return await unless_set(self.stop_event, work)
+        except Stopping as exc:
+            raise Unavailable(f"the service is stopping ({self.failure or 'asked to stop'})"
+                              ) from exc
 
     def ledger_dir(self) -> Path:
         return self.settings.data_dir
