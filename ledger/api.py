@@ -452,7 +452,8 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
               openapi_extra={"requestBody": _ENVELOPE_BODY})
     async def submit_event(request: Request) -> SubmittedBody:
         """Verify the DSSE envelope and produce it to its topic. 202 means *accepted*: the
-        decision comes later at GET /v1/decisions/{event_id}."""
+        decision comes later at GET /v1/decisions/{event_id}. 503 UNAVAILABLE when the broker
+        cannot take it (at once when the broker is known to be down)."""
         media = request.headers.get("content-type", "application/json").split(";")[0]
         if not _JSON_TYPES.match(media.strip().lower()):
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
@@ -465,7 +466,9 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
     async def get_decision(subject_id: Hex64, wait: Annotated[float, Query(
             ge=0, le=MAX_WAIT_S, description="seconds to wait for it")] = 0.0) -> DecisionBody:
         """The signed decision envelope, waiting up to ``wait`` seconds. 404 PENDING if none
-        yet. ``allow`` is a convenience: act only on the envelope after verifying it."""
+        yet; 503 UNAVAILABLE (never PENDING) when the broker or the decision consumer is down
+        or the service is stopping, also in the middle of the wait. ``allow`` is a
+        convenience: act only on the envelope after verifying it."""
         try:
             async with asyncio.timeout(wait + DECISION_GRACE_S):
                 data = await backend.decision(subject_id, wait)

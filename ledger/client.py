@@ -200,6 +200,24 @@ class Client:
         """True while the decision consumer runs (False after a broker failure)."""
         return self._reader is not None and not self._reader.done()
 
+    async def reader_stopped(self) -> str:
+        """Wait until the decision consumer stops and say why (a :meth:`stop` included).
+
+        Raises what ended it when that was not Unavailable (a bug, not an outage).
+        """
+        reader = self._reader
+        if reader is None:
+            return "the decision consumer is not running"
+        try:
+            await asyncio.shield(reader)  # a cancelled waiter leaves the reader running
+        except asyncio.CancelledError:
+            if not reader.cancelled():
+                raise
+            return "the decision consumer was stopped"
+        except Unavailable as exc:
+            return str(exc)
+        return "the decision consumer stopped"
+
     async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
         """The verified decision or verdict for a request or execution id.
 

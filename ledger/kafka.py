@@ -211,7 +211,14 @@ def next_offsets(records: Iterable[ConsumerRecord[bytes, bytes]]) -> dict[tuple[
 
 
 async def stop_quietly(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
-    """Stop clients during shutdown: an error is logged, never allowed to mask the cause."""
+    """Stop clients during shutdown: an error is logged, never allowed to mask the cause.
+
+    aiokafka 0.14's ``Fetcher.close`` cancels a fetch that sleeps in its retry backoff (a dead
+    broker) and awaits it outside its own ``suppress``: the consumer's ``stop()`` then raises
+    CancelledError although nobody cancelled us, and skips closing its connections (whose
+    metadata loop goes on retrying the dead broker). That stop is finished here; a real
+    cancellation of the caller is re-raised.
+    """
     for client in clients:
         if client is None:
             continue
@@ -219,6 +226,27 @@ async def stop_quietly(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> 
             await client.stop()
         except KafkaError as exc:
             log.warning("error while stopping a Kafka client: %s", exc)
+        except asyncio.CancelledError:
+            _reraise_if_cancelled()
+            if isinstance(client, AIOKafkaConsumer):
+                await _finish_consumer_stop(client)
+
+
+def _reraise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _finish_consumer_stop(consumer: AIOKafkaConsumer) -> None:
+    """The rest of ``AIOKafkaConsumer.stop()`` after its fetcher raised CancelledError."""
+    for _ in range(100):  # each round cancels the pending fetches the last one left
+        try:
+            await consumer._fetcher.close()
+            break
+        except asyncio.CancelledError:
+            _reraise_if_cancelled()
+    await consumer._client.close()
 
 
 # -- keyed publishing, batched per partition ---------------------------------------------------

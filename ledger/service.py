@@ -9,9 +9,16 @@
 4. the sequencer (verifies the ledger against its last signed checkpoint first: a mismatch
    refuses to start), the processor (restored from its journal), the API.
 
-SIGINT/SIGTERM set the stop event; components stop in reverse order. A component that fails
-(``Unavailable``: broker or SQLite gone) stops the whole service with a non-zero exit: a
-supervisor restarts it, and the journal and ledger make the restart lossless.
+SIGINT/SIGTERM set the stop event; components stop in reverse order. Fail fast: every
+component is watched (the embedded broker process, the processor child, the sequencer task,
+the HTTP server and its decision consumer); one that ends or fails stops the whole service
+with exit 3 and one log line naming it and why. A supervisor restarts it, and the journal and
+ledger make the restart lossless. The embedded broker is not restarted in place: it is
+memory-only, so a new one is empty, and the processor and the sequencer handle an emptied
+broker only when they start. Between the failure and the exit every endpoint that needs the
+broker answers 503 at once. An external Kafka is not watched as a process: its clients
+reconnect through a blip, and a request that cannot be produced in the meantime fails after
+``kafka_request_timeout_ms`` (503).
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import uvicorn
 from pydantic import SecretStr
@@ -58,8 +66,10 @@ from ledger.sequencer import (
     read_vkey,
 )
 from ledger.topics import Topics, ensure_topics
+from ledger.watch import Stopping, broker_exit, unless_set, watch
 
 log = logging.getLogger("govledger.service")
+T = TypeVar("T")
 
 COMPONENTS = ("processor", "sequencer", "api")
 STREAM_OF = {AuthorizationRequested: "requests", AuthorizationRevoked: "revocations",
@@ -87,6 +97,8 @@ class Service:
     keyring: KeyRing | None = None
     client: Client | None = None
     failed: str | None = None
+    failure: str | None = None
+    _kafka_log_level: int | None = None
     processor_pid: int | None = None
     metrics: Metrics = field(default_factory=Metrics)
     _submitted_at: dict[str, float] = field(default_factory=dict)
@@ -113,6 +125,7 @@ class Service:
             await self.broker.astart()
             self._stoppers.append(self.broker.astop)
             self.bootstrap = self.broker.bootstrap
+            self._spawn("broker", watch(self.stop_event, broker_exit(self.broker)))
         else:
             assert self.settings.kafka_bootstrap is not None
             self.bootstrap = self.settings.kafka_bootstrap
@@ -181,25 +194,6 @@ class Service:
             sys.executable, "-m", "processors", "--ready-file", str(ready_file), env=env,
             preexec_fn=die_with_parent(os.getpid()))
         self.processor_pid = proc.pid
-        # Ready means ready: wait for the child to be restored and connected (or to fail).
-        deadline = asyncio.get_running_loop().time() + 120
-        while not ready_file.exists():
-            if proc.returncode is not None:
-                raise Unavailable(f"the processor process exited with status {proc.returncode}")
-            if asyncio.get_running_loop().time() > deadline:
-                proc.kill()
-                raise Unavailable("the processor process did not become ready in 120 s")
-            await asyncio.sleep(0.05)
-        ready_file.unlink(missing_ok=True)
-
-        async def watch() -> None:
-            exited = asyncio.create_task(proc.wait())
-            stopping = asyncio.create_task(self.stop_event.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not self.stop_event.is_set():
-                raise Unavailable(f"the processor process exited with status {proc.returncode}")
-            exited.cancel()  # stop_child() waits for the exit
 
         async def stop_child() -> None:
             if proc.returncode is None:
@@ -209,8 +203,20 @@ class Service:
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
-        self._stoppers.append(stop_child)
-        self._spawn("processor", watch())
+        self._stoppers.append(stop_child)  # before the wait: a start cut short stops it too
+        # Ready means ready: wait for the child to be restored and connected (or to fail).
+        deadline = asyncio.get_running_loop().time() + 120
+        while not ready_file.exists():
+            if proc.returncode is not None:
+                raise Unavailable(f"the processor process exited with status {proc.returncode}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable("the processor process did not become ready in 120 s")
+            await asyncio.sleep(0.05)
+        ready_file.unlink(missing_ok=True)
+
+        async def exited() -> str:
+            return f"the processor process (pid {proc.pid}) exited with status {await proc.wait()}"
+        self._spawn("processor", watch(self.stop_event, exited()))
 
     async def _start_api(self) -> None:
         assert self.keyring is not None
@@ -218,6 +224,7 @@ class Service:
         await self.client.start(from_beginning=True)
         self.client.on_decision.append(self._observe_decision)
         self._stoppers.append(self.client.stop)
+        self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
         config = uvicorn.Config(make_api(self, self.metrics), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
@@ -236,16 +243,34 @@ class Service:
             await task
         self._stoppers.append(stop_api)
 
+        async def served() -> str:
+            await asyncio.shield(task)  # raises what stopped the server, if anything did
+            return "the HTTP server stopped"
+        self._spawn("api", watch(self.stop_event, served()))
+
     def _spawn(self, name: str, work: Coroutine[object, object, None]) -> None:
         async def guarded() -> None:
             try:
                 await work
-            except Exception:
-                log.exception("%s failed; stopping the service", name)
-                self.failed = name
-                self.stop_event.set()
+            except Exception as exc:
+                self._fail(name, exc)
                 raise
         self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    def _fail(self, name: str, exc: Exception) -> None:
+        """Record the first failure, log it once, and stop the service."""
+        if self.failed is not None:  # a consequence of the first failure
+            log.info("%s stopped too: %s", name, exc)
+            return
+        self.failed, self.failure = name, f"{name} failed: {exc}"
+        # One line naming the component; a traceback only for what no component expects.
+        log.error("%s; stopping the service (exit 3)", self.failure,
+                  exc_info=not isinstance(exc, Unavailable))
+        # The Kafka clients retry a dead broker every ~100 ms until they are stopped; the
+        # failure is logged above, their repetition of it would only flood the log.
+        self._kafka_log_level = logging.getLogger("aiokafka").level
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        self.stop_event.set()
 
     # -- run / stop --------------------------------------------------------------------------
 
@@ -270,6 +295,8 @@ class Service:
             except Exception:
                 log.exception("error while stopping")
         self._stoppers.clear()
+        if self._kafka_log_level is not None:  # every client is stopped: nothing floods now
+            logging.getLogger("aiokafka").setLevel(self._kafka_log_level)
 
     def describe(self) -> dict[str, object]:
         """What start-up prints: addresses, data directory, ledger origin and vkey."""
@@ -296,14 +323,14 @@ class Service:
         of the envelope; anything else must be the exact canonical bytes."""
         if envelope.endswith(b"\n"):
             envelope = envelope[:-1]
+        client = self._client_up()
         assert self.keyring is not None
-        assert self.client is not None
         verified = verify_envelope(envelope, self.keyring, self.clock())
         stream = STREAM_OF.get(type(verified.event))
         if stream is None:
             raise Rejected(Reason.UNSUPPORTED_VERSION, f"{verified.kind} is not accepted here")
         key = verified.event.lineage_root() or verified.event_id
-        await self.client.send_raw(stream, envelope, key)
+        await self._unless_stopping(client.send_raw(stream, envelope, key))
         self._submitted_at[verified.event_id] = time.monotonic()
         if len(self._submitted_at) > 100_000:
             for old in list(self._submitted_at)[:50_000]:
@@ -317,17 +344,35 @@ class Service:
             None if submitted is None else time.monotonic() - submitted)
 
     async def decision(self, subject_id: str, wait_s: float) -> bytes | None:
-        """The decision, None if none within ``wait_s``; Unavailable if the decision consumer
-        has stopped (a broker outage must not look like "pending")."""
-        assert self.client is not None
-        if not self.client.reading:
-            raise Unavailable("the decision consumer is not running")
+        """The decision, None if none within ``wait_s``. Raises Unavailable when the broker
+        or the decision consumer is down, or the service is starting or stopping, also in
+        the middle of the wait (an outage must not look like "pending")."""
+        client = self._client_up()
         try:
-            return (await self.client.decision(subject_id, max(wait_s, 0.001))).envelope
+            found = await self._unless_stopping(client.decision(subject_id, max(wait_s, 0.001)))
         except Unavailable:
-            if not self.client.reading:
-                raise
+            self._client_up()  # the consumer or broker died during the wait: say so
             return None
+        return found.envelope
+
+    def _client_up(self) -> Client:
+        """The API's Kafka client when everything it depends on runs. Raises Unavailable."""
+        if self.stop_event.is_set():
+            raise Unavailable(f"the service is stopping ({self.failure or 'asked to stop'})")
+        if self.broker is not None and not self.broker.running:
+            raise Unavailable("the embedded broker is down")
+        if self.client is None or not self.client.reading:
+            raise Unavailable("the decision consumer is not running")
+        return self.client
+
+    async def _unless_stopping(self, work: Awaitable[T]) -> T:
+        """``work``'s result, or Unavailable as soon as the service starts stopping (a dead
+        broker makes a produce block for ``kafka_request_timeout_ms``)."""
+        try:
+            return await unless_set(self.stop_event, work)
+        except Stopping as exc:
+            raise Unavailable(f"the service is stopping ({self.failure or 'asked to stop'})"
+                              ) from exc
 
     def ledger_dir(self) -> Path:
         return self.settings.data_dir
@@ -341,6 +386,9 @@ class Service:
         for name in ("processor", "sequencer"):
             if name in self.components:
                 state[name] = not any(t.get_name() == name and t.done() for t in self._tasks)
+        state["decisions"] = self.client is not None and self.client.reading
+        if self.stop_event.is_set():  # stopping: nothing is ready any more
+            state = dict.fromkeys(state, False)
         return state
 
 
@@ -372,10 +420,14 @@ async def run_service(settings: Settings, components: Iterable[str] = COMPONENTS
     service = Service(settings, tuple(components))
     service.install_signal_handlers()
     try:
-        await service.start()
+        # A component dying (or SIGTERM) during start cuts the start short.
+        await service._unless_stopping(service.start())
         if on_ready is not None:
             on_ready(service)
         await service.wait()
+    except Unavailable:
+        if service.failed is None and not service.stop_event.is_set():
+            raise  # the start itself failed: the CLI reports it (exit 3)
     finally:
         await service.stop()
     return 0 if service.failed is None else 3

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
+from ledger.service import Service
 from tests.factories import ALICE, seeded_signer
 
 BOB = seeded_signer("bob")
@@ -113,3 +116,25 @@ class ServiceProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class Running:
+    """A Service on its own thread and loop, so blocking calls can run in the test."""
+
+    def __init__(self, data: Path) -> None:
+        make_data_dir(data)
+        self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)
+        self.service = Service(self.settings)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self.service.start(), 120)
+
+    def call(self, coro, timeout_s: float):  # type: ignore[no-untyped-def]
+        """Run ``coro`` on the service's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        self.call(self.service.stop(), 120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -168,3 +170,44 @@ with httpx.Client(base_url=api, timeout=5) as http:
         except httpx.HTTPError:
             break
 """
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The child processes of ``pid`` (every thread's), each with its command line."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            found[int(child)] = cmdline.decode(errors="replace")
+    return found
+
+
+def the_child(up: ServiceProcess, marker: str) -> int:
+    matches = [pid for pid, cmd in children_of(up.proc.pid).items() if marker in cmd]
+    assert len(matches) == 1, children_of(up.proc.pid)
+    return matches[0]
+
+
+@pytest.mark.parametrize(("marker", "named"), [
+    ("tansu", "broker failed: the embedded broker"),
+    ("-m processors", "processor failed: the processor process"),
+])
+def test_up_exits_3_naming_the_component_when_its_process_is_killed(
+        tmp_path: Path, marker: str, named: str) -> None:
+    """Fail fast: a supervisor restarts the whole service; nothing keeps running useless."""
+    data = tmp_path / "data"
+    make_data_dir(data)
+    up = ServiceProcess(data)
+    try:
+        os.kill(the_child(up, marker), signal.SIGKILL)
+        killed = time.monotonic()
+        assert up.proc.wait(timeout=30) == 3, up.output()
+        assert time.monotonic() - killed < 15
+    finally:
+        if up.proc.poll() is None:
+            up.kill()
+        up.log.close()
+    failures = [line for line in up.output().splitlines() if "stopping the service" in line]
+    assert len(failures) == 1, up.output()
+    assert named in failures[0]
+    assert "exited with status -9" in failures[0]

@@ -158,3 +158,46 @@ def test_broker_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
                 parent.kill()
             if broker_pid is not None and not process_gone(broker_pid):
                 os.kill(broker_pid, signal.SIGKILL)
+
+
+def test_stop_with_a_connected_client_ends_the_broker_within_a_second() -> None:
+    """On SIGTERM Tansu waits for open connections to close; a memory-only broker has
+    nothing to flush, so the stop does not wait for them (it took 5 s with a client open)."""
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> float:
+        broker = await EmbeddedBroker().astart()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait("connected", b"x")
+            started = time.monotonic()
+            await broker.astop()
+            return time.monotonic() - started
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(run()) < 1.5
+
+
+def test_wait_exit_returns_the_status_of_a_killed_broker() -> None:
+    async def run() -> tuple[int | None, str]:
+        async with EmbeddedBroker() as broker:
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGKILL)
+            code = await asyncio.wait_for(broker.wait_exit(), 10)
+            return code, broker.log_tail()
+
+    code, tail = asyncio.run(run())
+    assert code == -signal.SIGKILL
+    assert "ready in" in tail  # what the caller logs about the dead broker
+
+
+def test_wait_exit_returns_none_after_a_requested_stop() -> None:
+    async def run() -> int | None:
+        broker = await EmbeddedBroker().astart()
+        waiting = asyncio.ensure_future(broker.wait_exit())
+        await broker.astop()
+        return await asyncio.wait_for(waiting, 10)
+
+    assert asyncio.run(run()) is None

@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ledger.client import Client, ProofClient, SyncClient
-from ledger.config import Settings
 from ledger.core.events import AuthorizationRevoked
 from ledger.errors import ProofError
 from ledger.sequencer import read_vkey
-from ledger.service import Service
 from ledger.signers import SignerKeys
 from tests.factories import ALICE, request
-from tests.service_support import make_data_dir
+from tests.service_support import Running
 
 pytestmark = pytest.mark.integration
-
-
-class Running:
-    """A Service on its own thread and loop, so blocking SDK calls can run in the test."""
-
-    def __init__(self, data: Path) -> None:
-        make_data_dir(data)
-        self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)
-        self.service = Service(self.settings)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(120)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(120)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
 
 
 def test_sync_client_request_revoke_and_verified_proofs(tmp_path: Path) -> None:
