@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -55,8 +56,11 @@ from ledger.keyfiles import (
 )
 from ledger.sequencer import create_ledger_db, ledger_info
 
+log = logging.getLogger(__name__)
 AUTHORITY_IDENTITY = "govledger:authority"
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+_LEDGER_TABLES = frozenset({"meta", "leaves", "hash_pages", "checkpoints", "offsets", "keys",
+                            "recent_keys"})  # ledger.store's schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,9 @@ def init_data_dir(root: Path, origin: str) -> InitReport:
         _ledger(data, origin, report)
         _keyring(data, authority, report)
         _policies(data, report)
+    if report.repaired or report.removed:
+        log.warning("finished a setup that was interrupted: wrote again %s; removed %s",
+                    report.repaired or "nothing", report.removed or "nothing")
     return report
 
 
@@ -169,9 +176,9 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
     if data.keyring.exists() and _names_authority(data.keyring):
         state = "only partly written" if path.exists() else "missing"
         raise ConfigError(
-            f"{path} is {state}, but {data.keyring} names an authority whose decisions may "
-            f"be signed with it: restore {path} from a backup (or, if this directory never "
-            f"ran, remove {data.keyring} and {path} and run init again)")
+            f"{path} is {state}, but {data.keyring} names an authority (or cannot be read), "
+            f"so decisions may be signed with that key: restore {path} from a backup (or, if "
+            f"this directory never ran, remove {data.keyring} and {path} and run init again)")
     return _new_key("authority", data, report)
 
 
@@ -228,22 +235,21 @@ def _derived_file(path: Path, content: bytes, report: InitReport, wrong: str) ->
 def _ledger(data: DataDir, origin: str, report: InitReport) -> None:
     """Keep a ledger whose checkpoint verifies under ledger.vkey and ledger.key, or create
     the whole ledger (key if needed, vkey, database) when there is none."""
-    if _ledger_state(data.ledger_db) == "complete":
+    state = _ledger_state(data.ledger_db)
+    if state == "complete":
         _check_ledger(data, report)
         return
-    if data.ledger_db.exists():  # leaves nothing: no leaf, no checkpoint
-        _remove_database(data.ledger_db)
-        report.repaired.append(str(data.ledger_db))
-    else:
-        _remove_database(data.ledger_db)  # a stale -wal would be replayed into a new file
-        report.created.append(str(data.ledger_db))
     signer = read_key_file(data.ledger_key)
+    if signer is None and data.vkey.exists() and data.vkey.read_bytes().endswith(b"\n"):
+        raise ConfigError(
+            f"{data.ledger_key} is missing or only partly written and {data.vkey} names a "
+            f"ledger key, though no checkpoint was ever signed ({data.ledger_db} has none): "
+            f"remove {data.vkey} and run init again to make a new ledger key")
+    # An empty ledger.db recorded nothing; with none, a stale -wal would be replayed into
+    # the new file.
+    _remove_database(data.ledger_db)
+    (report.repaired if state == "empty" else report.created).append(str(data.ledger_db))
     if signer is None:
-        if data.vkey.exists() and data.vkey.read_bytes().endswith(b"\n"):
-            raise ConfigError(
-                f"{data.ledger_key} is missing or only partly written and {data.vkey} names "
-                f"a ledger key, though no checkpoint was ever signed ({data.ledger_db} has "
-                f"none): remove {data.vkey} and run init again to make a new ledger key")
         signer = _new_key("ledger", data, report)
     else:
         _public_key(data.ledger_key, signer, report)
@@ -260,9 +266,10 @@ def _ledger(data: DataDir, origin: str, report: InitReport) -> None:
 
 
 def _ledger_state(path: Path) -> str:
-    """"missing", "empty" (no leaf and no checkpoint: nothing was ever recorded or signed
-    in it) or "complete" (has a checkpoint). Raises ConfigError for a file that is not an
-    SQLite database or holds leaves without a checkpoint (init never writes either)."""
+    """"missing", "empty" (the ledger's tables or none, no leaf and no checkpoint: nothing
+    was ever recorded or signed in it) or "complete" (has a checkpoint). Raises ConfigError
+    for a file that is not an SQLite database, holds other tables, or holds leaves without
+    a checkpoint (init never writes any of those)."""
     if not path.exists():
         return "missing"
     try:
@@ -275,6 +282,9 @@ def _ledger_state(path: Path) -> str:
     except sqlite3.Error as exc:
         raise ConfigError(f"{path} is not a readable ledger database ({exc}); govledger init "
                           "never leaves one like that: restore it from a backup") from exc
+    if not tables <= _LEDGER_TABLES:
+        raise ConfigError(f"{path} is an SQLite database but not a ledger (tables "
+                          f"{sorted(tables - _LEDGER_TABLES)}): move it away and run init again")
     if counts.get("checkpoints"):
         return "complete"
     if counts.get("leaves"):

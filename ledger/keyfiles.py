@@ -45,6 +45,7 @@ _PEM_SHAPE = (b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI" + b"?" * 43
               + b"\n-----END PRIVATE KEY-----\n")
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _SYSTEM_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
 
 
 def temp_path(path: Path) -> Path:
@@ -92,14 +93,28 @@ def place(temp: Path, path: Path, *, replace: bool = False) -> None:
                 raise ConfigError(f"{path} exists; refusing to overwrite it")
             os.rename(temp, path)
         else:
-            try:
-                os.link(temp, path)
-            except FileExistsError as exc:
-                raise ConfigError(f"{path} exists; refusing to overwrite it") from exc
-            os.unlink(temp)
+            _link(temp, path)
         fsync_path(path.parent)
     except OSError as exc:
         raise file_error(path, exc) from exc
+
+
+def _link(temp: Path, path: Path) -> None:
+    """Give ``temp`` the name ``path`` unless that exists. Raises ConfigError or OSError."""
+    try:
+        os.link(temp, path)
+    except FileExistsError as exc:
+        raise ConfigError(f"{path} exists; refusing to overwrite it") from exc
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # Some network and FUSE file systems have no hard links: check, then rename (the
+        # data directory's setup holds a lock, so nothing of ours races the check).
+        if path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite it") from exc
+        os.rename(temp, path)
+        return
+    os.unlink(temp)
 
 
 def remove_temp(path: Path) -> None:

@@ -233,15 +233,16 @@ def create_ledger_db(data_dir: Path, signer: Signer, origin: str) -> None:
     checkpoint. Raises ConfigError if ledger.db exists, Unavailable (SQLite, disk full)."""
     temp = temp_path(data_dir / DB_NAME)
     try:
-        sequencer = Sequencer(LedgerStore(temp, writer=True), signer, origin, _refuse_all)
+        store = LedgerStore(temp, writer=True)
         try:
+            Sequencer(store, signer, origin, _refuse_all)  # schema, meta, first checkpoint
             # Rollback-journal mode checkpoints the WAL into the file and deletes it, so the
             # one file moved into place holds everything (the writer turns WAL back on).
-            sequencer.store.conn.execute("PRAGMA journal_mode=DELETE")
+            store.conn.execute("PRAGMA journal_mode=DELETE")
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot finish the new ledger {temp}: {exc}") from exc
         finally:
-            sequencer.close()
+            store.close()
         if Path(f"{temp}-wal").exists():
             raise Unavailable(f"the new ledger {temp} still has a write-ahead log")
         place(temp, data_dir / DB_NAME)

@@ -260,3 +260,28 @@ def test_the_new_ledger_db_is_one_complete_file(tmp_path: Path) -> None:
     assert not (tmp_path / "data/ledger.db-wal").exists()
     with sqlite3.connect(tmp_path / "data/ledger.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone() == (1,)
+
+
+def test_a_foreign_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    with sqlite3.connect(root / "ledger.db") as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    before = (root / "ledger.db").read_bytes()
+    with pytest.raises(ConfigError, match=f"{root / 'ledger.db'} is an SQLite database but "
+                                          "not a ledger"):
+        init_data_dir(root, ORIGIN)
+    assert (root / "ledger.db").read_bytes() == before
+
+
+def test_keys_are_written_without_overwriting_where_there_are_no_hard_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr("ledger.keyfiles.os.link", no_links)
+    signer, key_path, _ = generate_keypair("alice", tmp_path)
+    assert load_signer(key_path).key_id == signer.key_id
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="exists"):
+        generate_keypair("alice", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.key", "alice.pub"]
