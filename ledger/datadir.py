@@ -11,18 +11,15 @@
       ledger.vkey          the log's C2SP verifier key
       processor.db         the processor journal (processors/journal.py)
 
-:func:`init_data_dir` creates whatever is missing and never overwrites a usable file: keys,
-keyring and policies that work are kept, so an operator's own files always win. Each file
-is written under a temporary name, fsynced and moved into place (ledger.keyfiles.write_atomic;
-the policies as a whole directory, ledger.db complete with its first checkpoint), in the
-order authority key, ledger key, ledger.vkey, ledger.db, keyring.json, policies/. So a kill
-leaves a prefix of that list plus temporary files, and the next ``init`` or ``up`` finishes
-it: temporary files are removed, existing files are checked (a key loads, the keyring
-parses, ledger.db's latest checkpoint verifies under ledger.vkey and ledger.key), and a file
-that is provably an interrupted write (an older version wrote in place: an empty or cut-off
-key, keyring or vkey, an empty policies/, a ledger.db without leaves or checkpoint) is
-written again, but a key only while nothing signed with it can exist. Anything else that
-does not check out is refused with a ConfigError naming the file and what to do.
+:func:`init_data_dir` creates whatever is missing and never overwrites a usable file, so an
+operator's own files always win. Every file is written under a temporary name, fsynced and
+moved into place (ledger.keyfiles.write_atomic; policies/ as a whole directory, ledger.db
+complete with its first checkpoint), in the order authority key, ledger key, ledger.vkey,
+ledger.db, keyring.json, policies/. A kill leaves a prefix of that list plus temporary
+files; the next ``init`` or ``up`` removes those, checks what exists, writes again what is
+provably an interrupted write (of older versions, which wrote in place), a key only while
+nothing signed with it can exist, and refuses anything else with a ConfigError naming the
+file and what to do. docs/ledger.md "First start and crashes" has the table.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +56,8 @@ from ledger.sequencer import create_ledger_db, ledger_info
 
 log = logging.getLogger(__name__)
 AUTHORITY_IDENTITY = "govledger:authority"
+LOCK_WAIT_S = 60.0
+"""How long a setup waits for another one on the same directory to finish."""
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 _LEDGER_TABLES = frozenset({"meta", "leaves", "hash_pages", "checkpoints", "offsets", "keys",
                             "recent_keys"})  # ledger.store's schema
@@ -140,14 +140,21 @@ def init_data_dir(root: Path, origin: str) -> InitReport:
 
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the directory itself: one init at a time, so removing
-    temporary files never pulls one from under another init."""
+    """Hold an exclusive lock on the directory itself: one setup at a time (processes that
+    start together, e.g. compose replicas, take turns), so removing temporary files never
+    pulls one from under another setup. Raises Unavailable after LOCK_WAIT_S."""
     fd = os.open(root, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise Unavailable(f"another govledger init or up is setting up {root}") from exc
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"another govledger init or up has been setting up "
+                                      f"{root} for {LOCK_WAIT_S:.0f} s") from exc
+                time.sleep(0.05)  # a lock retry, not a wait for a condition
         yield
     finally:
         os.close(fd)

@@ -285,3 +285,31 @@ def test_keys_are_written_without_overwriting_where_there_are_no_hard_links(
     with pytest.raises(ConfigError, match="exists"):
         generate_keypair("alice", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.key", "alice.pub"]
+
+
+def test_setups_started_together_take_turns(reference: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import threading
+    root = tmp_path / "data"
+    shutil.copytree(reference, root)
+    results: list[object] = []
+    fd = os.open(root, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another setup is running
+    try:
+        worker = threading.Thread(target=lambda: results.append(init_data_dir(root, ORIGIN)))
+        worker.start()
+        worker.join(timeout=0.5)
+        assert worker.is_alive() and results == []  # waiting, neither done nor failed
+    finally:
+        os.close(fd)
+    worker.join(timeout=60)
+    assert len(results) == 1 and isinstance(results[0], InitReport)
+    fd = os.open(root, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    monkeypatch.setattr("ledger.datadir.LOCK_WAIT_S", 0.0)
+    try:
+        with pytest.raises(Unavailable, match="another govledger init or up"):
+            init_data_dir(root, ORIGIN)
+    finally:
+        os.close(fd)
