@@ -118,15 +118,19 @@ def keys_generate(
 
 
 def add_to_keyring(path: Path, principal: Principal) -> None:
-    """Append a principal to a keyring file, creating it if missing. Raises ConfigError."""
+    """Append a principal to a keyring file, creating it if missing (atomically, keeping its
+    mode). Raises ConfigError, Unavailable (disk full)."""
+    mode = 0o644
     if path.exists():
         load_keyring(path)  # refuse to extend a file we cannot read back
         doc = json.loads(path.read_text())
+        mode = path.stat().st_mode & 0o777
     else:
         doc = {"version": 1, "principals": []}
     doc["principals"].append(dict(principal_document(principal)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), replace=True)
+    # Replaced in one step: a kill leaves the old keyring or the new one, never half of it.
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=mode, replace=True)
 
 
 @events_app.command("sign")

@@ -313,3 +313,16 @@ def test_setups_started_together_take_turns(reference: Path, tmp_path: Path,
             init_data_dir(root, ORIGIN)
     finally:
         os.close(fd)
+
+
+def test_a_keyring_update_keeps_the_file_mode(reference: Path, tmp_path: Path) -> None:
+    from ledger.cli import add_to_keyring
+    from ledger.core.keys import Principal
+    from tests.factories import ALICE
+    path = tmp_path / "keyring.json"
+    shutil.copy2(reference / "keyring.json", path)
+    path.chmod(0o600)
+    add_to_keyring(path, Principal("agent:alice", "acme", ALICE.public_key,
+                                   frozenset({"requester"})))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ALICE.key_id in load_keyring(path)
