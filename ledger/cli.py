@@ -27,7 +27,7 @@ from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
 from ledger.kafka import client_options
-from ledger.keyfiles import generate_keypair, load_keyring, load_signer
+from ledger.keyfiles import generate_keypair, load_keyring, load_signer, write_atomic
 from ledger.proofs import (
     bundle_json,
     prove_consistency,
@@ -119,15 +119,19 @@ def keys_generate(
 
 
 def add_to_keyring(path: Path, principal: Principal) -> None:
-    """Append a principal to a keyring file, creating it if missing. Raises ConfigError."""
+    """Append a principal to a keyring file, creating it if missing (atomically, keeping its
+    mode). Raises ConfigError, Unavailable (disk full)."""
+    mode = 0o644
     if path.exists():
         load_keyring(path)  # refuse to extend a file we cannot read back
         doc = json.loads(path.read_text())
+        mode = path.stat().st_mode & 0o777
     else:
         doc = {"version": 1, "principals": []}
     doc["principals"].append(dict(principal_document(principal)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    # Replaced in one step: a kill leaves the old keyring or the new one, never half of it.
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=mode, replace=True)
 
 
 @events_app.command("sign")
@@ -209,22 +213,34 @@ def settings_from(data: Path | None = None, kafka: str | None = None,
 def ledger_init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
     """Create the data directory's keys, keyring, example policies and empty ledger.
 
-    Keeps whatever exists. Example: govledger ledger init --data ./govledger-data
+    Keeps what works, finishes an interrupted setup. Example: govledger ledger init --data
+    ./govledger-data
     """
     init(data, as_json)
 
 
 @app.command("init")
 def init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
-    """Create what the service needs in the data directory (never overwrites).
+    """Create what the service needs in the data directory; keep what works.
 
     Authority and ledger keys (0600), a keyring with the authority, the example Cedar
-    policies and an empty signed ledger. Example: govledger init --data ./govledger-data
+    policies and an empty signed ledger. A setup a crash interrupted is finished; a file that
+    does not work is named, with what to do (exit 2). Example: govledger init --data
+    ./govledger-data
     """
     settings = settings_from(data)
     report = init_data_dir(settings.data_dir, settings.log_origin)
-    emit({"created": report.created, "kept": report.kept}, as_json,
-         "\n".join([f"created {p}" for p in report.created] +
+    from processors.app import build_engine  # what the processor loads at start, checked now
+    try:
+        build_engine(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc
+    emit({"created": report.created, "kept": report.kept, "repaired": report.repaired,
+          "removed": report.removed}, as_json,
+         "\n".join([f"removed {p} (left by an interrupted setup)" for p in report.removed] +
+                   [f"created {p}" for p in report.created] +
+                   [f"redone  {p} (an interrupted setup left it unusable)"
+                    for p in report.repaired] +
                    [f"kept    {p}" for p in report.kept]))
 
 

@@ -24,6 +24,7 @@ Data directory layout (docs/ledger.md)::
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +42,15 @@ from ledger.core.checkpoint import (
 from ledger.core.envelope import verify_envelope
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.merkle import CompactRange, TreeSize
-from ledger.errors import ConfigError, ProofError, Reason, Rejected
-from ledger.keyfiles import generate_keypair, load_keyring, load_signer
+from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
+from ledger.keyfiles import (
+    generate_keypair,
+    load_keyring,
+    load_signer,
+    place,
+    temp_path,
+    write_atomic,
+)
 from ledger.signers import check_signer_kind
 from ledger.store import BatchResult, LeafRecord, LedgerStore, Offsets
 
@@ -220,17 +228,41 @@ class AppendCounts:
 
 
 def init_ledger(data_dir: Path, origin: str) -> LedgerInfo:
-    """Create DIR/ledger.db, the signing key DIR/keys/ledger.key and DIR/ledger.vkey, and
-    publish the empty checkpoint. Raises ConfigError if a ledger or key already exists."""
+    """Create the signing key DIR/keys/ledger.key, DIR/ledger.vkey and DIR/ledger.db with the
+    empty checkpoint, each complete or not at all. Raises ConfigError if a ledger or key
+    already exists, Unavailable (SQLite, disk full)."""
     if (data_dir / DB_NAME).exists():
         raise ConfigError(f"{data_dir / DB_NAME} exists")
     signer, _, _ = generate_keypair(KEY_NAME, data_dir / KEY_DIR)
-    vkey = build_vkey(origin, signer.public_key)
-    (data_dir / VKEY_NAME).write_text(vkey + "\n")
-    sequencer = Sequencer(LedgerStore(data_dir / DB_NAME, writer=True), signer, origin,
-                          _refuse_all)
-    sequencer.close()
+    write_atomic(data_dir / VKEY_NAME, (build_vkey(origin, signer.public_key) + "\n").encode(),
+                 replace=True)
+    create_ledger_db(data_dir, signer, origin)
     return ledger_info(data_dir)
+
+
+def create_ledger_db(data_dir: Path, signer: Signer, origin: str) -> None:
+    """Create DIR/ledger.db complete or not at all: schema, origin, vkey and the first signed
+    checkpoint are written under a temporary name, folded into one file (no ``-wal`` beside
+    it), fsynced and linked into place. A kill leaves no ledger.db, never one without its
+    checkpoint. Raises ConfigError if ledger.db exists, Unavailable (SQLite, disk full)."""
+    temp = temp_path(data_dir / DB_NAME)
+    try:
+        store = LedgerStore(temp, writer=True)
+        try:
+            Sequencer(store, signer, origin, _refuse_all)  # schema, meta, first checkpoint
+            # Rollback-journal mode checkpoints the WAL into the file and deletes it, so the
+            # one file moved into place holds everything (the writer turns WAL back on).
+            store.conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot finish the new ledger {temp}: {exc}") from exc
+        finally:
+            store.close()
+        if Path(f"{temp}-wal").exists():
+            raise Unavailable(f"the new ledger {temp} still has a write-ahead log")
+        place(temp, data_dir / DB_NAME)
+    finally:
+        for leftover in ("", "-wal", "-shm", "-journal", ".lock"):
+            Path(f"{temp}{leftover}").unlink(missing_ok=True)
 
 
 def _refuse_all(data: bytes) -> LeafRecord:
@@ -251,7 +283,8 @@ def open_ledger(data_dir: Path, verify: Verify, *, reverify: Verify | None = Non
     try:
         origin = store.meta("origin")
         if origin is None:
-            raise ConfigError(f"{store_path} has no origin")
+            raise ConfigError(f"{store_path} has no origin: an unfinished ledger (`govledger "
+                              "init` finishes it)")
         return Sequencer(store, signer, origin, verify, reverify=reverify,
                          checkpoint_interval=checkpoint_interval)
     except BaseException:
