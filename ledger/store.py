@@ -355,6 +355,33 @@ class LedgerStore:
         """(page number, page bytes) in page order, as stored."""
         yield from self.conn.execute("SELECT page, hashes FROM hash_pages ORDER BY page")
 
+    def iter_leaf_rows(self, chunk: int = 4096) -> Iterator[list[tuple[object, ...]]]:
+        """Raw ``leaves`` rows (idx, event_id, kind, parent_ref, leaf) in index order, ``chunk``
+        at a time, as stored: no type check, no hex (the start-up check reads 1M of them).
+        Raises Unavailable."""
+        try:
+            cursor = self.conn.execute(f"SELECT {_LEAF_COLUMNS} FROM leaves ORDER BY idx")  # noqa: S608
+            while rows := cursor.fetchmany(chunk):
+                yield rows
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+
+    def iter_index_rows(self) -> Iterator[tuple[object, ...]]:
+        """Every lookup-index row (role, k, idx) of both tiers, as stored. Raises Unavailable."""
+        try:
+            for table in ("keys", "recent_keys"):
+                yield from self.conn.execute(f"SELECT role, k, idx FROM {table}")  # noqa: S608
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+
+    def indexed(self) -> int:
+        """How many leaves the lookup index covers (meta ``indexed``; a writer's open indexes
+        the rest). Raises ProofError if the value is not a count."""
+        recorded = self.meta("indexed") or "0"
+        if not recorded.isdigit():
+            raise ProofError(f"the lookup index records {recorded!r} indexed leaves")
+        return int(recorded)
+
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every stored (size, signed note), by size."""
         return [(int(s), str(n)) for s, n in
