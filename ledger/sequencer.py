@@ -110,10 +110,13 @@ class Sequencer:
         """Before anything is appended or served: recompute the whole tree from the stored
         leaf bytes and check it, its stored hashes, the derived columns and the lookup
         index against the last signed checkpoint (ledger.audit.check_on_open); then sign
-        the verified tail, if any. Raises ProofError naming the first divergent leaf."""
+        the verified tail, if any, and leave the marker readers check
+        (LedgerStore.verified). Raises ProofError naming the first divergent leaf."""
+        self.store.set_verified(None)  # readers in other processes answer 503 meanwhile
         signed = check_on_open(self.store, self.verifier, self.origin, self.reverify)
         if self.store.tree_size() > signed or self.store.latest_checkpoint() is None:
             self.store.sign_checkpoint(self._sign)
+        self.store.set_verified(self.store.tree_size())
 
     def _due(self) -> bool:
         return self._clock() - self._last_signed >= self.checkpoint_interval

@@ -2,7 +2,8 @@
 
 Schema (one file, WAL, ``synchronous=FULL``)::
 
-    meta(key PRIMARY KEY, value)                 origin, vkey, schema version, indexed
+    meta(key PRIMARY KEY, value)                 origin, vkey, schema version, indexed,
+                                                 verified (the start-up check's marker)
     leaves(idx INTEGER PRIMARY KEY, event_id BLOB, kind, parent_ref BLOB, leaf BLOB)
     hash_pages(page INTEGER PRIMARY KEY, hashes BLOB)
     checkpoints(size INTEGER PRIMARY KEY, note)  signed C2SP checkpoints
@@ -38,6 +39,7 @@ transaction. Readers may open the same file concurrently.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -60,6 +62,8 @@ BUCKET_BITS: Final = 5
 BUCKETS: Final = 1 << BUCKET_BITS
 MERGE_AT: Final = 1 << 18
 """Rows of ``recent_keys`` above which each batch merges its largest bucket into ``keys``."""
+VERIFIED: Final = "verified"
+"""Meta key of the sequencer's start-up check result (:meth:`LedgerStore.verified`)."""
 ROLE_EVENT: Final = 0
 ROLE_SUBJECT: Final = 1
 DECISION_KINDS: Final = ("AuthorizationGranted", "AuthorizationDenied", "ExecutionAllowed",
@@ -373,6 +377,31 @@ class LedgerStore:
                 yield from self.conn.execute(f"SELECT role, k, idx FROM {table}")  # noqa: S608
         except sqlite3.Error as exc:
             raise Unavailable(f"ledger read failed: {exc}") from exc
+
+    def verified(self) -> int | None:
+        """The checkpoint size the sequencer verified the whole ledger against when it
+        opened it (meta ``verified``: that size and the SHA-256 of that checkpoint's note),
+        or None: never, being verified now, or failed. Bound to the stored note, so a marker
+        that names another checkpoint counts as none. Raises Unavailable."""
+        marker = (self.meta(VERIFIED) or "").split(" ")
+        if len(marker) != 2 or not marker[0].isdigit():
+            return None
+        note = self.checkpoint_at(int(marker[0]))
+        if note is None or hashlib.sha256(note.encode()).hexdigest() != marker[1]:
+            return None
+        return int(marker[0])
+
+    def set_verified(self, size: int | None) -> None:
+        """The writer records that it verified the ledger against its checkpoint at
+        ``size`` (None: clears the marker, before a check). Raises Unavailable."""
+        if self._lock_fd is None:
+            raise Unavailable("this ledger store was opened read-only")
+        with self._tx():
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (VERIFIED,))
+            note = None if size is None else self.checkpoint_at(size)
+            if note is not None:
+                self.conn.execute("INSERT INTO meta VALUES (?, ?)", (VERIFIED, f"{size} "
+                                  f"{hashlib.sha256(note.encode()).hexdigest()}"))
 
     def indexed(self) -> int:
         """How many leaves the lookup index covers (meta ``indexed``; a writer's open indexes
