@@ -115,8 +115,9 @@ def leaf_columns(leaf: bytes) -> Columns | None:
     """The (event id, kind, parent_ref) the sequencer stores for these envelope bytes, read
     without checking the signature (the signed checkpoint binds the bytes); None if the
     bytes are not an envelope. The parent comes from the event class's own ``parent_ref()``,
-    run on an attribute view of the payload instead of a validated model (~3 us a leaf
-    instead of ~25 us): it only reads attributes, and a payload that lacks them is None."""
+    run on an attribute view of the payload instead of a validated model (it only reads
+    attributes; a payload that lacks them gives None): 11 us a leaf where reading the
+    envelope and validating the model takes 30 us (same load)."""
     # The canonical envelope starts {"payload":"B64","payloadType":"TYPE", (the key order
     # ledger.core.envelope writes); two finds beat a regex over the base64 by ~2 us a leaf.
     end = leaf.find(b'"', _AT_PAYLOAD)
