@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.audit import leaf_columns
 from ledger.core import merkle
 from ledger.errors import ProofError
 from ledger.keyfiles import load_signer
+from ledger.recompute import leaf_columns
 from ledger.sequencer import DB_NAME, Sequencer, keyring_verifier, open_ledger
 from ledger.store import PAGE, ROLE_EVENT, ROLE_SUBJECT, LedgerStore
 from tests.factories import default_ring
