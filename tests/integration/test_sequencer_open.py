@@ -7,16 +7,25 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ledger.core import merkle
-from ledger.errors import ProofError
+from ledger.core.envelope import sign_event
+from ledger.core.events import (
+    AuthorizationDenied,
+    AuthorizationRevoked,
+    ExecutionAllowed,
+    ExecutionRefused,
+    RevocationApplied,
+)
+from ledger.errors import ProofError, Reason
 from ledger.keyfiles import load_signer
 from ledger.recompute import leaf_columns
 from ledger.sequencer import DB_NAME, Sequencer, keyring_verifier, open_ledger
 from ledger.store import PAGE, ROLE_EVENT, ROLE_SUBJECT, LedgerStore
-from tests.factories import default_ring
+from tests.factories import ALICE, AUTHORITY, T0, default_ring
 from tests.ledger_support import ORIGIN, envelopes, lineage_chain, make_ledger
 
 pytestmark = pytest.mark.integration
@@ -142,9 +151,30 @@ def test_an_untouched_ledger_opens_and_appends(tmp_path: Path) -> None:
     open_ledger(data_dir, VERIFY).close()
 
 
+def authority_events() -> list[bytes]:
+    """One of each authority kind whose parent is not on the lineage chain."""
+    rid, xid = "1" * 64, "2" * 64
+    common: dict[str, Any] = {"signer": "govledger:authority", "tenant": "acme",
+                              "issued_at": T0}
+    under: dict[str, Any] = {**common, "artifact_id": "3" * 64, "root": rid, "execution_id": xid}
+    events = [
+        AuthorizationDenied(**common, nonce="open-test-deny-001", request_id=rid,
+                            reasons=(Reason.POLICY_DENY,)),
+        RevocationApplied(**common, nonce="open-test-applied1", revocation_id=xid,
+                          artifact_id="3" * 64, root=rid, revoked=("3" * 64,)),
+        ExecutionAllowed(**under, nonce="open-test-allowed1"),
+        ExecutionRefused(**under, nonce="open-test-refused1", reasons=(Reason.SCOPE_MISMATCH,)),
+    ]
+    return [sign_event(event, AUTHORITY) for event in events]
+
+
 def test_leaf_columns_agree_with_the_verified_event_for_every_kind_stored() -> None:
     """The fast reading of (event id, kind, parent) used at start equals the sequencer's."""
-    for envelope in [*envelopes(2), *(e for e, _ in lineage_chain())]:
+    revoke = sign_event(AuthorizationRevoked(
+        signer="agent:alice", tenant="acme", nonce="open-test-revoke1", issued_at=T0,
+        artifact_id="3" * 64, root="1" * 64), ALICE)
+    for envelope in [*envelopes(2), *(e for e, _ in lineage_chain()), *authority_events(),
+                     revoke]:
         record = VERIFY(envelope)
         assert leaf_columns(envelope) == (
             bytes.fromhex(record.event_id), record.kind,
