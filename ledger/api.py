@@ -22,7 +22,10 @@ decision envelope the backend hands over is parsed (signature *not* re-checked: 
 it themselves) and must be a decision about the asked subject, else 500. Checkpoints are
 verified under the published vkey before they are served. Ledger reads run in worker threads,
 each with its own read-only SQLite connection (WAL: readers never block the sequencer, which
-stays the only writer).
+stays the only writer). Every ledger read first requires the sequencer's marker that it
+verified the whole ledger against its signed checkpoint since it opened it
+(``LedgerStore.verified``): until then ledger routes answer 503 and ``/readyz`` reports
+``ledger_verified: false``.
 """
 
 from __future__ import annotations
@@ -260,11 +263,21 @@ class _Readers(threading.local):
             except ConfigError as exc:
                 raise Unavailable(f"ledger is not available: {exc}") from exc
         try:
+            _require_verified(self.store)
             return read(self.store)
         except Unavailable:
             self.store.close()
             self.store = None
             raise
+
+
+def _require_verified(store: LedgerStore) -> None:
+    """Nothing is served from a ledger the sequencer has not verified since it opened it
+    (its start-up check recomputes everything against the last signed checkpoint, and
+    clears the marker first). Raises Unavailable (503) while it runs or after it failed."""
+    if store.verified() is None:
+        raise Unavailable("the ledger is not verified against its signed checkpoint yet "
+                          "(the sequencer checks it when it starts); retry shortly")
 
 
 def _published(store: LedgerStore, vkey: str) -> tuple[Checkpoint, str]:
@@ -544,6 +557,11 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
         except (Unavailable, TimeoutError) as exc:
             _log.warning("readiness check failed: %s", exc)
             components = {"backend": False}
+        try:
+            components["ledger_verified"] = await ledger(lambda store: True)
+        except (Unavailable, ProofError) as exc:
+            _log.warning("ledger not ready: %s", exc)
+            components["ledger_verified"] = False
         ok = bool(components) and all(components.values())
         return JSONResponse(components, status_code=200 if ok else 503)
 

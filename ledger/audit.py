@@ -1,53 +1,60 @@
-"""Audit: recompute the whole ledger from the stored leaf bytes and report the first
-divergence (DESIGN.md section 7).
+"""Audit and start-up check: recompute the ledger from the stored leaf bytes and report the
+first divergence (DESIGN.md section 7).
 
-One streaming pass over ``leaves`` and ``hash_pages`` in order, O(log n) memory:
+One streaming pass over ``leaves`` and ``hash_pages`` in index order, then one over the
+lookup index (ledger.recompute.recompute, steps 2-6), shared by ``govledger ledger audit``
+(:func:`audit_store`) and the sequencer's check before it appends or anything is served
+(:func:`check_on_open`):
 
-1. every checkpoint note must verify under the trusted vkey and name the ledger's origin;
+1. every checkpoint note must verify under the trusted vkey and name the ledger's origin (the
+   audit; the start-up check verifies the latest note and compares the bodies of the others);
 2. leaf indices must run 0, 1, 2, ... without a gap, and no event id may appear twice;
 3. every leaf hash and every stored subtree hash must equal the one recomputed from the leaf
-   bytes (RFC 9162 2.1.1), and no extra hash may be stored;
-4. with a ``verify`` callable, every leaf's envelope must verify and carry the stored event
-   id, kind and parent reference;
+   bytes (RFC 9162 2.1.1), and no extra hash may be stored (proofs are served from them);
+4. the stored event id, kind and parent reference (what lookups and lineage walks use) must
+   be the ones the envelope bytes carry: the SHA-256 of the DSSE payload, the kind of its
+   payloadType, the event's ``parent_ref()``; with a ``verify`` callable (the audit with a
+   keyring, the start-up check for leaves after the last checkpoint) the envelope must also
+   verify;
 5. at each checkpoint's size the recomputed root must equal the signed root; a checkpoint
    beyond the last leaf means the tail was truncated; leaves after the last checkpoint are
    reported as not covered by a signature;
-6. consecutive checkpoints must be consistent (RFC 9162 2.1.4.2, proofs from stored nodes).
+6. the lookup index (``keys``/``recent_keys``) must hold exactly one row per event id and one
+   per decision subject, each naming its leaf: a missing row would hide an event (a proof
+   "not found", a duplicate appended);
+7. (audit only) consecutive checkpoints must be consistent (RFC 9162 2.1.4.2, proofs from
+   stored nodes). Implied by 3 and 5 when those pass; kept as an independent check.
+
+Memory: 18 bytes per leaf (the index keys step 6 compares). Time at 1M leaves:
+docs/ledger.md.
 
 ``first_bad_index`` is the lowest leaf index found divergent. When only a checkpoint root
-disagrees (say, a leaf was edited *and* its stored hashes recomputed, and no verifier was
-given), the exact leaf cannot be named: it is the first leaf after the previous good
-checkpoint. A checkpoint whose note itself is bad names no leaf: ``bad_checkpoint`` holds its
-size.
+disagrees (say, a byte of a signature edited *and* the stored hashes recomputed) the exact
+leaf cannot be named: it is the first leaf after the previous good checkpoint. A checkpoint
+whose note itself is bad names no leaf: ``bad_checkpoint`` holds its size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.core import merkle
-from ledger.core.checkpoint import parse_vkey, verify_checkpoint
-from ledger.core.merkle import CompactRange
-from ledger.errors import ProofError, Rejected
-from ledger.keyfiles import load_keyring
-from ledger.sequencer import DB_NAME, Verify, keyring_verifier, read_vkey
-from ledger.store import PAGE, LedgerStore
+from ledger.core.checkpoint import (
+    Checkpoint,
+    NoteVerifier,
+    parse_checkpoint,
+    parse_vkey,
+    verify_checkpoint,
+)
+from ledger.errors import ProofError
+from ledger.recompute import Problem, recompute
+from ledger.store import LedgerStore
 
-MAX_PROBLEMS = 1000  # stop checking envelopes one by one past this (a wrong keyring, say)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A finding. ``exact``: ``index`` is the divergent leaf itself, not the start of the
-    range a checkpoint covers."""
-
-    index: int | None
-    what: str
-    checkpoint: int | None = None
-    exact: bool = True
+if TYPE_CHECKING:
+    from ledger.sequencer import Verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,25 +72,14 @@ class AuditReport:
     problems: tuple[Problem, ...] = field(default=())
 
 
-def _stored_hashes(store: LedgerStore, problems: list[Problem]) -> Iterator[tuple[int, bytes]]:
-    """Stored hashes as (hash number, hash); a gap or ragged page ends the stream."""
-    expected_page = 0
-    for page, blob in store.iter_hash_pages():
-        if page != expected_page or len(blob) % merkle.HASH_SIZE or len(blob) > PAGE * 32:
-            problems.append(Problem(None, f"hash page {expected_page} is missing or malformed"))
-            return
-        for k in range(0, len(blob), merkle.HASH_SIZE):
-            yield page * PAGE + k // merkle.HASH_SIZE, blob[k:k + merkle.HASH_SIZE]
-        if len(blob) < PAGE * merkle.HASH_SIZE:
-            expected_page = -1  # a partial page must be the last one
-        else:
-            expected_page += 1
+# -- the two callers ---------------------------------------------------------------------------
 
 
 def audit_store(store: LedgerStore, vkey: str, *, verify: Verify | None = None) -> AuditReport:
     """Audit one ledger database against the trusted ``vkey`` (module docstring).
 
-    Raises ProofError only for an unusable vkey; every finding goes into the report.
+    Raises ProofError only for an unusable vkey, Unavailable (SQLite); every finding goes
+    into the report.
     """
     verifier = parse_vkey(vkey)
     problems: list[Problem] = []
@@ -100,62 +96,16 @@ def audit_store(store: LedgerStore, vkey: str, *, verify: Verify | None = None) 
             roots[size] = checkpoint.root_hash
         except ProofError as exc:
             problems.append(Problem(None, f"checkpoint at size {size}: {exc}", size))
-    sizes = sorted(roots)
-    compact, hashes = CompactRange(), _stored_hashes(store, problems)
-    next_cp, prev_good, checked, hashes_in_step = 0, 0, 0, True
-    while next_cp < len(sizes) and sizes[next_cp] == 0:
-        if roots[0] != merkle.EMPTY_ROOT:
-            problems.append(Problem(0, "checkpoint 0 is not the empty root", 0))
-        next_cp += 1
-    seen_ids: set[str] = set()
-    for leaf in store.iter_leaves():
-        index = compact.size
-        if leaf.index != index:                                                 # 2
-            problems.append(Problem(index, f"leaf {index} is missing (next stored is "
-                                           f"{leaf.index})"))
-            break
-        if leaf.event_id in seen_ids:  # one leaf per event id (the writer enforces it)
-            problems.append(Problem(index, f"event {leaf.event_id[:16]} is stored twice"))
-        seen_ids.add(leaf.event_id)
-        for node, value in zip(merkle.appended_nodes(index),                    # 3
-                               compact.append(merkle.leaf_hash(leaf.leaf)), strict=True):
-            if not hashes_in_step:
-                break
-            if next(hashes, None) != (merkle.stored_hash_index(node), value):
-                problems.append(Problem(index, f"stored hash of node ({node.level}, "
-                                               f"{node.index}) differs from the leaf bytes"))
-                hashes_in_step = False  # the stored stream is out of step from here on
-        if verify is not None and len(problems) < MAX_PROBLEMS:                # 4
-            checked += 1
-            try:
-                record = verify(leaf.leaf)
-                if (record.event_id, record.kind, record.parent_ref) != (
-                        leaf.event_id, leaf.kind, leaf.parent_ref):
-                    problems.append(Problem(index, "stored event id, kind or parent differs "
-                                                   "from the envelope"))
-            except Rejected as exc:
-                problems.append(Problem(index, f"envelope does not verify: {exc}"))
-        if next_cp < len(sizes) and sizes[next_cp] == compact.size:              # 5
-            if compact.root() != roots[compact.size]:
-                problems.append(Problem(prev_good, f"root at checkpoint {compact.size} differs "
-                                                   f"from the leaves in [{prev_good}, "
-                                                   f"{compact.size})", compact.size, False))
-            else:
-                prev_good = compact.size
-            next_cp += 1
-    size = compact.size
-    if hashes_in_step and next(hashes, None) is not None:
-        problems.append(Problem(size, f"hashes stored beyond the {size} leaves"))
-    for late in sizes[next_cp:]:
-        problems.append(Problem(size, f"checkpoint at {late} but only {size} leaves: the tail "
-                                      "is missing", late))
+    found = recompute(store, roots, verify=verify)                              # 2-6
+    problems += found.problems
+    size, sizes = found.size, sorted(roots)
     last_signed = sizes[-1] if sizes else None
     if last_signed is None:
         problems.append(Problem(0, "no valid signed checkpoint"))
     elif last_signed < size:
         problems.append(Problem(last_signed, f"leaves [{last_signed}, {size}) are not under a "
                                              "signed checkpoint"))
-    for old, new in pairwise(sizes):                                            # 6
+    for old, new in pairwise(sizes):                                            # 7
         if new > size:
             break
         try:
@@ -164,7 +114,48 @@ def audit_store(store: LedgerStore, vkey: str, *, verify: Verify | None = None) 
         except ProofError as exc:
             problems.append(Problem(old, f"checkpoints {old} -> {new} inconsistent: {exc}", new,
                                     False))
-    return _report(problems, size, len(notes), checked)
+    return _report(problems, size, len(notes), found.envelopes)
+
+
+def check_on_open(store: LedgerStore, verifier: NoteVerifier, origin: str,
+                  reverify: Verify) -> int:
+    """The sequencer's start-up check: steps 2-6 against the latest signed checkpoint, whose
+    note must verify under ``verifier``; every older checkpoint's body (size, root) must
+    match the leaves too (their signatures are checked when a bundle serves them: one
+    Ed25519 check each at start would cost more than the rest at one checkpoint per leaf).
+    Leaves after the latest checkpoint (a crash before it was signed) must also verify with
+    ``reverify``. Returns the latest signed size (0 if none).
+
+    Raises ProofError naming the first divergent leaf index, Unavailable (SQLite).
+    """
+    notes, roots, signed = store.checkpoints(), {}, 0
+    for size, note in notes:
+        latest = size == notes[-1][0]
+        checkpoint = (verify_checkpoint(note, verifier, origin) if latest
+                      else _unsigned_body(note, origin))
+        if checkpoint.size != size:
+            raise ProofError(f"checkpoint row {size} holds a note of another size",
+                             expected=str(size), calculated=str(checkpoint.size))
+        roots[size], signed = checkpoint.root_hash, size
+    if (size := store.tree_size()) < signed:
+        raise ProofError(f"the ledger does not match its signed checkpoint of size {signed} "
+                         f"at leaf {size}: the ledger has {size} leaves")
+    found = recompute(store, roots, verify=reverify, verify_from=signed, first_only=True)
+    if found.problems:
+        report = _report(found.problems, found.size, len(notes), found.envelopes)
+        where = "" if report.first_bad_index is None else f" at leaf {report.first_bad_index}"
+        raise ProofError(f"the ledger does not match its signed checkpoint of size {signed}"
+                         f"{where}: {report.what}")
+    return signed
+
+
+def _unsigned_body(note: str, origin: str) -> Checkpoint:
+    """The checkpoint a note carries, its signature not checked. Raises ProofError."""
+    body = parse_checkpoint(note[:note.rfind("\n\n") + 1])
+    if body.origin != origin:
+        raise ProofError("checkpoint is for another log", expected=origin,
+                         calculated=body.origin)
+    return body
 
 
 def _report(problems: list[Problem], size: int, checkpoints: int, checked: int) -> AuditReport:
@@ -182,6 +173,10 @@ def _report(problems: list[Problem], size: int, checkpoints: int, checked: int) 
 def audit_ledger(data_dir: Path, keyring_path: Path | None = None) -> AuditReport:
     """``govledger ledger audit``: audit DIR/ledger.db against DIR/ledger.vkey, and every
     envelope signature too when a keyring is given. Raises ConfigError or ProofError."""
+    # Imported here: the sequencer imports this module for its start-up check.
+    from ledger.keyfiles import load_keyring
+    from ledger.sequencer import DB_NAME, keyring_verifier, read_vkey
+
     verify = None if keyring_path is None else keyring_verifier(load_keyring(keyring_path))
     with LedgerStore(data_dir / DB_NAME) as store:
         return audit_store(store, read_vkey(data_dir), verify=verify)

@@ -43,7 +43,7 @@ from typing import Final
 from ledger.core import merkle
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
 from ledger.core.envelope import parse_envelope, parse_payload
-from ledger.errors import ConfigError, ProofError, Rejected
+from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
 from ledger.sequencer import DB_NAME, read_vkey
 from ledger.signers import SignerKeys
 from ledger.store import LedgerStore, StoredLeaf
@@ -80,6 +80,11 @@ class VerifiedBundle:
 
 
 def _published(store: LedgerStore) -> tuple[Checkpoint, str, NoteVerifier]:
+    """The latest checkpoint, verified. Raises ProofError, or Unavailable while the
+    sequencer's start-up check of the ledger has not passed (LedgerStore.verified)."""
+    if store.verified() is None:
+        raise Unavailable("the ledger is not verified against its signed checkpoint yet (the "
+                          "sequencer checks it when it starts; `ledger audit` checks it now)")
     vkey, origin, latest = store.meta("vkey"), store.meta("origin"), store.latest_checkpoint()
     if vkey is None or origin is None or latest is None:
         raise ProofError("ledger has no signed checkpoint")

@@ -9,10 +9,13 @@
   offsets and (when due) the signed checkpoint, whose root is recomputed from the stored
   nodes. ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
   often (the tail in between is *sequenced* but not yet *published*).
-* On open: the last signed checkpoint must verify under the ledger key, name this origin,
-  and equal the root recomputed from stored nodes at its size; leaves after it (a crash
-  between a batch and its checkpoint) are re-verified and re-hashed from their bytes, and
-  only then signed. Any mismatch raises ProofError and nothing is appended.
+* On open, before anything is appended (or, in ``govledger up``, served): every leaf hash,
+  stored node hash, derived column and lookup-index row is recomputed from the stored leaf
+  bytes and the tree root compared with the last signed checkpoint, which must verify under
+  the ledger key and name this origin (ledger.audit.check_on_open, the audit's own pass).
+  Leaves after it (a crash between a batch and its checkpoint) are also re-verified as
+  envelopes, and only then signed. Any mismatch raises ProofError naming the first
+  divergent leaf index, and nothing is appended.
 
 Data directory layout (docs/ledger.md)::
 
@@ -30,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.core import merkle
+from ledger.audit import check_on_open
 from ledger.core.checkpoint import (
     Checkpoint,
     NoteVerifier,
@@ -41,7 +44,7 @@ from ledger.core.checkpoint import (
 )
 from ledger.core.envelope import verify_envelope
 from ledger.core.keys import KeyRing, Signer
-from ledger.core.merkle import CompactRange, TreeSize
+from ledger.core.merkle import TreeSize
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
 from ledger.keyfiles import (
     generate_keypair,
@@ -126,49 +129,16 @@ class Sequencer:
         return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.signer)
 
     def _verify_on_open(self) -> None:
-        store, size = self.store, self.store.tree_size()
-        latest = store.latest_checkpoint()
-        signed = 0
-        if latest is not None:
-            signed, note = latest
-            checkpoint = verify_checkpoint(note, self.verifier, self.origin)
-            if checkpoint.size != signed:
-                raise ProofError("checkpoint row size differs from its note",
-                                 expected=str(signed), calculated=str(checkpoint.size))
-            if size < signed:
-                raise ProofError(f"ledger has {size} leaves, below its checkpoint of {signed}")
-            stored = store.root_at(signed)
-            if stored != checkpoint.root_hash:
-                raise ProofError(f"stored tree does not match the checkpoint at {signed}",
-                                 expected=checkpoint.root_hash.hex(), calculated=stored.hex())
-        if size > signed or latest is None:
-            self._check_tail(signed, size)
-            store.sign_checkpoint(self._sign)
-
-    def _check_tail(self, start: int, size: int) -> None:
-        """Re-verify and re-hash leaves [start, size) from their bytes (crash recovery)."""
-        plan = merkle.root_plan(start)
-        found = self.store.nodes(plan)
-        if len(found) != len(plan):
-            raise ProofError(f"stored nodes of the tree at {start} are missing")
-        compact = CompactRange(start, [found[n] for n in plan])
-        stored = self.store.hashes_by_id(list(range(merkle.stored_hash_count(start),
-                                                    merkle.stored_hash_count(size))))
-        for leaf in self.store.iter_leaves(start):
-            if leaf.index != compact.size:
-                raise ProofError(f"leaf {compact.size} is missing")
-            try:
-                record = self.reverify(leaf.leaf)
-            except Rejected as exc:
-                raise ProofError(f"stored leaf {leaf.index} does not verify: {exc}") from exc
-            if record.event_id != leaf.event_id:
-                raise ProofError(f"stored leaf {leaf.index} has the wrong event id")
-            hash_id = merkle.stored_hash_count(compact.size)
-            for n, value in enumerate(compact.append(merkle.leaf_hash(leaf.leaf))):
-                if stored.get(hash_id + n) != value:
-                    raise ProofError(f"stored hashes of leaf {leaf.index} differ")
-        if compact.size != size:
-            raise ProofError(f"ledger tail ends at {compact.size}, expected {size}")
+        """Before anything is appended or served: recompute the whole tree from the stored
+        leaf bytes and check it, its stored hashes, the derived columns and the lookup
+        index against the last signed checkpoint (ledger.audit.check_on_open); then sign
+        the verified tail, if any, and leave the marker readers check
+        (LedgerStore.verified). Raises ProofError naming the first divergent leaf."""
+        self.store.set_verified(None)  # readers in other processes answer 503 meanwhile
+        signed = check_on_open(self.store, self.verifier, self.origin, self.reverify)
+        if self.store.tree_size() > signed or self.store.latest_checkpoint() is None:
+            self.store.sign_checkpoint(self._sign)
+        self.store.set_verified(self.store.tree_size())
 
     def _due(self) -> bool:
         return self._clock() - self._last_signed >= self.checkpoint_interval

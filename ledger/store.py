@@ -2,7 +2,8 @@
 
 Schema (one file, WAL, ``synchronous=FULL``)::
 
-    meta(key PRIMARY KEY, value)                 origin, vkey, schema version, indexed
+    meta(key PRIMARY KEY, value)                 origin, vkey, schema version, indexed,
+                                                 verified (the start-up check's marker)
     leaves(idx INTEGER PRIMARY KEY, event_id BLOB, kind, parent_ref BLOB, leaf BLOB)
     hash_pages(page INTEGER PRIMARY KEY, hashes BLOB)
     checkpoints(size INTEGER PRIMARY KEY, note)  signed C2SP checkpoints
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,6 +63,8 @@ BUCKET_BITS: Final = 5
 BUCKETS: Final = 1 << BUCKET_BITS
 MERGE_AT: Final = 1 << 18
 """Rows of ``recent_keys`` above which each batch merges its largest bucket into ``keys``."""
+VERIFIED: Final = "verified"
+"""Meta key of the sequencer's start-up check result (:meth:`LedgerStore.verified`)."""
 ROLE_EVENT: Final = 0
 ROLE_SUBJECT: Final = 1
 DECISION_KINDS: Final = ("AuthorizationGranted", "AuthorizationDenied", "ExecutionAllowed",
@@ -400,6 +404,58 @@ class LedgerStore:
     def iter_hash_pages(self) -> Iterator[tuple[int, bytes]]:
         """(page number, page bytes) in page order, as stored."""
         yield from self.conn.execute("SELECT page, hashes FROM hash_pages ORDER BY page")
+
+    def iter_leaf_rows(self, chunk: int = 4096) -> Iterator[list[tuple[object, ...]]]:
+        """Raw ``leaves`` rows (idx, event_id, kind, parent_ref, leaf) in index order, ``chunk``
+        at a time, as stored: no type check, no hex (the start-up check reads 1M of them).
+        Raises Unavailable."""
+        try:
+            cursor = self.conn.execute(f"SELECT {_LEAF_COLUMNS} FROM leaves ORDER BY idx")  # noqa: S608
+            while rows := cursor.fetchmany(chunk):
+                yield rows
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+
+    def iter_index_rows(self) -> Iterator[tuple[object, ...]]:
+        """Every lookup-index row (role, k, idx) of both tiers, as stored. Raises Unavailable."""
+        try:
+            for table in ("keys", "recent_keys"):
+                yield from self.conn.execute(f"SELECT role, k, idx FROM {table}")  # noqa: S608
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+
+    def verified(self) -> int | None:
+        """The checkpoint size the sequencer verified the whole ledger against when it
+        opened it (meta ``verified``: that size and the SHA-256 of that checkpoint's note),
+        or None: never, being verified now, or failed. Bound to the stored note, so a marker
+        that names another checkpoint counts as none. Raises Unavailable."""
+        marker = (self.meta(VERIFIED) or "").split(" ")
+        if len(marker) != 2 or not marker[0].isdigit():
+            return None
+        note = self.checkpoint_at(int(marker[0]))
+        if note is None or hashlib.sha256(note.encode()).hexdigest() != marker[1]:
+            return None
+        return int(marker[0])
+
+    def set_verified(self, size: int | None) -> None:
+        """The writer records that it verified the ledger against its checkpoint at
+        ``size`` (None: clears the marker, before a check). Raises Unavailable."""
+        if self._lock_fd is None:
+            raise Unavailable("this ledger store was opened read-only")
+        with self._tx():
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (VERIFIED,))
+            note = None if size is None else self.checkpoint_at(size)
+            if note is not None:
+                self.conn.execute("INSERT INTO meta VALUES (?, ?)", (VERIFIED, f"{size} "
+                                  f"{hashlib.sha256(note.encode()).hexdigest()}"))
+
+    def indexed(self) -> int:
+        """How many leaves the lookup index covers (meta ``indexed``; a writer's open indexes
+        the rest). Raises ProofError if the value is not a count."""
+        recorded = self.meta("indexed") or "0"
+        if not recorded.isdigit():
+            raise ProofError(f"the lookup index records {recorded!r} indexed leaves")
+        return int(recorded)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every stored (size, signed note), by size."""

@@ -101,10 +101,29 @@ def test_audit_finds_the_first_bad_index(ledger: tuple[Path, Path],
     assert report.first_bad_index == first_bad, report.problems
 
 
-def test_recomputed_hashes_without_a_keyring_are_caught_by_the_checkpoint(
+def edit_signature(index: int) -> Callable[[sqlite3.Connection], None]:
+    """Change one character of the signature: the event id (the payload's hash) stays."""
+    def change(conn: sqlite3.Connection) -> None:
+        leaf = conn.execute("SELECT leaf FROM leaves WHERE idx=?", (index,)).fetchone()[0]
+        at = leaf.index(b'"sig":"') + 7
+        edited = leaf[:at] + (b"B" if leaf[at:at + 1] == b"A" else b"A") + leaf[at + 1:]
+        conn.execute("UPDATE leaves SET leaf=? WHERE idx=?", (edited, index))
+    return change
+
+
+def test_an_edited_payload_is_named_by_its_event_id_even_without_a_keyring(
         ledger: tuple[Path, Path]) -> None:
     data_dir, _ = ledger
     tamper(data_dir, lambda c: (edit_byte(13)(c), recompute_hashes(c)))
+    report = audit_ledger(data_dir)
+    assert (report.ok, report.first_bad_index) == (False, 13)
+    assert "event id" in str(report.what)
+
+
+def test_recomputed_hashes_without_a_keyring_are_caught_by_the_checkpoint(
+        ledger: tuple[Path, Path]) -> None:
+    data_dir, _ = ledger
+    tamper(data_dir, lambda c: (edit_signature(13)(c), recompute_hashes(c)))
     report = audit_ledger(data_dir)
     assert not report.ok
     # The leaves in [10, 20) no longer give the root signed at 20.

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ledger.api import Submitted, make_api, summarize_decision
 from ledger.core.checkpoint import build_vkey, parse_vkey, verify_checkpoint
 from ledger.core.envelope import MAX_ENVELOPE_BYTES, sign_event_with_id, verify_envelope
 from ledger.core.events import AuthorizationDenied, ExecutionRefused
-from ledger.errors import Reason, Unavailable
+from ledger.errors import ProofError, Reason, Unavailable
 from ledger.metrics import Metrics
 from ledger.proofs import prove_consistency, prove_inclusion, prove_lineage, verify_bundle
 from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
@@ -463,12 +464,36 @@ def test_lineage_bundle_verifies_back_to_the_root(api: Client, ledger: Ledger) -
 def test_healthz_and_readyz(api: Client, backend: FakeBackend) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
-    assert (ready.status_code, ready.json()) == (200, backend.components)
+    assert (ready.status_code, ready.json()) == (200, {**backend.components,
+                                                      "ledger_verified": True})
     backend.components["processor"] = False
     not_ready = api.get("/readyz")
     assert (not_ready.status_code, not_ready.json()["processor"]) == (503, False)
     backend.fail = Unavailable("no broker")
     assert api.get("/readyz").status_code == 503
+
+
+def test_nothing_is_served_from_a_ledger_that_failed_the_sequencers_check(
+        tmp_path: Path) -> None:
+    """A reader in another process (``govledger api`` alone, ``ledger prove``) serves only
+    after the sequencer's start-up check passed: it cleared the marker and never set it."""
+    built = build_ledger(tmp_path)
+    conn = sqlite3.connect(built.data_dir / "ledger.db")
+    conn.execute("DROP TRIGGER leaves_append_only_update")
+    conn.execute("UPDATE leaves SET event_id = zeroblob(32) WHERE idx = 2")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ProofError, match="at leaf 2:"):
+        open_ledger(built.data_dir, keyring_verifier(default_ring()))
+    api = Client(FakeBackend(built.data_dir, built.vkey))
+    for url in ("/v1/entries/0", "/v1/checkpoint", "/v1/proofs/inclusion?index=0",
+                "/v1/proofs/consistency?old_size=5", f"/v1/proofs/lineage?event_id={RID}"):
+        response = api.get(url)
+        assert (response.status_code, error_of(response)) == (503, "UNAVAILABLE"), url
+    ready = api.get("/readyz")
+    assert (ready.status_code, ready.json()["ledger_verified"]) == (503, False)
+    with pytest.raises(Unavailable, match="not verified"):
+        prove_inclusion(built.data_dir, index=0)
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
