@@ -1,0 +1,55 @@
+"""Fault injection against ``govledger up``: a fixed smoke in the default suite, the long run
+behind ``-m slow`` (and by hand: ``python -m tests.faults.inject --trials 20``).
+
+The smoke's first and third trials kill ``up``'s process group right after the client read
+the last decision of a burst of 40 requests, before the sequencer may have logged them: the
+case of issue 11 item 1. Before the issue 11 fixes the memory-only broker comes back empty
+after such a kill and the worker re-publishes only its journaled outputs, so in about one try
+in three some requests never reach the ledger and the ``lost`` assertion below fails. That is
+the bug, not flakiness: the test must pass on every run once the worker reconciles its
+journaled inputs against the ledger. Do not mark it xfail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.check import Violation
+from tests.faults.inject import Fault, Report, run_campaign, summary
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SMOKE = [
+    Fault("up", "kill", "after-decisions", bursts=1),
+    Fault("processor", "stop-kill", "timed", delay_s=1.0, pause_s=0.5),
+    Fault("up", "kill", "after-decisions", bursts=2),
+]
+
+
+def assert_held(report: Report) -> None:
+    text = summary(report)
+    by: dict[str, list[Violation]] = {}
+    for v in report.violations:
+        by.setdefault(v.invariant, []).append(v)
+    assert not report.restart_failures, text
+    assert not by.get("lost"), f"decided events missing from the ledger:\n{text}"
+    assert not by.get("duplicated"), text
+    assert not by.get("changed"), text
+    assert not by.get("wrongful"), text
+    assert report.audit_ok, report.audit
+    assert report.stop_status == 0, text
+    assert all(t.delivered for t in report.trials), "a fault found its target gone"
+    assert all(t.decided for t in report.trials), "a trial decided nothing: no load"
+
+
+def test_kills_right_after_decisions_lose_nothing_and_change_nothing(tmp_path: Path) -> None:
+    report = run_campaign(tmp_path, len(SMOKE), seed=7, plan=SMOKE, say=lambda _: None)
+    assert_held(report)
+
+
+@pytest.mark.slow
+def test_random_faults_under_load_keep_every_invariant(tmp_path: Path) -> None:
+    report = run_campaign(tmp_path, 20, seed=11, say=lambda _: None)
+    assert_held(report)
