@@ -84,7 +84,9 @@ def check(data: Path, sent: list[Sent]) -> list[Violation]:
                 found += _one(store, journal, item)
         finally:
             journal.close()
-        found += [Violation("lost", i, "journaled, not in the ledger after the settle")
+        trial = {s.event_id: s.trial for s in sent}
+        found += [Violation("lost", i, f"journaled, not in the ledger after the settle "
+                                       f"(trial {trial.get(i, '?')})")
                   for i in missing_from_ledger(store, journal_ids(data / "processor.db"))]
     return found
 
@@ -120,8 +122,9 @@ def _ledger_decisions(store: LedgerStore, subject: str) -> list[bytes]:
 def _one(store: LedgerStore, journal: Journal, items: list[Sent]) -> list[Violation]:
     """The invariants for one event id (sent once, or replayed with the same bytes)."""
     eid = items[0].event_id
+    what = f"{items[0].op} (trial {items[0].trial})"
     seen = {d for item in items for d in item.decisions}
-    forbidden = items[0].forbidden
+    forbidden = next((item.forbidden for item in items if item.forbidden), "")
     found: list[Violation] = []
     ledger = _ledger_decisions(store, eid)
     recalled = journal.recall(eid)
@@ -129,22 +132,22 @@ def _one(store: LedgerStore, journal: Journal, items: list[Sent]) -> list[Violat
     if forbidden:
         kinds = {str(payload_of(d)["kind"]) for d in seen | set(ledger) | journaled}
         if kinds & GRANTING:
-            found.append(Violation("wrongful", eid, f"{forbidden}: {sorted(kinds)}"))
+            found.append(Violation("wrongful", eid, f"{what} {forbidden}: {sorted(kinds)}"))
     if not seen:
         return found
     if len(seen) > 1:
-        found.append(Violation("changed", eid, f"the client saw {len(seen)} decisions"))
+        found.append(Violation("changed", eid, f"{what}: the client saw {len(seen)} decisions"))
     if store.find(eid) is None:
-        found.append(Violation("lost", eid, f"{items[0].op}: decided, not in the ledger"))
+        found.append(Violation("lost", eid, f"{what}: decided, not in the ledger"))
     for decision in seen:
         did = envelope_id(decision) or "?"
         if store.find(did) is None:
-            found.append(Violation("lost", eid, f"{items[0].op}: decision {did[:16]} not "
+            found.append(Violation("lost", eid, f"{what}: decision {did[:16]} not "
                                                 "in the ledger"))
         if ledger and decision not in ledger:
-            found.append(Violation("changed", eid, "the ledger's decision differs"))
+            found.append(Violation("changed", eid, f"{what}: the ledger's decision differs"))
         if recalled is None:
-            found.append(Violation("lost", eid, "the journal lacks the decision"))
+            found.append(Violation("lost", eid, f"{what}: the journal lacks the decision"))
         elif decision not in journaled:
-            found.append(Violation("changed", eid, "the journal's decision differs"))
+            found.append(Violation("changed", eid, f"{what}: the journal's decision differs"))
     return found
