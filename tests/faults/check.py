@@ -67,6 +67,17 @@ def journal_ids(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
+def journaled(path: Path, ids: list[str]) -> int:
+    """How many of ``ids`` the journal holds as subjects, read-only (the processor runs)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT count(*) FROM journal WHERE subject IN (SELECT value "
+                           "FROM json_each(?))", (json.dumps(ids),)).fetchone()
+    finally:
+        conn.close()
+    return int(row[0])
+
+
 def missing_from_ledger(store: LedgerStore, journaled: Iterable[tuple[str, list[str]]]
                         ) -> list[str]:
     """Journaled input and output ids the ledger lacks."""

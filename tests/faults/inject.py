@@ -16,6 +16,7 @@ became ready and the audit passed. docs/faults.md has the figures of a long run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import shutil
@@ -34,10 +35,10 @@ from pathlib import Path
 import httpx
 
 from ledger.store import LedgerStore
-from tests.faults.check import Violation, check, journal_ids, missing_from_ledger
+from tests.faults.check import Violation, check, journal_ids, journaled, missing_from_ledger
 from tests.faults.load import Load, ServiceDown, wait_until
 from tests.faults.service import TARGETS, Up
-from tests.service_support import make_data_dir
+from tests.service_support import make_data_dir, produce
 
 READY_BOUND_S = 90.0  # a (re)start slower than this counts as a failed restart
 EXIT_BOUND_S = 20.0  # a dead component must stop ``up`` within this
@@ -48,23 +49,34 @@ SETTLE_BOUND_S = 60.0
 class Fault:
     target: str  # "up" (its process group), "processor", "broker"
     how: str  # "kill", "stop-cont", "stop-kill"
-    moment: str  # "timed" (delay_s into the load) or "after-decisions" (after `bursts`)
+    # "timed": delay_s into the load; "after-decisions": right after the client read every
+    # decision of `bursts` bursts; "after-posts": right after 60 requests were posted and
+    # the last one's decision read (the others decided or not, maybe not logged yet);
+    # "ledger-stopped": see Campaign._ledger_stopped (target up, stop-kill, always).
+    moment: str
     delay_s: float = 0.0
     pause_s: float = 0.0
     bursts: int = 1
 
     def describe(self) -> str:
-        when = (f"at {self.delay_s:.1f}s" if self.moment == "timed"
-                else f"right after burst {self.bursts}'s decisions")
+        when = {"timed": f"at {self.delay_s:.1f}s",
+                "after-decisions": f"right after burst {self.bursts}'s decisions",
+                "after-posts": "right after the last of 60 requests was decided",
+                "ledger-stopped": "after the processor journaled 20 requests the stopped "
+                                  "sequencer never saw"}[self.moment]
         pause = f" (stopped {self.pause_s:.1f}s)" if self.how != "kill" else ""
         return f"{self.how} {self.target}{pause} {when}"
 
 
 def random_fault(rng: random.Random, max_delay_s: float) -> Fault:
-    return Fault(rng.choice(TARGETS), rng.choice(("kill", "kill", "stop-cont", "stop-kill")),
-                 "after-decisions" if rng.random() < 0.25 else "timed",
-                 round(rng.uniform(0.2, max_delay_s), 2), round(rng.uniform(0.1, 4.0), 2),
-                 rng.randint(1, 3))
+    fault = Fault(rng.choice(TARGETS), rng.choice(("kill", "kill", "stop-cont", "stop-kill")),
+                  rng.choice(("timed", "timed", "timed", "after-decisions", "after-posts",
+                              "ledger-stopped")),
+                  round(rng.uniform(0.2, max_delay_s), 2), round(rng.uniform(0.1, 4.0), 2),
+                  rng.randint(1, 3))
+    if fault.moment == "ledger-stopped":
+        return Fault("up", "stop-kill", fault.moment)
+    return fault
 
 
 @dataclass(slots=True)
@@ -153,7 +165,15 @@ class Campaign:
             finally:
                 done.set()
         try:
-            if fault.moment == "after-decisions":
+            if fault.moment == "ledger-stopped":
+                self.load.burst(10)
+                fired_at.append(self._ledger_stopped(result))
+                result.delivered = True
+                done.set()
+            elif fault.moment == "after-posts":
+                self.load.burst(60, only_requests=True, last_only=True)
+                fire()
+            elif fault.moment == "after-decisions":
                 # The case of issue 11 item 1: every decision seen, the sequencer maybe not
                 # caught up yet; kill at once.
                 for b in range(fault.bursts):
@@ -173,6 +193,22 @@ class Campaign:
                     fire()
         done.wait()
         return fired_at
+
+    def _ledger_stopped(self, result: Trial) -> float:
+        """Issue 11 item 1, made deterministic. SIGSTOP ``up`` alone (API and sequencer: the
+        processor child and the broker run on), produce 20 requests straight to the broker
+        as the SDK does, wait until the processor journaled every one, then SIGKILL the
+        group: the journal holds decisions about requests the ledger never saw, and the
+        memory-only broker that had them dies too. Returns the time of the SIGKILL."""
+        items = self.load.unsent_requests(20)
+        ids = [s.event_id for s in items]
+        self.up.send("up", signal.SIGSTOP, group=False)
+        asyncio.run(produce(self.up.kafka, "gov.requests",
+                            [(s.event_id.encode(), s.envelope) for s in items]))
+        if not wait_until(lambda: journaled(self.data / "processor.db", ids) == len(ids), 30):
+            result.findings.append("the processor did not journal the 20 requests in 30 s")
+        self.up.send("up", signal.SIGKILL)
+        return time.monotonic()
 
     def _deliver(self, fault: Fault, fired_at: list[float]) -> bool:
         first = signal.SIGKILL if fault.how == "kill" else signal.SIGSTOP

@@ -105,14 +105,15 @@ class Load:
 
     # -- one burst ---------------------------------------------------------------------------
 
-    def burst(self, size: int, only_requests: bool = False) -> int:
-        """POST ``size`` events, then read their decisions. Returns how many were decided.
-        Raises ServiceDown when the API stops answering."""
+    def burst(self, size: int, only_requests: bool = False, last_only: bool = False) -> int:
+        """POST ``size`` events, then read their decisions (``last_only``: only the last
+        one's, the rest stays pending). Returns how many were decided. Raises ServiceDown
+        when the API stops answering."""
         batch = [self._request(root_only=True) if only_requests else self._pick()
                  for _ in range(size)]
         posted = [s for s in batch if s is not None and self._post(s)]
         decided = 0
-        for item in posted:
+        for item in posted[-1:] if last_only else posted:
             decision = self._decision(item.event_id)
             if decision is not None:
                 item.decisions.append(decision)
@@ -127,6 +128,13 @@ class Load:
             if self._post(item, record=False) and (d := self._decision(item.event_id)):
                 item.decisions.append(d)
                 self._learn(item, d)
+
+    def unsent_requests(self, count: int) -> list[Sent]:
+        """``count`` root requests, recorded as sent but not through the API (the caller
+        produces them): never resent, as from a client that went away."""
+        items = [self._request(root_only=True) for _ in range(count)]
+        self.sent += items
+        return items
 
     def _post(self, item: Sent, record: bool = True) -> bool:
         assert self._http is not None

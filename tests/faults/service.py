@@ -83,13 +83,14 @@ class Up:
                  "--api-port", "0", "--ready-file", str(self.ready_file)],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)  # a group of its own, as under a supervisor
-        self.api = ""
+        self.api = self.kafka = ""
         self.ready_s: float | None = None
         self.tree = Tree(self.proc.pid, None, None)
         if wait_until(lambda: self.ready_file.exists() or self.proc.poll() is not None,
                       ready_timeout_s, 0.05) and self.ready_file.exists():
             self.ready_s = time.monotonic() - self.started
-            self.api = str(json.loads(self.ready_file.read_text())["api"])
+            ready = json.loads(self.ready_file.read_text())
+            self.api, self.kafka = str(ready["api"]), str(ready["kafka"])
             self.tree = self.find_tree()
 
     def find_tree(self) -> Tree:
@@ -102,13 +103,14 @@ class Up:
                 broker = child
         return Tree(self.proc.pid, processor, broker)
 
-    def send(self, target: str, sig: signal.Signals) -> bool:
-        """Send ``sig`` to ``target`` (``up``: its whole process group). False if it is gone."""
+    def send(self, target: str, sig: signal.Signals, group: bool = True) -> bool:
+        """Send ``sig`` to ``target`` (``up``: its whole process group unless ``group`` is
+        False). False if it is gone."""
         pid = self.tree.pid(target)
         if pid is None or not alive(pid):
             return False
         with contextlib.suppress(ProcessLookupError):
-            if target == "up":
+            if target == "up" and group:
                 os.killpg(pid, sig)
             else:
                 os.kill(pid, sig)

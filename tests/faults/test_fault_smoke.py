@@ -22,7 +22,7 @@ from tests.faults.inject import Fault, Report, run_campaign, summary
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 SMOKE = [
-    Fault("up", "kill", "after-decisions", bursts=1),
+    Fault("up", "stop-kill", "ledger-stopped"),
     Fault("processor", "stop-kill", "timed", delay_s=1.0, pause_s=0.5),
     Fault("up", "kill", "after-decisions", bursts=2),
 ]
@@ -51,5 +51,5 @@ def test_kills_right_after_decisions_lose_nothing_and_change_nothing(tmp_path: P
 
 @pytest.mark.slow
 def test_random_faults_under_load_keep_every_invariant(tmp_path: Path) -> None:
-    report = run_campaign(tmp_path, 20, seed=11, say=lambda _: None)
+    report = run_campaign(tmp_path, 20, seed=23, say=lambda _: None)
     assert_held(report)
