@@ -64,7 +64,8 @@ class Fault:
                 "after-posts": "right after the last of 60 requests was decided",
                 "ledger-stopped": "after the processor journaled 20 requests the stopped "
                                   "sequencer never saw"}[self.moment]
-        pause = f" (stopped {self.pause_s:.1f}s)" if self.how != "kill" else ""
+        timed_pause = self.how != "kill" and self.moment != "ledger-stopped"
+        pause = f" (stopped {self.pause_s:.1f}s)" if timed_pause else ""
         return f"{self.how} {self.target}{pause} {when}"
 
 
