@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.check import Violation
-from tests.faults.inject import Fault, Report, run_campaign, summary
+from tests.faults.inject import Fault, run_campaign
+from tests.faults.report import Report, summary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
