@@ -116,6 +116,7 @@ class Campaign:
         fired_at = self._drive(fault, result)
         result.sent = len(self.load.sent) - before
         result.decided = sum(1 for s in self.load.sent[before:] if s.decisions)
+        result.refused = sum(1 for s in self.load.sent[before:] if s.refused)
         self._recover(fault, result, fired_at)
         return result
 

@@ -58,6 +58,7 @@ class Sent:
     trial: int
     forbidden: str = ""
     accepted: bool = False
+    refused: str = ""  # the API's 4xx answer: none is expected, every event is valid
     decisions: list[bytes] = field(default_factory=list)
 
     @property
@@ -109,7 +110,7 @@ class Load:
         """POST ``size`` events, then read their decisions (``last_only``: only the last
         one's, the rest stays pending). Returns how many were decided. Raises ServiceDown
         when the API stops answering."""
-        batch = [self._request(root_only=True) if only_requests else self._pick()
+        batch = [self._request() if only_requests else self._pick()
                  for _ in range(size)]
         posted = [s for s in batch if s is not None and self._post(s)]
         decided = 0
@@ -132,7 +133,7 @@ class Load:
     def unsent_requests(self, count: int) -> list[Sent]:
         """``count`` root requests, recorded as sent but not through the API (the caller
         produces them): never resent, as from a client that went away."""
-        items = [self._request(root_only=True) for _ in range(count)]
+        items = [self._request() for _ in range(count)]
         self.sent += items
         return items
 
@@ -150,6 +151,7 @@ class Load:
             return True
         if response.status_code >= 500:
             raise ServiceDown(f"POST answered {response.status_code}")
+        item.refused = f"{response.status_code} {response.text[:120]}"  # counted per trial
         return False
 
     def _decision(self, subject: str) -> bytes | None:
@@ -167,7 +169,9 @@ class Load:
     def _learn(self, item: Sent, decision: bytes) -> None:
         body = payload_of(decision)
         if body["kind"] == "RevocationApplied":
-            self.revoked.update(str(x) for x in body["revoked"])  # type: ignore[attr-defined]
+            revoked = body["revoked"]
+            assert isinstance(revoked, list)
+            self.revoked.update(str(x) for x in revoked)
         if body["kind"] != "AuthorizationGranted":
             return
         art = body["artifact"]
@@ -183,9 +187,9 @@ class Load:
         roll = self.rng.random()
         live = [a for a in self.artifacts if a.artifact_id not in self.revoked]
         if roll < 0.30 or not self.artifacts:
-            return self._request(root_only=True)
+            return self._request()
         if roll < 0.40:
-            return self._request(root_only=True, forbidden=True)
+            return self._request(forbidden=True)
         if roll < 0.55:
             return self._child(self.rng.choice(self.artifacts))
         if roll < 0.62 and live:
@@ -204,7 +208,7 @@ class Load:
         envelope, event_id = sign_event_with_id(event, SIGNERS[signer])
         return Sent(event_id, envelope, op, self.trial, forbidden)
 
-    def _request(self, root_only: bool, forbidden: bool = False, nonce: str | None = None,
+    def _request(self, forbidden: bool = False, nonce: str | None = None,
                  parent: Artifact | None = None) -> Sent:
         now = datetime.now(UTC).replace(microsecond=0)
         signer = parent.holder if parent is not None else "agent:alice"
@@ -230,8 +234,8 @@ class Load:
 
     def _child(self, parent: Artifact) -> Sent | None:
         if parent.depth >= 2 or parent.not_after - datetime.now(UTC) < timedelta(minutes=2):
-            return self._request(root_only=True)
-        return self._request(root_only=False, parent=parent)
+            return self._request()
+        return self._request(parent=parent)
 
     def _revoke(self, art: Artifact) -> Sent:
         event = AuthorizationRevoked(
@@ -267,7 +271,7 @@ class Load:
         if not done:
             return None
         nonce = str(payload_of(self.rng.choice(done).envelope)["nonce"])
-        reused = self._request(root_only=True, nonce=nonce)
+        reused = self._request(nonce=nonce)
         reused.op, reused.forbidden = "nonce-reuse", NONCE_REUSE
         return reused
 

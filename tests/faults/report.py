@@ -17,6 +17,7 @@ class Trial:
     how: str
     sent: int = 0
     decided: int = 0
+    refused: int = 0
     delivered: bool = False
     exit_status: int | None = None
     exit_after_s: float | None = None
@@ -45,6 +46,8 @@ class Report:
 
 def progress_line(t: Trial, trials: int) -> str:
     parts = [f"trial {t.n}/{trials}: {t.fault}", f"sent {t.sent} decided {t.decided}"]
+    if t.refused:
+        parts.append(f"{t.refused} POSTs refused (4xx)")
     if not t.delivered:
         parts.append("target already gone")
     if t.restarted:
