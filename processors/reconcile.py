@@ -174,6 +174,8 @@ class Reconciler:
     def unledgered(self, limit: int | None = None) -> Unledgered:
         """Scan up to ``limit`` entries past the watermark (all if None). Raises Unavailable."""
         start = self.journal.meta(LEDGERED) or 0
+        if self.ledger.verified() is None:  # being checked by the sequencer now: next round
+            return Unledgered((), start, 0)
         missing: list[Output] = []
         upto, scanned, clean = start, 0, True
         for chunk in _chunks(self.journal.entries(start), CHUNK, limit):
@@ -201,6 +203,10 @@ class Reconciler:
         Raises Unavailable when a decision cannot be rebuilt without forgetting a nonce
         that still matters, or on a SQLite error.
         """
+        if self.ledger.verified() is None:
+            raise Unavailable(f"{self.ledger_path} is not verified against its signed checkpoint "
+                              "(the sequencer's start-up check has not passed): the processor "
+                              "rebuilds only from a verified ledger; start the sequencer first")
         size = self.ledger.tree_size()
         checked = self.journal.meta(LEDGER_CHECKED) or 0
         if checked > size:

@@ -346,3 +346,19 @@ def test_a_journal_that_contradicts_the_ledger_stops_the_start(tmp_path: Path) -
             reconciler.rebuild(T0 + timedelta(minutes=1))
     finally:
         reconciler.close()
+
+
+def test_the_processor_rebuilds_only_from_a_verified_ledger(tmp_path: Path) -> None:
+    """While the sequencer's start-up check has not passed (or failed), the ledger may be
+    tampered: nothing is taken from it."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    with LedgerStore(data.ledger_db, writer=True) as store:
+        store.set_verified(None)
+    reconciler = reconciler_of(settings)
+    try:
+        with pytest.raises(Unavailable, match="not verified"):
+            reconciler.rebuild(T0)
+        assert reconciler.unledgered().scanned == 0
+    finally:
+        reconciler.close()
