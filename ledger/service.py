@@ -72,6 +72,8 @@ log = logging.getLogger("govledger.service")
 T = TypeVar("T")
 
 COMPONENTS = ("processor", "sequencer", "api")
+CHILD_GRACE_AFTER_FAILURE_S = 2.0
+STOP_GRACE_AFTER_FAILURE_S = 5.0
 STREAM_OF = {AuthorizationRequested: "requests", AuthorizationRevoked: "revocations",
              ExecutionRequested: "executions", ExecutionCompleted: "executions",
              ExecutionFailed: "executions"}
@@ -198,8 +200,13 @@ class Service:
         async def stop_child() -> None:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
+                # A clean stop lets the child finish its batch and publications. After a
+                # failure (the broker is gone) it cannot publish anything: its journal is
+                # durable before any publication, so it is killed after a short grace
+                # rather than left waiting on Kafka's request timeout.
+                grace = 20 if self.failed is None else CHILD_GRACE_AFTER_FAILURE_S
                 try:
-                    await asyncio.wait_for(proc.wait(), 20)
+                    await asyncio.wait_for(proc.wait(), grace)
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
@@ -283,20 +290,40 @@ class Service:
         await self.stop_event.wait()
 
     async def stop(self) -> None:
+        """Stop every component, in reverse order. After a failure each step is bounded: a
+        client waiting on a dead broker (a producer flushing, a consumer fetching) would
+        otherwise hold the exit for Kafka's request timeout; what is abandoned is in the
+        state a crash leaves, which the journal and the ledger recover from."""
         self.stop_event.set()
+        loop = asyncio.get_running_loop()
+        deadline = None if self.failed is None else loop.time() + STOP_GRACE_AFTER_FAILURE_S
+
+        def bound() -> float | None:
+            return None if deadline is None else max(deadline - loop.time(), 0.5)
         for task in self._tasks:
             with contextlib.suppress(Exception):
-                await task
+                await self._bounded(task, bound(), task.get_name())
         for stopper in reversed(self._stoppers):
             try:
                 result = stopper()
                 if asyncio.iscoroutine(result):
-                    await result
+                    await self._bounded(result, bound(), getattr(stopper, "__qualname__", "a stopper"))
             except Exception:
                 log.exception("error while stopping")
         self._stoppers.clear()
         if self._kafka_log_level is not None:  # every client is stopped: nothing floods now
             logging.getLogger("aiokafka").setLevel(self._kafka_log_level)
+
+    @staticmethod
+    async def _bounded(work: Awaitable[object], seconds: float | None, what: str) -> None:
+        if seconds is None:
+            await work
+            return
+        try:
+            await asyncio.wait_for(work, seconds)
+        except TimeoutError:
+            log.warning("%s did not stop within %.1f s after the failure: abandoned", what,
+                        seconds)
 
     def describe(self) -> dict[str, object]:
         """What start-up prints: addresses, data directory, ledger origin and vkey."""

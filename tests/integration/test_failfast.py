@@ -91,3 +91,30 @@ def test_a_failed_decision_consumer_stops_the_service_and_decisions_answer_503(
         assert lookup.status_code == 503, lookup.text
     finally:
         running.stop()
+
+
+def test_a_broker_frozen_then_killed_under_load_still_stops_the_service_promptly(
+        tmp_path: Path) -> None:
+    """SIGSTOP the broker while a submit is in flight, then SIGKILL it: the API's producer
+    holds an unacknowledged send, and its flush held the exit for Kafka's 30 s request
+    timeout. After a failure every stop step is bounded (found by tests/faults)."""
+    running = Running(tmp_path / "data")
+    service = running.service
+    try:
+        assert service.broker is not None and service.broker.pid is not None
+        envelope = sign_event(request(issued_at=datetime.now(UTC).replace(microsecond=0),
+                                      nonce="failfast-nonce-0002"), ALICE)
+        os.kill(service.broker.pid, signal.SIGSTOP)
+        with httpx.Client(base_url=service.api_url, timeout=60) as http, \
+                ThreadPoolExecutor(1) as pool:
+            posting = pool.submit(http.post, "/v1/events", content=envelope,
+                                  headers={"content-type": "application/json"})
+            time.sleep(0.5)  # not a wait for a result: the post may or may not be in flight
+            kill_and_wait_dead(service.broker.pid)
+            running.call(service.stop_event.wait(), 10)
+            assert posting.result(timeout=60).status_code == 503
+    finally:
+        started = time.monotonic()
+        running.stop()
+    assert time.monotonic() - started < 10
+    assert service.failed == "broker"
