@@ -307,7 +307,8 @@ class Service:
             try:
                 result = stopper()
                 if asyncio.iscoroutine(result):
-                    await self._bounded(result, bound(), getattr(stopper, "__qualname__", "a stopper"))
+                    name = getattr(stopper, "__qualname__", "a stopper")
+                    await self._bounded(result, bound(), name)
             except Exception:
                 log.exception("error while stopping")
         self._stoppers.clear()
