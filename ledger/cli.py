@@ -19,27 +19,32 @@ import pydantic
 import typer
 from rich.progress import Progress
 
-from ledger.audit import audit_ledger
 from ledger.config import Settings, load_settings
 from ledger.core.envelope import sign_event, verify_envelope
 from ledger.core.events import BY_KIND
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
-from ledger.kafka import client_options
-from ledger.keyfiles import generate_keypair, load_keyring, load_signer, write_atomic
-from ledger.proofs import (
+from ledger.kafka.clients import client_options
+from ledger.kafka.topics import Topics, ensure_topics
+from ledger.keyfiles import (
+    generate_keypair,
+    load_keyring,
+    load_signer,
+    load_signer_keys,
+    write_atomic,
+)
+from ledger.log.audit import audit_ledger
+from ledger.log.proofs import (
     bundle_json,
     prove_consistency,
     prove_inclusion,
     prove_lineage,
     verify_bundle_file,
 )
+from ledger.log.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info, read_vkey
 from ledger.schema import export_schemas
-from ledger.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info, read_vkey
-from ledger.service import COMPONENTS, Service, run_service
-from ledger.signers import load_signer_keys
-from ledger.topics import Topics, ensure_topics
+from ledger.server.service import COMPONENTS, Service, run_service
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -614,8 +619,8 @@ async def run_gated(settings: Settings, grant: bytes, action: str, resource: str
                     runtime: Signer, environment: str, timeout: float,
                     command: list[str], api_url: str | None) -> int:
     """``api_url`` None: no log check (``--allow-unlogged``)."""
-    from ledger.client import Client
-    from ledger.gate import ExecutionRefusedError, Gate, http_log_check
+    from ledger.sdk.client import Client
+    from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
     keyring = load_keyring(settings.data_dir / "keyring.json")
     principal = keyring.get(runtime.key_id)
     logged = None if api_url is None else http_log_check(api_url, read_vkey(settings.data_dir))

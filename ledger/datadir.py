@@ -52,7 +52,7 @@ from ledger.keyfiles import (
     temp_path,
     write_atomic,
 )
-from ledger.sequencer import create_ledger_db, ledger_info
+from ledger.log.sequencer import create_ledger_db, ledger_info
 
 log = logging.getLogger(__name__)
 AUTHORITY_IDENTITY = "govledger:authority"
@@ -60,7 +60,7 @@ LOCK_WAIT_S = 60.0
 """How long a setup waits for another one on the same directory to finish."""
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 _LEDGER_TABLES = frozenset({"meta", "leaves", "hash_pages", "checkpoints", "offsets", "keys",
-                            "recent_keys"})  # ledger.store's schema
+                            "recent_keys"})  # ledger.log.store's schema
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ledger.client import Client, Decision
 from ledger.config import Settings
 from ledger.core.events import (
     AuthorizationRequested,
@@ -35,12 +34,13 @@ from ledger.core.events import (
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError
-from ledger.gate import ExecutionRefusedError, Gate, http_log_check
-from ledger.proofs import prove_lineage, verify_bundle
-from ledger.sequencer import read_vkey
-from ledger.service import Service
-from ledger.signers import load_signer_keys
-from ledger.store import LedgerStore
+from ledger.keyfiles import load_signer_keys
+from ledger.log.proofs import prove_lineage, verify_bundle
+from ledger.log.sequencer import read_vkey
+from ledger.log.store import LedgerStore
+from ledger.sdk.client import Client, Decision
+from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
+from ledger.server.service import Service
 
 RUNTIME = "sha256:" + hashlib.sha256(b"govledger demo runtime image v1").hexdigest()
 OTHER_RUNTIME = "sha256:" + hashlib.sha256(b"an unapproved runtime image").hexdigest()

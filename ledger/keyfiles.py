@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from ledger.core.keys import KeyRing, Signer, check_public_key, parse_keyring
+from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, Rejected, Unavailable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -244,3 +245,25 @@ def load_keyring(path: Path) -> KeyRing:
         return parse_keyring(data)
     except Rejected as exc:
         raise ConfigError(f"keyring {path}: {exc}") from exc
+
+
+def load_signer_keys(authority: str | None = None,
+                     keyring: Path | None = None) -> SignerKeys:
+    """Signer keys from ``authority`` (a ``.pub`` file or its base64 text) and a keyring
+    file. Raises ConfigError (unreadable, not a key) or Rejected (KEY_WEAK)."""
+    keys: frozenset[bytes] = frozenset()
+    if authority is not None:
+        if Path(authority).is_file():
+            keys = frozenset({load_public_key(Path(authority))})
+        else:
+            try:
+                raw = base64.b64decode(authority.strip(), validate=True)
+            except binascii.Error as exc:
+                raise ConfigError("--authority is neither a file nor a base64 public key"
+                                  ) from exc
+            try:
+                check_public_key(raw)
+            except Rejected as exc:
+                raise ConfigError(f"--authority is not a usable public key: {exc}") from exc
+            keys = frozenset({raw})
+    return SignerKeys(keys, None if keyring is None else load_keyring(keyring))

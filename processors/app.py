@@ -2,7 +2,7 @@
 
 ``build_worker(settings, bootstrap)`` loads the authority key, keyring and Cedar policy
 (refusing to start on any problem, with the Cedar error text), restores nothing yet (the
-worker's ``start()`` does), and returns a :class:`~processors.agents.DecisionWorker`.
+worker's ``start()`` does), and returns a :class:`~processors.worker.DecisionWorker`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from ledger.config import Settings
 from ledger.core.keys import KeyRing, Signer
 from ledger.datadir import DataDir
 from ledger.errors import ConfigError
+from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring, load_signer
-from ledger.topics import Topics
-from processors.agents import DecisionWorker
-from processors.checks import Limits
-from processors.engine import Engine
+from processors.core.checks import Limits
+from processors.core.engine import Engine
+from processors.core.ratelimit import TokenBucketLimiter
 from processors.journal import Journal
 from processors.policy import PolicyBundle
-from processors.ratelimit import TokenBucketLimiter
 from processors.reconcile import Reconciler
+from processors.worker import DecisionWorker
 
 
 def authority_identity(keyring: KeyRing, authority: Signer) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ledger.errors import Reason, Unavailable
-from processors.engine import Outcome, Output, Stream
+from processors.core.engine import Outcome, Output, Stream
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (

@@ -20,8 +20,8 @@ Parsed once: the policies become one pre-parsed ``cedarpy.PolicySet`` and the sc
 Entity model (docs/policy.md): principal ``Agent::"<identity>"`` with ``tenant`` and
 ``roles``; action ``Action::"<name>"``; resource ``Resource::"<normalised pattern>"`` with
 ``path``, ``wildcard`` and, as parents, every wider wildcard pattern covering it
-(:func:`processors.scope.ancestors`), so ``resource in Resource::"db/*"`` is exactly
-:func:`processors.scope.resource_contains`. The request context is validated against the
+(:func:`ledger.core.scope.ancestors`), so ``resource in Resource::"db/*"`` is exactly
+:func:`ledger.core.scope.resource_contains`. The request context is validated against the
 schema on every call: an undeclared or mistyped attribute is a denial.
 
 Digest (:func:`bundle_digest`): ``"sha256:" + hex(SHA-256(E))`` where ``E`` is
@@ -42,8 +42,8 @@ from types import MappingProxyType
 
 import cedarpy
 
+from ledger.core.scope import WILDCARD, ancestors, normalise_resource
 from ledger.errors import ConfigError
-from processors.scope import WILDCARD, ancestors, normalise_resource
 
 SCHEMA_FILES = ("schema.cedarschema", "schema.cedarschema.json")
 POLICY_SUFFIX = ".cedar"

@@ -57,8 +57,8 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing
 from ledger.errors import Reason, Rejected, Unavailable
-from ledger.store import LedgerStore, StoredLeaf
-from processors.engine import Outcome, Output, Stream
+from ledger.log.store import LedgerStore, StoredLeaf
+from processors.core.engine import Outcome, Output, Stream
 from processors.journal import Entry, Journal
 
 log = logging.getLogger("govledger.processor")

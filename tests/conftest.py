@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.topics import Topics, ensure_topics
 
 TEST_PARTITIONS = 4
 

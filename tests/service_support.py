@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
-from ledger.service import Service
+from ledger.server.service import Service
 from tests.factories import ALICE, seeded_signer
 
 BOB = seeded_signer("bob")

@@ -46,10 +46,10 @@ from nacl.signing import SigningKey, VerifyKey
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ledger.broker import EmbeddedBroker  # noqa: E402
 from ledger.config import Settings  # noqa: E402
-from ledger.kafka import make_consumer, make_producer, read_highwaters  # noqa: E402
-from ledger.topics import ensure_topics  # noqa: E402
+from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
+from ledger.kafka.clients import make_consumer, make_producer, read_highwaters  # noqa: E402
+from ledger.kafka.topics import ensure_topics  # noqa: E402
 
 PARTITIONS = 4
 SEED = hashlib.sha256(b"govledger bench key").digest()
@@ -68,7 +68,7 @@ FAUST_SETTINGS: dict[str, Any] = {
     "broker_request_timeout": 30,       # must stay above the session timeout
     "broker_rebalance_timeout": 30,
     "consumer_auto_offset_reset": "earliest",
-    "topic_allow_declare": False,       # topics are created by ledger.topics
+    "topic_allow_declare": False,       # topics are created by ledger.kafka.topics
     "topic_disable_leader": True,       # no <app>-__assignor-__leader topic
     "producer_acks": -1,                # acks=all
     "producer_linger_ms": 2,

@@ -12,11 +12,11 @@ Measures, on one machine (see docs/performance.md for the figures and how to rea
     as all N decisions over the time from the first produce call to the last decision consumed
     (decisions arrive in bursts, one per group commit, so no percentile window is used);
 (b) p50/p99 latency, request produced -> decision consumed, at a fixed offered load;
-(c) in-process costs, no Kafka: ``processors.checks.evaluate_policy`` with the example Cedar
+(c) in-process costs, no Kafka: ``processors.core.checks.evaluate_policy`` with the example Cedar
     bundle, ``Engine.handle`` per request, Ed25519 verify and sign alone, the journal, a
     restart's restore per journal entry (``DecisionWorker.catch_up`` into a fresh engine),
     and a cProfile of ``Engine.handle`` (top 10 functions by tottime);
-(d) the executor gate's offline check, ``ledger.artifact.check_artifact`` on a real grant.
+(d) the executor gate's offline check, ``ledger.core.artifact.check_artifact`` on a real grant.
 
 The worker runs in a SEPARATE PROCESS (``bench_pipeline.py worker ...``, this file): by
 default exactly as ``govledger up`` runs it on the embedded broker (``build_worker``: one
@@ -65,9 +65,8 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
-from ledger.artifact import check_artifact  # noqa: E402
-from ledger.broker import EmbeddedBroker  # noqa: E402
 from ledger.config import Settings  # noqa: E402
+from ledger.core.artifact import check_artifact  # noqa: E402
 from ledger.core.envelope import (  # noqa: E402
     event_id,
     pae,
@@ -77,14 +76,15 @@ from ledger.core.envelope import (  # noqa: E402
 )
 from ledger.core.keys import verify_signature  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
-from ledger.kafka import make_consumer, make_producer, read_highwaters  # noqa: E402
-from ledger.topics import Topics, ensure_topics  # noqa: E402
-from processors.agents import DecisionWorker  # noqa: E402
+from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
+from ledger.kafka.clients import make_consumer, make_producer, read_highwaters  # noqa: E402
+from ledger.kafka.topics import Topics, ensure_topics  # noqa: E402
 from processors.app import build_engine, build_worker  # noqa: E402
-from processors.checks import evaluate_policy  # noqa: E402
-from processors.engine import Outcome, Output, Stream  # noqa: E402
+from processors.core.checks import evaluate_policy  # noqa: E402
+from processors.core.engine import Outcome, Output, Stream  # noqa: E402
 from processors.journal import Journal  # noqa: E402
 from processors.policy import PolicyBundle  # noqa: E402
+from processors.worker import DecisionWorker  # noqa: E402
 from tests.factories import ALICE, ENV, request  # noqa: E402
 from tests.service_support import make_data_dir  # noqa: E402
 

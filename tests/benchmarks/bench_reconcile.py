@@ -27,9 +27,9 @@ from ledger.config import Settings
 from ledger.core.envelope import sign_event
 from ledger.datadir import DataDir
 from ledger.keyfiles import load_keyring
-from ledger.sequencer import keyring_verifier, open_ledger
+from ledger.log.sequencer import keyring_verifier, open_ledger
 from processors.app import build_engine
-from processors.engine import Stream
+from processors.core.engine import Stream
 from processors.journal import Journal
 from processors.reconcile import Reconciler
 from tests.factories import ALICE, T0, request

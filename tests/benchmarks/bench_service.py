@@ -11,7 +11,7 @@ agents, waits for the ready file, then measures:
 (1) HTTP API, closed loop with ``--concurrency`` clients (httpx.AsyncClient): each submits a
     pre-signed request (POST /v1/events) and waits for its decision
     (GET /v1/decisions/{id}?wait=10); decisions/s and p50/p99 of submit -> decision;
-(2) SDK (ledger.client.Client, in this process, on the service's Kafka): ``submit`` (which
+(2) SDK (ledger.sdk.client.Client, in this process, on the service's Kafka): ``submit`` (which
     signs) then ``decision`` (which verifies), same concurrency; decisions/s and p50/p99;
 (3) sequencer integration delay at a fixed offered load: requests produced straight to the
     service's ``gov.requests`` (the HTTP path saturates below 100/s here, see (1)); from "the
@@ -48,13 +48,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ledger.client import Client  # noqa: E402
 from ledger.config import Settings  # noqa: E402
 from ledger.core.envelope import sign_event_with_id  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
-from ledger.kafka import make_producer  # noqa: E402
+from ledger.kafka.clients import make_producer  # noqa: E402
+from ledger.kafka.topics import Topics  # noqa: E402
 from ledger.keyfiles import load_keyring  # noqa: E402
-from ledger.topics import Topics  # noqa: E402
+from ledger.sdk.client import Client  # noqa: E402
 from tests.factories import ALICE, request  # noqa: E402
 from tests.service_support import make_data_dir  # noqa: E402
 

@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 from ledger.demo import Demo, run_demo
-from ledger.proofs import verify_bundle
-from ledger.sequencer import read_vkey
-from ledger.signers import load_signer_keys
+from ledger.keyfiles import load_signer_keys
+from ledger.log.proofs import verify_bundle
+from ledger.log.sequencer import read_vkey
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ledger.core.envelope import sign_event
-from ledger.store import LedgerStore
+from ledger.log.store import LedgerStore
 from tests.e2e.test_up import request_id
 from tests.factories import ALICE, request
 from tests.service_support import ServiceProcess, make_data_dir

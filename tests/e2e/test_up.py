@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger.client import Client
 from ledger.config import Settings
 from ledger.core.envelope import event_id, sign_event
 from ledger.keyfiles import load_keyring
-from ledger.proofs import verify_bundle
+from ledger.log.proofs import verify_bundle
+from ledger.sdk.client import Client
 from tests.factories import ALICE, request
 from tests.service_support import ServiceProcess, make_data_dir
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.keyfiles import load_keyring
-from ledger.sequencer import DB_NAME, keyring_verifier, open_ledger
+from ledger.log.sequencer import DB_NAME, keyring_verifier, open_ledger
 from tests.ledger_support import envelopes
 from tests.service_support import make_data_dir
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from ledger.store import LedgerStore
+from ledger.log.store import LedgerStore
 from tests.faults.check import check, journal_ids, journaled, missing_from_ledger
 from tests.faults.load import Load, ServiceDown, wait_until
 from tests.faults.report import Report, Trial, progress_line, summary

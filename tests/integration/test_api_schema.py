@@ -18,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from ledger.api import make_api
+from ledger.server.api import make_api
 from tests.unit.test_api import RID, FakeBackend, build_ledger, decision_envelope
 
 pytestmark = pytest.mark.integration

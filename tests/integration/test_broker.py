@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import ledger.broker as broker_module
-from ledger.broker import EmbeddedBroker, probe_metadata
+import ledger.kafka.broker as broker_module
 from ledger.errors import Unavailable
+from ledger.kafka.broker import EmbeddedBroker, probe_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,8 @@ def test_silent_binary_times_out_and_is_killed(tmp_path: Path) -> None:
 
 def test_broker_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
     log = tmp_path / "broker.log"  # the killed parent cannot delete a temp log
-    script = ("import sys\nfrom pathlib import Path\nfrom ledger.broker import EmbeddedBroker\n"
+    script = ("import sys\nfrom pathlib import Path\n"
+              "from ledger.kafka.broker import EmbeddedBroker\n"
               f"b = EmbeddedBroker(log_path=Path({str(log)!r})).start()\n"
               "print(b.pid, flush=True)\nsys.stdin.read()\n")
     broker_pid = None

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger.audit import audit_ledger
 from ledger.core.envelope import sign_event_with_id, verify_envelope
+from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, ProofError
-from ledger.proofs import bundle_json, prove_inclusion, prove_lineage, verify_bundle
-from ledger.sequencer import open_ledger, read_vkey
-from ledger.signers import SignerKeys, load_signer_keys
-from ledger.store import LeafRecord
+from ledger.keyfiles import load_signer_keys
+from ledger.log.audit import audit_ledger
+from ledger.log.proofs import bundle_json, prove_inclusion, prove_lineage, verify_bundle
+from ledger.log.sequencer import open_ledger, read_vkey
+from ledger.log.store import LeafRecord
 from tests.factories import ALICE, AUTHORITY, default_ring, request
 from tests.ledger_support import grant, make_ledger, write_keyring
 

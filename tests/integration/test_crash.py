@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.audit import audit_ledger
-from ledger.sequencer import append_jsonl, ledger_info
-from ledger.store import LedgerStore
+from ledger.log.audit import audit_ledger
+from ledger.log.sequencer import append_jsonl, ledger_info
+from ledger.log.store import LedgerStore
 from tests.ledger_support import envelopes, make_ledger, write_keyring
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APPENDER = """
 import sys
 from pathlib import Path
-from ledger.sequencer import append_jsonl
+from ledger.log.sequencer import append_jsonl
 def progress(done):
     print(done, flush=True)
 append_jsonl(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), batch_size=50,

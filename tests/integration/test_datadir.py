@@ -25,8 +25,8 @@ from ledger.config import load_settings
 from ledger.datadir import DataDir, InitReport, init_data_dir
 from ledger.errors import ConfigError, Unavailable
 from ledger.keyfiles import generate_keypair, is_temp_name, load_keyring, load_signer
-from ledger.sequencer import keyring_verifier, ledger_info, open_ledger
-from ledger.store import LedgerStore
+from ledger.log.sequencer import keyring_verifier, ledger_info, open_ledger
+from ledger.log.store import LedgerStore
 from processors.app import build_engine
 
 pytestmark = pytest.mark.integration

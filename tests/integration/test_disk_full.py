@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger.broker import EmbeddedBroker
 from ledger.errors import Unavailable
-from ledger.store import LeafRecord, LedgerStore
-from ledger.topics import Topics
-from processors.engine import Outcome, Output, Stream
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.topics import Topics
+from ledger.log.store import LeafRecord, LedgerStore
+from processors.core.engine import Outcome, Output, Stream
 from processors.journal import Journal
 from tests.factories import T0
 from tests.ledger_support import make_ledger

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from ledger.client import Client
 from ledger.config import Settings
 from ledger.core.envelope import sign_event
 from ledger.core.events import AuthorizationGranted
 from ledger.errors import ConfigError, Reason
-from ledger.gate import ExecutionRefusedError, Gate, http_log_check
 from ledger.keyfiles import load_signer
-from ledger.sequencer import read_vkey
-from ledger.service import Service
+from ledger.log.sequencer import read_vkey
+from ledger.sdk.client import Client
+from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
+from ledger.server.service import Service
 from tests.factories import ALICE, ENV, default_ring, request
 from tests.service_support import RUNNER, make_data_dir
 

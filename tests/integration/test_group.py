@@ -2,7 +2,7 @@
 
 What a group must keep: REPLAY across partitions owned by different workers; and when a
 worker leaves, the survivor decides the trees it takes over with their full history (the
-lineage effects it kept waiting while it did not own them, processors/agents.py).
+lineage effects it kept waiting while it did not own them, processors/worker.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
 from ledger.core.envelope import event_id, parse_envelope, parse_payload, payload_bytes, sign_event
 from ledger.core.events import (
@@ -28,10 +27,11 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.errors import Reason
-from ledger.kafka import partition_for
-from ledger.topics import Topics
-from processors.agents import DecisionWorker
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.clients import partition_for
+from ledger.kafka.topics import Topics
 from processors.app import build_worker
+from processors.worker import DecisionWorker
 from tests.conftest import TEST_PARTITIONS
 from tests.factories import ALICE, T0, request
 from tests.service_support import make_data_dir, produce

@@ -21,11 +21,11 @@ from ledger.config import Settings
 from ledger.core.envelope import sign_event
 from ledger.core.events import AuthorizationRevoked, Event, ExecutionRequested
 from ledger.errors import Reason
-from ledger.kafka import partition_for
-from ledger.topics import Topics
-from processors.agents import DecisionWorker
-from processors.engine import Engine, Outcome, Stream
+from ledger.kafka.clients import partition_for
+from ledger.kafka.topics import Topics
+from processors.core.engine import Engine, Outcome, Stream
 from processors.journal import Journal
+from processors.worker import DecisionWorker
 from tests.factories import ALICE, ENV, T0, request
 from tests.unit.test_engine import RUNNER, engine, grant_of
 

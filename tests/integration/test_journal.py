@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ledger.core.envelope import sign_event
-from processors.engine import Stream
+from processors.core.engine import Stream
 from processors.journal import Journal
 from tests.factories import ALICE, T0, request
 from tests.unit.test_engine import engine
@@ -91,9 +91,9 @@ def journal_of_requests(path: Path, count: int, tag: str) -> Journal:
 def test_a_long_restore_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          caplog: pytest.LogCaptureFixture) -> None:
     """Restoring a big journal takes minutes: the worker says how far it is."""
-    import processors.agents as agents
+    import processors.worker as agents
     from ledger.config import Settings
-    from ledger.topics import Topics
+    from ledger.kafka.topics import Topics
     monkeypatch.setattr(agents, "FREEZE_EVERY_RESTORED", 2)
     monkeypatch.setattr(agents, "RESTORE_REPORT_S", 0.0)
     journal = journal_of_requests(tmp_path / "processor.db", 5, "nonce")
@@ -144,10 +144,10 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     a full restore gives; an input acting in such a tree loads it first."""
     from ledger.config import Settings
     from ledger.errors import Reason
-    from ledger.kafka import partition_for
-    from ledger.topics import Topics
-    from processors.agents import DecisionWorker
-    from processors.engine import Engine, Outcome
+    from ledger.kafka.clients import partition_for
+    from ledger.kafka.topics import Topics
+    from processors.core.engine import Engine, Outcome
+    from processors.worker import DecisionWorker
     from tests.unit.test_engine import ask, child, execute, revoke
 
     live = engine()
@@ -222,9 +222,9 @@ def test_a_group_worker_yields_while_it_applies_waiting_effects(
     """Taking over partitions of a big journal applies many waiting effects inside the group
     session: the event loop (the group heartbeat) must get turns meanwhile; the effects wait
     as journal positions, read back when applied."""
-    import processors.agents as agents
+    import processors.worker as agents
     from ledger.config import Settings
-    from ledger.topics import Topics
+    from ledger.kafka.topics import Topics
     monkeypatch.setattr(agents, "APPLY_CHUNK", 4)
     journal = journal_of_requests(tmp_path / "processor.db", 24, "nonce-yield")
     worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal,

@@ -9,10 +9,10 @@ from collections import defaultdict
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
 from ledger.errors import ConfigError, Unavailable
-from ledger.kafka import (
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.clients import (
     TopicPartition,
     make_consumer,
     make_producer,
@@ -21,7 +21,7 @@ from ledger.kafka import (
     read_highwaters,
     verify_offsets_not_rewound,
 )
-from ledger.topics import Topics, ensure_topics
+from ledger.kafka.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ def test_ensure_topics_is_idempotent_and_checks_partitions(broker: EmbeddedBroke
 
 
 def test_ensure_topics_on_a_dead_bootstrap_is_unavailable() -> None:
-    from ledger.broker import free_port
+    from ledger.kafka.broker import free_port
 
     dead = f"127.0.0.1:{free_port()}"
     with pytest.raises(Unavailable):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
 from ledger.core.events import (
@@ -20,10 +19,11 @@ from ledger.core.events import (
     PolicyPublished,
 )
 from ledger.errors import Reason, Unavailable
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring
-from ledger.topics import Topics
 from processors.app import build_worker
-from processors.engine import Stream
+from processors.core.engine import Stream
 from processors.journal import Journal
 from tests.factories import ALICE, ENV, T0, request
 from tests.service_support import collect, make_data_dir, produce

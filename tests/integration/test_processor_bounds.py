@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
 from ledger.core.events import (
@@ -21,8 +20,9 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.errors import Reason
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring
-from ledger.topics import Topics
 from processors.app import build_worker
 from tests.factories import ALICE, T0, request
 from tests.service_support import collect, make_data_dir, produce

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
 from ledger.core.events import (
@@ -30,17 +29,18 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing
 from ledger.datadir import DataDir
 from ledger.errors import Reason, Unavailable
-from ledger.ingest import SequencerWorker
-from ledger.kafka import probe_highwaters
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.clients import probe_highwaters
+from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
-from ledger.sequencer import keyring_verifier, open_ledger
-from ledger.store import LedgerStore
-from ledger.topics import Topics, ensure_topics
-from processors.agents import DecisionWorker
+from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.store import LedgerStore
+from ledger.log.worker import SequencerWorker
 from processors.app import build_engine, build_worker
-from processors.engine import Stream
+from processors.core.engine import Stream
 from processors.journal import Journal
 from processors.reconcile import LEDGERED, Reconciler
+from processors.worker import DecisionWorker
 from tests.conftest import TEST_PARTITIONS
 from tests.factories import ALICE, T0, request
 from tests.service_support import collect, make_data_dir, produce

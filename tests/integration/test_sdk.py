@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger.client import Client, ProofClient, SyncClient
 from ledger.core.events import AuthorizationRevoked
+from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
-from ledger.sequencer import read_vkey
-from ledger.signers import SignerKeys
+from ledger.log.sequencer import read_vkey
+from ledger.sdk.client import Client, ProofClient, SyncClient
 from tests.factories import ALICE, request
 from tests.service_support import Running
 

@@ -11,7 +11,7 @@ import pytest
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import sign_event
 from ledger.errors import ConfigError, ProofError, Reason, Unavailable
-from ledger.sequencer import (
+from ledger.log.sequencer import (
     DB_NAME,
     Sequencer,
     append_jsonl,

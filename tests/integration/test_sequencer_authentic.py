@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger.broker import EmbeddedBroker
 from ledger.config import Settings
 from ledger.core.envelope import sign_event_with_id
 from ledger.core.keys import Principal, principal_document
+from ledger.kafka.broker import EmbeddedBroker
+from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_signer
-from ledger.service import Service
-from ledger.store import LedgerStore
-from ledger.topics import Topics
+from ledger.log.store import LedgerStore
+from ledger.server.service import Service
 from tests.factories import ALICE, T0, request, seeded_signer
 from tests.ledger_support import grant
 from tests.service_support import AGENTS, make_data_dir, produce

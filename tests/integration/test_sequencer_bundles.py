@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ledger.core.checkpoint import build_vkey
+from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
-from ledger.proofs import (
+from ledger.log.proofs import (
     bundle_json,
     prove_consistency,
     prove_inclusion,
@@ -20,8 +21,7 @@ from ledger.proofs import (
     verify_bundle,
     verify_bundle_file,
 )
-from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
-from ledger.signers import SignerKeys
+from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
 from tests.factories import MALLORY, default_ring
 from tests.ledger_support import ORIGIN, envelopes, lineage_chain, make_ledger
 

@@ -1,6 +1,6 @@
 """Scope containment agrees with an independent, enumerating oracle; widening is denied.
 
-The oracle knows nothing of processors.scope: it decodes with urllib, reads a pattern as a
+The oracle knows nothing of ledger.core.scope: it decodes with urllib, reads a pattern as a
 string predicate over concrete resources, and decides containment by set inclusion over a
 finite universe of concrete resources. The universe has one segment (``z``) that no pattern
 uses and is one level deeper than any pattern, so a wider child always has a witness in it.
@@ -16,8 +16,8 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger.core.scope import ScopeSpec, resource_contains, scope_contains
 from ledger.errors import Reason
-from processors.scope import ScopeSpec, resource_contains, scope_contains
 
 SETTINGS = settings(max_examples=400, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

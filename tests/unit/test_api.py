@@ -1,4 +1,4 @@
-"""The HTTP shell (ledger/api.py) over an in-memory backend and a REAL ledger directory.
+"""The HTTP shell (ledger/server/api.py) over an in-memory backend and a REAL ledger directory.
 
 The backend is a fake on purpose: this tests the HTTP layer (status codes, error bodies, exact
 bytes, proofs served from a real SQLite ledger). The running service is tested elsewhere.
@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.api import Submitted, make_api, summarize_decision
 from ledger.core.checkpoint import build_vkey, parse_vkey, verify_checkpoint
 from ledger.core.envelope import MAX_ENVELOPE_BYTES, sign_event_with_id, verify_envelope
 from ledger.core.events import AuthorizationDenied, ExecutionRefused
+from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Reason, Unavailable
-from ledger.metrics import Metrics
-from ledger.proofs import prove_consistency, prove_inclusion, prove_lineage, verify_bundle
-from ledger.sequencer import keyring_verifier, open_ledger, read_vkey
-from ledger.signers import SignerKeys
-from ledger.store import LedgerStore
+from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage, verify_bundle
+from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.log.store import LedgerStore
+from ledger.server.api import Submitted, make_api, summarize_decision
+from ledger.server.metrics import Metrics
 from tests.factories import AUTHORITY, MALLORY, T0, default_ring, signed_request
 from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
@@ -325,7 +325,7 @@ def test_backend_handing_over_a_wrong_decision_is_500_never_a_grant(
 
 def test_hung_decision_lookup_is_503(api: Client, backend: FakeBackend,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ledger.api.DECISION_GRACE_S", 0.05)
+    monkeypatch.setattr("ledger.server.api.DECISION_GRACE_S", 0.05)
     backend.hang = True
     response = api.get(f"/v1/decisions/{RID}")
     assert (response.status_code, error_of(response)) == (503, "UNAVAILABLE")

@@ -1,4 +1,4 @@
-"""ledger/metrics.py: names, bounded labels, and what is (not) observed."""
+"""ledger/server/metrics.py: names, bounded labels, and what is (not) observed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ledger.metrics import DECISION_BUCKETS, Metrics, reason_label
+from ledger.server.metrics import DECISION_BUCKETS, Metrics, reason_label
 
 
 class FakeClock:

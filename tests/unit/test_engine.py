@@ -22,8 +22,8 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import Reason
-from processors.checks import Limits
-from processors.engine import Engine, Outcome, Stream
+from processors.core.checks import Limits
+from processors.core.engine import Engine, Outcome, Stream
 from tests.factories import ALICE, AUTHORITY, ENV, ENV2, T0, request, seeded_signer
 
 BOB = seeded_signer("bob")
@@ -470,7 +470,7 @@ def test_restore_replays_the_rate_limiter() -> None:
     """The buckets after a restart are those the live run left: a request that was rate
     limited live is rate limited after a restart too (and one denied earlier in the checks
     took no token)."""
-    from processors.ratelimit import TokenBucketLimiter
+    from processors.core.ratelimit import TokenBucketLimiter
 
     def limited() -> Engine:
         return engine(limiter=TokenBucketLimiter(rate=0.01, burst=2))  # type: ignore[arg-type]

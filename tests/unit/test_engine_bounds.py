@@ -21,7 +21,7 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.errors import InvalidEvent, Reason
-from processors.engine import Engine, Outcome, Stream, cached_size
+from processors.core.engine import Engine, Outcome, Stream, cached_size
 from tests.factories import ALICE, T0, request
 from tests.unit.test_engine import (
     CountingLimiter,

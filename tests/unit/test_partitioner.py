@@ -7,7 +7,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.kafka import murmur2, partition_for
+from ledger.kafka.clients import murmur2, partition_for
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed 32-bit Java ints)
 JAVA_VECTORS = {

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.core.events import AuthorizationRequested
-from processors.checks import PolicyMemo, evaluate_policy
+from processors.core.checks import PolicyMemo, evaluate_policy
 from processors.policy import PolicyBundle, PolicyDecision
 from tests.factories import ENV, ENV2, request
 

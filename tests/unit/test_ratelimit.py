@@ -7,7 +7,7 @@ import random
 import pytest
 
 from ledger.errors import ConfigError
-from processors.ratelimit import TokenBucketLimiter
+from processors.core.ratelimit import TokenBucketLimiter
 
 
 def take(limiter: TokenBucketLimiter, identity: str, now: float, n: int) -> list[bool]:

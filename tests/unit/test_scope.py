@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ledger.errors import Reason, Rejected
-from processors.scope import (
+from ledger.core.scope import (
     MAX_PATTERN_LENGTH,
     ScopeSpec,
     ancestors,
@@ -16,6 +15,7 @@ from processors.scope import (
     resource_contains,
     scope_contains,
 )
+from ledger.errors import Reason, Rejected
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ENV_A = "sha256:" + "a" * 64

@@ -1,4 +1,4 @@
-"""ledger/signers.py: which keys may sign which kinds, the rule the sequencer and the bundle
+"""ledger/core/signers.py: which keys may sign which kinds, the rule the sequencer and the bundle
 verifier share."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 
 from ledger.core.events import AUTHORITY_KINDS, BY_KIND
 from ledger.core.keys import Principal
+from ledger.core.signers import check_signer_kind
 from ledger.errors import BadSignature, Reason
-from ledger.signers import check_signer_kind
 from tests.factories import ALICE, AUTHORITY
 
 AGENT = Principal("agent:alice", "acme", ALICE.public_key, frozenset({"requester", "executor"}))

@@ -62,11 +62,11 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
-from ledger.metrics import CONTENT_TYPE, Metrics
-from ledger.proofs import consistency_bundle, inclusion_bundle, lineage_bundle
+from ledger.log.proofs import consistency_bundle, inclusion_bundle, lineage_bundle
+from ledger.log.sequencer import DB_NAME
+from ledger.log.store import LedgerStore, StoredLeaf
 from ledger.schema import ENVELOPE_SCHEMA
-from ledger.sequencer import DB_NAME
-from ledger.store import LedgerStore, StoredLeaf
+from ledger.server.metrics import CONTENT_TYPE, Metrics
 
 __all__ = ["ApiBackend", "ApiError", "DecisionBody", "Submitted", "make_api"]
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ledger.core.events import Artifact, AuthorizationRequested
+from ledger.core.scope import ScopeSpec, scope_contains
 from ledger.errors import Reason
-from processors.scope import ScopeSpec, scope_contains
 
 
 @dataclass(slots=True)

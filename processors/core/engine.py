@@ -1,7 +1,7 @@
 """The decision engine: input bytes in, signed decisions out. No I/O, the clock is an argument.
 
 The engine owns the decision state (lineage, replay memory, decisions already made) and the
-authority key. The shell (processors/agents.py) feeds it messages in partition order, makes
+authority key. The shell (processors/worker.py) feeds it messages in partition order, makes
 its outputs durable in the processor journal, publishes them, and only then commits offsets.
 
 Idempotence (DESIGN.md section 6): one decision per request id and one verdict per execution
@@ -49,7 +49,7 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing, Signer
 from ledger.errors import Reason, Rejected, Unavailable
-from processors.checks import (
+from processors.core.checks import (
     Limits,
     PolicyEngine,
     PolicyMemo,
@@ -60,7 +60,7 @@ from processors.checks import (
     decide_request,
     decide_revocation,
 )
-from processors.lineage import LineageState
+from processors.core.lineage import LineageState
 
 
 class Stream(StrEnum):
@@ -259,7 +259,7 @@ class Engine:
 
         ``effects=False`` restores everything but the lineage effects (the stored outcome,
         the nonce, the rate-limit token); :meth:`restore_effects` applies them later. A worker
-        of a group uses this for trees it does not decide (processors/agents.py).
+        of a group uses this for trees it does not decide (processors/worker.py).
         """
         self.state.remember(outcome.subject, outcome)
         if outcome.allow is None and not outcome.outputs:

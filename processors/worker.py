@@ -40,10 +40,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
-from ledger.client import utc_now
 from ledger.config import Settings
 from ledger.errors import Unavailable
-from ledger.kafka import (
+from ledger.kafka.clients import (
     make_consumer,
     make_producer,
     next_offsets,
@@ -52,8 +51,9 @@ from ledger.kafka import (
     publish_keyed,
     stop_quietly,
 )
-from ledger.topics import Topics
-from processors.engine import Engine, Outcome, Output, Stream
+from ledger.kafka.topics import Topics
+from ledger.sdk.client import utc_now
+from processors.core.engine import Engine, Outcome, Output, Stream
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler

@@ -6,21 +6,17 @@ Authority kinds (:data:`~ledger.core.events.AUTHORITY_KINDS`: decisions, verdict
 acknowledgements, the policy and key registry) are signed only by a key with the
 ``authority`` role; every other kind only by a key without it (the authority decides, it
 never asks, executes or revokes). :func:`check_signer_kind` is that rule;
-:class:`SignerKeys` applies it to a bundle's leaves offline (ledger.proofs).
+:class:`SignerKeys` applies it to a bundle's leaves offline (ledger.log.proofs).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from pathlib import Path
 
 from ledger.core.envelope import parse_envelope, parse_payload, verify_envelope
 from ledger.core.events import AUTHORITY_KINDS
-from ledger.core.keys import KeyRing, Principal, check_public_key, key_id
-from ledger.errors import BadSignature, ConfigError, ProofError, Reason, Rejected
-from ledger.keyfiles import load_keyring, load_public_key
+from ledger.core.keys import KeyRing, Principal, key_id
+from ledger.errors import BadSignature, ProofError, Reason, Rejected
 
 
 def check_signer_kind(kind: str, principal: Principal) -> None:
@@ -78,28 +74,3 @@ class SignerKeys:
         except Rejected as exc:
             raise ProofError(f"leaf signer refused: {exc}") from exc
         return verified.kind
-
-
-# -- files: for the CLI ------------------------------------------------------------------------
-
-
-def load_signer_keys(authority: str | None = None,
-                     keyring: Path | None = None) -> SignerKeys:
-    """Signer keys from ``authority`` (a ``.pub`` file or its base64 text) and a keyring
-    file. Raises ConfigError (unreadable, not a key) or Rejected (KEY_WEAK)."""
-    keys: frozenset[bytes] = frozenset()
-    if authority is not None:
-        if Path(authority).is_file():
-            keys = frozenset({load_public_key(Path(authority))})
-        else:
-            try:
-                raw = base64.b64decode(authority.strip(), validate=True)
-            except binascii.Error as exc:
-                raise ConfigError("--authority is neither a file nor a base64 public key"
-                                  ) from exc
-            try:
-                check_public_key(raw)
-            except Rejected as exc:
-                raise ConfigError(f"--authority is not a usable public key: {exc}") from exc
-            keys = frozenset({raw})
-    return SignerKeys(keys, None if keyring is None else load_keyring(keyring))

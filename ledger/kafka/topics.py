@@ -92,7 +92,8 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
     """Create the missing topics, then verify every one exists with ``partitions``.
 
     Idempotent: topics that already exist are fine if their partition count matches.
-    ``client_options`` are extra aiokafka admin options (see ``ledger.kafka.client_options``).
+    ``client_options`` are extra aiokafka admin options
+    (see ``ledger.kafka.clients.client_options``).
     Returns ``{topic: partition count}``. Raises ConfigError on a bad name or a partition
     count mismatch, Unavailable if the broker does not answer or the topics do not appear
     within ``timeout_s``.

@@ -2,7 +2,7 @@
 first divergence (DESIGN.md section 7).
 
 One streaming pass over ``leaves`` and ``hash_pages`` in index order, then one over the
-lookup index (ledger.recompute.recompute, steps 2-6), shared by ``govledger ledger audit``
+lookup index (ledger.log.recompute.recompute, steps 2-6), shared by ``govledger ledger audit``
 (:func:`audit_store`) and the sequencer's check before it appends or anything is served
 (:func:`check_on_open`):
 
@@ -50,11 +50,11 @@ from ledger.core.checkpoint import (
     verify_checkpoint,
 )
 from ledger.errors import ProofError
-from ledger.recompute import Problem, recompute
-from ledger.store import LedgerStore
+from ledger.log.recompute import Problem, recompute
+from ledger.log.store import LedgerStore
 
 if TYPE_CHECKING:
-    from ledger.sequencer import Verify
+    from ledger.log.sequencer import Verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,7 @@ def audit_ledger(data_dir: Path, keyring_path: Path | None = None) -> AuditRepor
     envelope signature too when a keyring is given. Raises ConfigError or ProofError."""
     # Imported here: the sequencer imports this module for its start-up check.
     from ledger.keyfiles import load_keyring
-    from ledger.sequencer import DB_NAME, keyring_verifier, read_vkey
+    from ledger.log.sequencer import DB_NAME, keyring_verifier, read_vkey
 
     verify = None if keyring_path is None else keyring_verifier(load_keyring(keyring_path))
     with LedgerStore(data_dir / DB_NAME) as store:

@@ -1,5 +1,5 @@
 """The one recomputation of a ledger from its stored leaf bytes, shared by the audit and
-the sequencer's start-up check (ledger/audit.py: the steps, the two callers).
+the sequencer's start-up check (ledger/log/audit.py: the steps, the two callers).
 
 :func:`recompute` streams ``leaves`` and ``hash_pages`` in index order, ``CHUNK`` rows at a
 time: contiguous indexes, every leaf and stored node hash recomputed (RFC 9162 2.1.1), the
@@ -26,10 +26,10 @@ from ledger.core.envelope import PAYLOAD_TYPES, parse_envelope
 from ledger.core.events import Event
 from ledger.core.merkle import CompactRange
 from ledger.errors import Rejected
-from ledger.store import DECISION_KINDS, PAGE, ROLE_EVENT, ROLE_SUBJECT, LedgerStore
+from ledger.log.store import DECISION_KINDS, PAGE, ROLE_EVENT, ROLE_SUBJECT, LedgerStore
 
 if TYPE_CHECKING:
-    from ledger.sequencer import Verify
+    from ledger.log.sequencer import Verify
 
 
 MAX_PROBLEMS: Final = 1000  # stop checking envelopes one by one past this (a wrong keyring)
@@ -153,7 +153,7 @@ class Recomputed:
 
 def recompute(store: LedgerStore, roots: Mapping[int, bytes], *, verify: Verify | None = None,
               verify_from: int = 0, first_only: bool = False) -> Recomputed:
-    """Steps 2-6 of ledger/audit.py's docstring against the checkpoint ``roots`` (size -> signed
+    """Steps 2-6 of ledger/log/audit.py's docstring against the checkpoint ``roots`` (size -> signed
     root, notes already verified). ``verify`` checks the envelopes of leaves from
     ``verify_from`` on; ``first_only`` stops at the first chunk with a problem (the start-up
     check needs the first divergence, not all). Raises Unavailable (SQLite)."""

@@ -12,7 +12,7 @@
 * On open, before anything is appended (or, in ``govledger up``, served): every leaf hash,
   stored node hash, derived column and lookup-index row is recomputed from the stored leaf
   bytes and the tree root compared with the last signed checkpoint, which must verify under
-  the ledger key and name this origin (ledger.audit.check_on_open, the audit's own pass).
+  the ledger key and name this origin (ledger.log.audit.check_on_open, the audit's own pass).
   Leaves after it (a crash between a batch and its checkpoint) are also re-verified as
   envelopes, and only then signed. Any mismatch raises ProofError naming the first
   divergent leaf index, and nothing is appended.
@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.audit import check_on_open
 from ledger.core.checkpoint import (
     Checkpoint,
     NoteVerifier,
@@ -45,6 +44,7 @@ from ledger.core.checkpoint import (
 from ledger.core.envelope import verify_envelope
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.merkle import TreeSize
+from ledger.core.signers import check_signer_kind
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
 from ledger.keyfiles import (
     generate_keypair,
@@ -54,8 +54,8 @@ from ledger.keyfiles import (
     temp_path,
     write_atomic,
 )
-from ledger.signers import check_signer_kind
-from ledger.store import BatchResult, LeafRecord, LedgerStore, Offsets
+from ledger.log.audit import check_on_open
+from ledger.log.store import BatchResult, LeafRecord, LedgerStore, Offsets
 
 Verify = Callable[[bytes], LeafRecord]
 """Verifies envelope bytes and returns the leaf to store; raises Rejected."""
@@ -131,7 +131,7 @@ class Sequencer:
     def _verify_on_open(self) -> None:
         """Before anything is appended or served: recompute the whole tree from the stored
         leaf bytes and check it, its stored hashes, the derived columns and the lookup
-        index against the last signed checkpoint (ledger.audit.check_on_open); then sign
+        index against the last signed checkpoint (ledger.log.audit.check_on_open); then sign
         the verified tail, if any, and leave the marker readers check
         (LedgerStore.verified). Raises ProofError naming the first divergent leaf."""
         self.store.set_verified(None)  # readers in other processes answer 503 meanwhile

@@ -10,7 +10,7 @@
 Steps (DESIGN.md section 4), each failure raising :class:`ExecutionRefusedError` with a reason
 code, and the guarded block never entered:
 
-1. offline: :func:`ledger.artifact.check_artifact` (authority signature, window, runtime
+1. offline: :func:`ledger.core.artifact.check_artifact` (authority signature, window, runtime
    identity, action and resource in scope, the environment digest measured *now*);
 2. the artifact's inclusion proof against a signed checkpoint (``require_logged``), waited
    for up to the timeout (a fresh grant is under a checkpoint within the checkpoint
@@ -35,12 +35,12 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from ledger.artifact import CheckedArtifact, check_artifact
-from ledger.client import Client, Decision
+from ledger.core.artifact import CheckedArtifact, check_artifact
 from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
-from ledger.proofs import verify_bundle
+from ledger.log.proofs import verify_bundle
+from ledger.sdk.client import Client, Decision
 
 log = logging.getLogger("govledger.gate")
 

@@ -39,9 +39,6 @@ from typing import TypeVar
 import uvicorn
 from pydantic import SecretStr
 
-from ledger.api import Submitted, make_api
-from ledger.broker import EmbeddedBroker, die_with_parent
-from ledger.client import Client, Decision
 from ledger.config import Settings
 from ledger.core.envelope import verify_envelope
 from ledger.core.events import (
@@ -54,19 +51,22 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing
 from ledger.datadir import DataDir, InitReport, init_data_dir
 from ledger.errors import Reason, Rejected, Unavailable
-from ledger.ingest import SequencerWorker
-from ledger.kafka import client_options
+from ledger.kafka.broker import EmbeddedBroker, die_with_parent
+from ledger.kafka.clients import client_options
+from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
-from ledger.metrics import Metrics
-from ledger.sequencer import (
+from ledger.log.sequencer import (
     Sequencer,
     SubmitResult,
     keyring_verifier,
     open_ledger,
     read_vkey,
 )
-from ledger.topics import Topics, ensure_topics
-from ledger.watch import Stopping, broker_exit, unless_set, watch
+from ledger.log.worker import SequencerWorker
+from ledger.sdk.client import Client, Decision
+from ledger.server.api import Submitted, make_api
+from ledger.server.metrics import Metrics
+from ledger.server.watch import Stopping, broker_exit, unless_set, watch
 
 log = logging.getLogger("govledger.service")
 T = TypeVar("T")
@@ -344,7 +344,7 @@ class Service:
             info["created"] = self.init_report.created
         return info
 
-    # -- the API backend (ledger.api.ApiBackend) ---------------------------------------------
+    # -- the API backend (ledger.server.api.ApiBackend) ------------------------------------
 
     async def submit(self, envelope: bytes) -> Submitted:
         """Verify and produce. One trailing newline (files and shells add one) is not part

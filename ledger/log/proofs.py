@@ -43,10 +43,10 @@ from typing import Final
 from ledger.core import merkle
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
 from ledger.core.envelope import parse_envelope, parse_payload
+from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
-from ledger.sequencer import DB_NAME, read_vkey
-from ledger.signers import SignerKeys
-from ledger.store import LedgerStore, StoredLeaf
+from ledger.log.sequencer import DB_NAME, read_vkey
+from ledger.log.store import LedgerStore, StoredLeaf
 
 LINEAGE_FORMAT: Final = "govledger.lineage.v1"
 MAX_HOPS: Final = 512
@@ -378,7 +378,7 @@ def prove_lineage(data_dir: Path, event_id: str) -> Bundle:
 def verify_bundle_file(path: Path, vkey: str | Path,
                        signers: SignerKeys | None = None) -> VerifiedBundle:
     """``govledger ledger verify``: a bundle file, the vkey (text, a vkey file, or a ledger
-    data directory) and the signer keys (:func:`ledger.signers.load_signer_keys`).
+    data directory) and the signer keys (:func:`ledger.core.signers.load_signer_keys`).
 
     Raises ProofError or ConfigError (also for a lineage bundle without signer keys)."""
     if isinstance(vkey, Path):

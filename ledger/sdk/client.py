@@ -42,11 +42,11 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.core.keys import KeyRing, Signer
+from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
-from ledger.kafka import make_consumer, make_producer, probe_highwaters, stop_quietly
-from ledger.proofs import verify_bundle
-from ledger.signers import SignerKeys
-from ledger.topics import Topics
+from ledger.kafka.clients import make_consumer, make_producer, probe_highwaters, stop_quietly
+from ledger.kafka.topics import Topics
+from ledger.log.proofs import verify_bundle
 
 log = logging.getLogger("govledger.client")
 

@@ -23,8 +23,8 @@ from datetime import datetime
 from ledger.core.envelope import verify_envelope
 from ledger.core.events import Artifact, AuthorizationGranted
 from ledger.core.keys import KeyRing, Principal
+from ledger.core.scope import matches
 from ledger.errors import BadSignature, Reason, Rejected
-from processors.scope import matches
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,9 @@ from ledger.core.events import (
     ExecutionRequested,
 )
 from ledger.core.keys import KeyRing
+from ledger.core.scope import matches, normalise_resource
 from ledger.errors import Reason, Rejected
-from processors.lineage import LineageState
-from processors.scope import matches, normalise_resource
+from processors.core.lineage import LineageState
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from ledger.broker import EmbeddedBroker
 from ledger.errors import Unavailable
+from ledger.kafka.broker import EmbeddedBroker
 
 T = TypeVar("T")
 

@@ -31,9 +31,9 @@ from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.errors import Unavailable
-from ledger.kafka import make_consumer, next_offsets, probe_highwaters, stop_quietly
-from ledger.sequencer import Sequencer, SubmitResult
-from ledger.topics import Topics
+from ledger.kafka.clients import make_consumer, next_offsets, probe_highwaters, stop_quietly
+from ledger.kafka.topics import Topics
+from ledger.log.sequencer import Sequencer, SubmitResult
 
 log = logging.getLogger("govledger.sequencer")
 
@@ -56,7 +56,7 @@ T = TypeVar("T")
 
 
 class SequencerWorker:
-    """Consumes the logged topics into one :class:`~ledger.sequencer.Sequencer`.
+    """Consumes the logged topics into one :class:`~ledger.log.sequencer.Sequencer`.
 
     Every SQLite call runs on one dedicated thread (SQLite connections belong to the thread
     that opened them), so the event loop keeps serving while a batch commits.

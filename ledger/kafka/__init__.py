@@ -1,0 +1,1 @@
+"""Kafka plumbing: clients, topics, offsets, the embedded broker."""

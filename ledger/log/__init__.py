@@ -1,0 +1,1 @@
+"""The Merkle log: one writer (the sequencer), the SQLite store, proofs, audit."""

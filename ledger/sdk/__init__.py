@@ -1,0 +1,1 @@
+"""What producers and executors embed: the client and the executor gate."""

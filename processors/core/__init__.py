@@ -1,0 +1,1 @@
+"""Pure decision rules: no sockets, files, environment or clock."""
