@@ -92,6 +92,7 @@ class Unledgered:
     missing: tuple[Output, ...]
     ledgered_upto: int
     scanned: int
+    last_seq: int
 
 
 def entry_events(entry: Entry) -> Iterator[tuple[str, Output]]:
@@ -148,9 +149,14 @@ class Reconciler:
     def lead(self) -> bool:
         """True if this process reconciles the journal's entries with the ledger: the
         workers of a group share one journal, and one of them at a time is enough (an
-        exclusive ``flock`` held until :meth:`close`)."""
+        exclusive ``flock`` held until :meth:`close`). Raises Unavailable."""
         if self._lock is None:
-            fd = os.open(f"{self.journal_path}.reconcile.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(f"{self.journal_path}.reconcile.lock", os.O_RDWR | os.O_CREAT,
+                             0o600)
+            except OSError as exc:
+                raise Unavailable(f"cannot open {self.journal_path}.reconcile.lock: "
+                                  f"{exc.strerror}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -171,13 +177,16 @@ class Reconciler:
 
     # -- journal -> ledger -------------------------------------------------------------------
 
-    def unledgered(self, limit: int | None = None) -> Unledgered:
-        """Scan up to ``limit`` entries past the watermark (all if None). Raises Unavailable."""
-        start = self.journal.meta(LEDGERED) or 0
+    def unledgered(self, limit: int | None = None, after: int | None = None) -> Unledgered:
+        """Scan up to ``limit`` entries (all if None) after entry ``after`` (default: the
+        watermark). ``ledgered_upto`` may move the watermark only for a scan that started
+        at it. Raises Unavailable."""
+        watermark = self.journal.meta(LEDGERED) or 0
+        start = watermark if after is None else after
         if self.ledger.verified() is None:  # being checked by the sequencer now: next round
-            return Unledgered((), start, 0)
+            return Unledgered((), watermark, 0, start)
         missing: list[Output] = []
-        upto, scanned, clean = start, 0, True
+        upto, scanned, clean, last = start, 0, start == watermark, start
         for chunk in _chunks(self.journal.entries(start), CHUNK, limit):
             events = [(entry.seq, list(entry_events(entry))) for entry in chunk]
             present = self.ledger.contains([eid for _, found in events for eid, _ in found])
@@ -187,8 +196,9 @@ class Reconciler:
                 clean = clean and not lacking
                 if clean:
                     upto = seq
+                last = seq
             scanned += len(chunk)
-        return Unledgered(tuple(missing), upto, scanned)
+        return Unledgered(tuple(missing), max(upto, watermark), scanned, last)
 
     def mark_ledgered(self, upto: int) -> None:
         if upto > (self.journal.meta(LEDGERED) or 0):
@@ -326,8 +336,11 @@ def _verdict(decision: Event) -> tuple[bool, tuple[Reason, ...]]:
 
 
 def _spent_no_nonce(decision: Event) -> bool:
-    """A denial of input refused before it verified names no lineage root (engine
-    ``_reject_input``), and such input spent no nonce."""
+    """Decisions whose input spent no nonce: a revocation's (revocations carry none), and
+    a denial of input refused before it verified, which names no lineage root (engine
+    ``_reject_input``)."""
+    if isinstance(decision, RevocationApplied):
+        return True
     return isinstance(decision, AuthorizationDenied) and decision.root is None
 
 

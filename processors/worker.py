@@ -197,7 +197,7 @@ class DecisionWorker:
         # clients see their decisions), and every journaled input the ledger lacks.
         await self.republish(0 if wiped else since)
         if wiped:
-            await self.reconcile(limit=None, force=True, inputs_only=True)
+            await self.republish_unledgered_inputs()
 
     async def _assign_from_journal(self) -> bool:
         """Own every input partition (single-worker mode) from the journal's offsets.
@@ -250,30 +250,50 @@ class DecisionWorker:
         return await asyncio.get_running_loop().run_in_executor(self._reconcile_thread, fn,
                                                                 *args)
 
-    async def reconcile(self, *, limit: int | None = RECONCILE_ROUND, force: bool = False,
-                        inputs_only: bool = False) -> int:
-        """Check journal entries past the ``ledgered`` watermark against the ledger, move the
-        watermark, and publish again what the ledger lacks (only inputs with
-        ``inputs_only``): at once with ``force`` (a wiped broker), else once the watermark
-        has not moved for ``reconcile_grace_s`` (the sequencer lags by well under a second
-        when it runs; an event still missing then was lost on the way, e.g. a sequencer that
-        stopped while its broker forgot). Returns how many events were published again.
-        Raises Unavailable."""
+    async def reconcile(self) -> int:
+        """Check journal entries past the ``ledgered`` watermark against the ledger (one
+        round), move the watermark, and publish again what the ledger lacks once the
+        watermark has not moved for ``reconcile_grace_s``: the sequencer lags by well under
+        a second when it runs, so an event still missing then was lost on the way (a broker
+        that forgot it, a sequencer that skipped it). Returns how many events were
+        published again. Raises Unavailable."""
         if self.reconciler is None or not await self._reconciling(self.reconciler.lead):
             return 0
-        found = await self._reconciling(self.reconciler.unledgered, limit)
+        found = await self._reconciling(self.reconciler.unledgered, RECONCILE_ROUND)
         await self._reconciling(self.reconciler.mark_ledgered, found.ledgered_upto)
         now = time.monotonic()
         if found.ledgered_upto != self._stuck[0] or not found.missing:
             self._stuck = (found.ledgered_upto, now)
-        missing = [o for o in found.missing if not inputs_only or o.stream in INPUT_STREAMS]
-        if not missing or not (force or now - self._stuck[1] >= self.reconcile_grace_s):
+        if not found.missing or now - self._stuck[1] < self.reconcile_grace_s:
             return 0
         log.warning("the ledger lacks %d events of the processor journal (after entry %d): "
-                    "publishing them again", len(missing), found.ledgered_upto)
-        await self._publish(missing)
+                    "publishing them again", len(found.missing), found.ledgered_upto)
+        await self._publish(found.missing)
         self._stuck = (found.ledgered_upto, now)
-        return len(missing)
+        return len(found.missing)
+
+    async def republish_unledgered_inputs(self) -> int:
+        """After a broker wipe: publish again every journaled input the ledger lacks, the
+        whole tail past the watermark, a round at a time (bounded memory). The outputs are
+        published again by :meth:`republish`. Returns how many. Raises Unavailable."""
+        if self.reconciler is None or not await self._reconciling(self.reconciler.lead):
+            return 0
+        published, after = 0, None
+        while True:
+            found = await self._reconciling(self.reconciler.unledgered, RECONCILE_ROUND,
+                                            after)
+            inputs = [o for o in found.missing if o.stream in INPUT_STREAMS]
+            await self._publish(inputs)
+            published += len(inputs)
+            if after is None:
+                await self._reconciling(self.reconciler.mark_ledgered, found.ledgered_upto)
+            if found.scanned < RECONCILE_ROUND:
+                break
+            after = found.last_seq
+        if published:
+            log.warning("the broker was wiped: %d journaled inputs the ledger lacks "
+                        "published again", published)
+        return published
 
     async def _reconcile_every(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
+import processors.worker
 from ledger.config import Settings
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
 from ledger.core.events import (
@@ -120,9 +121,12 @@ async def ledger_holds(settings: Settings, ids: Sequence[str], timeout_s: float 
         await asyncio.sleep(0.1)
 
 
-def test_a_wiped_broker_loses_no_request_of_the_ledger(tmp_path: Path) -> None:
+def test_a_wiped_broker_loses_no_request_of_the_ledger(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Case 1: decided, the broker restarts empty before the sequencer logged anything: the
-    worker's start publishes the journaled requests again, not only its decisions."""
+    worker's start publishes the journaled requests again, not only its decisions (in
+    rounds of 5 journal entries here, so the rounds are tested too)."""
+    monkeypatch.setattr(processors.worker, "RECONCILE_ROUND", 5)
     make_data_dir(tmp_path / "data")
     inputs = requests(12, "wipe")
 
