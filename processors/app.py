@@ -64,7 +64,7 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
     engine = build_engine(settings, journal)
     reconciler = Reconciler(data.journal, data.ledger_db, keyring=engine.keyring,
                             authority_identity=engine.identity,
-                            nonce_retention=engine.limits.nonce_retention)
+                            limits=engine.limits)
     # Embedded mode: one worker owns every partition and keeps its offsets in the journal
     # (no group rebalances, survives a broker wipe). External Kafka: a consumer group, so
     # workers scale with partitions.

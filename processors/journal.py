@@ -174,8 +174,13 @@ class Journal:
             "UPDATE SET value = max(value, excluded.value)", (upto_seq,))
 
     def meta(self, key: str) -> int | None:
-        """An integer the worker keeps beside its entries (watermarks), or None."""
-        row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        """An integer the worker keeps beside its entries (watermarks), or None. Raises
+        Unavailable."""
+        try:
+            row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?",
+                                       (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"processor journal read failed: {exc}") from exc
         return None if row is None else int(row[0])
 
     def set_meta(self, key: str, value: int) -> None:
@@ -188,13 +193,17 @@ class Journal:
             raise Unavailable(f"processor journal write failed: {exc}") from exc
 
     def present(self, subjects: Sequence[str]) -> set[str]:
-        """Those of ``subjects`` that have an entry (one query per 500)."""
+        """Those of ``subjects`` that have an entry (one query per 500). Raises
+        Unavailable."""
         found: set[str] = set()
-        for start in range(0, len(subjects), 500):
-            chunk = json.dumps(list(subjects[start:start + 500]))
-            found.update(s for (s,) in self.db.conn.execute(
-                "SELECT subject FROM journal WHERE subject IN (SELECT value FROM json_each(?))",
-                (chunk,)))
+        try:
+            for start in range(0, len(subjects), 500):
+                chunk = json.dumps(list(subjects[start:start + 500]))
+                found.update(s for (s,) in self.db.conn.execute(
+                    "SELECT subject FROM journal WHERE subject IN "
+                    "(SELECT value FROM json_each(?))", (chunk,)))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"processor journal read failed: {exc}") from exc
         return found
 
     def offsets(self) -> dict[tuple[str, int], int]:

@@ -39,7 +39,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,8 +56,10 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.core.keys import KeyRing
+from ledger.core.signers import verify_loggable
 from ledger.errors import Reason, Rejected, Unavailable
 from ledger.log.store import LedgerStore, StoredLeaf
+from processors.core.checks import Limits
 from processors.core.engine import Outcome, Output, Stream
 from processors.journal import Entry, Journal
 
@@ -65,6 +67,9 @@ log = logging.getLogger("govledger.processor")
 
 LEDGERED = "ledgered"
 """Journal meta: every entry up to this sequence number has all its events in the ledger."""
+LEDGERED_AT = "ledgered_at"
+"""Journal meta: the ledger's size when the watermark last moved (a smaller ledger was
+replaced or restored from an older copy: the watermark no longer holds)."""
 LEDGER_CHECKED = "ledger_checked"
 """Journal meta: every authority decision among the first N ledger leaves is journaled."""
 
@@ -124,12 +129,12 @@ class Reconciler:
     """
 
     def __init__(self, journal_path: Path, ledger_path: Path, *, keyring: KeyRing,
-                 authority_identity: str, nonce_retention: timedelta) -> None:
+                 authority_identity: str, limits: Limits) -> None:
         self.journal_path = journal_path
         self.ledger_path = ledger_path
         self.keyring = keyring
         self.authority_identity = authority_identity
-        self.nonce_retention = nonce_retention
+        self.limits = limits
         self._journal: Journal | None = None
         self._ledger: LedgerStore | None = None
         self._lock: int | None = None
@@ -159,9 +164,13 @@ class Reconciler:
                                   f"{exc.strerror}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:  # another worker of the group reconciles
                 os.close(fd)
                 return False
+            except OSError as exc:
+                os.close(fd)
+                raise Unavailable(f"cannot lock {self.journal_path}.reconcile.lock: "
+                                  f"{exc.strerror}") from exc
             self._lock = fd
         return True
 
@@ -181,27 +190,63 @@ class Reconciler:
         """Scan up to ``limit`` entries (all if None) after entry ``after`` (default: the
         watermark). ``ledgered_upto`` may move the watermark only for a scan that started
         at it. Raises Unavailable."""
-        watermark = self.journal.meta(LEDGERED) or 0
+        if not self._trusted():  # being checked by the sequencer now: next round
+            watermark = self.journal.meta(LEDGERED) or 0
+            return Unledgered((), watermark, 0, watermark if after is None else after)
+        watermark = self._watermark()
         start = watermark if after is None else after
-        if self.ledger.verified() is None:  # being checked by the sequencer now: next round
-            return Unledgered((), watermark, 0, start)
         missing: list[Output] = []
         upto, scanned, clean, last = start, 0, start == watermark, start
         for chunk in _chunks(self.journal.entries(start), CHUNK, limit):
             events = [(entry.seq, list(entry_events(entry))) for entry in chunk]
             present = self.ledger.contains([eid for _, found in events for eid, _ in found])
             for seq, found in events:
-                lacking = [output for eid, output in found if eid not in present]
+                lacking = [output for eid, output in found
+                           if eid not in present and self._loggable(output)]
                 missing.extend(lacking)
                 clean = clean and not lacking
                 if clean:
                     upto = seq
                 last = seq
             scanned += len(chunk)
-        return Unledgered(tuple(missing), max(upto, watermark), scanned, last)
+        return Unledgered(tuple(missing), upto if start == watermark else watermark,
+                          scanned, last)
+
+    def _loggable(self, output: Output) -> bool:
+        """Whether the ledger can ever hold ``output`` (checked only for what it lacks):
+        the sequencer's admission rule. A journal written before the processor applied that
+        rule to its inputs may hold an input the ledger refuses (an agent-signed decision
+        kind on an input topic): its signed denial is its record, and the watermark must
+        not stop at it."""
+        if output.stream not in INPUT_STREAMS:
+            return True
+        try:
+            verify_loggable(output.value, self.keyring)
+        except Rejected:
+            return False
+        return True
+
+    def _trusted(self) -> bool:
+        """The ledger was verified against its checkpoint by a sequencer that still holds it
+        (the marker alone outlives the sequencer: a file edited after it stopped would still
+        carry it)."""
+        return self.ledger.verified() is not None and self.ledger.writer_running()
+
+    def _watermark(self) -> int:
+        """The ``ledgered`` watermark, reset to 0 if the ledger is smaller than when it was
+        last moved (every entry is then checked against the ledger again)."""
+        watermark = self.journal.meta(LEDGERED) or 0
+        if watermark and self.ledger.tree_size() < (self.journal.meta(LEDGERED_AT) or 0):
+            log.warning("the ledger is smaller than when the journal's entries were last "
+                        "found in it (replaced or restored from an older copy?): checking "
+                        "every entry against it again")
+            self.journal.set_meta(LEDGERED, 0)
+            watermark = 0
+        return watermark
 
     def mark_ledgered(self, upto: int) -> None:
         if upto > (self.journal.meta(LEDGERED) or 0):
+            self.journal.set_meta(LEDGERED_AT, self.ledger.tree_size())
             self.journal.set_meta(LEDGERED, upto)
 
     # -- ledger -> journal -------------------------------------------------------------------
@@ -210,27 +255,34 @@ class Reconciler:
         """Journal every authority decision of the ledger that the journal lacks (module
         docstring). Call before the engine restores. Returns how many entries were added.
 
-        Raises Unavailable when a decision cannot be rebuilt without forgetting a nonce
-        that still matters, or on a SQLite error.
+        Raises Unavailable when decisions are lacking and the ledger is not one a running
+        sequencer verified, when a decision cannot be rebuilt without forgetting a nonce
+        that still matters, or on a SQLite error. (With nothing lacking an unverified
+        ledger is only read: an edit of it cannot add anything to the journal.)
         """
-        if self.ledger.verified() is None:
-            raise Unavailable(f"{self.ledger_path} is not verified against its signed checkpoint "
-                              "(the sequencer's start-up check has not passed): the processor "
-                              "rebuilds only from a verified ledger; start the sequencer first")
         size = self.ledger.tree_size()
         checked = self.journal.meta(LEDGER_CHECKED) or 0
         if checked > size:
             log.warning("the ledger has %d leaves, fewer than the %d this journal was checked "
-                        "against (replaced or restored?): checking it all again", size, checked)
+                        "against (replaced or restored?): checking it all again", size,
+                        checked)
             checked = 0
         lacking = self._lacking(checked, size)
+        trusted = self._trusted()
+        if lacking and not trusted:  # what is imported must come from a verified ledger
+            raise Unavailable(
+                f"the journal lacks {len(lacking)} decisions {self.ledger_path} holds, and "
+                "that ledger is not verified against its signed checkpoint by a running "
+                "sequencer (its start-up check has not passed, or no sequencer holds the "
+                "ledger, so it may have changed since): the processor rebuilds only from a "
+                "verified ledger; start the sequencer first")
         if lacking:
             log.warning("the ledger holds %d decisions this journal lacks (journal deleted, "
                         "lost or restored from an older copy): rebuilding them from the ledger",
                         len(lacking))
-            entries = self._entries(lacking, now)
-            self.journal.append(entries)
-        self.journal.set_meta(LEDGER_CHECKED, size)
+            self.journal.append(self._entries(lacking, now))
+        if trusted:
+            self.journal.set_meta(LEDGER_CHECKED, size)
         return len(lacking)
 
     def _lacking(self, start: int, size: int) -> dict[str, list[StoredLeaf]]:
@@ -286,8 +338,8 @@ class Reconciler:
             if raw is not None:
                 stored = read_stored(raw)
                 stream = _STREAM_OF_INPUT.get(stored.model, stream) if stored else stream
-            elif not _spent_no_nonce(first) and arrival + self.nonce_retention > now:
-                stuck.append((subject, arrival + self.nonce_retention))
+            elif not _spent_no_nonce(first) and self._nonce_horizon(arrival) > now:
+                stuck.append((subject, self._nonce_horizon(arrival)))
                 continue
             rank = (arrival, _RANK[type(first)], decisions[0][1].index)
             rebuilt.append((rank, (stream, arrival, raw or b"", outcome)))
@@ -301,6 +353,13 @@ class Reconciler:
                 f"{until.isoformat()} when their nonces expire")
         rebuilt.sort(key=lambda item: item[0])
         return [entry for _, entry in rebuilt]
+
+    def _nonce_horizon(self, arrival: datetime) -> datetime:
+        """The latest moment the engine may still remember a nonce first used at
+        ``arrival``, whatever the request's ``issued_at`` was (it is not known without the
+        request): the engine's own rule (Limits.nonce_until) at the latest ``issued_at`` it
+        accepts."""
+        return self.limits.nonce_until(arrival + self.limits.max_clock_skew, arrival)
 
     def _inputs(self, lacking: dict[str, list[StoredLeaf]]) -> dict[str, bytes]:
         subjects = list(lacking)

@@ -195,9 +195,9 @@ class DecisionWorker:
             raise Unavailable(f"processor cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         # A wiped broker lost the inputs too: every journaled output is published again (so
         # clients see their decisions), and every journaled input the ledger lacks.
-        await self.republish(0 if wiped else since)
-        if wiped:
+        if wiped:  # inputs first: a decision should not reach the ledger before its request
             await self.republish_unledgered_inputs()
+        await self.republish(0 if wiped else since)
 
     async def _assign_from_journal(self) -> bool:
         """Own every input partition (single-worker mode) from the journal's offsets.

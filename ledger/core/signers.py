@@ -12,8 +12,9 @@ never asks, executes or revokes). :func:`check_signer_kind` is that rule;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from ledger.core.envelope import parse_envelope, parse_payload, verify_envelope
+from ledger.core.envelope import VerifiedEvent, parse_envelope, parse_payload, verify_envelope
 from ledger.core.events import AUTHORITY_KINDS
 from ledger.core.keys import KeyRing, Principal, key_id
 from ledger.errors import BadSignature, ProofError, Reason, Rejected
@@ -34,6 +35,18 @@ def check_signer_kind(kind: str, principal: Principal) -> None:
     if kind not in AUTHORITY_KINDS and authority:
         raise BadSignature(Reason.IDENTITY_MISMATCH,
                            f"{kind} signed by the authority key of {principal.identity}")
+
+
+def verify_loggable(data: bytes, keyring: KeyRing, now: datetime | None = None) -> VerifiedEvent:
+    """The ledger's admission rule, shared by the sequencer (``now`` None: key windows are
+    the processor's judgment at arrival, never the sequencer's clock) and the processor
+    (``now``: its arrival time): the envelope verifies under a key of ``keyring``
+    (:func:`~ledger.core.envelope.verify_envelope`) and that key may sign its kind
+    (:func:`check_signer_kind`). So whatever the processor takes as verified input, the
+    ledger logs. Raises Rejected."""
+    verified = verify_envelope(data, keyring, now)
+    check_signer_kind(verified.kind, verified.principal)
+    return verified
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,9 @@ from ledger.core.checkpoint import (
     sign_checkpoint,
     verify_checkpoint,
 )
-from ledger.core.envelope import verify_envelope
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.merkle import TreeSize
-from ledger.core.signers import check_signer_kind
+from ledger.core.signers import verify_loggable
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
 from ledger.keyfiles import (
     generate_keypair,
@@ -74,8 +73,7 @@ def keyring_verifier(keyring: KeyRing) -> Verify:
     facts; whether a request was acceptable is the decision it carries.
     """
     def verify(data: bytes) -> LeafRecord:
-        event = verify_envelope(data, keyring, None)
-        check_signer_kind(event.kind, event.principal)
+        event = verify_loggable(data, keyring)
         return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref())
     return verify
 

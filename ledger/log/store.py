@@ -437,6 +437,23 @@ class LedgerStore:
             return None
         return int(marker[0])
 
+    def writer_running(self) -> bool:
+        """True while a writer (a sequencer) holds this ledger's lock: a shared lock on
+        ``<db>.lock`` is refused then. Raises Unavailable if the lock file cannot be read."""
+        try:
+            fd = os.open(f"{self.path}.lock", os.O_RDONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise Unavailable(f"cannot open {self.path}.lock: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            raise Unavailable(f"cannot probe {self.path}.lock: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+        return False
+
     def set_verified(self, size: int | None) -> None:
         """The writer records that it verified the ledger against its checkpoint at
         ``size`` (None: clears the marker, before a check). Raises Unavailable."""

@@ -154,14 +154,17 @@ def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck
             raise Unavailable(f"log check: {exc}") from exc
         if response.status_code != 200:
             return False
-        bundle = response.json()
-        try:
+        try:  # whatever the API answered, only a verified inclusion of these bytes counts
+            bundle = response.json()
+            if not isinstance(bundle, dict) or "index" not in bundle:
+                raise ProofError("the API did not answer with an inclusion bundle")
             verify_bundle(bundle, vkey)
-        except ProofError as exc:
+            leaf = base64.b64decode(bundle["leaf"], validate=True)
+        except (ProofError, ConfigError, ValueError, KeyError, TypeError) as exc:
             log.warning("inclusion bundle for %s does not verify: %s",
                         checked.artifact_id[:16], exc)
             return False
-        return bool(base64.b64decode(bundle["leaf"]) == checked.envelope)
+        return leaf == checked.envelope
     return check
 
 

@@ -68,7 +68,7 @@ def reconciler(settings: Settings) -> Reconciler:
     engine = build_engine(settings)
     return Reconciler(data.journal, data.ledger_db, keyring=engine.keyring,
                       authority_identity=engine.identity,
-                      nonce_retention=engine.limits.nonce_retention)
+                      limits=engine.limits)
 
 
 def main() -> None:

@@ -9,9 +9,12 @@ holds rebuilds them from the ledger before it decides anything, or refuses to st
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import shutil
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing
 from ledger.datadir import DataDir
-from ledger.errors import Reason, Unavailable
+from ledger.errors import ProofError, Reason, Unavailable
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import probe_highwaters
 from ledger.kafka.topics import Topics, ensure_topics
@@ -38,7 +41,7 @@ from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from processors.app import build_engine, build_worker
-from processors.core.engine import Stream
+from processors.core.engine import Outcome, Stream
 from processors.journal import Journal
 from processors.reconcile import LEDGERED, Reconciler
 from processors.worker import DecisionWorker
@@ -173,8 +176,8 @@ def test_events_the_ledger_lost_are_published_again_without_a_broker_wipe(
             sequencer.close()
             async with sequencer_running(settings, broker.bootstrap):
                 held = await ledger_holds(settings, wanted)
-            assert held == set(wanted)
-            assert await w.reconcile() == 0  # nothing lacks now
+                assert held == set(wanted)
+                assert await w.reconcile() == 0  # nothing lacks now
         journal = Journal(data.journal)
         try:  # every entry is in the ledger now: the watermark says so
             assert journal.meta(LEDGERED) == journal.last_seq()
@@ -264,12 +267,22 @@ def ledger_of(settings: Settings, envelopes: Sequence[bytes]) -> None:
         sequencer.close()
 
 
-def reconciler_of(settings: Settings) -> Reconciler:
+@contextmanager
+def reconciler_of(settings: Settings, *, sequencer: bool = True) -> Iterator[Reconciler]:
+    """A Reconciler over the data directory, with (by default) a sequencer holding the
+    ledger meanwhile, as in a running service: it verified the ledger when it opened it."""
     data = DataDir(settings.data_dir)
     engine = build_engine(settings)
-    return Reconciler(data.journal, data.ledger_db, keyring=engine.keyring,
-                      authority_identity=engine.identity,
-                      nonce_retention=engine.limits.nonce_retention)
+    writer = (open_ledger(settings.data_dir, keyring_verifier(engine.keyring))
+              if sequencer else None)
+    reconciler = Reconciler(data.journal, data.ledger_db, keyring=engine.keyring,
+                            authority_identity=engine.identity, limits=engine.limits)
+    try:
+        yield reconciler
+    finally:
+        reconciler.close()
+        if writer is not None:
+            writer.close()
 
 
 def test_a_recent_decision_whose_request_the_ledger_lacks_stops_the_rebuild(
@@ -281,8 +294,7 @@ def test_a_recent_decision_whose_request_the_ledger_lacks_stops_the_rebuild(
     raw = sign_event(request(nonce="lonely-nonce-0001"), ALICE)
     grant = build_engine(settings).handle(Stream.REQUESTS, raw, T0).outputs[0].value
     ledger_of(settings, [grant])  # the grant, not its request
-    reconciler = reconciler_of(settings)
-    try:
+    with reconciler_of(settings) as reconciler:
         with pytest.raises(Unavailable, match="nonces"):
             reconciler.rebuild(T0 + timedelta(minutes=1))
         assert reconciler.journal.count() == 0
@@ -290,8 +302,6 @@ def test_a_recent_decision_whose_request_the_ledger_lacks_stops_the_rebuild(
         (entry,) = reconciler.journal.entries()
         assert (entry.stream, entry.raw, entry.outcome.allow) == (Stream.DECISIONS, b"", True)
         assert reconciler.rebuild(T0 + timedelta(days=1)) == 0  # checked up to the ledger end
-    finally:
-        reconciler.close()
     engine = build_engine(settings)
     journal = Journal(data.journal)
     try:
@@ -311,11 +321,8 @@ def test_a_rebuilt_request_spends_its_nonce_and_keeps_its_decision(tmp_path: Pat
     engine = build_engine(settings)
     outputs = [engine.handle(Stream.REQUESTS, r, T0).outputs[0].value for r in (raw, denied)]
     ledger_of(settings, [raw, denied, *outputs])
-    reconciler = reconciler_of(settings)
-    try:
+    with reconciler_of(settings) as reconciler:
         assert reconciler.rebuild(T0 + timedelta(minutes=1)) == 2
-    finally:
-        reconciler.close()
     journal = Journal(data.journal)
     fresh = build_engine(settings, journal)
     try:
@@ -344,25 +351,146 @@ def test_a_journal_that_contradicts_the_ledger_stops_the_start(tmp_path: Path) -
     assert other.outputs[0].value != logged
     journal.append([(Stream.REQUESTS, T0, raw, other)])
     journal.close()
-    reconciler = reconciler_of(settings)
-    try:
-        with pytest.raises(Unavailable, match="not the decision the processor journal holds"):
-            reconciler.rebuild(T0 + timedelta(minutes=1))
-    finally:
-        reconciler.close()
+    with reconciler_of(settings) as reconciler, pytest.raises(
+            Unavailable, match="not the decision the processor journal holds"):
+        reconciler.rebuild(T0 + timedelta(minutes=1))
 
 
-def test_the_processor_rebuilds_only_from_a_verified_ledger(tmp_path: Path) -> None:
-    """While the sequencer's start-up check has not passed (or failed), the ledger may be
-    tampered: nothing is taken from it."""
+def test_the_processor_rebuilds_only_from_a_ledger_a_running_sequencer_verified(
+        tmp_path: Path) -> None:
+    """Its start-up check not passed (or failed), or no sequencer holding the ledger (the
+    marker outlives the sequencer: the file may have been edited since): nothing is taken
+    from the ledger, which may be tampered."""
     data = make_data_dir(tmp_path / "data")
     settings = settings_for(data.root, Topics())
-    with LedgerStore(data.ledger_db, writer=True) as store:
-        store.set_verified(None)
-    reconciler = reconciler_of(settings)
-    try:
-        with pytest.raises(Unavailable, match="not verified"):
+    raw = sign_event(request(nonce="unverified-nonce-1"), ALICE)
+    ledger_of(settings, [raw, build_engine(settings).handle(Stream.REQUESTS, raw, T0)
+                         .outputs[0].value])  # a sequencer opened it, verified it, stopped
+    with LedgerStore(data.ledger_db) as store:
+        assert store.verified() is not None and not store.writer_running()
+    with reconciler_of(settings, sequencer=False) as reconciler:
+        with pytest.raises(Unavailable, match="no sequencer holds the ledger"):
             reconciler.rebuild(T0)
         assert reconciler.unledgered().scanned == 0
-    finally:
-        reconciler.close()
+    with LedgerStore(data.ledger_db, writer=True) as store:
+        store.set_verified(None)  # a writer holds it, but its check has not passed
+        with reconciler_of(settings, sequencer=False) as reconciler, pytest.raises(
+                Unavailable, match="not verified"):
+            reconciler.rebuild(T0)
+
+
+def test_a_ledger_edited_after_its_sequencer_stopped_is_not_rebuilt_from(
+        tmp_path: Path) -> None:
+    """The review's case: a RevocationApplied deleted from the file while no sequencer runs,
+    processor.db lost: the processor must not rebuild the grant without its revocation."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    engine = build_engine(settings)
+    raw = sign_event(request(nonce="edited-nonce-0001"), ALICE)
+    grant = engine.handle(Stream.REQUESTS, raw, T0)
+    grant_id = event_ids([grant.outputs[0].value], settings)[0]
+    request_id = event_ids([raw], settings)[0]
+    revoke = sign_event(AuthorizationRevoked(
+        signer="agent:alice", tenant="acme", nonce="edited-nonce-0002", issued_at=T0,
+        artifact_id=grant_id, root=request_id, reason="test"), ALICE)
+    applied = engine.handle(Stream.REVOCATIONS, revoke, T0)
+    ledger_of(settings, [raw, grant.outputs[0].value, revoke, applied.outputs[0].value])
+    with sqlite3.connect(data.ledger_db) as conn:
+        conn.execute("DROP TRIGGER leaves_append_only_delete")
+        conn.execute("DELETE FROM leaves WHERE idx = (SELECT MAX(idx) FROM leaves)")
+    conn.close()
+    with reconciler_of(settings, sequencer=False) as reconciler:
+        with pytest.raises(Unavailable, match="no sequencer holds the ledger"):
+            reconciler.rebuild(T0 + timedelta(minutes=1))
+        assert reconciler.journal.count() == 0
+    with pytest.raises(ProofError):  # and the sequencer refuses the edited file
+        ledger_of(settings, [])
+
+
+def test_an_input_the_ledger_refuses_does_not_stall_the_watermark(tmp_path: Path) -> None:
+    """The review's case: an agent signs an AuthorizationGranted and writes it to the
+    request topic. The processor now refuses it by the ledger's own admission rule (so its
+    subject is the hash of its bytes and nothing claims it belongs in the ledger); and a
+    journal written before that (its subject the event id) does not stop the watermark at
+    it either: every later entry is still checked."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    engine = build_engine(settings)
+    honest = sign_event(request(nonce="honest-nonce-0001"), ALICE)
+    parsed = parse_envelope(engine.handle(Stream.REQUESTS, honest, T0).outputs[0].value)
+    grant = parse_payload(parsed.payload_type, parsed.payload)
+    forged = sign_event(grant.model_copy(update={"signer": "agent:alice",
+                                                 "nonce": "forged-nonce-00001"}), ALICE)
+    refused = engine.handle(Stream.REQUESTS, forged, T0)
+    assert refused.subject == hashlib.sha256(forged).hexdigest()
+    assert refused.reasons == (Reason.IDENTITY_MISMATCH,)
+    # As the processor journaled it before it applied the ledger's rule: verified, denied
+    # UNSUPPORTED_VERSION (wrong stream), its subject the event id.
+    forged_id = verify_envelope(forged, load_keyring(data.keyring), None).event_id
+    older = Outcome(forged_id, tuple(o for o in refused.outputs
+                                     if o.stream is not Stream.DEADLETTER), False,
+                    (Reason.UNSUPPORTED_VERSION,))
+    later = sign_event(request(nonce="later-nonce-00001"), ALICE)
+    later_outcome = engine.handle(Stream.REQUESTS, later, T0)
+    journal = Journal(data.journal)
+    journal.append([(Stream.REQUESTS, T0, forged, refused),
+                    (Stream.REQUESTS, T0, forged, older),
+                    (Stream.REQUESTS, T0, later, later_outcome)])
+    journal.close()
+    logged = [o.value for o in (*refused.outputs, *later_outcome.outputs)
+              if o.stream is not Stream.DEADLETTER]
+    ledger_of(settings, [*logged, later])
+    with reconciler_of(settings) as reconciler:
+        found = reconciler.unledgered()
+        reconciler.mark_ledgered(found.ledgered_upto)
+        assert found.missing == ()
+        assert reconciler.journal.meta(LEDGERED) == reconciler.journal.last_seq()
+
+
+def test_a_rebuild_forgets_no_nonce_the_engine_still_remembers(tmp_path: Path) -> None:
+    """The review's case: a request issued 29 s ahead of the processor's clock keeps its
+    nonce up to the clock skew longer; a rebuild without the request uses the engine's own
+    horizon, so the same reuse is REPLAY after a rebuild as without one."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    live = build_engine(settings)
+    raw = sign_event(request(nonce="skewed-nonce-0001", issued_at=T0 + timedelta(seconds=29)),
+                     ALICE)
+    grant = live.handle(Stream.REQUESTS, raw, T0)
+    assert grant.allow
+    ledger_of(settings, [grant.outputs[0].value])  # the request itself never reached it
+    later = T0 + live.limits.nonce_retention + timedelta(seconds=10)
+    with reconciler_of(settings) as reconciler:
+        with pytest.raises(Unavailable, match="nonces"):  # still remembered by the engine
+            reconciler.rebuild(later)
+        past = later + live.limits.max_clock_skew
+        assert reconciler.rebuild(past) == 1
+    twin = sign_event(request(nonce="skewed-nonce-0001", resource="db/other/*",
+                              issued_at=later), ALICE)
+    assert live.handle(Stream.REQUESTS, twin, later).reasons == (Reason.REPLAY,)
+
+
+def test_a_ledger_restored_from_an_older_copy_gets_the_journals_events_again(
+        tmp_path: Path) -> None:
+    """The review's case: the watermark says the journal's events are leaves; a ledger
+    restored from a backup taken before them no longer holds them."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    ledger_of(settings, [])
+    backup = tmp_path / "backup.db"
+    shutil.copy(data.ledger_db, backup)
+    raw = sign_event(request(nonce="restored-nonce-01"), ALICE)
+    outcome = build_engine(settings).handle(Stream.REQUESTS, raw, T0)
+    journal = Journal(data.journal)
+    journal.append([(Stream.REQUESTS, T0, raw, outcome)])
+    journal.close()
+    ledger_of(settings, [raw, outcome.outputs[0].value])
+    with reconciler_of(settings) as reconciler:
+        reconciler.mark_ledgered(reconciler.unledgered().ledgered_upto)
+        assert reconciler.journal.meta(LEDGERED) == 1
+    for suffix in ("-wal", "-shm"):
+        Path(f"{data.ledger_db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, data.ledger_db)  # the disk is lost; the backup is restored
+    with reconciler_of(settings) as reconciler:
+        found = reconciler.unledgered()
+    assert len(found.missing) == 2  # the request and its decision, to be published again
