@@ -40,7 +40,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
+from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Unavailable
 from ledger.kafka.clients import (
     make_consumer,
@@ -52,8 +54,8 @@ from ledger.kafka.clients import (
     stop_quietly,
 )
 from ledger.kafka.topics import Topics
-from ledger.sdk.client import utc_now
-from processors.core.engine import Engine, Outcome, Output, Stream
+from processors.core.engine import Engine
+from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler
@@ -70,7 +72,6 @@ FREEZE_EVERY_RESTORED = 10_000  # journal entries (restart: measured 356 vs 432 
 RECONCILE_EVERY_S = 2.0  # how often the journal is checked against the ledger
 RECONCILE_ROUND = 20_000  # journal entries per check at most
 RECONCILE_GRACE_S = 30.0  # a watermark stuck this long: publish what the ledger lacks again
-INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 Handled = tuple[Stream, datetime, bytes, Outcome]
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ledger.core.envelope import sign_event
-from processors.core.engine import Stream
+from ledger.core.streams import Stream
 from processors.journal import Journal
 from tests.factories import ALICE, T0, request
 from tests.unit.test_engine import engine
@@ -146,7 +146,8 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     from ledger.errors import Reason
     from ledger.kafka.clients import partition_for
     from ledger.kafka.topics import Topics
-    from processors.core.engine import Engine, Outcome
+    from processors.core.engine import Engine
+    from processors.core.outcomes import Outcome
     from processors.worker import DecisionWorker
     from tests.unit.test_engine import ask, child, execute, revoke
 

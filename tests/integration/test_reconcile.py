@@ -27,6 +27,7 @@ from ledger.core.events import (
     Event,
 )
 from ledger.core.keys import KeyRing
+from ledger.core.streams import Stream
 from ledger.datadir import DataDir
 from ledger.errors import Reason, Unavailable
 from ledger.kafka.broker import EmbeddedBroker
@@ -37,7 +38,6 @@ from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from processors.app import build_engine, build_worker
-from processors.core.engine import Stream
 from processors.journal import Journal
 from processors.reconcile import LEDGERED, Reconciler
 from processors.worker import DecisionWorker
