@@ -157,7 +157,8 @@ def test_events_the_ledger_lost_are_published_again_without_a_broker_wipe(
     inputs = requests(6, "lost")
 
     async def scenario() -> None:
-        async with worker_running(settings, broker.bootstrap, reconcile_grace_s=1.0) as w:
+        async with worker_running(settings, broker.bootstrap) as w:
+            w.reconcile_loop.grace_s = 1.0  # before its first round (RECONCILE_EVERY_S)
             await produce(broker.bootstrap, topics.requests, [(b"k", r) for r in inputs])
             decided = await collect(broker.bootstrap, topics.decisions, 7)
             wanted = event_ids(inputs, settings) + event_ids(decided, settings)
