@@ -1,8 +1,9 @@
 """The decision engine: input bytes in, signed decisions out. No I/O, the clock is an argument.
 
-The engine owns the decision state (lineage, replay memory, decisions already made) and the
-authority key. The shell (processors/worker.py) feeds it messages in partition order, makes
-its outputs durable in the processor journal, publishes them, and only then commits offsets.
+The engine owns the decision state (lineage, replay memory, decisions already made:
+processors/core/outcomes.py) and the authority key. The shell (processors/worker.py) feeds
+it messages in partition order, makes its outputs durable in the processor journal,
+publishes them, and only then commits offsets.
 
 Idempotence (DESIGN.md section 6): one decision per request id and one verdict per execution
 id. A redelivered message gets the *stored* decision bytes again, not REPLAY, and not a newly
@@ -61,8 +62,6 @@ from processors.core.checks import (
 from processors.core.outcomes import DecisionState, Outcome, Output, replayed
 
 Recall = Callable[[str], Outcome | None]
-# Streams whose journal entries are inputs (anything else is the processor's own entry).
-_INPUTS = frozenset(INPUT_STREAMS)
 # Authority-signed outputs that change the lineage state when restored.
 _EFFECTS: frozenset[type[Event]] = frozenset({AuthorizationGranted, RevocationApplied,
                                               ExecutionAllowed})
@@ -162,7 +161,7 @@ class Engine:
         self.state.remember(outcome.subject, outcome)
         if outcome.allow is None and not outcome.outputs:
             return
-        if stream in _INPUTS:
+        if stream in INPUT_STREAMS:
             if hashlib.sha256(raw).hexdigest() == outcome.subject:
                 return  # refused on arrival: no effect beyond its stored denial
             self._restore_input(stream, raw, arrival, outcome)
@@ -173,7 +172,7 @@ class Engine:
         """The lineage effects of a journaled outcome restored with ``effects=False``; call
         in journal order within a lineage tree. Raises Unavailable as :meth:`restore`."""
         applied = [self._restore_output(output, outcome) for output in outcome.outputs]
-        if outcome.allow and stream in _INPUTS and not any(applied):
+        if outcome.allow and stream in INPUT_STREAMS and not any(applied):
             raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
                               "signed grant, revocation or allowed execution")
 
