@@ -30,8 +30,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from ledger.core.streams import Stream
 from ledger.errors import Reason, Unavailable
-from processors.core.engine import Outcome, Output, Stream
+from processors.core.outcomes import Outcome, Output
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (

@@ -47,20 +47,18 @@ from ledger.core.envelope import event_id, read_stored, verify_stored
 from ledger.core.events import (
     AuthorizationDenied,
     AuthorizationGranted,
-    AuthorizationRequested,
-    AuthorizationRevoked,
     Event,
     ExecutionAllowed,
     ExecutionRefused,
-    ExecutionRequested,
     RevocationApplied,
 )
 from ledger.core.keys import KeyRing
 from ledger.core.signers import verify_loggable
+from ledger.core.streams import DECIDED_STREAM_OF, INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
 from ledger.log.store import LedgerStore, StoredLeaf
 from processors.core.checks import Limits
-from processors.core.engine import Outcome, Output, Stream
+from processors.core.outcomes import Outcome, Output
 from processors.journal import Entry, Journal
 
 log = logging.getLogger("govledger.processor")
@@ -73,10 +71,6 @@ replaced or restored from an older copy: the watermark no longer holds)."""
 LEDGER_CHECKED = "ledger_checked"
 """Journal meta: every authority decision among the first N ledger leaves is journaled."""
 
-INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
-_STREAM_OF_INPUT: dict[type[Event], Stream] = {
-    AuthorizationRequested: Stream.REQUESTS, AuthorizationRevoked: Stream.REVOCATIONS,
-    ExecutionRequested: Stream.EXECUTIONS}
 # The authority's decisions about an input, and where the worker publishes each.
 _DECISION_STREAM: dict[type[Event], Stream] = {
     AuthorizationGranted: Stream.DECISIONS, AuthorizationDenied: Stream.DECISIONS,
@@ -337,7 +331,7 @@ class Reconciler:
             stream = Stream.DECISIONS  # no input effect: see the module docstring
             if raw is not None:
                 stored = read_stored(raw)
-                stream = _STREAM_OF_INPUT.get(stored.model, stream) if stored else stream
+                stream = DECIDED_STREAM_OF.get(stored.model, stream) if stored else stream
             elif not _spent_no_nonce(first) and self._nonce_horizon(arrival) > now:
                 stuck.append((subject, self._nonce_horizon(arrival)))
                 continue

@@ -6,7 +6,7 @@ The loop, per batch of records (``getmany``, partition order preserved):
 2. catch up with journal entries other workers wrote (shared ``processor.db``), so a partition
    that moved here after a rebalance is decided with its full history (in a group, the
    lineage effects of trees on partitions this worker never owned wait until it gets one:
-   see :meth:`DecisionWorker.catch_up`);
+   see processors/catchup.py);
 3. ``Engine.handle`` each record: pure, never raises ``Rejected``;
 4. write inputs and outcomes to the journal in one transaction (durable before anything is
    published or committed);
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import logging
 import time
@@ -33,30 +32,32 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
+from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Unavailable
 from ledger.kafka.clients import (
     make_consumer,
     make_producer,
     next_offsets,
-    partition_for,
     probe_highwaters,
     publish_keyed,
     stop_quietly,
 )
 from ledger.kafka.topics import Topics
-from ledger.sdk.client import utc_now
-from processors.core.engine import Engine, Outcome, Output, Stream
+from processors.catchup import CatchUp, freeze_survivors
+from processors.core.engine import Engine
+from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler
+from processors.reconcile_loop import RECONCILE_GRACE_S, ReconcileLoop
 
 log = logging.getLogger("govledger.processor")
 
@@ -64,15 +65,7 @@ GROUP_ID = "govledger-processors"
 YIELD_EVERY = 64
 MAX_IN_FLIGHT = 4  # decided batches waiting for the committer
 FREEZE_EVERY_S = 1.0
-RESTORE_REPORT_S = 5.0
-APPLY_CHUNK = 200  # waiting effects applied between two yields to the event loop
-FREEZE_EVERY_RESTORED = 10_000  # journal entries (restart: measured 356 vs 432 us/entry)
-RECONCILE_EVERY_S = 2.0  # how often the journal is checked against the ledger
-RECONCILE_ROUND = 20_000  # journal entries per check at most
-RECONCILE_GRACE_S = 30.0  # a watermark stuck this long: publish what the ledger lacks again
-INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 Handled = tuple[Stream, datetime, bytes, Outcome]
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -95,20 +88,6 @@ class _Decided:
     started: float
 
 
-def _freeze_survivors() -> None:
-    """Move every object alive now out of the cyclic garbage collector's sight.
-
-    The decision state (outcomes, grants, nonces) only grows, and a full collection walks all
-    of it: measured here, pauses up to 200 ms in the middle of a batch. So, after restore
-    and every ``FREEZE_EVERY_S`` between batches: collect what is unfrozen (at most a
-    second's worth of objects: a few ms) and freeze the survivors. Frozen objects are still
-    freed by reference counting when dropped; only a cycle that was alive at a freeze and
-    dies later stays, and the decision state holds no cycles.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 class DecisionWorker:
     """One decision worker process member of the ``govledger-processors`` group."""
 
@@ -126,8 +105,7 @@ class DecisionWorker:
         self.max_batch = max_batch
         self.use_group = use_group
         self.stats = WorkerStats()
-        self._applied_seq = 0
-        self._restore_reported = time.monotonic()
+        self.catchup = CatchUp(engine, journal, group=use_group)
         self._published: int | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -135,18 +113,8 @@ class DecisionWorker:
         self._topic_of = {s: topics.name(s.value) for s in Stream}
         self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
         # The journal against the ledger (processors/reconcile.py), on a thread of its own.
-        self.reconciler = reconciler
-        self.reconcile_grace_s = reconcile_grace_s
-        self._reconcile_thread: ThreadPoolExecutor | None = None
-        self._stuck: tuple[int, float] = (-1, 0.0)  # (ledgered watermark, since when)
-        # Group mode: input partitions whose trees' lineage effects are applied (None: all,
-        # as a single worker always does), the effects waiting by tree key (lineage root),
-        # and the partition count the keys map onto (known once the consumer has metadata).
-        self._loaded: set[int] | None = set() if use_group else None
-        self._deferred: dict[bytes, list[int]] = {}  # tree key -> journal seqs waiting
-        self._tree_partitions: int | None = None
-        if use_group:
-            engine.on_tree = self._load_tree
+        self.reconcile_loop = ReconcileLoop(reconciler, self._publish,
+                                            grace_s=reconcile_grace_s)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,10 +123,7 @@ class DecisionWorker:
         journal the policy in force, connect, publish everything past the watermark and
         what the ledger lacks. Raises Unavailable (Kafka, SQLite, a journal that cannot be
         rebuilt) or ConfigError (no ledger)."""
-        if self.reconciler is not None:
-            rebuilt = await self._reconciling(self.reconciler.rebuild, self.clock())
-            if rebuilt:
-                log.warning("processor journal: %d decisions rebuilt from the ledger", rebuilt)
+        await self.reconcile_loop.rebuild(self.clock())
         restored = self.catch_up()
         log.info("processor restored %d journal entries", restored)
         # The worker holds every journaled outcome in memory (unless the cache overflowed):
@@ -168,7 +133,7 @@ class DecisionWorker:
         # a second decision (Journal.append), so none is ever published.
         state = self.engine.state
         state.complete = not state.evicted
-        _freeze_survivors()
+        freeze_survivors()
         self.journal_policy()
         self._producer = make_producer(self.settings, self.bootstrap)
         if self.use_group:
@@ -196,7 +161,7 @@ class DecisionWorker:
         # A wiped broker lost the inputs too: every journaled output is published again (so
         # clients see their decisions), and every journaled input the ledger lacks.
         if wiped:  # inputs first: a decision should not reach the ledger before its request
-            await self.republish_unledgered_inputs()
+            await self.reconcile_loop.inputs_after_wipe()
         await self.republish(0 if wiped else since)
 
     async def _assign_from_journal(self) -> bool:
@@ -242,72 +207,12 @@ class DecisionWorker:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         return self._writer
 
-    async def _reconciling(self, fn: Callable[..., T], *args: object) -> T:
-        """Run a Reconciler method on its own thread (its SQLite connections live there)."""
-        if self._reconcile_thread is None:
-            self._reconcile_thread = ThreadPoolExecutor(max_workers=1,
-                                                        thread_name_prefix="reconcile")
-        return await asyncio.get_running_loop().run_in_executor(self._reconcile_thread, fn,
-                                                                *args)
-
     async def reconcile(self) -> int:
-        """Check journal entries past the ``ledgered`` watermark against the ledger (one
-        round), move the watermark, and publish again what the ledger lacks once the
-        watermark has not moved for ``reconcile_grace_s``: the sequencer lags by well under
-        a second when it runs, so an event still missing then was lost on the way (a broker
-        that forgot it, a sequencer that skipped it). Returns how many events were
-        published again. Raises Unavailable."""
-        if self.reconciler is None or not await self._reconciling(self.reconciler.lead):
-            return 0
-        found = await self._reconciling(self.reconciler.unledgered, RECONCILE_ROUND)
-        await self._reconciling(self.reconciler.mark_ledgered, found.ledgered_upto)
-        now = time.monotonic()
-        if found.ledgered_upto != self._stuck[0] or not found.missing:
-            self._stuck = (found.ledgered_upto, now)
-        if not found.missing or now - self._stuck[1] < self.reconcile_grace_s:
-            return 0
-        log.warning("the ledger lacks %d events of the processor journal (after entry %d): "
-                    "publishing them again", len(found.missing), found.ledgered_upto)
-        await self._publish(found.missing)
-        self._stuck = (found.ledgered_upto, now)
-        return len(found.missing)
-
-    async def republish_unledgered_inputs(self) -> int:
-        """After a broker wipe: publish again every journaled input the ledger lacks, the
-        whole tail past the watermark, a round at a time (bounded memory). The outputs are
-        published again by :meth:`republish`. Returns how many. Raises Unavailable."""
-        if self.reconciler is None or not await self._reconciling(self.reconciler.lead):
-            return 0
-        published, after = 0, None
-        while True:
-            found = await self._reconciling(self.reconciler.unledgered, RECONCILE_ROUND,
-                                            after)
-            inputs = [o for o in found.missing if o.stream in INPUT_STREAMS]
-            await self._publish(inputs)
-            published += len(inputs)
-            if after is None:
-                await self._reconciling(self.reconciler.mark_ledgered, found.ledgered_upto)
-            if found.scanned < RECONCILE_ROUND:
-                break
-            after = found.last_seq
-        if published:
-            log.warning("the broker was wiped: %d journaled inputs the ledger lacks "
-                        "published again", published)
-        return published
-
-    async def _reconcile_every(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
-            if not stop.is_set():
-                await self.reconcile()
+        """One reconciliation round now (:meth:`ReconcileLoop.round`). Raises Unavailable."""
+        return await self.reconcile_loop.round()
 
     async def stop(self) -> None:
-        if self._reconcile_thread is not None:
-            thread, self._reconcile_thread = self._reconcile_thread, None
-            if self.reconciler is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, self.reconciler.close)
-            await asyncio.get_running_loop().run_in_executor(None, thread.shutdown)
+        await self.reconcile_loop.close()
         if self._published is not None:
             try:
                 self.journal.mark_published(self._published)
@@ -331,7 +236,7 @@ class DecisionWorker:
         assert self._consumer is not None, "start() first"
         queue: asyncio.Queue[_Decided | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(queue))
-        reconciling = asyncio.create_task(self._reconcile_every(stop))
+        reconciling = asyncio.create_task(self.reconcile_loop.every(stop))
         next_freeze = time.monotonic() + FREEZE_EVERY_S
         try:
             while not stop.is_set():
@@ -355,7 +260,7 @@ class DecisionWorker:
                     put.cancel()
                     break
                 if time.monotonic() >= next_freeze:
-                    _freeze_survivors()
+                    freeze_survivors()
                     next_freeze = time.monotonic() + FREEZE_EVERY_S
         finally:
             reconciling.cancel()
@@ -384,116 +289,9 @@ class DecisionWorker:
     # -- the batch -------------------------------------------------------------------------
 
     def catch_up(self) -> int:
-        """Apply journal entries written since we last looked (by us or by other workers).
-
-        Every entry's outcome, nonce and rate-limit token is restored at once: replay and
-        rate limits span partitions. In a group, the *lineage effects* of an allowed entry
-        (a grant, a revocation, a use: verifying them is most of a restore's cost) wait while
-        its tree's partition has never been assigned here. :meth:`_load_assigned` applies
-        them, in journal order, before this worker decides anything on that partition, and
-        :meth:`_load_tree` before the engine decides anything in that tree (an input keyed
-        by something else than its lineage root). A partition once loaded stays loaded. So
-        every decision sees its tree's whole journaled history, as in a single worker.
-        """
-        count = 0
-        decided = self.engine.state.decided
-        for seq, entry in self.journal.entries_unless(self._applied_seq, decided):
-            if entry is not None:
-                outcome = entry.outcome
-                later = self._tree_to_defer(entry.stream, outcome)
-                self.engine.restore(entry.stream, entry.raw, entry.arrival, outcome,
-                                    effects=later is None)
-                if later is not None:
-                    self._deferred.setdefault(later, []).append(seq)
-                count += 1
-                if count % FREEZE_EVERY_RESTORED == 0:
-                    _freeze_survivors()  # a long restore would otherwise re-walk all of it
-                    self._report_restore(count, seq)
-            self._applied_seq = seq
-        return count
-
-    def _tree_to_defer(self, stream: Stream, outcome: Outcome) -> bytes | None:
-        """The tree key whose partition is not loaded here, if ``outcome``'s lineage effects
-        should wait; None to apply them now."""
-        if self._loaded is None or outcome.allow is not True or stream not in INPUT_STREAMS:
-            return None
-        keys = {output.key for output in outcome.outputs}
-        if len(keys) != 1:
-            return None  # not one tree: apply at once (never the case for an allowed input)
-        key = keys.pop()
-        if (self._tree_partitions is not None
-                and partition_for(key, self._tree_partitions) in self._loaded):
-            return None
-        return key
-
-    def _load_tree(self, root: str) -> None:
-        """The engine's hook before it decides anything in tree ``root``: apply whatever of
-        the tree's effects is waiting (an input that came on another partition than its
-        tree's, from a producer that did not key it by its lineage root), so no tree is
-        ever decided on part of its history."""
-        waiting = self._deferred.pop(root.encode(), None)
-        if waiting:
-            for entry in self.journal.entries_at(waiting):
-                self.engine.restore_effects(entry.stream, entry.outcome)
-
-    async def _load_assigned(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        """Before deciding ``records`` in a group: apply the waiting lineage effects of every
-        partition assigned here (or carrying these records) for the first time.
-
-        Trees map to partitions by their key as Kafka's default partitioner does, over the
-        input topics' common partition count. If the input topics differ in partition count,
-        if it is not known, or if it changes (partitions added: keys move), every effect is
-        applied from then on, as without deferral.
-        """
-        if self._loaded is None:
-            return
-        assert self._consumer is not None
-        counts = {len(self._consumer.partitions_for_topic(topic) or ())
-                  for topic in self._stream_of}
-        if len(counts) != 1 or 0 in counts or (
-                self._tree_partitions is not None and counts != {self._tree_partitions}):
-            log.warning("input topics' partition counts are unknown, differ or changed "
-                        "(%s, was %s): every worker keeps every tree's state from now on",
-                        sorted(counts), self._tree_partitions)
-            await self._apply_deferred(lambda key: True)
-            self._loaded = None
-            return
-        self._tree_partitions = counts.pop()
-        assigned = {tp.partition for tp in self._consumer.assignment()
-                    if tp.topic in self._stream_of}
-        new = (assigned | {r.partition for r in records}) - self._loaded
-        if not new:
-            return
-        count = self._tree_partitions
-        applied = await self._apply_deferred(lambda key: partition_for(key, count) in new)
-        self._loaded |= new
-        log.info("input partitions %s assigned here: %d waiting effects of their trees "
-                 "applied", sorted(new), applied)
-
-    async def _apply_deferred(self, wanted: Callable[[bytes], bool]) -> int:
-        """Apply the waiting lineage effects of the trees ``wanted`` selects, read back from
-        the journal in journal order (so each tree's in order; trees are independent).
-
-        Yields to the event loop between chunks: taking over partitions of a large journal
-        takes ~0.2-0.4 ms per waiting effect, and the group heartbeat must keep running.
-        """
-        seqs = [seq for key in [k for k in self._deferred if wanted(k)]
-                for seq in self._deferred.pop(key)]
-        for n, entry in enumerate(self.journal.entries_at(seqs), 1):
-            self.engine.restore_effects(entry.stream, entry.outcome)
-            if n % APPLY_CHUNK == 0:
-                await asyncio.sleep(0)
-        return len(seqs)
-
-    def _report_restore(self, count: int, seq: int) -> None:
-        """Progress of a long restore (a journal of 1M decisions takes minutes), at most
-        every ``RESTORE_REPORT_S``."""
-        now = time.monotonic()
-        if now - self._restore_reported < RESTORE_REPORT_S:
-            return
-        self._restore_reported = now
-        log.info("restoring the processor journal: %d entries applied, at entry %d of %d",
-                 count, seq, self.journal.last_seq())
+        """Apply the journal entries written since we last looked, by this worker or by the
+        group's others (processors/catchup.py). Returns how many. Raises Unavailable."""
+        return self.catchup.run()
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outcome]:
         """Steps 1-6 of the module docstring for one batch, not pipelined."""
@@ -504,7 +302,8 @@ class DecisionWorker:
         """Steps 1-3: decide every record of the batch at one arrival time."""
         now = self.clock()
         if self.use_group:
-            await self._load_assigned(records)
+            assert self._consumer is not None
+            await self.catchup.load_assigned(self._consumer, self._stream_of, records)
             self.catch_up()  # other workers' entries (a single worker has them all)
         handled: list[Handled] = []
         for n, record in enumerate(records, 1):
@@ -527,7 +326,7 @@ class DecisionWorker:
         if self.use_group:
             await self._commit(records)
         else:
-            self._applied_seq = max(last, self._applied_seq)
+            self.catchup.applied_seq = max(last, self.catchup.applied_seq)
         outcomes = [outcome for *_, outcome in handled]
         self._count(outcomes, time.perf_counter() - started)
         return outcomes
@@ -538,7 +337,7 @@ class DecisionWorker:
         if outputs:
             log.info("re-publishing %d journaled outputs past the watermark", len(outputs))
             await self._publish(outputs)
-            self.journal.mark_published(self._applied_seq)
+            self.journal.mark_published(self.catchup.applied_seq)
         return len(outputs)
 
     async def _publish(self, outputs: Sequence[Output]) -> None:

@@ -18,10 +18,11 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from ledger.core.streams import Stream
 from ledger.errors import ConfigError, Unavailable
 
-#: Logical streams, in flow order (DESIGN.md section 1).
-STREAMS = ("requests", "decisions", "revocations", "executions", "verdicts", "deadletter")
+#: Logical stream names, in flow order (the list is ``ledger.core.streams.Stream``).
+STREAMS = tuple(s.value for s in Stream)
 DEFAULT_PREFIX = "gov."
 
 

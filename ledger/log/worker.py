@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
+from ledger.core.streams import LOGGED_STREAMS
 from ledger.errors import Unavailable
 from ledger.kafka.clients import make_consumer, next_offsets, probe_highwaters, stop_quietly
 from ledger.kafka.topics import Topics
@@ -38,7 +39,6 @@ from ledger.log.sequencer import Sequencer, SubmitResult
 log = logging.getLogger("govledger.sequencer")
 
 SEQUENCER_FETCH_WAIT_MS = 100
-LOGGED_STREAMS = ("requests", "decisions", "revocations", "executions", "verdicts")
 
 
 @dataclass(slots=True)

@@ -21,13 +21,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
@@ -49,10 +50,6 @@ from ledger.kafka.topics import Topics
 from ledger.log.proofs import verify_bundle
 
 log = logging.getLogger("govledger.client")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

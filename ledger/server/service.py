@@ -41,14 +41,8 @@ from pydantic import SecretStr
 
 from ledger.config import Settings
 from ledger.core.envelope import verify_envelope
-from ledger.core.events import (
-    AuthorizationRequested,
-    AuthorizationRevoked,
-    ExecutionCompleted,
-    ExecutionFailed,
-    ExecutionRequested,
-)
 from ledger.core.keys import KeyRing
+from ledger.core.streams import INPUT_STREAM_OF
 from ledger.datadir import DataDir, InitReport, init_data_dir
 from ledger.errors import Reason, Rejected, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
@@ -74,9 +68,6 @@ T = TypeVar("T")
 COMPONENTS = ("processor", "sequencer", "api")
 CHILD_GRACE_AFTER_FAILURE_S = 2.0
 STOP_GRACE_AFTER_FAILURE_S = 5.0
-STREAM_OF = {AuthorizationRequested: "requests", AuthorizationRevoked: "revocations",
-             ExecutionRequested: "executions", ExecutionCompleted: "executions",
-             ExecutionFailed: "executions"}
 
 
 class _QuietServer(uvicorn.Server):
@@ -354,7 +345,7 @@ class Service:
         client = self._client_up()
         assert self.keyring is not None
         verified = verify_envelope(envelope, self.keyring, self.clock())
-        stream = STREAM_OF.get(type(verified.event))
+        stream = INPUT_STREAM_OF.get(type(verified.event))
         if stream is None:
             raise Rejected(Reason.UNSUPPORTED_VERSION, f"{verified.kind} is not accepted here")
         key = verified.event.lineage_root() or verified.event_id

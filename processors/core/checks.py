@@ -8,8 +8,10 @@ requests:    REPLAY -> IDENTITY_MISMATCH (holder not of the tenant) -> EXPIRED /
              NOT_YET_VALID / TTL_TOO_LONG -> PARENT_UNKNOWN -> IDENTITY_MISMATCH (only the
              parent's holder delegates) -> PARENT_REVOKED / PARENT_EXPIRED -> ENV_MISMATCH ->
              SCOPE_WIDENING / DEPTH_EXCEEDED / LINEAGE_CYCLE -> POLICY_DENY -> RATE_LIMITED
-executions:  REPLAY -> ARTIFACT_INVALID -> ARTIFACT_REVOKED -> EXPIRED / NOT_YET_VALID ->
-             SCOPE_MISMATCH -> ENV_MISMATCH -> ARTIFACT_CONSUMED
+executions:  REPLAY -> ARTIFACT_INVALID -> IDENTITY_MISMATCH -> ARTIFACT_REVOKED ->
+             EXPIRED / NOT_YET_VALID -> then the artifact rule shared with the gate
+             (``ledger.core.artifact.artifact_refusal``: window, SCOPE_MISMATCH,
+             ENV_MISMATCH) -> ARTIFACT_CONSUMED
 revocations: ARTIFACT_INVALID -> POLICY_DENY (the signer may not revoke it)
 
 Time rules (``now`` is the processor's arrival clock, never the client's claim):
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from ledger.core.artifact import WINDOW_REASONS, artifact_refusal
 from ledger.core.envelope import VerifiedEvent
 from ledger.core.events import (
     AuthorizationRequested,
@@ -39,7 +42,7 @@ from ledger.core.events import (
     ExecutionRequested,
 )
 from ledger.core.keys import KeyRing
-from ledger.core.scope import matches, normalise_resource
+from ledger.core.scope import normalise_resource
 from ledger.errors import Reason, Rejected
 from processors.core.lineage import LineageState
 
@@ -293,24 +296,15 @@ def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: Rep
     if (reason := check_time(execution.issued_at, art.window.not_before,
                              art.window.not_after, now, limits)) is not None:
         return Verdict.deny(reason)
-    if now < art.window.not_before:
-        return Verdict.deny(Reason.NOT_YET_VALID)
-    if execution.action not in art.scope.actions or not _resource_ok(art.scope.resource,
-                                                                     execution.resource):
-        return Verdict.deny(Reason.SCOPE_MISMATCH,
-                            f"{execution.action} on {execution.resource[:100]} not in scope")
-    if execution.environment not in art.environments:
-        return Verdict.deny(Reason.ENV_MISMATCH, "measured environment not authorized")
+    refused = artifact_refusal(art, now, action=execution.action, resource=execution.resource,
+                               environment=execution.environment)
+    if refused is not None:  # NOT_YET_VALID, SCOPE_MISMATCH, ENV_MISMATCH (EXPIRED: above)
+        # A time reason is signed without a detail, as check_time's.
+        detail = "" if refused.reason in WINDOW_REASONS else refused.detail
+        return Verdict.deny(refused.reason, detail)
     if art.single_use and record.uses > 0:
         return Verdict.deny(Reason.ARTIFACT_CONSUMED, "single-use artifact already used")
     return ALLOW
-
-
-def _resource_ok(pattern: str, resource: str) -> bool:
-    try:
-        return matches(pattern, resource)
-    except Rejected:
-        return False
 
 
 def decide_revocation(verified: VerifiedEvent, lineage: LineageState) -> Verdict:

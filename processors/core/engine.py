@@ -1,8 +1,9 @@
 """The decision engine: input bytes in, signed decisions out. No I/O, the clock is an argument.
 
-The engine owns the decision state (lineage, replay memory, decisions already made) and the
-authority key. The shell (processors/worker.py) feeds it messages in partition order, makes
-its outputs durable in the processor journal, publishes them, and only then commits offsets.
+The engine owns the decision state (lineage, replay memory, decisions already made:
+processors/core/outcomes.py) and the authority key. The shell (processors/worker.py) feeds
+it messages in partition order, makes its outputs durable in the processor journal,
+publishes them, and only then commits offsets.
 
 Idempotence (DESIGN.md section 6): one decision per request id and one verdict per execution
 id. A redelivered message gets the *stored* decision bytes again, not REPLAY, and not a newly
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
 from ledger.core.envelope import (
     VerifiedEvent,
@@ -48,123 +47,21 @@ from ledger.core.events import (
 )
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import verify_loggable
+from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
 from processors.core.checks import (
     Limits,
     PolicyEngine,
     PolicyMemo,
     RateLimiter,
-    ReplayMemory,
     Verdict,
     decide_execution,
     decide_request,
     decide_revocation,
 )
-from processors.core.lineage import LineageState
-
-
-class Stream(StrEnum):
-    """Logical topics (the shell adds the configured prefix)."""
-
-    REQUESTS = "requests"
-    DECISIONS = "decisions"
-    REVOCATIONS = "revocations"
-    EXECUTIONS = "executions"
-    VERDICTS = "verdicts"
-    DEADLETTER = "deadletter"
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One message to publish: stream, partition key, value."""
-
-    stream: Stream
-    key: bytes
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one input produced. ``subject`` is the id decided (request/execution/input hash)."""
-
-    subject: str
-    outputs: tuple[Output, ...]
-    allow: bool | None = None
-    reasons: tuple[Reason, ...] = ()
-    replayed: bool = False
-
-
-@dataclass(slots=True)
-class DecisionState:
-    """Lineage, replay memory, and the outcomes already decided (a bounded cache: older
-    outcomes are recalled from the processor journal through ``Engine.recall``).
-
-    The cache is bounded by entries (``max_cached``) and by bytes (``max_cached_bytes``,
-    counted as :func:`cached_size`); past either, the older half goes. A cached outcome
-    never holds the raw input: the dead letter of a rejected input keeps an empty value,
-    and a redelivery fills it from the redelivered bytes (the same bytes: the subject is
-    their hash). So a flood of large distinct bad messages costs about one signed denial
-    each, not the message.
-
-    ``complete`` is set by a worker once it has restored the whole journal: ``decided`` then
-    holds every outcome journaled (by a group's other workers: up to the last catch-up), so
-    a miss is not looked up in the journal. Evicting anything clears it for good.
-    """
-
-    lineage: LineageState = field(default_factory=LineageState)
-    replay: ReplayMemory = field(default_factory=ReplayMemory)
-    decided: dict[str, Outcome] = field(default_factory=dict)
-    max_cached: int = 500_000
-    max_cached_bytes: int = 256 * 1024 * 1024
-    cached_bytes: int = 0
-    complete: bool = False
-    evicted: bool = False
-
-    def remember(self, subject: str, outcome: Outcome) -> None:
-        kept = _without_input(outcome)
-        if (old := self.decided.get(subject)) is not None:
-            self.cached_bytes -= cached_size(subject, old)
-        self.decided[subject] = kept
-        self.cached_bytes += cached_size(subject, kept)
-        if len(self.decided) > self.max_cached or self.cached_bytes > self.max_cached_bytes:
-            self._evict_older_half()
-
-    def _evict_older_half(self) -> None:
-        for old in list(self.decided):
-            if (len(self.decided) <= self.max_cached // 2
-                    and self.cached_bytes <= self.max_cached_bytes // 2):
-                break
-            self.cached_bytes -= cached_size(old, self.decided.pop(old))
-        self.evicted = True
-        self.complete = False
-
-
-# What a cached entry costs beyond its outputs' bytes (the dict slot, the Outcome, Output and
-# tuple objects, the subject string). tracemalloc on CPython 3.11: a cached rejected input
-# takes about 1.6 KB of heap and is counted as about 1.8 KB.
-_ENTRY_OVERHEAD = 512
-
-
-def cached_size(subject: str, outcome: Outcome) -> int:
-    """The bytes one cached outcome is counted as: its outputs' keys and values, its
-    subject, and a fixed overhead per entry and per output."""
-    return (_ENTRY_OVERHEAD + len(subject)
-            + sum(len(o.key) + len(o.value) + 64 for o in outcome.outputs))
-
-
-def _without_input(outcome: Outcome) -> Outcome:
-    """``outcome`` without the raw input its dead letter carries (the journal and every
-    redelivery have it; see :func:`_replayed`)."""
-    if not any(o.stream is Stream.DEADLETTER and o.value for o in outcome.outputs):
-        return outcome
-    outputs = tuple(Output(o.stream, o.key, b"") if o.stream is Stream.DEADLETTER else o
-                    for o in outcome.outputs)
-    return Outcome(outcome.subject, outputs, outcome.allow, outcome.reasons, outcome.replayed)
-
+from processors.core.outcomes import DecisionState, Outcome, Output, replayed
 
 Recall = Callable[[str], Outcome | None]
-# Streams whose journal entries are inputs (anything else is the processor's own entry).
-_INPUTS = frozenset({Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS})
 # Authority-signed outputs that change the lineage state when restored.
 _EFFECTS: frozenset[type[Event]] = frozenset({AuthorizationGranted, RevocationApplied,
                                               ExecutionAllowed})
@@ -206,7 +103,7 @@ class Engine:
         """Decide one message from ``stream`` received at ``now``. Never raises Rejected."""
         subject = hashlib.sha256(raw).hexdigest()
         if (earlier := self.earlier(subject)) is not None:     # rejected input seen before
-            return _replayed(earlier, raw)
+            return replayed(earlier, raw)
         try:  # the ledger's own admission rule: what is verified here, the ledger logs
             verified = verify_loggable(raw, self.keyring, now)
         except Rejected as exc:
@@ -214,7 +111,7 @@ class Engine:
             self.state.remember(subject, outcome)
             return outcome
         if (earlier := self.earlier(verified.event_id)) is not None:
-            return _replayed(earlier)
+            return replayed(earlier)
         try:
             outcome = self._dispatch(stream, verified, now)
         except Rejected as exc:
@@ -264,7 +161,7 @@ class Engine:
         self.state.remember(outcome.subject, outcome)
         if outcome.allow is None and not outcome.outputs:
             return
-        if stream in _INPUTS:
+        if stream in INPUT_STREAMS:
             if hashlib.sha256(raw).hexdigest() == outcome.subject:
                 return  # refused on arrival: no effect beyond its stored denial
             self._restore_input(stream, raw, arrival, outcome)
@@ -275,7 +172,7 @@ class Engine:
         """The lineage effects of a journaled outcome restored with ``effects=False``; call
         in journal order within a lineage tree. Raises Unavailable as :meth:`restore`."""
         applied = [self._restore_output(output, outcome) for output in outcome.outputs]
-        if outcome.allow and stream in _INPUTS and not any(applied):
+        if outcome.allow and stream in INPUT_STREAMS and not any(applied):
             raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
                               "signed grant, revocation or allowed execution")
 
@@ -454,14 +351,3 @@ def _stored_time(value: object) -> datetime:
 def _nonce(prefix: str, subject: str) -> str:
     """Authority nonces derive from the subject: one decision per subject, so unique."""
     return f"{prefix}-{subject}"
-
-
-def _replayed(earlier: Outcome, raw: bytes | None = None) -> Outcome:
-    """``earlier`` answered again. ``raw`` (an input rejected before: its subject is the
-    hash of ``raw``) goes back into the dead letter the cache keeps empty, so the outputs
-    are the bytes first published."""
-    outputs = earlier.outputs
-    if raw is not None:
-        outputs = tuple(Output(o.stream, o.key, raw) if o.stream is Stream.DEADLETTER else o
-                        for o in outputs)
-    return Outcome(earlier.subject, outputs, earlier.allow, earlier.reasons, replayed=True)

@@ -75,13 +75,14 @@ from ledger.core.envelope import (  # noqa: E402
     sign_event_with_id,
 )
 from ledger.core.keys import verify_signature  # noqa: E402
+from ledger.core.streams import Stream  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
 from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
 from ledger.kafka.clients import make_consumer, make_producer, read_highwaters  # noqa: E402
 from ledger.kafka.topics import Topics, ensure_topics  # noqa: E402
 from processors.app import build_engine, build_worker  # noqa: E402
 from processors.core.checks import evaluate_policy  # noqa: E402
-from processors.core.engine import Outcome, Output, Stream  # noqa: E402
+from processors.core.outcomes import Outcome, Output  # noqa: E402
 from processors.journal import Journal  # noqa: E402
 from processors.policy import PolicyBundle  # noqa: E402
 from processors.worker import DecisionWorker  # noqa: E402

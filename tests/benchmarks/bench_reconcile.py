@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ledger.config import Settings
 from ledger.core.envelope import sign_event
+from ledger.core.streams import Stream
 from ledger.datadir import DataDir
 from ledger.keyfiles import load_keyring
 from ledger.log.sequencer import keyring_verifier, open_ledger
 from processors.app import build_engine
-from processors.core.engine import Stream
 from processors.journal import Journal
 from processors.reconcile import Reconciler
 from tests.factories import ALICE, T0, request

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from ledger.core.streams import Stream
 from ledger.errors import Unavailable
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
 from ledger.log.store import LeafRecord, LedgerStore
-from processors.core.engine import Outcome, Output, Stream
+from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 from tests.factories import T0
 from tests.ledger_support import make_ledger

@@ -138,7 +138,7 @@ async def scenario(settings: Settings, bootstrap: str, topics: Topics) -> None:
         assert denied.reasons == (Reason.REPLAY,)
         # b knows the nonce but has not spent time on a's tree: its grant waits.
         assert grant_id not in b.engine.state.lineage.grants
-        assert root_id.encode() in b._deferred
+        assert root_id.encode() in b.catchup.deferred
 
         # 3. a leaves; b takes every partition and decides a's tree with its history.
         stops[0].set()

@@ -20,10 +20,12 @@ from aiokafka import TopicPartition
 from ledger.config import Settings
 from ledger.core.envelope import sign_event
 from ledger.core.events import AuthorizationRevoked, Event, ExecutionRequested
+from ledger.core.streams import Stream
 from ledger.errors import Reason
 from ledger.kafka.clients import partition_for
 from ledger.kafka.topics import Topics
-from processors.core.engine import Engine, Outcome, Stream
+from processors.core.engine import Engine
+from processors.core.outcomes import Outcome
 from processors.journal import Journal
 from processors.worker import DecisionWorker
 from tests.factories import ALICE, ENV, T0, request

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ledger.core.envelope import sign_event
-from processors.core.engine import Stream
+from ledger.core.streams import Stream
 from processors.journal import Journal
 from tests.factories import ALICE, T0, request
 from tests.unit.test_engine import engine
@@ -91,11 +91,12 @@ def journal_of_requests(path: Path, count: int, tag: str) -> Journal:
 def test_a_long_restore_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          caplog: pytest.LogCaptureFixture) -> None:
     """Restoring a big journal takes minutes: the worker says how far it is."""
+    import processors.catchup as catchup
     import processors.worker as agents
     from ledger.config import Settings
     from ledger.kafka.topics import Topics
-    monkeypatch.setattr(agents, "FREEZE_EVERY_RESTORED", 2)
-    monkeypatch.setattr(agents, "RESTORE_REPORT_S", 0.0)
+    monkeypatch.setattr(catchup, "FREEZE_EVERY_RESTORED", 2)
+    monkeypatch.setattr(catchup, "RESTORE_REPORT_S", 0.0)
     journal = journal_of_requests(tmp_path / "processor.db", 5, "nonce")
     worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal)
     with caplog.at_level("INFO", logger="govledger.processor"):
@@ -146,7 +147,8 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     from ledger.errors import Reason
     from ledger.kafka.clients import partition_for
     from ledger.kafka.topics import Topics
-    from processors.core.engine import Engine, Outcome
+    from processors.core.engine import Engine
+    from processors.core.outcomes import Outcome
     from processors.worker import DecisionWorker
     from tests.unit.test_engine import ask, child, execute, revoke
 
@@ -185,9 +187,9 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
     assert reused.reasons == (Reason.REPLAY,)  # ...but every nonce is known
 
     # Load the partition of tree x only (4 partitions, as a group would find them).
-    grouped._tree_partitions = 4
+    grouped.catchup.tree_partitions = 4
     x_part = partition_for(x.encode(), 4)
-    asyncio.run(grouped._apply_deferred(lambda key: partition_for(key, 4) == x_part))
+    asyncio.run(grouped.catchup.apply_deferred(lambda key: partition_for(key, 4) == x_part))
     assert partition_for(y_root.subject.encode(), 4) != x_part  # tree y stays waiting
 
     def state(w: DecisionWorker) -> dict[str, object]:
@@ -209,11 +211,11 @@ def test_a_group_worker_applies_deferred_effects_as_a_full_restore_would(
         Reason.ARTIFACT_REVOKED,)
     # An input acting in tree y, not loaded here (it came on another partition than its
     # tree's), loads y first: decided exactly as with the full history.
-    assert y_root.subject.encode() in grouped._deferred
+    assert y_root.subject.encode() in grouped.catchup.deferred
     a = child(full.engine, y_root, y_root.subject, "nonce-y-new-00001")
     b = child(grouped.engine, y_root, y_root.subject, "nonce-y-new-00001")
     assert a.allow and (a.outputs, a.reasons) == (b.outputs, b.reasons)
-    assert y_root.subject.encode() not in grouped._deferred
+    assert y_root.subject.encode() not in grouped.catchup.deferred
     journal.close()
 
 
@@ -222,16 +224,17 @@ def test_a_group_worker_yields_while_it_applies_waiting_effects(
     """Taking over partitions of a big journal applies many waiting effects inside the group
     session: the event loop (the group heartbeat) must get turns meanwhile; the effects wait
     as journal positions, read back when applied."""
+    import processors.catchup as catchup
     import processors.worker as agents
     from ledger.config import Settings
     from ledger.kafka.topics import Topics
-    monkeypatch.setattr(agents, "APPLY_CHUNK", 4)
+    monkeypatch.setattr(catchup, "APPLY_CHUNK", 4)
     journal = journal_of_requests(tmp_path / "processor.db", 24, "nonce-yield")
     worker = agents.DecisionWorker(Settings(), "unused:0", Topics("gov."), engine(), journal,
                                    use_group=True)
     assert worker.catch_up() == 24
-    assert sum(map(len, worker._deferred.values())) == 24
-    assert all(isinstance(seq, int) for seqs in worker._deferred.values() for seq in seqs)
+    assert sum(map(len, worker.catchup.deferred.values())) == 24
+    assert all(isinstance(seq, int) for seqs in worker.catchup.deferred.values() for seq in seqs)
 
     async def apply_with_a_neighbour() -> int:
         turns = 0
@@ -244,10 +247,10 @@ def test_a_group_worker_yields_while_it_applies_waiting_effects(
         task = asyncio.create_task(neighbour())
         await asyncio.sleep(0)
         before = turns
-        assert await worker._apply_deferred(lambda key: True) == 24
+        assert await worker.catchup.apply_deferred(lambda key: True) == 24
         task.cancel()
         return turns - before
 
     assert asyncio.run(apply_with_a_neighbour()) >= 24 // 4 - 1
-    assert len(worker.engine.state.lineage.grants) == 24 and not worker._deferred
+    assert len(worker.engine.state.lineage.grants) == 24 and not worker.catchup.deferred
     journal.close()

@@ -18,12 +18,12 @@ from ledger.core.events import (
     Event,
     PolicyPublished,
 )
+from ledger.core.streams import Stream
 from ledger.errors import Reason, Unavailable
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring
 from processors.app import build_worker
-from processors.core.engine import Stream
 from processors.journal import Journal
 from tests.factories import ALICE, ENV, T0, request
 from tests.service_support import collect, make_data_dir, produce

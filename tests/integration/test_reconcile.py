@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-import processors.worker
+import processors.reconcile_loop
 from ledger.config import Settings
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
 from ledger.core.events import (
@@ -31,6 +31,7 @@ from ledger.core.events import (
     Event,
 )
 from ledger.core.keys import KeyRing
+from ledger.core.streams import Stream
 from ledger.datadir import DataDir
 from ledger.errors import ProofError, Reason, Unavailable
 from ledger.kafka.broker import EmbeddedBroker
@@ -41,7 +42,7 @@ from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from processors.app import build_engine, build_worker
-from processors.core.engine import Outcome, Stream
+from processors.core.outcomes import Outcome
 from processors.journal import Journal
 from processors.reconcile import LEDGERED, Reconciler
 from processors.worker import DecisionWorker
@@ -129,7 +130,7 @@ def test_a_wiped_broker_loses_no_request_of_the_ledger(
     """Case 1: decided, the broker restarts empty before the sequencer logged anything: the
     worker's start publishes the journaled requests again, not only its decisions (in
     rounds of 5 journal entries here, so the rounds are tested too)."""
-    monkeypatch.setattr(processors.worker, "RECONCILE_ROUND", 5)
+    monkeypatch.setattr(processors.reconcile_loop, "RECONCILE_ROUND", 5)
     make_data_dir(tmp_path / "data")
     inputs = requests(12, "wipe")
 
@@ -164,7 +165,8 @@ def test_events_the_ledger_lost_are_published_again_without_a_broker_wipe(
     inputs = requests(6, "lost")
 
     async def scenario() -> None:
-        async with worker_running(settings, broker.bootstrap, reconcile_grace_s=1.0) as w:
+        async with worker_running(settings, broker.bootstrap) as w:
+            w.reconcile_loop.grace_s = 1.0  # before its first round (RECONCILE_EVERY_S)
             await produce(broker.bootstrap, topics.requests, [(b"k", r) for r in inputs])
             decided = await collect(broker.bootstrap, topics.decisions, 7)
             wanted = event_ids(inputs, settings) + event_ids(decided, settings)

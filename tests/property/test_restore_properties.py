@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from ledger.core.envelope import sign_event
 from ledger.core.events import AuthorizationRevoked, ExecutionRequested
 from ledger.core.keys import Signer
-from processors.core.engine import Engine, Outcome, Stream
+from ledger.core.streams import Stream
+from processors.core.engine import Engine
+from processors.core.outcomes import Outcome
 from processors.core.ratelimit import TokenBucketLimiter
 from tests.factories import ALICE, ENV, MALLORY, T0, request
 from tests.unit.test_engine import BOB, REVOKER, RUNNER, engine, grant_of, json_round_trip

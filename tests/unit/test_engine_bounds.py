@@ -20,8 +20,10 @@ from ledger.core.events import (
     AuthorizationRevoked,
     RevocationApplied,
 )
+from ledger.core.streams import Stream
 from ledger.errors import InvalidEvent, Reason
-from processors.core.engine import Engine, Outcome, Stream, cached_size
+from processors.core.engine import Engine
+from processors.core.outcomes import Outcome, cached_size
 from tests.factories import ALICE, T0, request
 from tests.unit.test_engine import (
     CountingLimiter,

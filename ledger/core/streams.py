@@ -1,0 +1,48 @@
+"""The logical streams (DESIGN.md section 1), in one list: which exist, which the ledger logs,
+which the processor consumes, and which input stream each event kind travels on.
+
+Topic names (a configured prefix + the stream) are the shell's: ``ledger.kafka.topics``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from ledger.core.events import (
+    AuthorizationRequested,
+    AuthorizationRevoked,
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+)
+
+
+class Stream(StrEnum):
+    """Logical streams, in flow order (the shell adds the configured topic prefix)."""
+
+    REQUESTS = "requests"
+    DECISIONS = "decisions"
+    REVOCATIONS = "revocations"
+    EXECUTIONS = "executions"
+    VERDICTS = "verdicts"
+    DEADLETTER = "deadletter"
+
+
+#: What the processor consumes and decides on.
+INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
+
+#: What the sequencer appends to the ledger: every stream but the dead letters (their bytes
+#: are unauthenticated; the signed denial naming their hash is logged).
+LOGGED_STREAMS = tuple(s for s in Stream if s is not Stream.DEADLETTER)
+
+#: The inputs the processor decides (one decision each), and the stream each goes on.
+DECIDED_STREAM_OF: dict[type[Event], Stream] = {
+    AuthorizationRequested: Stream.REQUESTS, AuthorizationRevoked: Stream.REVOCATIONS,
+    ExecutionRequested: Stream.EXECUTIONS}
+
+#: Every kind a client may submit, and its input stream: the decided ones, and the
+#: execution reports the ledger records (nothing to decide).
+INPUT_STREAM_OF: dict[type[Event], Stream] = {
+    **DECIDED_STREAM_OF, ExecutionCompleted: Stream.EXECUTIONS,
+    ExecutionFailed: Stream.EXECUTIONS}
