@@ -44,7 +44,7 @@ from ledger.log.proofs import (
 )
 from ledger.log.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info, read_vkey
 from ledger.schema import export_schemas
-from ledger.server.service import COMPONENTS, Service, run_service
+from ledger.server.service import COMPONENTS, Service, check_decision_side, run_service
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -235,11 +235,7 @@ def init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
     """
     settings = settings_from(data)
     report = init_data_dir(settings.data_dir, settings.log_origin)
-    from processors.app import build_engine  # what the processor loads at start, checked now
-    try:
-        build_engine(settings)
-    except ConfigError as exc:
-        raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc
+    check_decision_side(settings)  # what the processor loads at start, checked now
     emit({"created": report.created, "kept": report.kept, "repaired": report.repaired,
           "removed": report.removed}, as_json,
          "\n".join([f"removed {p} (left by an interrupted setup)" for p in report.removed] +

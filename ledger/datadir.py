@@ -51,8 +51,9 @@ from ledger.keyfiles import (
     remove_temp,
     temp_path,
     write_atomic,
+    write_derived,
 )
-from ledger.log.sequencer import create_ledger_db, ledger_info
+from ledger.log.sequencer import DB_NAME, VKEY_NAME, create_ledger_db, ledger_info
 
 log = logging.getLogger(__name__)
 AUTHORITY_IDENTITY = "govledger:authority"
@@ -89,11 +90,11 @@ class DataDir:
 
     @property
     def ledger_db(self) -> Path:
-        return self.root / "ledger.db"
+        return self.root / DB_NAME
 
     @property
     def vkey(self) -> Path:
-        return self.root / "ledger.vkey"
+        return self.root / VKEY_NAME
 
     @property
     def journal(self) -> Path:
@@ -221,22 +222,11 @@ def _public_key(key_path: Path, signer: Signer, report: InitReport) -> None:
 
 
 def _derived_file(path: Path, content: bytes, report: InitReport, wrong: str) -> bool:
-    """Ensure ``path`` holds ``content``: write it if missing or a cut-off prefix of it
-    (an interrupted write); raise ConfigError("{path}: {wrong}") if it holds anything else.
-    Returns whether it was already there."""
-    try:
-        current = path.read_bytes()
-    except FileNotFoundError:
-        current = None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    if current == content:
-        return True
-    if current is not None and not content.startswith(current):
-        raise ConfigError(f"{path}: {wrong}")
-    write_atomic(path, content, replace=True)
-    (report.created if current is None else report.repaired).append(str(path))
-    return False
+    """:func:`ledger.keyfiles.write_derived`, reported. Returns whether it was kept."""
+    done = write_derived(path, content, wrong)
+    if done != "kept":
+        (report.created if done == "created" else report.repaired).append(str(path))
+    return done == "kept"
 
 
 def _ledger(data: DataDir, origin: str, report: InitReport) -> None:

@@ -8,6 +8,9 @@
     |   |-- BadSignature    unknown/revoked/weak key, signature mismatch
     |   `-- LineageError    unknown/revoked parent, widening, cycle, depth
     |-- ProofError          a proof or checkpoint does not verify (carries expected/calculated)
+    |   |-- NotFound        no proof to give: no such leaf, event, checkpoint size or lineage
+    |   |-- NotPublished    sequenced, not yet under a signed checkpoint: retry shortly
+    |   `-- InvalidRange    a consistency proof asked from a larger size to a smaller one
     |-- ConfigError         the operator is at fault: bad settings, key file, keyring, policy
     `-- Unavailable         the system is at fault: retry or crash; never grant, never drop
 
@@ -96,6 +99,19 @@ class ProofError(GovLedgerError):
         if expected is not None or calculated is not None:
             message = f"{message} (expected {expected}, calculated {calculated})"
         super().__init__(message)
+
+
+class NotFound(ProofError):
+    """No proof to give: no such leaf, event or signed checkpoint size, or a lineage that
+    cannot be followed back to its root (a hop missing, unpublished, or a cycle)."""
+
+
+class NotPublished(ProofError):
+    """The leaf is sequenced but not yet under a signed checkpoint: retry shortly."""
+
+
+class InvalidRange(ProofError):
+    """A consistency proof asked from a larger tree size to a smaller one."""
 
 
 class ConfigError(GovLedgerError):

@@ -152,6 +152,26 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, replace: bool = 
         temp.unlink(missing_ok=True)
 
 
+def write_derived(path: Path, content: bytes, wrong: str) -> str:
+    """Ensure ``path`` holds ``content``, a file derived from another (a ``.pub`` from its
+    key, ``ledger.vkey`` from the ledger): written when missing or a cut-off prefix of it
+    (a write older versions made in place and a kill interrupted). Returns "kept",
+    "created" or "repaired". Raises ConfigError("{path}: {wrong}") if it holds anything
+    else, or as :func:`write_atomic` does."""
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if current == content:
+        return "kept"
+    if current is not None and not content.startswith(current):
+        raise ConfigError(f"{path}: {wrong}")
+    write_atomic(path, content, replace=True)
+    return "created" if current is None else "repaired"
+
+
 def is_partial_key(data: bytes) -> bool:
     """Whether ``data`` is empty or a strict prefix of a key file :func:`generate_keypair`
     writes: what an interrupted in-place write leaves, never a key anyone could have used."""

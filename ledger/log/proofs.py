@@ -44,7 +44,15 @@ from ledger.core import merkle
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
 from ledger.core.envelope import parse_envelope, parse_payload
 from ledger.core.signers import SignerKeys
-from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
+from ledger.errors import (
+    ConfigError,
+    InvalidRange,
+    NotFound,
+    NotPublished,
+    ProofError,
+    Rejected,
+    Unavailable,
+)
 from ledger.log.sequencer import DB_NAME, read_vkey
 from ledger.log.store import LedgerStore, StoredLeaf
 
@@ -79,67 +87,99 @@ class VerifiedBundle:
 # -- export -----------------------------------------------------------------------------------
 
 
-def _published(store: LedgerStore) -> tuple[Checkpoint, str, NoteVerifier]:
-    """The latest checkpoint, verified. Raises ProofError, or Unavailable while the
-    sequencer's start-up check of the ledger has not passed (LedgerStore.verified)."""
+def _published(store: LedgerStore,
+               vkey: str | None = None) -> tuple[Checkpoint, str, NoteVerifier]:
+    """The latest checkpoint, verified under ``vkey`` (default: the one the ledger recorded).
+    Raises ProofError, or Unavailable while the sequencer's start-up check of the ledger has
+    not passed (LedgerStore.verified)."""
     if store.verified() is None:
         raise Unavailable("the ledger is not verified against its signed checkpoint yet (the "
                           "sequencer checks it when it starts; `ledger audit` checks it now)")
-    vkey, origin, latest = store.meta("vkey"), store.meta("origin"), store.latest_checkpoint()
+    vkey = vkey if vkey is not None else store.meta("vkey")
+    origin, latest = store.meta("origin"), store.latest_checkpoint()
     if vkey is None or origin is None or latest is None:
         raise ProofError("ledger has no signed checkpoint")
     verifier = parse_vkey(vkey)
     return verify_checkpoint(latest[1], verifier, origin), latest[1], verifier
 
 
-def _hop(store: LedgerStore, leaf: StoredLeaf, size: int) -> Bundle:
-    return {"event_id": leaf.event_id, "index": leaf.index,
-            "leaf": base64.b64encode(leaf.leaf).decode("ascii"),
-            "leaf_hash": merkle.leaf_hash(leaf.leaf).hex(),
-            "proof": [h.hex() for h in store.inclusion_proof(leaf.index, size)]}
+def published_note(store: LedgerStore, vkey: str | None = None) -> str:
+    """The latest signed checkpoint's note text, verified under ``vkey`` (default: the one
+    the ledger recorded). Raises ProofError or Unavailable."""
+    return _published(store, vkey)[1]
 
 
 def _locate(store: LedgerStore, index: int | None, event_id: str | None) -> StoredLeaf:
     if (index is None) == (event_id is None):
         raise ConfigError("give exactly one of index or event id")
-    if index is not None:
-        return store.leaf(index)
-    leaf = store.find(str(event_id))
-    if leaf is None:
-        raise ProofError(f"event {event_id} is not in the ledger")
+    if event_id is not None:
+        leaf = store.find(event_id)
+        if leaf is None:
+            raise NotFound(f"event {event_id} is not in the ledger")
+        return leaf
+    if index is None or index >= store.tree_size():
+        raise NotFound(f"no leaf at index {index}")
+    return store.leaf(index)
+
+
+def _under(checkpoint: Checkpoint, leaf: StoredLeaf) -> StoredLeaf:
+    """``leaf``, if the signed ``checkpoint`` covers it. Raises NotPublished."""
+    if leaf.index >= checkpoint.size:
+        raise NotPublished(f"leaf {leaf.index} is sequenced but not yet under a signed "
+                           f"checkpoint (size {checkpoint.size}); retry shortly")
     return leaf
 
 
-def inclusion_bundle(store: LedgerStore, *, index: int | None = None,
-                     event_id: str | None = None) -> Bundle:
-    """Inclusion bundle of one leaf (by index or event id) against the latest checkpoint.
+def _entry(leaf: StoredLeaf) -> Bundle:
+    return {"event_id": leaf.event_id, "index": leaf.index,
+            "leaf": base64.b64encode(leaf.leaf).decode("ascii"),
+            "leaf_hash": merkle.leaf_hash(leaf.leaf).hex()}
 
-    Raises ProofError (unknown event, not yet under a checkpoint) or ConfigError.
+
+def _hop(store: LedgerStore, leaf: StoredLeaf, size: int) -> Bundle:
+    return {**_entry(leaf), "proof": [h.hex() for h in store.inclusion_proof(leaf.index, size)]}
+
+
+def entry(store: LedgerStore, *, index: int | None = None,
+          event_id: str | None = None) -> Bundle:
+    """One sequenced leaf (by index or event id), published or not: ``{"event_id", "index",
+    "leaf", "leaf_hash"}``. Raises NotFound or ConfigError (not exactly one of the two)."""
+    return _entry(_locate(store, index, event_id))
+
+
+def inclusion_bundle(store: LedgerStore, *, index: int | None = None,
+                     event_id: str | None = None, vkey: str | None = None) -> Bundle:
+    """Inclusion bundle of one leaf (by index or event id) against the latest checkpoint,
+    verified under ``vkey`` (default: the one the ledger recorded).
+
+    Raises NotFound, NotPublished, ProofError (the checkpoint does not verify), Unavailable
+    or ConfigError (not exactly one of index and event id).
     """
-    checkpoint, note, _ = _published(store)
-    leaf = _locate(store, index, event_id)
-    if leaf.index >= checkpoint.size:
-        raise ProofError(f"leaf {leaf.index} is not yet under a signed checkpoint "
-                         f"(size {checkpoint.size})")
+    checkpoint, note, _ = _published(store, vkey)
+    leaf = _under(checkpoint, _locate(store, index, event_id))
     hop = _hop(store, leaf, checkpoint.size)
     return {"origin": checkpoint.origin, "index": leaf.index, "tree_size": checkpoint.size,
             "leaf": hop["leaf"], "leaf_hash": hop["leaf_hash"], "proof": hop["proof"],
             "root_hash": checkpoint.root_hash.hex(), "checkpoint": note}
 
 
-def consistency_bundle(store: LedgerStore, old_size: int,
-                       new_size: int | None = None) -> Bundle:
-    """Consistency bundle between two signed checkpoints (``new_size`` default: latest).
+def consistency_bundle(store: LedgerStore, old_size: int, new_size: int | None = None, *,
+                       vkey: str | None = None) -> Bundle:
+    """Consistency bundle between two signed checkpoints (``new_size`` default: latest),
+    verified under ``vkey`` (default: the one the ledger recorded).
 
-    Raises ProofError if either size has no signed checkpoint or old_size > new_size.
+    Raises InvalidRange (old_size > new_size), NotFound (a size has no signed checkpoint),
+    ProofError or Unavailable.
     """
-    latest, latest_note, verifier = _published(store)
+    latest, latest_note, verifier = _published(store, vkey)
     new_size = latest.size if new_size is None else new_size
+    if old_size > new_size:
+        raise InvalidRange("old_size must be <= new_size")
     notes = {}
     for size in (old_size, new_size):
         note = latest_note if size == latest.size else store.checkpoint_at(size)
         if note is None:
-            raise ProofError(f"no signed checkpoint at size {size}")
+            raise NotFound(f"no signed checkpoint at size {size}")
         notes[size] = (verify_checkpoint(note, verifier, latest.origin), note)
     proof = store.consistency_proof(old_size, new_size)
     return {"origin": latest.origin, "old_size": old_size, "new_size": new_size,
@@ -149,22 +189,30 @@ def consistency_bundle(store: LedgerStore, old_size: int,
             "old_checkpoint": notes[old_size][1], "new_checkpoint": notes[new_size][1]}
 
 
-def lineage_bundle(store: LedgerStore, event_id: str) -> Bundle:
+def lineage_bundle(store: LedgerStore, event_id: str, *, vkey: str | None = None) -> Bundle:
     """The chain from ``event_id`` back to its lineage root, each hop proved against the
-    latest checkpoint. Raises ProofError if a hop is missing, unpublished, or cycles."""
-    checkpoint, note, _ = _published(store)
-    hops: list[Bundle] = []
-    seen: set[str] = set()
-    current: str | None = event_id
+    latest checkpoint, verified under ``vkey`` (default: the one the ledger recorded).
+
+    Raises NotFound or NotPublished (``event_id`` itself), NotFound (a hop missing or
+    unpublished, or a cycle: the lineage cannot be proved), ProofError or Unavailable.
+    """
+    checkpoint, note, _ = _published(store, vkey)
+    head = _under(checkpoint, _locate(store, None, event_id))
+    hops: list[Bundle] = [_hop(store, head, checkpoint.size)]
+    seen = {event_id}
+    current = head.parent_ref
     while current is not None:
         if current in seen or len(hops) >= MAX_HOPS:
-            raise ProofError(f"lineage of {event_id} cycles or exceeds {MAX_HOPS} hops")
+            raise NotFound(f"lineage cannot be proved: lineage of {event_id} cycles or "
+                           f"exceeds {MAX_HOPS} hops")
         seen.add(current)
         leaf = store.find(current)
         if leaf is None:
-            raise ProofError(f"lineage hop {current} is not in the ledger")
+            raise NotFound(f"lineage cannot be proved: lineage hop {current} is not in the "
+                           "ledger")
         if leaf.index >= checkpoint.size:
-            raise ProofError(f"lineage hop {current} is not yet under a signed checkpoint")
+            raise NotFound(f"lineage cannot be proved: lineage hop {current} is not yet "
+                           "under a signed checkpoint")
         hops.append(_hop(store, leaf, checkpoint.size))
         current = leaf.parent_ref
     return {"format": LINEAGE_FORMAT, "origin": checkpoint.origin, "event_id": event_id,

@@ -1,4 +1,5 @@
-"""The running service: broker (embedded unless configured), topics, processor, sequencer, API.
+"""The composition root: builds, starts, watches and stops broker, topics, processor,
+sequencer and the HTTP API (the API's backend is ``ledger.server.backend``).
 
 ``govledger up`` runs every component in one process; ``govledger processor``,
 ``sequencer`` and ``api`` run one each (docker-compose scales them). Start order:
@@ -33,23 +34,20 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TypeVar
 
 import uvicorn
 from pydantic import SecretStr
 
 from ledger.config import Settings
-from ledger.core.envelope import verify_envelope
 from ledger.core.keys import KeyRing
-from ledger.core.streams import INPUT_STREAM_OF
 from ledger.datadir import DataDir, InitReport, init_data_dir
-from ledger.errors import Reason, Rejected, Unavailable
+from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
 from ledger.log.sequencer import (
+    VKEY_NAME,
     Sequencer,
     SubmitResult,
     keyring_verifier,
@@ -57,13 +55,13 @@ from ledger.log.sequencer import (
     read_vkey,
 )
 from ledger.log.worker import SequencerWorker
-from ledger.sdk.client import Client, Decision
-from ledger.server.api import Submitted, make_api
+from ledger.sdk.client import Client
+from ledger.server.api import make_api
+from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.metrics import Metrics
-from ledger.server.watch import Stopping, broker_exit, unless_set, watch
+from ledger.server.watch import broker_exit, watch
 
 log = logging.getLogger("govledger.service")
-T = TypeVar("T")
 
 COMPONENTS = ("processor", "sequencer", "api")
 CHILD_GRACE_AFTER_FAILURE_S = 2.0
@@ -94,7 +92,6 @@ class Service:
     _kafka_log_level: int | None = None
     processor_pid: int | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    _submitted_at: dict[str, float] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stoppers: list[Callable[[], object]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -220,10 +217,11 @@ class Service:
         assert self.keyring is not None
         self.client = Client(self.settings, self.bootstrap, self.keyring, clock=self.clock)
         await self.client.start(from_beginning=True)
-        self.client.on_decision.append(self._observe_decision)
+        backend = ServiceBackend(self.settings, self.keyring, self.client, self, self.metrics,
+                                 self.clock)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
-        config = uvicorn.Config(make_api(self, self.metrics), host=self.settings.api_host,
+        config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
         server = _QuietServer(config)
@@ -327,7 +325,7 @@ class Service:
         }
         if self.api_url:
             info["api"] = self.api_url
-        vkey_path = self.settings.data_dir / "ledger.vkey"
+        vkey_path = self.settings.data_dir / VKEY_NAME
         if vkey_path.exists():
             info["vkey"] = read_vkey(self.settings.data_dir)
             info["origin"] = str(info["vkey"]).split("+", 1)[0]  # the ledger's, not the setting
@@ -335,80 +333,20 @@ class Service:
             info["created"] = self.init_report.created
         return info
 
-    # -- the API backend (ledger.server.api.ApiBackend) ------------------------------------
+    def running(self, component: str) -> bool:
+        """False once the named component's task has ended (the backend's readiness)."""
+        return not any(t.get_name() == component and t.done() for t in self._tasks)
 
-    async def submit(self, envelope: bytes) -> Submitted:
-        """Verify and produce. One trailing newline (files and shells add one) is not part
-        of the envelope; anything else must be the exact canonical bytes."""
-        if envelope.endswith(b"\n"):
-            envelope = envelope[:-1]
-        client = self._client_up()
-        assert self.keyring is not None
-        verified = verify_envelope(envelope, self.keyring, self.clock())
-        stream = INPUT_STREAM_OF.get(type(verified.event))
-        if stream is None:
-            raise Rejected(Reason.UNSUPPORTED_VERSION, f"{verified.kind} is not accepted here")
-        key = verified.event.lineage_root() or verified.event_id
-        await self._unless_stopping(client.send_raw(stream, envelope, key))
-        self._submitted_at[verified.event_id] = time.monotonic()
-        if len(self._submitted_at) > 100_000:
-            for old in list(self._submitted_at)[:50_000]:
-                del self._submitted_at[old]
-        return Submitted(verified.event_id, verified.kind, self.topics.name(stream))
 
-    def _observe_decision(self, decision: Decision) -> None:
-        submitted = self._submitted_at.pop(decision.subject_id, None)
-        self.metrics.observe_decision(
-            "allow" if decision.allow else "deny", decision.reasons,
-            None if submitted is None else time.monotonic() - submitted)
-
-    async def decision(self, subject_id: str, wait_s: float) -> bytes | None:
-        """The decision, None if none within ``wait_s``. Raises Unavailable when the broker
-        or the decision consumer is down, or the service is starting or stopping, also in
-        the middle of the wait (an outage must not look like "pending")."""
-        client = self._client_up()
-        try:
-            found = await self._unless_stopping(client.decision(subject_id, max(wait_s, 0.001)))
-        except Unavailable:
-            self._client_up()  # the consumer or broker died during the wait: say so
-            return None
-        return found.envelope
-
-    def _client_up(self) -> Client:
-        """The API's Kafka client when everything it depends on runs. Raises Unavailable."""
-        if self.stop_event.is_set():
-            raise Unavailable(f"the service is stopping ({self.failure or 'asked to stop'})")
-        if self.broker is not None and not self.broker.running:
-            raise Unavailable("the embedded broker is down")
-        if self.client is None or not self.client.reading:
-            raise Unavailable("the decision consumer is not running")
-        return self.client
-
-    async def _unless_stopping(self, work: Awaitable[T]) -> T:
-        """``work``'s result, or Unavailable as soon as the service starts stopping (a dead
-        broker makes a produce block for ``kafka_request_timeout_ms``)."""
-        try:
-            return await unless_set(self.stop_event, work)
-        except Stopping as exc:
-            raise Unavailable(f"the service is stopping ({self.failure or 'asked to stop'})"
-                              ) from exc
-
-    def ledger_dir(self) -> Path:
-        return self.settings.data_dir
-
-    def vkey(self) -> str:
-        return read_vkey(self.settings.data_dir)
-
-    async def ready(self) -> dict[str, bool]:
-        state = {"broker": self.broker.running if self.broker is not None else True,
-                 "ledger": (self.settings.data_dir / "ledger.db").exists()}
-        for name in ("processor", "sequencer"):
-            if name in self.components:
-                state[name] = not any(t.get_name() == name and t.done() for t in self._tasks)
-        state["decisions"] = self.client is not None and self.client.reading
-        if self.stop_event.is_set():  # stopping: nothing is ready any more
-            state = dict.fromkeys(state, False)
-        return state
+def check_decision_side(settings: Settings) -> None:
+    """Load what the processor loads at start (its key, keyring, policies and limits), so
+    that ``govledger init`` says now what ``govledger up`` would refuse later. Raises
+    ConfigError naming the data directory."""
+    from processors.app import build_engine  # the decision side is optional per process
+    try:
+        build_engine(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -440,7 +378,7 @@ async def run_service(settings: Settings, components: Iterable[str] = COMPONENTS
     service.install_signal_handlers()
     try:
         # A component dying (or SIGTERM) during start cuts the start short.
-        await service._unless_stopping(service.start())
+        await unless_stopping(service, service.start())
         if on_ready is not None:
             on_ready(service)
         await service.wait()

@@ -1,0 +1,162 @@
+"""The ledger routes of the HTTP API: checkpoint, vkey, entries and proof bundles, each read
+from the ledger's SQLite file through ``ledger.log.proofs``.
+
+Ledger reads run in worker threads, each with its own read-only SQLite connection (WAL:
+readers never block the sequencer, which stays the only writer). Every read first requires
+the sequencer's marker that it verified the whole ledger against its signed checkpoint since
+it opened it (``LedgerStore.verified``): until then these routes answer 503. Checkpoints,
+and the bundles that carry them, are verified under the published vkey before they are
+served.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Final, Protocol, TypeVar
+
+from fastapi import FastAPI, Query
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from ledger.errors import ConfigError, Reason, Unavailable
+from ledger.log.proofs import (
+    consistency_bundle,
+    entry,
+    inclusion_bundle,
+    lineage_bundle,
+    published_note,
+)
+from ledger.log.sequencer import DB_NAME
+from ledger.log.store import LedgerStore
+from ledger.server.bodies import (
+    ConsistencyBundle,
+    EntryBody,
+    InclusionBundle,
+    LineageBundle,
+    errors_doc,
+    text_doc,
+)
+from ledger.server.http_errors import ApiError
+
+T = TypeVar("T")
+HEX64: Final = r"^[0-9a-f]{64}$"
+MAX_INDEX: Final = 2**63 - 1          # SQLite INTEGER range
+
+Hex64 = Annotated[str, PathParam(pattern=HEX64, description="64 lowercase hex digits")]
+Index = Annotated[int, PathParam(ge=0, le=MAX_INDEX)]
+QueryHex = Annotated[str | None, Query(pattern=HEX64)]
+QueryIndex = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
+QuerySize = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
+
+
+class LedgerSource(Protocol):
+    """What the ledger routes need from the backend (a part of ``api.ApiBackend``)."""
+
+    def ledger_dir(self) -> Path:
+        """The data directory holding ledger.db (read-only use)."""
+
+    def vkey(self) -> str:
+        """The log's C2SP verifier key text."""
+
+
+class _Readers(threading.local):
+    """One read-only store per worker thread (SQLite connections stay in their thread). In
+    WAL mode each statement reads the latest committed state; the sequencer is not blocked."""
+
+    store: LedgerStore | None = None
+
+    def read(self, data_dir: Path, read: Callable[[LedgerStore], T]) -> T:
+        """Run ``read`` on this thread's store. Raises Unavailable if ledger.db cannot be
+        opened; a store whose read failed is closed and reopened next time."""
+        if self.store is None or self.store.path != data_dir / DB_NAME:
+            try:
+                self.store = LedgerStore(data_dir / DB_NAME)
+            except ConfigError as exc:
+                raise Unavailable(f"ledger is not available: {exc}") from exc
+        try:
+            _require_verified(self.store)
+            return read(self.store)
+        except Unavailable:
+            self.store.close()
+            self.store = None
+            raise
+
+
+def _require_verified(store: LedgerStore) -> None:
+    """Nothing is served from a ledger the sequencer has not verified since it opened it
+    (its start-up check recomputes everything against the last signed checkpoint, and
+    clears the marker first). Raises Unavailable (503) while it runs or after it failed."""
+    if store.verified() is None:
+        raise Unavailable("the ledger is not verified against its signed checkpoint yet "
+                          "(the sequencer checks it when it starts); retry shortly")
+
+
+class LedgerReads:
+    """Runs a read of the backend's ledger in a worker thread (module docstring)."""
+
+    def __init__(self, source: LedgerSource) -> None:
+        self.source, self._readers = source, _Readers()
+
+    def __call__(self, read: Callable[[LedgerStore], T]) -> Awaitable[T]:
+        return run_in_threadpool(self._readers.read, self.source.ledger_dir(), read)
+
+
+def add_ledger_routes(app: FastAPI, source: LedgerSource, ledger: LedgerReads) -> None:
+    """GET /v1/checkpoint, /v1/vkey, /v1/entries and /v1/proofs/* on ``app``."""
+
+    @app.get("/v1/checkpoint", response_class=PlainTextResponse,
+             summary="Latest signed checkpoint (C2SP signed note)",
+             responses={**text_doc("The signed note"), **errors_doc(500, 503)})
+    async def get_checkpoint() -> PlainTextResponse:
+        return PlainTextResponse(await ledger(lambda store: published_note(store,
+                                                                           source.vkey())))
+
+    @app.get("/v1/vkey", response_class=PlainTextResponse, summary="The log's verifier key",
+             responses=text_doc("C2SP vkey, one line"))
+    async def get_vkey() -> PlainTextResponse:
+        return PlainTextResponse(source.vkey().strip() + "\n")
+
+    @app.get("/v1/entries/{index}", response_model=EntryBody, summary="Ledger entry by index",
+             responses=errors_doc(404, 422, 503))
+    async def get_entry(index: Index) -> EntryBody:
+        return EntryBody.model_validate(await ledger(lambda store: entry(store, index=index)))
+
+    @app.get("/v1/entries", response_model=EntryBody, summary="Ledger entry by event id",
+             responses=errors_doc(404, 422, 503))
+    async def find_entry(event_id: Annotated[str, Query(pattern=HEX64)]) -> EntryBody:
+        return EntryBody.model_validate(
+            await ledger(lambda store: entry(store, event_id=event_id)))
+
+    _add_proof_routes(app, source, ledger)
+
+
+def _add_proof_routes(app: FastAPI, source: LedgerSource, ledger: LedgerReads) -> None:
+    @app.get("/v1/proofs/inclusion", response_model=None,
+             summary="Inclusion proof bundle (by index or event id)",
+             responses={200: {"model": InclusionBundle}, **errors_doc(404, 422, 500, 503)})
+    async def prove_inclusion(index: QueryIndex = None,
+                              event_id: QueryHex = None) -> JSONResponse:
+        """Against the latest signed checkpoint; verify with ``govledger ledger verify``."""
+        if (index is None) == (event_id is None):
+            raise ApiError(422, Reason.MALFORMED.value, "give exactly one of index, event_id")
+        return JSONResponse(await ledger(lambda store: inclusion_bundle(
+            store, index=index, event_id=event_id, vkey=source.vkey())))
+
+    @app.get("/v1/proofs/consistency", response_model=None,
+             summary="Consistency proof bundle between two signed checkpoints",
+             responses={200: {"model": ConsistencyBundle}, **errors_doc(404, 422, 500, 503)})
+    async def prove_consistency(old_size: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+                                new_size: QuerySize = None) -> JSONResponse:
+        """``new_size`` defaults to the latest checkpoint."""
+        return JSONResponse(await ledger(lambda store: consistency_bundle(
+            store, old_size, new_size, vkey=source.vkey())))
+
+    @app.get("/v1/proofs/lineage", response_model=None,
+             summary="Lineage evidence bundle: the chain back to the root, each hop proved",
+             responses={200: {"model": LineageBundle}, **errors_doc(404, 422, 500, 503)})
+    async def prove_lineage(event_id: Annotated[str, Query(pattern=HEX64)]) -> JSONResponse:
+        return JSONResponse(await ledger(lambda store: lineage_bundle(
+            store, event_id, vkey=source.vkey())))
