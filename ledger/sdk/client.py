@@ -45,7 +45,8 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
-from ledger.kafka.clients import make_consumer, make_producer, probe_highwaters, stop_quietly
+from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
+from ledger.kafka.offsets import probe_highwaters
 from ledger.kafka.topics import Topics
 
 log = logging.getLogger("govledger.client")
