@@ -17,7 +17,7 @@ transaction (:meth:`LookupIndex.stored_ids`), helped by an in-memory mirror of t
 tier. Meta ``indexed`` records how many leaves the index covers.
 
 :class:`LookupIndex` works on the connection of the :class:`ledger.log.store.LedgerStore`
-that owns it; the store runs the transactions.
+that owns it; the store runs the batch transactions.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.errors import ProofError, Unavailable
+from ledger.log.sqlite import Transaction
 
 IN_CHUNK: Final = 900
 _PROBE_CHUNK: Final = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else 900  # bind limit
@@ -264,16 +265,16 @@ class LookupIndex:
             if recent.setdefault(k, idx) != idx:
                 self._clash.append((k, idx))
 
-    def catch_up(self, size: int, transaction: contextlib.AbstractContextManager[None]) -> None:
+    def catch_up(self, size: int) -> None:
         """Writer open: index leaves stored without keys (a schema 1 ledger, or leaves
-        written by other means) straight into ``keys`` in ``transaction``, then load the
+        written by other means) straight into ``keys`` (one transaction), then load the
         recent tier. Raises ProofError if the index claims more leaves than the ``size``
-        stored (rows deleted)."""
+        stored (rows deleted), Unavailable (SQLite)."""
         indexed = self.indexed()
         if indexed > size:
             raise ProofError(f"the lookup index covers {indexed} leaves, the ledger has {size}")
         if indexed < size:
-            with transaction:
+            with Transaction(self.conn, "ledger"):
                 leaves: list[NewLeaf] = []
                 for idx, raw, kind, parent in self.conn.execute(
                         "SELECT idx, event_id, kind, parent_ref FROM leaves WHERE idx >= ?",

@@ -111,7 +111,7 @@ class LedgerStore:
             self.index = LookupIndex(self.conn, merge_at)
             if writer:
                 self._create_schema()
-                self.index.catch_up(self.tree_size(), self._tx())
+                self.index.catch_up(self.tree_size())
         except BaseException:
             self.close()
             raise
