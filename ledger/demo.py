@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.config import Settings
+from ledger.core.bundles import verify_bundle
 from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
@@ -35,7 +36,7 @@ from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError
 from ledger.keyfiles import load_signer_keys
-from ledger.log.proofs import prove_lineage, verify_bundle
+from ledger.log.proofs import prove_lineage
 from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client, Decision

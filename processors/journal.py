@@ -32,6 +32,7 @@ import sqlite_utils
 
 from ledger.core.streams import Stream
 from ledger.errors import Reason, Unavailable
+from ledger.log.sqlite import open_sqlite, rollback
 from processors.core.outcomes import Outcome, Output
 
 SCHEMA = """
@@ -77,21 +78,17 @@ class Journal:
     """One SQLite file per processor (``DATA/processor.db``)."""
 
     def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Writes go through their own connection, so a worker can commit a batch on a
+        # writer thread while the event loop reads (recall, catch-up) on ``self.db``.
+        conn = open_sqlite(path, "processor journal", check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db = sqlite_utils.Database(conn)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
             self.db.conn.executescript(SCHEMA)
-            # Writes go through their own connection, so a worker can commit a batch on a
-            # writer thread while the event loop reads (recall, catch-up) on ``self.db``.
-            self._writer = sqlite3.connect(path, isolation_level=None,
-                                           check_same_thread=False)
-            self._writer.execute("PRAGMA synchronous=FULL")
-            self._writer.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as exc:
+            conn.close()
             raise Unavailable(f"processor journal {path}: {exc}") from exc
+        self._writer = open_sqlite(path, "processor journal", check_same_thread=False)
         self.path = path
 
     def append(self, batch: Iterable[tuple[Stream, datetime, bytes, Outcome]],
@@ -136,7 +133,7 @@ class Journal:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
             conn.execute("COMMIT")
         except (sqlite3.Error, Unavailable) as exc:
-            undone = _rollback(conn)
+            undone = rollback(conn)
             if isinstance(exc, Unavailable):
                 if undone:
                     exc.add_note(f"processor journal:{undone}")
@@ -167,7 +164,7 @@ class Journal:
             self._set_published(upto_seq)
         except sqlite3.Error as exc:
             raise Unavailable(f"processor journal write failed: {exc}"
-                              f"{_rollback(self._writer)}") from exc
+                              f"{rollback(self._writer)}") from exc
 
     def _set_published(self, upto_seq: int) -> None:
         self._writer.execute(
@@ -221,7 +218,7 @@ class Journal:
                                      [(n,) for n in names])
         except sqlite3.Error as exc:
             raise Unavailable(f"processor journal write failed: {exc}"
-                              f"{_rollback(self._writer)}") from exc
+                              f"{rollback(self._writer)}") from exc
 
     def last_seq(self) -> int:
         """The sequence number of the newest entry (0 for an empty journal)."""
@@ -285,19 +282,6 @@ class Journal:
     def close(self) -> None:
         self._writer.close()
         self.db.conn.close()
-
-
-def _rollback(conn: sqlite3.Connection) -> str:
-    """Roll back what is left of a failed write; "" or why that failed. SQLite may have
-    rolled back already (SQLITE_FULL, SQLITE_IOERR): a ROLLBACK then fails with "no
-    transaction is active", which must not hide the error that caused it."""
-    if not conn.in_transaction:
-        return ""
-    try:
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as err:
-        return f" (and the rollback failed: {err})"
-    return ""
 
 
 def _outcome(subject: str, outputs: str, allow: int | None, reasons: str) -> Outcome:

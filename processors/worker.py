@@ -45,11 +45,10 @@ from ledger.errors import Unavailable
 from ledger.kafka.clients import (
     make_consumer,
     make_producer,
-    next_offsets,
-    probe_highwaters,
     publish_keyed,
     stop_quietly,
 )
+from ledger.kafka.offsets import assign_resumed, next_offsets
 from ledger.kafka.topics import Topics
 from processors.catchup import CatchUp, freeze_survivors
 from processors.core.engine import Engine
@@ -173,20 +172,15 @@ class DecisionWorker:
         record (DESIGN.md section 9).
         """
         assert self._consumer is not None
-        parts = [TopicPartition(t, p) for t in self._stream_of
-                 for p in range(self.settings.partitions)]
-        stored = self.journal.offsets()
-        marks = await probe_highwaters(self.settings, self.bootstrap, parts)
-        wiped = [tp for tp in parts if marks[tp] < stored.get((tp.topic, tp.partition), 0)]
-        if wiped:
-            log.error("broker offsets went backwards on %s: broker wiped; continuing from the "
-                      "journal", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in wiped))
-            self.journal.reset_offsets(self._stream_of)
-            stored = {}
-        self._consumer.assign(parts)
-        for tp in parts:
-            self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
-        return bool(wiped)
+
+        async def forget(topics: tuple[str, ...]) -> None:
+            self.journal.reset_offsets(topics)
+
+        resumed = await assign_resumed(
+            self._consumer, self.settings, self.bootstrap, list(self._stream_of),
+            self.journal.offsets(), forget=forget, logger=log,
+            consequence="continuing from the journal", reset_all=True)
+        return bool(resumed.wiped)
 
     def journal_policy(self) -> None:
         """Journal a signed PolicyPublished for the policy in force, once per digest, so every

@@ -240,6 +240,15 @@ def _lsb(x: int) -> int:
     return x & 1
 
 
+def _shift_to_set_bit(fn: int, sn: int) -> tuple[int, int]:
+    """RFC 9162 2.1.3.2 step 4b and 2.1.4.2 step 6b: "if LSB(fn) is not set, then
+    right-shift both fn and sn equally until either LSB(fn) is set or fn is 0"."""
+    while not _lsb(fn) and fn != 0:
+        fn >>= 1
+        sn >>= 1
+    return fn, sn
+
+
 def root_from_inclusion(index: int, size: int, leaf_hash_: bytes,
                         proof: Sequence[bytes]) -> bytes:
     """The root an inclusion proof implies (RFC 9162 2.1.3.2 steps 1-4).
@@ -256,10 +265,7 @@ def root_from_inclusion(index: int, size: int, leaf_hash_: bytes,
             raise ProofError("inclusion proof is too long")
         if _lsb(fn) or fn == sn:                                        # 4b
             r = node_hash(p, r)
-            if not _lsb(fn):
-                while not _lsb(fn) and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _shift_to_set_bit(fn, sn)
         else:
             r = node_hash(r, p)
         fn >>= 1                                                        # 4c
@@ -319,10 +325,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         if _lsb(fn) or fn == sn:                                        # 6b
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not _lsb(fn):
-                while not _lsb(fn) and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _shift_to_set_bit(fn, sn)
         else:
             sr = node_hash(sr, c)
         fn >>= 1                                                        # 6c

@@ -12,10 +12,8 @@ differ only in settings (DESIGN.md section 8):
   the embedded broker waits half of it) and a request timeout well above 5 s;
 * SASL and SSL settings are passed through; the SSL context is built from files only.
 
-Two helpers exist because the embedded broker misreports or forgets offsets (section 9):
-:func:`read_highwaters` uses the *fetch* high-water mark, never ``end_offsets()`` (ListOffsets
-there answers "start of the last batch + 1"); :func:`verify_offsets_not_rewound` turns "the
-broker now reports fewer messages than we already consumed" into :class:`Unavailable`.
+High-water marks, resuming from stored offsets and the broker-wipe rule are in
+:mod:`ledger.kafka.offsets`.
 """
 
 from __future__ import annotations
@@ -25,16 +23,15 @@ import functools
 import logging
 import ssl
 import struct
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
-from ledger.errors import ConfigError, Unavailable
+from ledger.errors import ConfigError
 
 log = logging.getLogger("govledger.kafka")
 
@@ -45,8 +42,6 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
-    "read_highwaters",
-    "verify_offsets_not_rewound",
 ]
 
 
@@ -127,87 +122,6 @@ def make_admin(settings: Settings, bootstrap: str) -> AIOKafkaAdminClient:
     """An unstarted admin client with the same connection options."""
     options = client_options(settings)
     return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
-
-
-async def read_highwaters(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *,
-                          timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-    """The fetch high-water mark of each partition, from a consumer that owns no data.
-
-    Requires a *dedicated* consumer (no group) that is started: the partitions are assigned
-    to it and fetched, and the records returned are discarded. The fetch answer carries the
-    true high-water mark; ``end_offsets()`` does not on the embedded broker (DESIGN.md 9).
-    Raises Unavailable if a partition's mark is not known within ``timeout_s``.
-    """
-    consumer.assign(partitions)
-    for tp in partitions:
-        # Start near the end so the fetch moves little data. Where ListOffsets is a little
-        # short (embedded broker) the fetch still returns the real high-water mark.
-        await consumer.seek_to_end(tp)
-    deadline = time.monotonic() + timeout_s
-    marks: dict[TopicPartition, int] = {}
-    try:
-        while True:
-            for tp in partitions:
-                mark = consumer.highwater(tp)
-                if mark is not None:
-                    marks[tp] = mark
-            if len(marks) == len(partitions):
-                return marks
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions
-                                 if tp not in marks)
-                raise Unavailable(f"no high-water mark for {', '.join(missing)}")
-            await consumer.getmany(*partitions, timeout_ms=int(min(remaining, 0.5) * 1000))
-    except KafkaError as exc:
-        raise Unavailable(f"reading high-water marks failed: {exc}") from exc
-
-
-async def probe_highwaters(settings: Settings, bootstrap: str,
-                           partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """The true high-water marks, read with a dedicated probe consumer that is then closed.
-    Raises Unavailable."""
-    probe = make_consumer(settings, bootstrap, group_id=None)
-    try:
-        await probe.start()
-        return await read_highwaters(probe, partitions)
-    except KafkaError as exc:
-        raise Unavailable(f"cannot read high-water marks at {bootstrap}: {exc}") from exc
-    finally:
-        await stop_quietly(probe)
-
-
-def verify_offsets_not_rewound(expected: Mapping[tuple[str, int], int],
-                               reported: Mapping[tuple[str, int], int]) -> None:
-    """Refuse a broker whose offsets went backwards: it was wiped or replaced.
-
-    ``expected`` maps (topic, partition) to the next offset we already hold durably (e.g.
-    the sequencer's stored offsets); ``reported`` maps the same keys to what the broker says
-    now (high-water mark or committed offset). A reported value below an expected one means
-    the broker lost data we consumed; continuing would re-number new events as old offsets
-    (DESIGN.md section 9). A partition missing from ``reported`` is treated the same way.
-    Pure. Raises Unavailable naming every rewound partition.
-    """
-    rewound = []
-    for key, held in sorted(expected.items()):
-        now = reported.get(key)
-        if now is None or now < held:
-            topic, partition = key
-            shown = "missing" if now is None else str(now)
-            rewound.append(f"{topic}[{partition}]: already consumed up to {held}, "
-                           f"broker reports {shown}")
-    if rewound:
-        raise Unavailable("broker offsets went backwards (broker wiped or replaced; rebuild "
-                          "from the ledger before consuming): " + "; ".join(rewound))
-
-
-def next_offsets(records: Iterable[ConsumerRecord[bytes, bytes]]) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> the offset after the last record seen: what to store or commit."""
-    offsets: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
-    return offsets
 
 
 async def stop_quietly(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -28,39 +28,26 @@ DEFAULT_PREFIX = "gov."
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The six govledger topic names under one prefix (``gov.requests`` ...)."""
+    """The six govledger topic names under one prefix (``gov.requests`` ...): ``requests``
+    ... ``deadletter`` are set from ``prefix``, one per entry of :data:`STREAMS`."""
 
     prefix: str = DEFAULT_PREFIX
+    requests: str = field(init=False, repr=False, compare=False)
+    decisions: str = field(init=False, repr=False, compare=False)
+    revocations: str = field(init=False, repr=False, compare=False)
+    executions: str = field(init=False, repr=False, compare=False)
+    verdicts: str = field(init=False, repr=False, compare=False)
+    deadletter: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for stream in STREAMS:
+            object.__setattr__(self, stream, self.name(stream))
 
     def name(self, stream: str) -> str:
         """Full topic name of a logical stream. Raises ValueError for an unknown stream."""
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}")
         return f"{self.prefix}{stream}"
-
-    @property
-    def requests(self) -> str:
-        return self.name("requests")
-
-    @property
-    def decisions(self) -> str:
-        return self.name("decisions")
-
-    @property
-    def revocations(self) -> str:
-        return self.name("revocations")
-
-    @property
-    def executions(self) -> str:
-        return self.name("executions")
-
-    @property
-    def verdicts(self) -> str:
-        return self.name("verdicts")
-
-    @property
-    def deadletter(self) -> str:
-        return self.name("deadletter")
 
     def all(self) -> tuple[str, ...]:
         """Every topic name, in flow order."""

@@ -26,7 +26,9 @@ from ledger.core.envelope import PAYLOAD_TYPES, parse_envelope
 from ledger.core.events import Event
 from ledger.core.merkle import CompactRange
 from ledger.errors import Rejected
-from ledger.log.store import DECISION_KINDS, PAGE, ROLE_EVENT, ROLE_SUBJECT, LedgerStore
+from ledger.log.index import DECISION_KINDS, ROLE_EVENT, ROLE_SUBJECT
+from ledger.log.pages import PAGE, iter_pages
+from ledger.log.store import LedgerStore
 
 if TYPE_CHECKING:
     from ledger.log.sequencer import Verify
@@ -109,7 +111,7 @@ class _StoredHashes:
     """The stored hashes as one byte stream in hash-number order, read page by page."""
 
     def __init__(self, store: LedgerStore, problems: list[Problem]) -> None:
-        self._pages, self._problems = store.iter_hash_pages(), problems
+        self._pages, self._problems = iter_pages(store.conn), problems
         self._buf, self._next, self._done = bytearray(), 0, False
 
     def take(self, count: int) -> bytes:
@@ -231,7 +233,7 @@ def _check_rows(rows: list[tuple[object, ...]], out: Recomputed, verify: Verify 
                                                         "differs from the envelope"))
         except Rejected as exc:
             problems.append(Problem(cast(int, idx), f"envelope does not verify: {exc}"))
-        event_keys.append(from_bytes(raw_id[:8], "big", signed=True))  # store.lookup_key
+        event_keys.append(from_bytes(raw_id[:8], "big", signed=True))  # index.lookup_key
         subject = isinstance(parent, bytes) and kind in DECISION_KINDS
         subject_keys.append(from_bytes(parent[:8], "big", signed=True)
                             if isinstance(parent, bytes) and subject else 0)
@@ -269,12 +271,12 @@ def _leaf_of_hash(h: int) -> int:
 def _check_index(store: LedgerStore, out: Recomputed) -> None:
     """Every leaf below the index's ``indexed`` mark has exactly its event row and, for a
     decision, its subject row, and no row names anything else. Leaves past the mark are
-    indexed by the next writer open (LedgerStore._catch_up_index)."""
+    indexed by the next writer open (LookupIndex.catch_up)."""
     events, subjects, has_subject = out.event_keys, out.subject_keys, out.has_subject
-    indexed = min(store.indexed(), len(events))
+    indexed = min(store.index.indexed(), len(events))
     seen, seen_subject = bytearray(indexed), bytearray(indexed)
     stray: tuple[object, ...] | None = None
-    for row in store.iter_index_rows():
+    for row in store.index.iter_rows():
         role, k, idx = row
         if not isinstance(idx, int) or not 0 <= idx < indexed:
             stray = stray or row

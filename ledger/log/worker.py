@@ -26,13 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.core.streams import LOGGED_STREAMS
 from ledger.errors import Unavailable
-from ledger.kafka.clients import make_consumer, next_offsets, probe_highwaters, stop_quietly
+from ledger.kafka.clients import make_consumer, stop_quietly
+from ledger.kafka.offsets import assign_resumed, next_offsets
 from ledger.kafka.topics import Topics
 from ledger.log.sequencer import Sequencer, SubmitResult
 
@@ -106,26 +107,21 @@ class SequencerWorker:
             raise Unavailable(f"sequencer cannot reach Kafka at {self.bootstrap}: {exc}") from exc
 
     async def _assign(self) -> None:
+        """Own every partition from the offsets stored in the ledger; topics the broker
+        lost (:func:`ledger.kafka.offsets.assign_resumed`) are stored as 0 and read again."""
         assert self._consumer is not None
-        parts = [TopicPartition(t, p) for t in self.topics
-                 for p in range(self.settings.partitions)]
-        stored = dict(await self._call(self.sequencer.store.offsets))
+        stored = await self._call(self.sequencer.store.offsets)
         self.stats.tree_size = await self._call(self.sequencer.store.tree_size)
         latest = await self._call(self.sequencer.store.latest_checkpoint)
         self.stats.checkpoint_size = 0 if latest is None else latest[0]
-        marks = await probe_highwaters(self.settings, self.bootstrap, parts)
-        wiped = sorted({tp.topic for tp in parts
-                        if marks[tp] < stored.get((tp.topic, tp.partition), 0)})
-        if wiped:
-            log.error("broker offsets went backwards on %s (broker wiped or replaced): "
-                      "consuming them again from 0; the ledger dedupes by event id",
-                      ", ".join(wiped))
-            reset = {(t, p): 0 for t in wiped for p in range(self.settings.partitions)}
+
+        async def forget(topics: tuple[str, ...]) -> None:
+            reset = {(t, p): 0 for t in topics for p in range(self.settings.partitions)}
             await self._call(self.sequencer.append_records, [], reset)
-            stored.update(reset)
-        self._consumer.assign(parts)
-        for tp in parts:
-            self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+
+        await assign_resumed(self._consumer, self.settings, self.bootstrap, self.topics, stored,
+                             forget=forget, logger=log, consequence="consuming them again "
+                             "from 0; the ledger dedupes by event id")
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

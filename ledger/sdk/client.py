@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
 from ledger.core.events import (
@@ -45,9 +46,9 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
-from ledger.kafka.clients import make_consumer, make_producer, probe_highwaters, stop_quietly
+from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
+from ledger.kafka.offsets import probe_highwaters
 from ledger.kafka.topics import Topics
-from ledger.log.proofs import verify_bundle
 
 log = logging.getLogger("govledger.client")
 

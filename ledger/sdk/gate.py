@@ -36,10 +36,10 @@ from contextlib import asynccontextmanager
 import httpx
 
 from ledger.core.artifact import CheckedArtifact, check_artifact
+from ledger.core.bundles import verify_bundle
 from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
-from ledger.log.proofs import verify_bundle
 from ledger.sdk.client import Client, Decision
 
 log = logging.getLogger("govledger.gate")

@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from ledger.config import Settings  # noqa: E402
 from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
-from ledger.kafka.clients import make_consumer, make_producer, read_highwaters  # noqa: E402
+from ledger.kafka.clients import make_consumer, make_producer  # noqa: E402
+from ledger.kafka.offsets import read_highwaters  # noqa: E402
 from ledger.kafka.topics import ensure_topics  # noqa: E402
 
 PARTITIONS = 4

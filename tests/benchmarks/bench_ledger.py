@@ -32,10 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from ledger.core.bundles import verify_bundle  # noqa: E402
 from ledger.core.envelope import payload_type  # noqa: E402
 from ledger.core.keys import Signer  # noqa: E402
 from ledger.log.audit import audit_store  # noqa: E402
-from ledger.log.proofs import inclusion_bundle, verify_bundle  # noqa: E402
+from ledger.log.proofs import inclusion_bundle  # noqa: E402
 from ledger.log.recompute import leaf_columns  # noqa: E402
 from ledger.log.sequencer import Sequencer  # noqa: E402
 from ledger.log.store import LeafRecord, LedgerStore  # noqa: E402

@@ -78,7 +78,8 @@ from ledger.core.keys import verify_signature  # noqa: E402
 from ledger.core.streams import Stream  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
 from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
-from ledger.kafka.clients import make_consumer, make_producer, read_highwaters  # noqa: E402
+from ledger.kafka.clients import make_consumer, make_producer  # noqa: E402
+from ledger.kafka.offsets import read_highwaters  # noqa: E402
 from ledger.kafka.topics import Topics, ensure_topics  # noqa: E402
 from processors.app import build_engine, build_worker  # noqa: E402
 from processors.core.checks import evaluate_policy  # noqa: E402

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from ledger.core.bundles import verify_bundle
 from ledger.demo import Demo, run_demo
 from ledger.keyfiles import load_signer_keys
-from ledger.log.proofs import verify_bundle
 from ledger.log.sequencer import read_vkey
 
 pytestmark = pytest.mark.e2e

@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from ledger.config import Settings
+from ledger.core.bundles import verify_bundle
 from ledger.core.envelope import event_id, sign_event
 from ledger.keyfiles import load_keyring
-from ledger.log.proofs import verify_bundle
 from ledger.sdk.client import Client
 from tests.factories import ALICE, request
 from tests.service_support import ServiceProcess, make_data_dir

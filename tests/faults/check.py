@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.log.store import DECISION_KINDS, LedgerStore
+from ledger.log.index import DECISION_KINDS
+from ledger.log.store import LedgerStore
 from processors.journal import Journal
 from tests.faults.load import Sent, payload_of
 

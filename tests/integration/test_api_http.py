@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from ledger.log.proofs import verify_bundle
+from ledger.core.bundles import verify_bundle
 from ledger.server.api import make_api
 from tests.factories import signed_request
 from tests.unit.test_api import RID, FakeBackend, Ledger, build_ledger, decision_envelope

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from ledger.core.bundles import verify_bundle
 from ledger.core.envelope import sign_event_with_id, verify_envelope
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, ProofError
 from ledger.keyfiles import load_signer_keys
 from ledger.log.audit import audit_ledger
-from ledger.log.proofs import bundle_json, prove_inclusion, prove_lineage, verify_bundle
+from ledger.log.proofs import bundle_json, prove_inclusion, prove_lineage
 from ledger.log.sequencer import open_ledger, read_vkey
 from ledger.log.store import LeafRecord
 from tests.factories import ALICE, AUTHORITY, default_ring, request

@@ -18,9 +18,8 @@ from ledger.kafka.clients import (
     make_producer,
     partition_for,
     publish_keyed,
-    read_highwaters,
-    verify_offsets_not_rewound,
 )
+from ledger.kafka.offsets import read_highwaters, verify_offsets_not_rewound
 from ledger.kafka.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ from cryptography.x509.oid import NameOID
 
 from ledger.config import Settings, load_settings
 from ledger.errors import ConfigError, Unavailable
-from ledger.kafka.clients import build_ssl_context, client_options, verify_offsets_not_rewound
+from ledger.kafka.clients import build_ssl_context, client_options
+from ledger.kafka.offsets import verify_offsets_not_rewound
 
 EXTERNAL = "kafka-1.internal:9093"
 

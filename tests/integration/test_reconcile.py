@@ -35,7 +35,7 @@ from ledger.core.streams import Stream
 from ledger.datadir import DataDir
 from ledger.errors import ProofError, Reason, Unavailable
 from ledger.kafka.broker import EmbeddedBroker
-from ledger.kafka.clients import probe_highwaters
+from ledger.kafka.offsets import probe_highwaters
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
 from ledger.log.sequencer import keyring_verifier, open_ledger

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import build_vkey
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
@@ -18,7 +19,6 @@ from ledger.log.proofs import (
     prove_consistency,
     prove_inclusion,
     prove_lineage,
-    verify_bundle,
     verify_bundle_file,
 )
 from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import ProofError, Unavailable
-from ledger.log.store import BUCKETS, DECISION_KINDS, LeafRecord, LedgerStore, bucket, lookup_key
+from ledger.log.index import BUCKETS, DECISION_KINDS, bucket, lookup_key
+from ledger.log.store import LeafRecord, LedgerStore
 from tests import reference_merkle as ref
 
 pytestmark = pytest.mark.integration

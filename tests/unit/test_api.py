@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import build_vkey, parse_vkey, verify_checkpoint
 from ledger.core.envelope import MAX_ENVELOPE_BYTES, sign_event_with_id, verify_envelope
 from ledger.core.events import AuthorizationDenied, ExecutionRefused
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Reason, Unavailable
-from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage, verify_bundle
+from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage
 from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
 from ledger.log.store import LedgerStore
 from ledger.server.api import Submitted, make_api, summarize_decision
