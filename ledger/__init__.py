@@ -16,42 +16,43 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ledger.core.events import (
-        Artifact,
-        AuthorizationDenied,
-        AuthorizationGranted,
-        AuthorizationRequested,
-        AuthorizationRevoked,
-        Event,
-        ExecutionAllowed,
-        ExecutionCompleted,
-        ExecutionFailed,
-        ExecutionRefused,
-        ExecutionRequested,
-        KeyRegistered,
-        KeyRevoked,
-        Lineage,
-        LineageRef,
-        PolicyPublished,
-        RevocationApplied,
-        Scope,
-        Window,
-    )
-    from ledger.errors import (
-        BadSignature,
-        ConfigError,
-        GovLedgerError,
-        InvalidEvent,
-        LineageError,
-        ProofError,
-        Reason,
-        Rejected,
-        Unavailable,
-    )
-    from ledger.log.proofs import VerifiedBundle, verify_bundle
-    from ledger.sdk.client import Client, Decision, ProofClient, SyncClient
-    from ledger.sdk.gate import ExecutionRefusedError, Gate
+if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads each name
+    from ledger.core.events import Artifact as Artifact
+    from ledger.core.events import AuthorizationDenied as AuthorizationDenied
+    from ledger.core.events import AuthorizationGranted as AuthorizationGranted
+    from ledger.core.events import AuthorizationRequested as AuthorizationRequested
+    from ledger.core.events import AuthorizationRevoked as AuthorizationRevoked
+    from ledger.core.events import Event as Event
+    from ledger.core.events import ExecutionAllowed as ExecutionAllowed
+    from ledger.core.events import ExecutionCompleted as ExecutionCompleted
+    from ledger.core.events import ExecutionFailed as ExecutionFailed
+    from ledger.core.events import ExecutionRefused as ExecutionRefused
+    from ledger.core.events import ExecutionRequested as ExecutionRequested
+    from ledger.core.events import KeyRegistered as KeyRegistered
+    from ledger.core.events import KeyRevoked as KeyRevoked
+    from ledger.core.events import Lineage as Lineage
+    from ledger.core.events import LineageRef as LineageRef
+    from ledger.core.events import PolicyPublished as PolicyPublished
+    from ledger.core.events import RevocationApplied as RevocationApplied
+    from ledger.core.events import Scope as Scope
+    from ledger.core.events import Window as Window
+    from ledger.errors import BadSignature as BadSignature
+    from ledger.errors import ConfigError as ConfigError
+    from ledger.errors import GovLedgerError as GovLedgerError
+    from ledger.errors import InvalidEvent as InvalidEvent
+    from ledger.errors import LineageError as LineageError
+    from ledger.errors import ProofError as ProofError
+    from ledger.errors import Reason as Reason
+    from ledger.errors import Rejected as Rejected
+    from ledger.errors import Unavailable as Unavailable
+    from ledger.log.proofs import VerifiedBundle as VerifiedBundle
+    from ledger.log.proofs import verify_bundle as verify_bundle
+    from ledger.sdk.client import Client as Client
+    from ledger.sdk.client import Decision as Decision
+    from ledger.sdk.client import ProofClient as ProofClient
+    from ledger.sdk.client import SyncClient as SyncClient
+    from ledger.sdk.gate import ExecutionRefusedError as ExecutionRefusedError
+    from ledger.sdk.gate import Gate as Gate
 
 _SDK = ("Client", "SyncClient", "ProofClient", "Decision")
 _GATE = ("Gate", "ExecutionRefusedError")
