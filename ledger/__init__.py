@@ -68,7 +68,8 @@ _ERRORS = (
     "ProofError", "ConfigError", "Unavailable", "Reason",
 )
 
-# verify_bundle moves to ledger.core.bundles (issue 12): change its module here, nowhere else.
+# verify_bundle moves to ledger.core.bundles (issue 12): then change its module here and in
+# the TYPE_CHECKING imports above.
 _HOME: dict[str, str] = {
     **dict.fromkeys(_SDK, "ledger.sdk.client"),
     **dict.fromkeys(_GATE, "ledger.sdk.gate"),
