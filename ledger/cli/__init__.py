@@ -1,0 +1,103 @@
+"""``govledger``: one command per library call.
+
+Exit codes: 0 ok; 1 verification failed or denied; 2 usage or configuration error;
+3 the system is unavailable (broker, ledger). ``main()`` catches GovLedgerError once.
+
+This module is the command tree: every command name and the function that runs it, in the
+order ``--help`` lists them. The commands live by what they do:
+
+- ``events_commands``: offline keys, envelopes and schemas (keys, events, schema)
+- ``ledger_commands``: the data directory and the Merkle ledger (init, ledger ...)
+- ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
+  topics, demo)
+- ``client_commands``: talk to a running service (submit, decision, exec)
+- ``options``: the exit codes, options and output they share
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+
+from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli.events_commands import add_to_keyring
+from ledger.cli.options import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE
+from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
+
+__all__ = ["add_to_keyring", "app", "main"]
+
+app = typer.Typer(
+    name="govledger",
+    help=(
+        "Pre-execution authorization for autonomous systems: signed requests, fail-closed "
+        "decisions, and a Merkle ledger anyone can verify offline."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Generate Ed25519 keys and keyrings.", no_args_is_help=True)
+events_app = typer.Typer(help="Sign and verify DSSE event envelopes.", no_args_is_help=True)
+schema_app = typer.Typer(help="The published JSON Schemas.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(events_app, name="events")
+app.add_typer(schema_app, name="schema")
+ledger_app = typer.Typer(help="The Merkle ledger: append, prove, verify, audit.",
+                         no_args_is_help=True)
+prove_app = typer.Typer(help="Export proof bundles that verify offline.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+ledger_app.add_typer(prove_app, name="prove")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(topics_app, name="topics")
+
+keys_app.command("generate")(events_commands.keys_generate)
+events_app.command("sign")(events_commands.events_sign)
+events_app.command("verify")(events_commands.events_verify)
+schema_app.command("export")(events_commands.schema_export)
+
+ledger_app.command("init")(ledger_commands.ledger_init)
+app.command("init")(ledger_commands.init)
+ledger_app.command("append")(ledger_commands.ledger_append)
+ledger_app.command("info")(ledger_commands.ledger_info_cmd)
+ledger_app.command("checkpoint")(ledger_commands.ledger_checkpoint)
+prove_app.command("inclusion")(ledger_commands.prove_inclusion_cmd)
+prove_app.command("consistency")(ledger_commands.prove_consistency_cmd)
+prove_app.command("lineage")(ledger_commands.prove_lineage_cmd)
+ledger_app.command("verify")(ledger_commands.ledger_verify)
+ledger_app.command("audit")(ledger_commands.ledger_audit)
+
+topics_app.command("create")(service_commands.topics_create)
+app.command("up")(service_commands.up)
+app.command("processor")(service_commands.processor)
+app.command("sequencer")(service_commands.sequencer)
+app.command("api")(service_commands.api)
+
+app.command("submit")(client_commands.submit)
+app.command("decision")(client_commands.decision)
+app.command("exec", context_settings={"allow_extra_args": True,
+                                      "ignore_unknown_options": True})(client_commands.exec_gated)
+
+app.command("demo")(service_commands.demo)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"govledger: {message}", err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point: the one place GovLedgerError becomes an exit code."""
+    try:
+        app(standalone_mode=True)
+    except Rejected as exc:
+        fail(str(exc), EXIT_INVALID)
+    except ProofError as exc:
+        fail(f"verification failed: {exc}", EXIT_INVALID)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except Unavailable as exc:
+        fail(f"unavailable: {exc}", EXIT_UNAVAILABLE)
+    except GovLedgerError as exc:
+        fail(str(exc), EXIT_INVALID)
