@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -121,8 +121,10 @@ class ServiceProcess:
 class Running:
     """A Service on its own thread and loop, so blocking calls can run in the test."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, before_start: Callable[[], object] | None = None) -> None:
         make_data_dir(data)
+        if before_start is not None:  # e.g. add a principal to the keyring the service loads
+            before_start()
         self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)
         self.service = Service(self.settings)
         self.loop = asyncio.new_event_loop()

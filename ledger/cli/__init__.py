@@ -17,13 +17,20 @@ order ``--help`` lists them. The commands live by what they do:
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from importlib.metadata import version as package_version
+from typing import Annotated, NoReturn
 
 import typer
 
 from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
 from ledger.cli.events_commands import add_to_keyring
-from ledger.cli.options import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE
+from ledger.cli.options import (
+    EXIT_INVALID,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    LogLevel,
+    set_log_level,
+)
 from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
 
 __all__ = ["add_to_keyring", "app", "main"]
@@ -35,9 +42,31 @@ app = typer.Typer(
         "decisions, and a Merkle ledger anyone can verify offline."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"govledger {package_version('govledger')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+    log_level: Annotated[LogLevel | None, typer.Option(
+        "--log-level", envvar="GOVLEDGER_LOG_LEVEL", case_sensitive=False,
+        help="Log level of the long-running commands (up, processor, sequencer, api: default "
+        "info; demo: warning).")] = None,
+) -> None:
+    """Pre-execution authorization for autonomous systems: signed requests, fail-closed
+    decisions, and a Merkle ledger anyone can verify offline."""
+    set_log_level(log_level)
+
 keys_app = typer.Typer(help="Generate Ed25519 keys and keyrings.", no_args_is_help=True)
 events_app = typer.Typer(help="Sign and verify DSSE event envelopes.", no_args_is_help=True)
 schema_app = typer.Typer(help="The published JSON Schemas.", no_args_is_help=True)

@@ -11,6 +11,10 @@ import httpx
 import typer
 
 from ledger.cli.options import (
+    EXEC_NOT_EXECUTABLE,
+    EXEC_NOT_FOUND,
+    EXEC_REFUSED,
+    EXEC_UNAVAILABLE,
     EXIT_INVALID,
     DataOpt,
     JsonFlag,
@@ -21,7 +25,7 @@ from ledger.cli.options import (
 )
 from ledger.config import Settings
 from ledger.core.keys import Signer
-from ledger.errors import ConfigError, Unavailable
+from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.sequencer import read_vkey
 
@@ -99,7 +103,12 @@ def exec_gated(
 ) -> None:
     """Run a command only if the gate allows it: the artifact verified offline, proven in
     the ledger under a signed checkpoint (against --data's ledger.vkey, via --api), then the
-    processor's signed ExecutionAllowed. Reports completion or failure; exit 1 if refused.
+    processor's signed ExecutionAllowed. Reports completion or failure.
+
+    Exit status: the command's own once it ran (128+N if killed by signal N); 125 refused by
+    the gate (the command did not run); 124 no verdict (the service unavailable; it did not
+    run); 126 the command could not be executed, 127 it was not found (both reported as
+    failed executions); 2 a usage error before anything ran.
 
     The keyring of --data says who this runtime is and which keys sign decisions.
     Example: govledger exec --artifact grant.json --action read --resource db/orders/1
@@ -114,9 +123,16 @@ def exec_gated(
     if api_url is None and not allow_unlogged:
         raise ConfigError("exec proves the artifact is logged: give --api (or GOVLEDGER_API) "
                           "of the service, or --allow-unlogged to skip that check (weaker)")
-    code = asyncio.run(run_gated(settings, read_envelope_file(artifact), action, resource,
-                                 load_signer(key), environment, timeout, ctx.args,
-                                 None if allow_unlogged else api_url))
+    grant, runtime = read_envelope_file(artifact), load_signer(key)
+    try:
+        code = asyncio.run(run_gated(settings, grant, action, resource, runtime, environment,
+                                     timeout, ctx.args, None if allow_unlogged else api_url))
+    except Unavailable as exc:  # the command did not run: not to be mistaken for its status
+        typer.echo(f"govledger: unavailable: {exc}", err=True)
+        raise typer.Exit(EXEC_UNAVAILABLE) from exc
+    except (Rejected, ProofError) as exc:
+        typer.echo(f"REFUSED: {exc}", err=True)
+        raise typer.Exit(EXEC_REFUSED) from exc
     raise typer.Exit(code)
 
 
@@ -137,16 +153,30 @@ async def run_gated(settings: Settings, grant: bytes, action: str, resource: str
             async with gate.authorize(grant, action, resource):
                 typer.echo(f"ALLOWED {action} {resource}: running {' '.join(command)}",
                            err=True)
-                proc = await asyncio.create_subprocess_exec(*command)
-                code = await proc.wait()
+                code = await _run(command)
                 if code != 0:
-                    raise CommandFailedError(code)
+                    raise CommandFailedError(code)  # the gate reports ExecutionFailed
         except ExecutionRefusedError as exc:
             typer.echo(f"REFUSED {exc.reason.value}: {exc.detail}", err=True)
-            return EXIT_INVALID
+            return EXEC_REFUSED
         except CommandFailedError as exc:
             return exc.code
     return 0
+
+
+async def _run(command: list[str]) -> int:
+    """The command's exit status (128+N for signal N, as a shell says); 127 if not found,
+    126 if not executable."""
+    try:
+        proc = await asyncio.create_subprocess_exec(*command)
+    except FileNotFoundError:
+        typer.echo(f"govledger: {command[0]}: command not found", err=True)
+        return EXEC_NOT_FOUND
+    except PermissionError:
+        typer.echo(f"govledger: {command[0]}: cannot execute", err=True)
+        return EXEC_NOT_EXECUTABLE
+    code = await proc.wait()
+    return 128 - code if code < 0 else code
 
 
 class CommandFailedError(Exception):

@@ -4,6 +4,9 @@ result as text or JSON, reading an envelope file, and Settings from flags plus e
 from __future__ import annotations
 
 import json
+import logging
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +16,37 @@ from ledger.config import Settings, load_settings
 from ledger.errors import ConfigError
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+# `govledger exec` runs a command whose own status passes through, so its own outcomes use
+# codes a command rarely does (the convention of env, timeout, nice): 124 no verdict (the
+# service unavailable), 125 refused by the gate, 126 not executable, 127 not found.
+EXEC_UNAVAILABLE, EXEC_REFUSED, EXEC_NOT_EXECUTABLE, EXEC_NOT_FOUND = 124, 125, 126, 127
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class _Logging:
+    """The level ``--log-level`` chose (None: each command's default)."""
+
+    level: LogLevel | None = None
+
+
+def set_log_level(level: LogLevel | None) -> None:
+    _Logging.level = level
+
+
+def configure_logging(default: LogLevel = LogLevel.INFO) -> None:
+    """Log to stderr at ``--log-level`` (else ``default``); Kafka's client library at
+    WARNING unless debugging (it is chatty at INFO)."""
+    level = getattr(logging, str(_Logging.level or default).upper())
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(
+        logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING))
 
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", help="Data directory (default: $GOVLEDGER_DATA_DIR or ./govledger-data).")]

@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ledger.cli.options import EXIT_INVALID, DataOpt, KafkaOpt, settings_from
+from ledger.cli.options import (
+    EXIT_INVALID,
+    DataOpt,
+    KafkaOpt,
+    LogLevel,
+    configure_logging,
+    settings_from,
+)
 from ledger.config import Settings
 from ledger.errors import ConfigError
 from ledger.kafka.clients import client_options
@@ -115,12 +121,8 @@ def demo(data: Annotated[Path | None, typer.Option(
     Example: govledger demo
     """
     from ledger.demo import run_demo
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_logging(LogLevel.WARNING)
     if not run_demo(data):
         raise typer.Exit(EXIT_INVALID)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
