@@ -37,6 +37,7 @@ from ledger.log.store import LedgerStore
 from ledger.schema import ENVELOPE_SCHEMA
 from ledger.server.bodies import (
     DecisionBody,
+    SubmittedAndDecidedBody,
     SubmittedBody,
     errors_doc,
     summarize_decision,
@@ -123,18 +124,42 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
 
 def _add_event_routes(app: FastAPI, backend: ApiBackend) -> None:
     @app.post("/v1/events", status_code=202, response_model=SubmittedBody,
-              summary="Submit a signed event envelope",
-              responses=errors_doc(400, 413, 415, 422, 503),
+              summary="Submit a signed event envelope (and wait for its decision)",
+              responses={200: {"model": SubmittedAndDecidedBody,
+                               "description": "Accepted and decided within ``wait``"},
+                         **errors_doc(400, 413, 415, 422, 503)},
               openapi_extra={"requestBody": _ENVELOPE_BODY})
-    async def submit_event(request: Request) -> SubmittedBody:
+    async def submit_event(request: Request, wait: Annotated[float, Query(
+            ge=0, le=MAX_WAIT_S, description="seconds to wait for the decision (0: do not "
+            "wait)")] = 0.0) -> SubmittedBody | JSONResponse:
         """Verify the DSSE envelope and produce it to its topic. 202 means *accepted*: the
-        decision comes later at GET /v1/decisions/{event_id}. 503 UNAVAILABLE when the broker
-        cannot take it (at once when the broker is known to be down)."""
+        decision comes later at GET /v1/decisions/{event_id}. With ``wait`` > 0 the answer
+        waits up to that long for the decision: 200 with the decision (as GET
+        /v1/decisions returns it) when it came, else 202 as without ``wait`` (one round trip
+        instead of two). 503 UNAVAILABLE when the broker cannot take it (at once when the
+        broker is known to be down), or when it fails during the wait."""
         media = request.headers.get("content-type", "application/json").split(";")[0]
         if not _JSON_TYPES.match(media.strip().lower()):
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
         done = await backend.submit(await _read_capped(request, MAX_ENVELOPE_BYTES))
-        return SubmittedBody(event_id=done.event_id, kind=done.kind, topic=done.topic)
+        submitted = SubmittedBody(event_id=done.event_id, kind=done.kind, topic=done.topic)
+        if wait <= 0:
+            return submitted
+        decision = await _decision_within(done.event_id, wait)
+        if decision is None:
+            return submitted
+        body = SubmittedAndDecidedBody(**submitted.model_dump(), decision=decision)
+        return JSONResponse(body.model_dump(), status_code=200)
+
+    async def _decision_within(subject_id: str, wait: float) -> DecisionBody | None:
+        """The decision about ``subject_id`` within ``wait`` seconds, or None. Raises
+        Unavailable (the lookup hung past its grace, or the backend is down)."""
+        try:
+            async with asyncio.timeout(wait + DECISION_GRACE_S):
+                data = await backend.decision(subject_id, wait)
+        except TimeoutError as exc:
+            raise Unavailable("the decision lookup timed out") from exc
+        return None if data is None else summarize_decision(subject_id, data)
 
     @app.get("/v1/decisions/{subject_id}", response_model=DecisionBody,
              summary="Decision for a request id, or verdict for an execution id",
@@ -145,14 +170,10 @@ def _add_event_routes(app: FastAPI, backend: ApiBackend) -> None:
         yet; 503 UNAVAILABLE (never PENDING) when the broker or the decision consumer is down
         or the service is stopping, also in the middle of the wait. ``allow`` is a
         convenience: act only on the envelope after verifying it."""
-        try:
-            async with asyncio.timeout(wait + DECISION_GRACE_S):
-                data = await backend.decision(subject_id, wait)
-        except TimeoutError as exc:
-            raise Unavailable("the decision lookup timed out") from exc
-        if data is None:
+        decision = await _decision_within(subject_id, wait)
+        if decision is None:
             raise ApiError(404, "PENDING", f"no decision for {subject_id} yet")
-        return summarize_decision(subject_id, data)
+        return decision
 
 
 def _add_health_routes(app: FastAPI, backend: ApiBackend, ledger: LedgerReads,

@@ -44,6 +44,13 @@ class DecisionBody(_Body):
     reasons: list[str]
 
 
+class SubmittedAndDecidedBody(SubmittedBody):
+    """``POST /v1/events?wait=S`` when the decision came within the wait (else the 202
+    body alone: look for it at GET /v1/decisions/{event_id})."""
+
+    decision: DecisionBody
+
+
 class EntryBody(_Body):
     index: int
     event_id: str
