@@ -22,7 +22,7 @@ running sequencer has not verified (the caller says whether it has).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
@@ -71,7 +71,7 @@ class Rebuild:
         self.authority_identity = authority_identity
         self.limits = limits
 
-    def run(self, now: datetime, *, trusted: bool) -> int:
+    def run(self, now: datetime, *, trusted: Callable[[], bool]) -> int:
         """Journal every authority decision of the ledger that the journal lacks (module
         docstring). Call before the engine restores. Returns how many entries were added.
 
@@ -88,7 +88,10 @@ class Rebuild:
                         checked)
             checked = 0
         lacking = self._lacking(checked, size)
-        if lacking and not trusted:  # what is imported must come from a verified ledger
+        # Asked after the scan, not before: a sequencer that stopped during it (a large
+        # ledger takes seconds) no longer vouches for what was read.
+        verified = trusted()
+        if lacking and not verified:  # what is imported must come from a verified ledger
             raise Unavailable(
                 f"the journal lacks {len(lacking)} decisions {self.ledger.path} holds, and "
                 "that ledger is not verified against its signed checkpoint by a running "
@@ -100,7 +103,7 @@ class Rebuild:
                         "lost or restored from an older copy): rebuilding them from the ledger",
                         len(lacking))
             self.journal.append(self._entries(lacking, now))
-        if trusted:
+        if verified:
             self.journal.set_meta(LEDGER_CHECKED, size)
         return len(lacking)
 

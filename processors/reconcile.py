@@ -221,6 +221,6 @@ class Reconciler:
         were added. Raises Unavailable."""
         return Rebuild(self.journal, self.ledger, keyring=self.keyring,
                        authority_identity=self.authority_identity,
-                       limits=self.limits).run(now, trusted=self._trusted())
+                       limits=self.limits).run(now, trusted=self._trusted)
 
 

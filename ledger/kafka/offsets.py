@@ -8,7 +8,8 @@ The embedded broker misreports or forgets offsets (DESIGN.md section 9):
   or replaced (an embedded broker restart forgets everything). :func:`rewound` is that rule,
   in one place; :func:`verify_offsets_not_rewound` refuses such a broker, and
   :func:`assign_resumed` (the processor's single-worker mode and the sequencer) logs it,
-  forgets the wiped topics' stored offsets and consumes them again from 0.
+  forgets stored offsets and consumes again from 0: the wiped topics (the sequencer), or
+  every input topic (the processor, ``reset_all``: its journal answers what it decided).
 
 Pure: :func:`rewound`, :func:`plan_resume`, :func:`next_offsets`. Shell: the rest.
 """

@@ -496,3 +496,25 @@ def test_a_ledger_restored_from_an_older_copy_gets_the_journals_events_again(
     with reconciler_of(settings) as reconciler:
         found = reconciler.unledgered()
     assert len(found.missing) == 2  # the request and its decision, to be published again
+
+
+def test_a_sequencer_that_stops_during_the_scan_no_longer_vouches_for_the_ledger(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's case: trust is asked after the ledger was read, so a sequencer that
+    stopped meanwhile (a large ledger takes seconds to scan) makes the rebuild refuse."""
+    data = make_data_dir(tmp_path / "data")
+    settings = settings_for(data.root, Topics())
+    raw = sign_event(request(nonce="window-nonce-00001"), ALICE)
+    ledger_of(settings, [raw, build_engine(settings).handle(Stream.REQUESTS, raw, T0)
+                         .outputs[0].value])
+    with reconciler_of(settings, sequencer=False) as reconciler:
+        writer = open_ledger(settings.data_dir, keyring_verifier(load_keyring(data.keyring)))
+        scan = LedgerStore.iter_kinds
+
+        def scan_then_stop(store: LedgerStore, *args: object, **kwargs: object) -> object:
+            writer.close()  # the sequencer stops while the processor reads
+            return scan(store, *args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(LedgerStore, "iter_kinds", scan_then_stop)
+        with pytest.raises(Unavailable, match="no sequencer holds the ledger"):
+            reconciler.rebuild(T0 + timedelta(minutes=1))
+        assert reconciler.journal.count() == 0
