@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from ledger.core.envelope import sign_event
+from ledger.keyfiles import load_keyring, load_signer
 from tests.factories import ALICE, request
 from tests.service_support import Running
 
@@ -44,5 +45,24 @@ def test_submit_can_wait_for_the_decision_in_the_same_request(tmp_path: Path) ->
             assert "decision" not in accepted.json()
             assert http.post("/v1/events", content=later,
                              params={"wait": 31}).status_code == 422  # over the cap
+    finally:
+        running.stop()
+
+
+def test_submit_refuses_an_event_signed_by_the_wrong_kind_of_key(tmp_path: Path) -> None:
+    """The ledger's admission rule at the door: a request under the authority key is refused
+    (422 IDENTITY_MISMATCH), not accepted with an id that never gets a decision."""
+    running = Running(tmp_path / "data")
+    try:
+        keyring = load_keyring(tmp_path / "data" / "keyring.json")
+        authority = load_signer(tmp_path / "data" / "keys" / "authority.key")
+        principal = keyring.get(authority.key_id)
+        misused = sign_event(request(signer=principal.identity, tenant=principal.tenant,
+                                     issued_at=datetime.now(UTC).replace(microsecond=0),
+                                     nonce="wrong-key-nonce-01"), authority)
+        with httpx.Client(base_url=running.service.api_url, timeout=30) as http:
+            answer = http.post("/v1/events", content=misused)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["reason"] == "IDENTITY_MISMATCH"
     finally:
         running.stop()
