@@ -1,4 +1,6 @@
-"""The one SQLite opener, writer lock and transaction for the ledger and the processor journal.
+"""The one SQLite opener, writer lock, transaction and rollback for the ledger and the
+processor journal (the journal's batch append runs its own BEGIN/COMMIT, because its
+conflict check raises inside the transaction, but rolls back with :func:`rollback`).
 
 Every durable file of govledger is opened here, with the same settings:
 
