@@ -116,7 +116,8 @@ class SequencerWorker:
         self.stats.checkpoint_size = 0 if latest is None else latest[0]
 
         async def forget(topics: tuple[str, ...]) -> None:
-            reset = {(t, p): 0 for t in topics for p in range(self.settings.partitions)}
+            # Every stored offset of those topics back to 0 (a partition with none is 0).
+            reset = {key: 0 for key in stored if key[0] in topics}
             await self._call(self.sequencer.append_records, [], reset)
 
         await assign_resumed(self._consumer, self.settings, self.bootstrap, self.topics, stored,

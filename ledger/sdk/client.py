@@ -47,7 +47,7 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
-from ledger.kafka.offsets import probe_highwaters
+from ledger.kafka.offsets import probe_highwaters, topic_partitions
 from ledger.kafka.topics import Topics
 
 log = logging.getLogger("govledger.client")
@@ -134,8 +134,10 @@ class Client:
         try:
             await self._producer.start()
             await self._consumer.start()
-            parts = [TopicPartition(t, p) for t in (self.topics.decisions, self.topics.verdicts)
-                     for p in range(self.settings.partitions)]
+            # The broker's partitions, not settings.partitions: a client configured for
+            # fewer than the topics have would miss the decisions on the others.
+            parts = await topic_partitions(self.settings, self.bootstrap,
+                                           [self.topics.decisions, self.topics.verdicts])
             self._consumer.assign(parts)
             if from_beginning:
                 await self._consumer.seek_to_beginning(*parts)
@@ -144,6 +146,9 @@ class Client:
         except KafkaError as exc:
             await self.stop()
             raise Unavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        except Unavailable:
+            await self.stop()
+            raise
         self._reader = asyncio.create_task(self._read(), name="govledger-client-reader")
 
     async def _seek_to_highwater(self, parts: list[TopicPartition]) -> None:
