@@ -47,6 +47,7 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
+from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import probe_highwaters, topic_partitions
 from ledger.kafka.topics import Topics
 
@@ -112,6 +113,7 @@ class Client:
         self.clock = clock
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._paced: PacedConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._seen: dict[str, Decision] = {}
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
@@ -149,6 +151,8 @@ class Client:
         except Unavailable:
             await self.stop()
             raise
+        self._paced = PacedConsumer(self._consumer, self.settings.fetch_max_wait_ms,
+                                    self.settings.kafka_idle_fetch_max_wait_ms)
         self._reader = asyncio.create_task(self._read(), name="govledger-client-reader")
 
     async def _seek_to_highwater(self, parts: list[TopicPartition]) -> None:
@@ -167,6 +171,7 @@ class Client:
             self._reader = None
         await stop_quietly(self._consumer, self._producer)
         self._consumer = self._producer = None
+        self._paced = None
 
     # -- producing -------------------------------------------------------------------------
 
@@ -181,6 +186,8 @@ class Client:
         """Produce envelope bytes as they are (already signed). Raises Unavailable."""
         if self._producer is None:
             raise Unavailable("client not started")
+        if self._paced is not None:
+            self._paced.wake()  # its answer comes soon: no idle fetch wait for it
         try:
             await self._producer.send_and_wait(self.topics.name(stream), envelope,
                                                key=key.encode())
@@ -258,10 +265,10 @@ class Client:
             self._subscribers.remove(queue)
 
     async def _read(self) -> None:
-        assert self._consumer is not None
+        assert self._paced is not None
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=500)
+                batches = await self._paced.getmany(timeout_ms=500)
             except KafkaError as exc:
                 raise Unavailable(f"decision consumer failed: {exc}") from exc
             for records in batches.values():
