@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
     kafka_linger_ms: int = Field(default=0, ge=0, le=1_000)
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=30_000)
+    # The longest fetch wait of an idle consumer (ledger/kafka/idle.py): on the embedded
+    # broker, what the first request after idle may wait per consume hop; never below
+    # fetch_max_wait_ms (so on Kafka, at 500 ms, nothing changes).
+    kafka_idle_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None

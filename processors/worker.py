@@ -48,6 +48,7 @@ from ledger.kafka.clients import (
     publish_keyed,
     stop_quietly,
 )
+from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import assign_resumed, next_offsets
 from ledger.kafka.topics import Topics
 from processors.catchup import CatchUp, freeze_survivors
@@ -231,12 +232,13 @@ class DecisionWorker:
         queue: asyncio.Queue[_Decided | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(queue))
         reconciling = asyncio.create_task(self.reconcile_loop.every(stop))
+        paced = PacedConsumer(self._consumer, self.settings.fetch_max_wait_ms,
+                              self.settings.kafka_idle_fetch_max_wait_ms)
         next_freeze = time.monotonic() + FREEZE_EVERY_S
         try:
             while not stop.is_set():
                 try:
-                    batches = await self._consumer.getmany(timeout_ms=200,
-                                                           max_records=self.max_batch)
+                    batches = await paced.getmany(timeout_ms=200, max_records=self.max_batch)
                 except KafkaError as exc:
                     raise Unavailable(f"processor consume failed: {exc}") from exc
                 if committer.done():

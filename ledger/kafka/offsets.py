@@ -11,11 +11,16 @@ The embedded broker misreports or forgets offsets (DESIGN.md section 9):
   forgets stored offsets and consumes again from 0: the wiped topics (the sequencer), or
   every input topic (the processor, ``reset_all``: its journal answers what it decided).
 
+Which partitions a topic has is the broker's word, never a local setting
+(:func:`topic_partitions`): a client configured for 4 partitions of a topic the broker holds
+on 8 would never read half of it.
+
 Pure: :func:`rewound`, :func:`plan_resume`, :func:`next_offsets`. Shell: the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -26,7 +31,8 @@ from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.errors import Unavailable
-from ledger.kafka.clients import make_consumer, stop_quietly
+from ledger.kafka.clients import make_admin, make_consumer, stop_quietly
+from ledger.kafka.topics import partition_ids
 
 Offsets = Mapping[tuple[str, int], int]
 """(topic, partition) -> the next offset to consume."""
@@ -107,7 +113,7 @@ async def assign_resumed(consumer: AIOKafkaConsumer, settings: Settings, bootstr
     backwards: log an error naming the wiped partitions and the ``consequence``, and await
     ``forget(reset topics)`` (the caller drops their stored offsets) before seeking them
     to 0. Raises Unavailable (probe) or what ``forget`` raises."""
-    parts = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+    parts = await topic_partitions(settings, bootstrap, topics)
     marks = await probe_highwaters(settings, bootstrap, parts)
     plan = plan_resume(parts, stored, marks, reset_all=reset_all)
     if plan.wiped:
@@ -122,6 +128,30 @@ async def assign_resumed(consumer: AIOKafkaConsumer, settings: Settings, bootstr
     for tp, offset in plan.seek.items():
         consumer.seek(tp, offset)
     return plan
+
+
+async def topic_partitions(settings: Settings, bootstrap: str, topics: Sequence[str]
+                           ) -> list[TopicPartition]:
+    """Every partition of ``topics``, as the broker's metadata has them (never
+    ``settings.partitions``: the broker's count wins over a local setting), topic by topic.
+
+    Raises Unavailable if the broker does not answer within the request timeout, or a topic
+    is missing or has no partitions in the metadata (never "assume N").
+    """
+    admin = make_admin(settings, bootstrap)
+    timeout_s = settings.kafka_request_timeout_ms / 1000
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        found = await asyncio.wait_for(partition_ids(admin, topics), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise Unavailable(f"cannot read topic metadata at {bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()
+    absent = [t for t in topics if not found.get(t)]
+    if absent:
+        raise Unavailable(f"no partitions in the broker's metadata for {', '.join(absent)} "
+                          "(create the topics first: govledger topics create)")
+    return [TopicPartition(t, p) for t in topics for p in found[t]]
 
 
 async def read_highwaters(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *,

@@ -61,17 +61,27 @@ def _validate_name(name: str) -> None:
         raise ConfigError(f"invalid Kafka topic name {name!r}")
 
 
-async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partition count of each existing topic in ``names`` (absent ones are left out).
+async def partition_ids(admin: AIOKafkaAdminClient, names: Iterable[str]
+                        ) -> dict[str, tuple[int, ...]]:
+    """The partition ids of each existing topic in ``names``, per the broker's metadata
+    (absent topics, and topics the broker answers with an error, are left out).
 
     Asks for *all* topics: a Metadata request that names a topic auto-creates it on the
     embedded broker (with 4 partitions), which would defeat explicit creation.
+    Raises KafkaError.
     """
-    found: dict[str, int] = {}
+    wanted = set(names)
+    found: dict[str, tuple[int, ...]] = {}
     for topic in await admin.describe_topics(None):
-        if topic.get("error_code", 0) == 0 and topic["topic"] in names:
-            found[topic["topic"]] = len(topic.get("partitions", []))
+        if topic.get("error_code", 0) == 0 and topic["topic"] in wanted:
+            found[topic["topic"]] = tuple(sorted(p["partition"]
+                                                 for p in topic.get("partitions", [])))
     return found
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partition count of each existing topic in ``names`` (absent ones are left out)."""
+    return {name: len(ids) for name, ids in (await partition_ids(admin, names)).items()}
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,

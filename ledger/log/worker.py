@@ -33,6 +33,7 @@ from ledger.config import Settings
 from ledger.core.streams import LOGGED_STREAMS
 from ledger.errors import Unavailable
 from ledger.kafka.clients import make_consumer, stop_quietly
+from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import assign_resumed, next_offsets
 from ledger.kafka.topics import Topics
 from ledger.log.sequencer import Sequencer, SubmitResult
@@ -40,6 +41,8 @@ from ledger.log.sequencer import Sequencer, SubmitResult
 log = logging.getLogger("govledger.sequencer")
 
 SEQUENCER_FETCH_WAIT_MS = 100
+SEQUENCER_IDLE_FETCH_WAIT_MS = 1_000  # off the decision path: an idle sequencer polls 1/s
+IDLE_LOOP_MS = 1_000
 
 
 @dataclass(slots=True)
@@ -91,14 +94,16 @@ class SequencerWorker:
         self.on_lag = on_lag
         self.stats = IngestStats()
         self._consumer: AIOKafkaConsumer | None = None
+        self._fetch_wait_ms = SEQUENCER_FETCH_WAIT_MS
 
     async def start(self) -> None:
         # The sequencer is not on the decision path: a longer fetch wait costs at most that
         # much integration delay and stops it polling 20+ partitions every 10 ms (the embedded
         # broker holds every fetch for the full wait, docs/broker.md).
+        self._fetch_wait_ms = max(self.settings.fetch_max_wait_ms, SEQUENCER_FETCH_WAIT_MS)
         self._consumer = make_consumer(
             self.settings, self.bootstrap, group_id=None, max_poll_records=self.max_batch,
-            fetch_max_wait_ms=max(self.settings.fetch_max_wait_ms, SEQUENCER_FETCH_WAIT_MS))
+            fetch_max_wait_ms=self._fetch_wait_ms)
         try:
             await self._consumer.start()
             await self._assign()
@@ -116,7 +121,8 @@ class SequencerWorker:
         self.stats.checkpoint_size = 0 if latest is None else latest[0]
 
         async def forget(topics: tuple[str, ...]) -> None:
-            reset = {(t, p): 0 for t in topics for p in range(self.settings.partitions)}
+            # Every stored offset of those topics back to 0 (a partition with none is 0).
+            reset = {key: 0 for key in stored if key[0] in topics}
             await self._call(self.sequencer.append_records, [], reset)
 
         await assign_resumed(self._consumer, self.settings, self.bootstrap, self.topics, stored,
@@ -140,10 +146,16 @@ class SequencerWorker:
         """Consume until ``stop`` is set; sign the tail on the checkpoint timer."""
         assert self._consumer is not None, "start() first"
         interval = self.settings.checkpoint_interval_s
+        paced = PacedConsumer(self._consumer, self._fetch_wait_ms, max(
+            SEQUENCER_IDLE_FETCH_WAIT_MS, self.settings.kafka_idle_fetch_max_wait_ms))
         while not stop.is_set():
+            # Wake for the checkpoint timer only while the tail is unsigned (getmany returns
+            # on the first records anyway): an idle sequencer loops once a second.
+            unsigned = self.stats.tree_size > self.stats.checkpoint_size
             try:
-                batches = await self._consumer.getmany(
-                    timeout_ms=int(min(interval, 0.2) * 1000), max_records=self.max_batch)
+                batches = await paced.getmany(
+                    timeout_ms=int(min(interval, 0.2) * 1000) if unsigned else IDLE_LOOP_MS,
+                    max_records=self.max_batch)
             except KafkaError as exc:
                 raise Unavailable(f"sequencer consume failed: {exc}") from exc
             records = [r for part in batches.values() for r in part]

@@ -47,7 +47,8 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
-from ledger.kafka.offsets import probe_highwaters
+from ledger.kafka.idle import PacedConsumer
+from ledger.kafka.offsets import probe_highwaters, topic_partitions
 from ledger.kafka.topics import Topics
 
 log = logging.getLogger("govledger.client")
@@ -112,6 +113,7 @@ class Client:
         self.clock = clock
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._paced: PacedConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._seen: dict[str, Decision] = {}
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
@@ -134,8 +136,10 @@ class Client:
         try:
             await self._producer.start()
             await self._consumer.start()
-            parts = [TopicPartition(t, p) for t in (self.topics.decisions, self.topics.verdicts)
-                     for p in range(self.settings.partitions)]
+            # The broker's partitions, not settings.partitions: a client configured for
+            # fewer than the topics have would miss the decisions on the others.
+            parts = await topic_partitions(self.settings, self.bootstrap,
+                                           [self.topics.decisions, self.topics.verdicts])
             self._consumer.assign(parts)
             if from_beginning:
                 await self._consumer.seek_to_beginning(*parts)
@@ -144,6 +148,11 @@ class Client:
         except KafkaError as exc:
             await self.stop()
             raise Unavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        except Unavailable:
+            await self.stop()
+            raise
+        self._paced = PacedConsumer(self._consumer, self.settings.fetch_max_wait_ms,
+                                    self.settings.kafka_idle_fetch_max_wait_ms)
         self._reader = asyncio.create_task(self._read(), name="govledger-client-reader")
 
     async def _seek_to_highwater(self, parts: list[TopicPartition]) -> None:
@@ -162,6 +171,7 @@ class Client:
             self._reader = None
         await stop_quietly(self._consumer, self._producer)
         self._consumer = self._producer = None
+        self._paced = None
 
     # -- producing -------------------------------------------------------------------------
 
@@ -176,6 +186,8 @@ class Client:
         """Produce envelope bytes as they are (already signed). Raises Unavailable."""
         if self._producer is None:
             raise Unavailable("client not started")
+        if self._paced is not None:
+            self._paced.wake()  # its answer comes soon: no idle fetch wait for it
         try:
             await self._producer.send_and_wait(self.topics.name(stream), envelope,
                                                key=key.encode())
@@ -253,10 +265,10 @@ class Client:
             self._subscribers.remove(queue)
 
     async def _read(self) -> None:
-        assert self._consumer is not None
+        assert self._paced is not None
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=500)
+                batches = await self._paced.getmany(timeout_ms=500)
             except KafkaError as exc:
                 raise Unavailable(f"decision consumer failed: {exc}") from exc
             for records in batches.values():

@@ -84,7 +84,8 @@ def presign(count: int, tag: str) -> list[tuple[str, bytes]]:
 class ServiceUnderTest:
     """``govledger up`` in a subprocess; ``info`` is its ready file (api, kafka, ...)."""
 
-    def __init__(self, root: Path, checkpoint_interval: float | None) -> None:
+    def __init__(self, root: Path, checkpoint_interval: float | None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.data = root / "data"
         make_data_dir(self.data)
@@ -94,6 +95,7 @@ class ServiceUnderTest:
                    GOVLEDGER_RATE_LIMIT_BURST="1000000000")
         if checkpoint_interval is not None:
             env["GOVLEDGER_CHECKPOINT_INTERVAL_S"] = str(checkpoint_interval)
+        env.update(extra_env or {})
         self.log_path = root / "up.log"
         self._log = self.log_path.open("wb")
         started = time.perf_counter()
