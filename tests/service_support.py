@@ -39,8 +39,10 @@ def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataD
     return data
 
 
-async def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]], *,
+                  max_request_size: int = 1024 * 1024) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_request_size=max_request_size)
     await producer.start()
     try:
         for key, value in items:

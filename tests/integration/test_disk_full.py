@@ -36,7 +36,7 @@ from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 from tests.factories import T0
 from tests.ledger_support import make_ledger
-from tests.service_support import make_data_dir
+from tests.service_support import make_data_dir, produce
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,7 @@ def feed_until_exit(proc: subprocess.Popen[bytes], data_dir: Path, log: Path, bo
     needs ~1.4 MB each), and return its exit status and log."""
     wait_ready(proc, data_dir / "ready", log)
     big = [(b"k", b"{" + bytes([65 + n]) * 600_000) for n in range(2)]
-    asyncio.run(produce_large(bootstrap, topics.requests, big))
+    asyncio.run(produce(bootstrap, topics.requests, big, max_request_size=4 * 1024 * 1024))
     try:
         code = proc.wait(timeout=60)
     finally:
@@ -163,18 +163,6 @@ def feed_until_exit(proc: subprocess.Popen[bytes], data_dir: Path, log: Path, bo
             proc.kill()
             proc.wait()
     return code, log.read_text()
-
-
-async def produce_large(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                max_request_size=4 * 1024 * 1024)
-    await producer.start()
-    try:
-        for key, value in items:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
 
 
 def test_the_processor_exits_3_when_its_journal_cannot_grow(
