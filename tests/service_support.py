@@ -6,7 +6,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -15,7 +16,9 @@ from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.server.service import Service
-from tests.factories import ALICE, seeded_signer
+from processors.app import build_worker
+from processors.worker import DecisionWorker
+from tests.factories import ALICE, T0, seeded_signer
 
 BOB = seeded_signer("bob")
 RUNNER = seeded_signer("runner")
@@ -37,6 +40,24 @@ def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataD
     doc["principals"] += [dict(principal_document(p)) for p in principals]
     data.keyring.write_text(json.dumps(doc, indent=2))
     return data
+
+
+@asynccontextmanager
+async def worker_running(settings: Settings, bootstrap: str) -> AsyncIterator[DecisionWorker]:
+    """The data directory's decision worker, started (clock fixed at T0) and consuming until
+    the block ends; then stopped and its journal closed."""
+    worker = build_worker(settings, bootstrap)
+    worker.clock = lambda: T0
+    await worker.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task
+        await worker.stop()
+        worker.journal.close()
 
 
 async def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]], *,

@@ -23,9 +23,8 @@ from ledger.errors import Reason
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring
-from processors.app import build_worker
 from tests.factories import ALICE, T0, request
-from tests.service_support import collect, make_data_dir, produce
+from tests.service_support import collect, make_data_dir, produce, worker_running
 
 pytestmark = pytest.mark.integration
 
@@ -62,12 +61,7 @@ def denials(values: list[bytes]) -> list[tuple[bytes, AuthorizationDenied]]:
 async def flood_then_redeliver(settings: Settings, bootstrap: str) -> tuple[int, list[bytes]]:
     """The bytes the worker's decision cache holds after the flood, and every decision."""
     topics = Topics(settings.topic_prefix)
-    worker = build_worker(settings, bootstrap)
-    worker.clock = lambda: T0
-    await worker.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
+    async with worker_running(settings, bootstrap) as worker:
         await send(bootstrap, topics.requests, [bad_message(n) for n in range(FLOOD)])
         await collect(bootstrap, topics.decisions, FLOOD + 1)  # + the policy publication
         state = worker.engine.state
@@ -75,11 +69,6 @@ async def flood_then_redeliver(settings: Settings, bootstrap: str) -> tuple[int,
                    for o in outcome.outputs)
         await send(bootstrap, topics.requests, [bad_message(3)])  # the same message again
         return kept, await collect(bootstrap, topics.decisions, FLOOD + 2)
-    finally:
-        stop.set()
-        await task
-        await worker.stop()
-        worker.journal.close()
 
 
 def test_a_flood_of_large_bad_messages_keeps_denials_not_messages(
@@ -106,12 +95,7 @@ async def revoke_wide_tree(settings: Settings, bootstrap: str, children: int
     artifact ids and every decision published."""
     topics = Topics(settings.topic_prefix)
     keyring = load_keyring(settings.data_dir / "keyring.json")
-    worker = build_worker(settings, bootstrap)
-    worker.clock = lambda: T0
-    await worker.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
+    async with worker_running(settings, bootstrap):
         root = sign_event(request(nonce="wide-root-000001"), ALICE)
         root_id = verify_envelope(root, keyring, T0).event_id
         await produce(bootstrap, topics.requests, [(root_id.encode(), root)])
@@ -129,11 +113,6 @@ async def revoke_wide_tree(settings: Settings, bootstrap: str, children: int
         granted = [verify_envelope(v, keyring, T0).event_id for v in decisions
                    if isinstance(event_of(v), AuthorizationGranted)]
         return granted, decisions
-    finally:
-        stop.set()
-        await task
-        await worker.stop()
-        worker.journal.close()
 
 
 def event_of(raw: bytes) -> object:

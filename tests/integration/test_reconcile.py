@@ -41,14 +41,13 @@ from ledger.keyfiles import load_keyring
 from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
-from processors.app import build_engine, build_worker
+from processors.app import build_engine
 from processors.core.outcomes import Outcome
 from processors.journal import Journal
 from processors.reconcile import LEDGERED, Reconciler
-from processors.worker import DecisionWorker
 from tests.conftest import TEST_PARTITIONS
 from tests.factories import ALICE, T0, request
-from tests.service_support import collect, make_data_dir, produce
+from tests.service_support import collect, make_data_dir, produce, worker_running
 
 pytestmark = pytest.mark.integration
 PARTITIONS = TEST_PARTITIONS  # as the topics fixture creates them
@@ -71,25 +70,6 @@ def requests(count: int, tag: str) -> list[bytes]:
 def event_ids(envelopes: Sequence[bytes], settings: Settings) -> list[str]:
     keyring = load_keyring(DataDir(settings.data_dir).keyring)
     return [verify_envelope(raw, keyring, None).event_id for raw in envelopes]
-
-
-@asynccontextmanager
-async def worker_running(settings: Settings, bootstrap: str,
-                         **options: object) -> AsyncIterator[DecisionWorker]:
-    worker = build_worker(settings, bootstrap)
-    worker.clock = lambda: T0
-    for name, value in options.items():
-        setattr(worker, name, value)
-    await worker.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await task
-        await worker.stop()
-        worker.journal.close()
 
 
 @asynccontextmanager
