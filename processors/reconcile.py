@@ -93,10 +93,14 @@ class Reconciler:
     """
 
     def __init__(self, journal_path: Path, ledger_path: Path, *, keyring: KeyRing,
-                 authority_identity: str, limits: Limits) -> None:
+                 authority_identity: str, limits: Limits,
+                 authority: KeyRing | None = None) -> None:
+        """``keyring`` is the live one (the engine's: what the ledger logs); ``authority``
+        holds the authority key the rebuild verifies decisions under (default: keyring)."""
         self.journal_path = journal_path
         self.ledger_path = ledger_path
         self.keyring = keyring
+        self.authority = authority if authority is not None else keyring
         self.authority_identity = authority_identity
         self.limits = limits
         self._journal: Journal | None = None
@@ -218,9 +222,12 @@ class Reconciler:
     def rebuild(self, now: datetime) -> int:
         """Journal every authority decision of the ledger that the journal lacks
         (processors/rebuild.py). Call before the engine restores. Returns how many entries
-        were added. Raises Unavailable."""
-        return Rebuild(self.journal, self.ledger, keyring=self.keyring,
-                       authority_identity=self.authority_identity,
-                       limits=self.limits).run(now, trusted=self._trusted)
+        were added. The ledger's governance history comes first (processors/genesis.py).
+        Raises Unavailable."""
+        from processors.genesis import import_genesis  # genesis imports this module's peers
+        imported = import_genesis(self.journal, self.ledger)
+        return imported + Rebuild(self.journal, self.ledger, keyring=self.authority,
+                                  authority_identity=self.authority_identity,
+                                  limits=self.limits).run(now, trusted=self._trusted)
 
 

@@ -1,0 +1,37 @@
+"""Every event kind in one registry: which exist, which only the authority signs, which
+govern (ledger.core.governance_events)."""
+
+from __future__ import annotations
+
+from ledger.core.events import (
+    AuthorizationDenied,
+    AuthorizationGranted,
+    AuthorizationRequested,
+    AuthorizationRevoked,
+    Event,
+    ExecutionAllowed,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRefused,
+    ExecutionRequested,
+    RevocationApplied,
+)
+from ledger.core.governance_events import GOVERNANCE_TYPES, GovernanceApplied
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
+    RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
+    ExecutionCompleted, ExecutionFailed, *GOVERNANCE_TYPES, GovernanceApplied,
+)
+BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
+
+AUTHORITY_KINDS: frozenset[str] = frozenset({
+    AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
+    ExecutionAllowed.KIND, ExecutionRefused.KIND, GovernanceApplied.KIND,
+})
+"""Kinds only the authority signs (decisions, verdicts, acknowledgements). The ledger logs
+them, and a bundle verifier accepts them, only under a key with the ``authority`` role; the
+authority signs nothing else."""
+
+GOVERNANCE_KINDS: frozenset[str] = frozenset(cls.KIND for cls in GOVERNANCE_TYPES)
+"""Kinds an admin signs on the governance topic (ledger.core.governance decides them)."""
