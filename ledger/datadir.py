@@ -15,8 +15,8 @@
 :func:`init_data_dir` creates whatever is missing and never overwrites a usable file, so an
 operator's own files always win. Every file is written under a temporary name, fsynced and
 moved into place (ledger.keyfiles.write_atomic; policies/ as a whole directory, ledger.db
-complete with its first checkpoint), in the order authority key, ledger key, ledger.vkey,
-ledger.db, keyring.json, policies/. A kill leaves a prefix of that list plus temporary
+complete with its first checkpoint), in the order authority key, operator key, ledger key,
+ledger.vkey, ledger.db, keyring.json, policies/. A kill leaves a prefix of that list plus temporary
 files; the next ``init`` or ``up`` removes those, checks what exists, writes again what is
 provably an interrupted write (of older versions, which wrote in place), a key only while
 nothing signed with it can exist, and refuses anything else with a ConfigError naming the
@@ -214,6 +214,9 @@ def _operator_key(data: DataDir, report: InitReport) -> None:
 def _has_genesis(path: Path) -> bool:
     try:
         with _connection(path) as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                            "'leaves'").fetchone() is None:
+                return False  # not a ledger: the ledger step says so
             found = conn.execute("SELECT EXISTS (SELECT 1 FROM leaves WHERE kind = "
                                  "'PrincipalRegistered')").fetchone()
     except sqlite3.Error:

@@ -18,10 +18,11 @@ from ledger.errors import ConfigError
 from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.governance import AUTHORITY_IDENTITY, anchors
+from ledger.log.store import LedgerStore
 from processors.core.checks import Limits
 from processors.core.engine import Engine
 from processors.core.ratelimit import TokenBucketLimiter
-from processors.genesis import ensure_genesis
+from processors.genesis import GENESIS_META, ensure_genesis, restore_from_ledger
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler
@@ -46,19 +47,24 @@ def limits_from(settings: Settings) -> Limits:
 
 def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
     """Engine from the data directory's authority key and the operator's public key (the
-    genesis anchor), with an empty governance state: the worker restores it from the journal
-    (processors/genesis.py). Raises ConfigError."""
+    genesis anchor). With a ``journal`` its governance state is empty: the worker restores
+    it from the journal (processors/genesis.py); without one (tools, tests), it is restored
+    from the ledger. Raises ConfigError or Unavailable."""
     data = DataDir(settings.data_dir)
     authority = load_signer(data.authority_key)
     operator, anchor = anchors(settings.data_dir)
     if anchor.public_key != authority.public_key:
         raise ConfigError(f"{data.authority_key} does not match keys/authority.pub")
-    return Engine(authority=authority, authority_identity=AUTHORITY_IDENTITY,
-                  governance=GovernanceState(), compile_policy=PolicyBundle.from_files,
-                  operator=operator,
-                  limiter=TokenBucketLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
-                  limits=limits_from(settings),
-                  recall=journal.recall if journal is not None else None)
+    engine = Engine(authority=authority, authority_identity=AUTHORITY_IDENTITY,
+                    governance=GovernanceState(), compile_policy=PolicyBundle.from_files,
+                    operator=operator, limiter=TokenBucketLimiter(settings.rate_limit_per_s,
+                                                                  settings.rate_limit_burst),
+                    limits=limits_from(settings),
+                    recall=journal.recall if journal is not None else None)
+    if journal is None and data.ledger_db.exists():  # a tool's engine: governance as logged
+        with LedgerStore(data.ledger_db) as store:
+            restore_from_ledger(engine, store)
+    return engine
 
 
 def check_files(settings: Settings) -> None:
@@ -80,9 +86,9 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
     if not data.ledger_db.exists():
         raise ConfigError(f"no ledger at {data.ledger_db}: the processor reconciles its "
                           "journal with the ledger; run `govledger init` first")
-    if data.operator_key.exists() and data.keyring.exists():
-        ensure_genesis(settings.data_dir, utc_now())  # first start: nothing else is logged yet
     journal = Journal(data.journal)
+    if journal.meta(GENESIS_META) is None and data.operator_key.exists():
+        ensure_genesis(settings.data_dir, utc_now())  # first start: nothing else is logged yet
     engine = build_engine(settings, journal)
     authority = Principal(AUTHORITY_IDENTITY, "*", engine.authority.public_key,
                           frozenset({"authority"}))

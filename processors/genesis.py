@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -131,13 +132,31 @@ def _detail(outcome: Outcome) -> str:
 
 def import_genesis(journal: Journal, store: LedgerStore) -> int:
     """Journal the ledger's applied governance events (input, the authority's answer, the
-    time it was applied) when the journal has none yet; returns how many. An event applied
-    by a quorum cannot be imported without its approvals' order: Unavailable (restore the
-    journal from a backup). Raises Unavailable."""
+    time it was applied) when the journal has none yet; returns how many. Raises
+    Unavailable (module docstring of :func:`governance_entries`)."""
     if journal.meta(GENESIS_META) is not None:
         return 0
+    batch = list(governance_entries(store))
+    journal.append(batch, published=journal.last_seq() + len(batch))
+    journal.set_meta(GENESIS_META, len(batch))
+    return len(batch)
+
+
+def restore_from_ledger(engine: Engine, store: LedgerStore) -> int:
+    """Restore ``engine``'s governance from the ledger alone (tools and tests that decide
+    outside a worker). Returns how many events. Raises Unavailable."""
+    entries = list(governance_entries(store))
+    for stream, arrival, raw, outcome in entries:
+        engine.restore(stream, raw, arrival, outcome)
+    return len(entries)
+
+
+def governance_entries(store: LedgerStore) -> Iterator[tuple[Stream, datetime, bytes, Outcome]]:
+    """Journal entries for the ledger's applied governance events, in order: the event, the
+    time it was applied, the authority's GovernanceApplied. An event applied by a quorum
+    cannot be rebuilt without its approvals' order: Unavailable (restore the journal from a
+    backup). Raises Unavailable."""
     events: dict[str, bytes] = {}
-    batch: list[tuple[Stream, datetime, bytes, Outcome]] = []
     for leaf in store.iter_kinds(FOLLOWED_KINDS, 0):
         if leaf.kind != GovernanceApplied.KIND:
             events[leaf.event_id] = leaf.leaf
@@ -154,11 +173,9 @@ def import_genesis(journal: Journal, store: LedgerStore) -> int:
             raise Unavailable(f"governance event {ack.request_id[:16]} is acknowledged but "
                               "not in the ledger")
         output = Output(Stream.DECISIONS, GOVERNANCE_KEY, leaf.leaf)
-        batch.append((Stream.GOVERNANCE, ack.issued_at, raw,
-                      Outcome(ack.request_id, (output,), allow=True)))
-    journal.append(batch, published=journal.last_seq() + len(batch))
-    journal.set_meta(GENESIS_META, len(batch))
-    return len(batch)
+        yield (Stream.GOVERNANCE, ack.issued_at, raw,
+               Outcome(ack.request_id, (output,), allow=True))
 
 
-__all__ = ["ensure_genesis", "genesis_envelopes", "has_genesis", "import_genesis"]
+__all__ = ["ensure_genesis", "genesis_envelopes", "governance_entries", "has_genesis",
+           "import_genesis", "restore_from_ledger"]

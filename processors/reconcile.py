@@ -222,11 +222,14 @@ class Reconciler:
     def rebuild(self, now: datetime) -> int:
         """Journal every authority decision of the ledger that the journal lacks
         (processors/rebuild.py). Call before the engine restores. Returns how many entries
-        were added. The ledger's governance history comes first (processors/genesis.py).
+        were added (the ledger's governance history, journaled first when the journal has
+        none (processors/genesis.py), is not counted).
         Raises Unavailable."""
-        from processors.genesis import import_genesis  # genesis imports this module's peers
-        imported = import_genesis(self.journal, self.ledger)
-        return imported + Rebuild(self.journal, self.ledger, keyring=self.authority,
+        from processors.genesis import GENESIS_META, import_genesis
+        if self.journal.meta(GENESIS_META) is None:
+            log.info("journaled %d governance events of the ledger",
+                     import_genesis(self.journal, self.ledger))
+        return Rebuild(self.journal, self.ledger, keyring=self.authority,
                                   authority_identity=self.authority_identity,
                                   limits=self.limits).run(now, trusted=self._trusted)
 

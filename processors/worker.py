@@ -39,7 +39,7 @@ from aiokafka.errors import KafkaError
 
 from ledger.clock import utc_now
 from ledger.config import Settings
-from ledger.core.streams import INPUT_STREAMS, Stream
+from ledger.core.streams import INPUT_STREAMS, TREE_STREAMS, Stream
 from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.clients import (
     make_consumer,
@@ -108,6 +108,7 @@ class DecisionWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stream_of = {topics.name(s.value): s for s in INPUT_STREAMS}
+        self._tree_topics = {topics.name(s.value) for s in TREE_STREAMS}
         self._topic_of = {s: topics.name(s.value) for s in Stream}
         self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
         # The journal against the ledger (processors/reconcile.py), on a thread of its own.
@@ -286,7 +287,8 @@ class DecisionWorker:
         now = self.clock()
         if self.use_group:
             assert self._consumer is not None
-            await self.catchup.load_assigned(self._consumer, self._stream_of, records)
+            await self.catchup.load_assigned(self._consumer, self._tree_topics, [
+                r for r in records if r.topic in self._tree_topics])
             self.catch_up()  # other workers' entries (a single worker has them all)
         handled: list[Handled] = []
         # Governance first: a suspension or a key that arrived with requests governs them.

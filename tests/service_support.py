@@ -12,11 +12,13 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.server.service import Service
 from processors.app import build_worker
+from processors.genesis import ensure_genesis
 from processors.worker import DecisionWorker
 from tests.factories import ALICE, T0, seeded_signer
 
@@ -33,12 +35,14 @@ AGENTS = [
 
 
 def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataDir:
-    """A data directory made by ``govledger init`` plus the test agents in its keyring."""
+    """A data directory made by ``govledger init`` plus the test agents in its keyring, and
+    the governance genesis of that keyring in its ledger (as the first start writes it)."""
     init_data_dir(root, "govledger.test/log")
     data = DataDir(root)
     doc = json.loads(data.keyring.read_text())
     doc["principals"] += [dict(principal_document(p)) for p in principals]
     data.keyring.write_text(json.dumps(doc, indent=2))
+    ensure_genesis(root, utc_now())  # what the first `govledger up` does
     return data
 
 

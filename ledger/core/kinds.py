@@ -17,6 +17,7 @@ from ledger.core.events import (
     RevocationApplied,
 )
 from ledger.core.governance_events import GOVERNANCE_TYPES, GovernanceApplied
+from ledger.errors import Reason
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
@@ -35,3 +36,20 @@ authority signs nothing else."""
 
 GOVERNANCE_KINDS: frozenset[str] = frozenset(cls.KIND for cls in GOVERNANCE_TYPES)
 """Kinds an admin signs on the governance topic (ledger.core.governance decides them)."""
+
+
+def answer_of(event: Event) -> tuple[str, bool, tuple[Reason, ...]] | None:
+    """What an authority answer says: the id it answers (a request, execution, revocation or
+    governance event), whether that was allowed or applied, and the reasons; None for any
+    other event. The one reading of a decision, for the SDK and the API."""
+    if isinstance(event, AuthorizationGranted | GovernanceApplied):
+        return event.request_id, True, ()
+    if isinstance(event, AuthorizationDenied):
+        return event.request_id, False, event.reasons
+    if isinstance(event, ExecutionAllowed):
+        return event.execution_id, True, ()
+    if isinstance(event, ExecutionRefused):
+        return event.execution_id, False, event.reasons
+    if isinstance(event, RevocationApplied):
+        return event.revocation_id, True, ()
+    return None

@@ -35,6 +35,9 @@ class Stream(StrEnum):
 #: worker applies governance events before the requests that arrived with them.
 INPUT_STREAMS = (Stream.GOVERNANCE, Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
 
+#: The inputs keyed by lineage root (a tree is decided on one partition).
+TREE_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
+
 #: Streams on one partition: one order every worker sees.
 SINGLE_PARTITION_STREAMS = (Stream.GOVERNANCE,)
 

@@ -54,7 +54,8 @@ class GovernanceFollower:
     authority: Principal
     state: GovernanceState = field(default_factory=GovernanceState)
     events: dict[str, VerifiedEvent] = field(default_factory=dict)
-    waiting: dict[int, GovernanceApplied] = field(default_factory=dict)
+    waiting: dict[int, tuple[GovernanceApplied, str]] = field(default_factory=dict)
+    used: list[tuple[str, str]] = field(default_factory=list)  # (event id, its ack's id)
 
     def __post_init__(self) -> None:
         # The anchors verify from the start: the authority's acknowledgements of the genesis
@@ -79,11 +80,12 @@ class GovernanceFollower:
                 return  # applied before (a leaf is never logged twice; a replayed twin)
             if len(self.waiting) >= MAX_WAITING:
                 raise ProofError("too many governance acknowledgements without their event")
-            self.waiting[event.position] = event
+            self.waiting[event.position] = (event, verified.event_id)
         self._apply_ready()
 
     def _apply_ready(self) -> None:
-        while (ack := self.waiting.get(self.state.position + 1)) is not None:
+        while (waiting := self.waiting.get(self.state.position + 1)) is not None:
+            ack, ack_id = waiting
             proposed = self.events.get(ack.request_id)
             if proposed is None:
                 return  # its event is not logged yet
@@ -93,11 +95,13 @@ class GovernanceFollower:
             except Rejected as exc:
                 raise ProofError(f"governance position {ack.position}: {exc}") from exc
             self.events.pop(ack.request_id, None)
+            self.used.append((ack.request_id, ack_id))
 
-    def feed_ledger(self, store: LedgerStore, start: int = 0) -> int:
-        """Feed every governance leaf and acknowledgement of ``store`` from ``start``;
-        returns the tree size read up to. Raises ProofError or Unavailable."""
-        size = store.tree_size()
+    def feed_ledger(self, store: LedgerStore, start: int = 0, stop: int | None = None) -> int:
+        """Feed every governance leaf and acknowledgement of ``store`` with
+        ``start <= index < stop`` (default: the tree size); returns ``stop``. Raises
+        ProofError or Unavailable."""
+        size = store.tree_size() if stop is None else min(stop, store.tree_size())
         for leaf in store.iter_kinds(FOLLOWED_KINDS, start, size):
             try:
                 verified = verify_loggable(leaf.leaf, self.keyring)

@@ -224,8 +224,10 @@ class Service:
         assert self.keyring is not None
         self.client = Client(self.settings, self.bootstrap, self.keyring, clock=self.clock)
         await self.client.start(from_beginning=True)
+        governance = self.governance
         backend = ServiceBackend(self.settings, self.keyring, self.client, self, self.metrics,
-                                 self.clock)
+                                 self.clock, lambda: governance.state.position if governance
+                                 else 0)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
         config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,

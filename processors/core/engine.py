@@ -177,14 +177,14 @@ class Engine:
         of a group uses this for trees it does not decide (processors/worker.py).
         """
         self.state.remember(outcome.subject, outcome)
+        if stream is Stream.GOVERNANCE and hashlib.sha256(raw).hexdigest() != outcome.subject:
+            self._restore_governance(raw, arrival, outcome)  # pending ones too
+            return
         if outcome.allow is None and not outcome.outputs:
             return
         if stream in INPUT_STREAMS:
             if hashlib.sha256(raw).hexdigest() == outcome.subject:
                 return  # refused on arrival: no effect beyond its stored denial
-            if stream is Stream.GOVERNANCE:
-                self._restore_governance(raw, arrival, outcome)
-                return
             self._restore_input(stream, raw, arrival, outcome)
         if effects:
             self.restore_effects(stream, outcome)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.core.kinds import AUTHORITY_KINDS, BY_KIND
 from ledger.core.keys import Principal
+from ledger.core.kinds import AUTHORITY_KINDS, BY_KIND
 from ledger.core.signers import check_signer_kind
 from ledger.errors import BadSignature, Reason
 from tests.factories import ALICE, AUTHORITY
