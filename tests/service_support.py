@@ -34,7 +34,8 @@ AGENTS = [
 ]
 
 
-def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataDir:
+def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS, *,
+                  genesis: bool = True) -> DataDir:
     """A data directory made by ``govledger init`` plus the test agents in its keyring, and
     the governance genesis of that keyring in its ledger (as the first start writes it)."""
     init_data_dir(root, "govledger.test/log")
@@ -42,7 +43,8 @@ def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataD
     doc = json.loads(data.keyring.read_text())
     doc["principals"] += [dict(principal_document(p)) for p in principals]
     data.keyring.write_text(json.dumps(doc, indent=2))
-    ensure_genesis(root, utc_now())  # what the first `govledger up` does
+    if genesis:
+        ensure_genesis(root, utc_now())  # what the first `govledger up` does
     return data
 
 
@@ -149,7 +151,7 @@ class Running:
     """A Service on its own thread and loop, so blocking calls can run in the test."""
 
     def __init__(self, data: Path, before_start: Callable[[], object] | None = None) -> None:
-        make_data_dir(data)
+        make_data_dir(data, genesis=False)  # the service writes it as it starts
         if before_start is not None:  # e.g. add a principal to the keyring the service loads
             before_start()
         self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)

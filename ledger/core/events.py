@@ -171,14 +171,26 @@ class Event(_Model):
         return None
 
 
+class Shadow(_Model):
+    """What the shadow policy (published in ``shadow`` mode, not enforced) said about the
+    same request: its digest, its outcome and its determining policies."""
+
+    policy_digest: Digest
+    allow: bool
+    policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=64)] = ()
+
+
 class _Decision(Event):
     """An authority decision. ``governance`` is the governance position it was decided
     under (how many governance events the processor had applied: ledger.core.governance),
-    so "which keys and which policy decided this" is a signed field. Absent from the
-    encoding when None (decisions signed before governance events existed keep their bytes).
+    so "which keys and which policy decided this" is a signed field. ``shadow``: the shadow
+    policy's outcome, on decisions that reached the policy while one was published. Both
+    are absent from the encoding when None (decisions signed before they existed keep their
+    bytes).
     """
 
     governance: Annotated[int, Field(ge=0)] | None = None
+    shadow: Shadow | None = None
 
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -188,8 +200,9 @@ class _Decision(Event):
 def _omit_defaults(event: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
     """Drop the fields added after version 1 while they hold their default, so an event
     that does not use them has the bytes it had before they existed."""
-    if getattr(event, "governance", None) is None:
-        data.pop("governance", None)
+    for name in ("governance", "shadow"):
+        if getattr(event, name, None) is None:
+            data.pop(name, None)
     if getattr(event, "chunks", None) == 1:
         data.pop("chunk", None)
         data.pop("chunks", None)

@@ -34,7 +34,7 @@ included, is a denial.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -83,6 +83,7 @@ class Verdict:
     reasons: tuple[Reason, ...] = ()
     detail: str = ""
     policy_ids: tuple[str, ...] = ()
+    shadow: Verdict | None = None  # the shadow policy's verdict, where the policy was asked
 
     @classmethod
     def deny(cls, reason: Reason, detail: str = "",
@@ -253,7 +254,8 @@ def suspended(governance: GovernanceState | None, lineage: LineageState, tenant:
 def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
                    policy: PolicyEngine | PolicyMemo, limiter: RateLimiter, now: datetime,
                    limits: Limits, keyring: KeyRing | None = None,
-                   governance: GovernanceState | None = None) -> Verdict:
+                   governance: GovernanceState | None = None,
+                   shadow: PolicyMemo | None = None) -> Verdict:
     """Run the request checks in their documented order; the first failure denies.
 
     ``policy`` may be a :class:`PolicyMemo` over the policy engine: the same verdicts, sooner.
@@ -291,10 +293,13 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     roles = verified.principal.roles
     verdict = (policy.verdict(request, roles, depth) if isinstance(policy, PolicyMemo)
                else evaluate_policy(policy, request, roles, depth))
+    if shadow is not None:  # evaluated beside, never deciding (shadow mode)
+        verdict = replace(verdict, shadow=shadow.verdict(request, roles, depth))
     if not verdict.allow:
         return verdict
     if not limiter.allow(request.signer, now.timestamp()):
-        return Verdict.deny(Reason.RATE_LIMITED, policy_ids=verdict.policy_ids)
+        return replace(Verdict.deny(Reason.RATE_LIMITED, policy_ids=verdict.policy_ids),
+                       shadow=verdict.shadow)
     return verdict
 
 

@@ -43,6 +43,7 @@ from ledger.core.events import (
     ExecutionRequested,
     Lineage,
     RevocationApplied,
+    Shadow,
 )
 from ledger.core.governance import GovernanceState
 from ledger.core.governance_events import GOVERNANCE_TYPES
@@ -94,6 +95,7 @@ class Engine:
         self.fixed_policy = policy
         self.policy: PolicyEngine = NoPolicy()
         self.policy_memo = PolicyMemo(self.policy)
+        self.shadow_memo: PolicyMemo | None = None
         self._policy_changed()
         self.limiter = limiter
         self.limits = limits
@@ -113,6 +115,11 @@ class Engine:
         policy = self.fixed_policy or self.governor.policy() or NoPolicy()
         if policy is not self.policy:
             self.policy, self.policy_memo = policy, PolicyMemo(policy)
+        shadow = None if self.fixed_policy else self.governor.shadow()
+        if shadow is None:
+            self.shadow_memo = None
+        elif self.shadow_memo is None or self.shadow_memo.policy is not shadow:
+            self.shadow_memo = PolicyMemo(shadow)
 
     @property
     def policy_digest(self) -> str | None:
@@ -305,7 +312,7 @@ class Engine:
         root = request.lineage.root or verified.event_id
         verdict = decide_request(verified, self.state.lineage, self.state.replay,
                                  self.policy_memo, self.limiter, now, self.limits, self.keyring,
-                                 self.governance)
+                                 self.governance, self.shadow_memo)
         if not verdict.allow:
             return self._deny(verified.event_id, request.tenant, root, verdict, now)
         artifact = Artifact(
@@ -320,7 +327,8 @@ class Engine:
         grant = AuthorizationGranted(signer=self.identity, tenant=request.tenant,
                                      nonce=_nonce("g", verified.event_id), issued_at=now,
                                      request_id=verified.event_id, artifact=artifact,
-                                     governance=self.governance.position)
+                                     governance=self.governance.position,
+                                     shadow=self._shadow(verdict))
         envelope, artifact_id = sign_event_with_id(grant, self.authority)
         self.state.lineage.add_grant(artifact_id, artifact)
         return Outcome(verified.event_id, (Output(Stream.DECISIONS, root.encode(), envelope),),
@@ -376,10 +384,17 @@ class Engine:
             signer=self.identity, tenant=tenant, nonce=_nonce("d", subject), issued_at=now,
             request_id=subject, reasons=verdict.reasons, detail=verdict.detail, root=root,
             policy_digest=self.policy_digest, policy_ids=verdict.policy_ids,
-            governance=self.governance.position)
+            governance=self.governance.position, shadow=self._shadow(verdict))
         key = (root or subject).encode()
         return Outcome(subject, (Output(stream, key, sign_event(denial, self.authority)),),
                        allow=False, reasons=verdict.reasons)
+
+    def _shadow(self, verdict: Verdict) -> Shadow | None:
+        """The shadow policy's outcome for the decision, where the policy was asked."""
+        if verdict.shadow is None or self.shadow_memo is None:
+            return None
+        return Shadow(policy_digest=self.shadow_memo.policy.digest,
+                      allow=verdict.shadow.allow, policy_ids=verdict.shadow.policy_ids)
 
     def _reject_input(self, subject: str, raw: bytes, exc: Rejected, now: datetime) -> Outcome:
         """Unauthenticated input: a signed denial naming its hash, and the bytes to dead-letter."""

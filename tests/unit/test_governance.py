@@ -340,10 +340,18 @@ def test_a_shadow_policy_is_promoted_by_a_second_event() -> None:
     files["extra.cedar"] = PERMIT_ALL_READS
     shadow = policy(files, mode="shadow")
     gov.govern(shadow, OPERATOR)
-    assert gov.ask(resource="files/report").reasons == (Reason.POLICY_DENY,)
+    (denied,) = answers(gov.ask(resource="files/report"))
+    assert isinstance(denied, AuthorizationDenied) and denied.reasons == (Reason.POLICY_DENY,)
+    assert denied.shadow is not None and denied.shadow.allow is True  # they disagree
+    assert denied.shadow.policy_digest == shadow.policy_digest
+    assert denied.shadow.policy_ids == ("read-anything",)
+    agreed = grant_of(gov.ask(resource="db/orders/1"))
+    assert agreed.shadow is not None and agreed.shadow.allow is True
+    assert gov.ask(resource="prod/secrets/x").reasons == (Reason.POLICY_DENY,)
     gov.govern(PolicyPromoted(signer="op", tenant="*", nonce=nonce(), issued_at=T0,
                               policy_digest=shadow.policy_digest), OPERATOR)
     assert gov.ask(resource="files/report").allow is True
+    assert grant_of(gov.ask(resource="db/orders/2")).shadow is None  # none left in shadow
 
 
 # -- the two-person rule -------------------------------------------------------------------
