@@ -30,14 +30,22 @@ if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads
     from ledger.core.events import ExecutionFailed as ExecutionFailed
     from ledger.core.events import ExecutionRefused as ExecutionRefused
     from ledger.core.events import ExecutionRequested as ExecutionRequested
-    from ledger.core.events import KeyRegistered as KeyRegistered
-    from ledger.core.events import KeyRevoked as KeyRevoked
     from ledger.core.events import Lineage as Lineage
     from ledger.core.events import LineageRef as LineageRef
-    from ledger.core.events import PolicyPublished as PolicyPublished
     from ledger.core.events import RevocationApplied as RevocationApplied
     from ledger.core.events import Scope as Scope
     from ledger.core.events import Window as Window
+    from ledger.core.governance_events import GovernanceApplied as GovernanceApplied
+    from ledger.core.governance_events import GovernanceApproved as GovernanceApproved
+    from ledger.core.governance_events import GovernanceConfigured as GovernanceConfigured
+    from ledger.core.governance_events import PolicyPromoted as PolicyPromoted
+    from ledger.core.governance_events import PolicyPublished as PolicyPublished
+    from ledger.core.governance_events import PrincipalRegistered as PrincipalRegistered
+    from ledger.core.governance_events import PrincipalResumed as PrincipalResumed
+    from ledger.core.governance_events import PrincipalRevoked as PrincipalRevoked
+    from ledger.core.governance_events import PrincipalSuspended as PrincipalSuspended
+    from ledger.core.governance_events import TenantResumed as TenantResumed
+    from ledger.core.governance_events import TenantSuspended as TenantSuspended
     from ledger.errors import BadSignature as BadSignature
     from ledger.errors import ConfigError as ConfigError
     from ledger.errors import GovLedgerError as GovLedgerError
@@ -60,8 +68,13 @@ _BUNDLES = ("verify_bundle", "VerifiedBundle")
 _EVENTS = (
     "Event", "AuthorizationRequested", "AuthorizationGranted", "AuthorizationDenied",
     "AuthorizationRevoked", "RevocationApplied", "ExecutionRequested", "ExecutionAllowed",
-    "ExecutionRefused", "ExecutionCompleted", "ExecutionFailed", "PolicyPublished",
-    "KeyRegistered", "KeyRevoked", "Scope", "Window", "Lineage", "LineageRef", "Artifact",
+    "ExecutionRefused", "ExecutionCompleted", "ExecutionFailed", "Scope", "Window",
+    "Lineage", "LineageRef", "Artifact",
+)
+_GOVERNANCE = (
+    "PrincipalRegistered", "PrincipalRevoked", "PrincipalSuspended", "PrincipalResumed",
+    "TenantSuspended", "TenantResumed", "PolicyPublished", "PolicyPromoted",
+    "GovernanceConfigured", "GovernanceApproved", "GovernanceApplied",
 )
 _ERRORS = (
     "GovLedgerError", "Rejected", "InvalidEvent", "BadSignature", "LineageError",
@@ -73,6 +86,7 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(_GATE, "ledger.sdk.gate"),
     **dict.fromkeys(_BUNDLES, "ledger.core.bundles"),
     **dict.fromkeys(_EVENTS, "ledger.core.events"),
+    **dict.fromkeys(_GOVERNANCE, "ledger.core.governance_events"),
     **dict.fromkeys(_ERRORS, "ledger.errors"),
 }
 
@@ -82,8 +96,11 @@ __all__ = [  # noqa: RUF022 (grouped as the table above, not sorted)
     "verify_bundle", "VerifiedBundle",
     "Event", "AuthorizationRequested", "AuthorizationGranted", "AuthorizationDenied",
     "AuthorizationRevoked", "RevocationApplied", "ExecutionRequested", "ExecutionAllowed",
-    "ExecutionRefused", "ExecutionCompleted", "ExecutionFailed", "PolicyPublished",
-    "KeyRegistered", "KeyRevoked", "Scope", "Window", "Lineage", "LineageRef", "Artifact",
+    "ExecutionRefused", "ExecutionCompleted", "ExecutionFailed", "Scope", "Window",
+    "Lineage", "LineageRef", "Artifact",
+    "PrincipalRegistered", "PrincipalRevoked", "PrincipalSuspended", "PrincipalResumed",
+    "TenantSuspended", "TenantResumed", "PolicyPublished", "PolicyPromoted",
+    "GovernanceConfigured", "GovernanceApproved", "GovernanceApplied",
     "GovLedgerError", "Rejected", "InvalidEvent", "BadSignature", "LineageError",
     "ProofError", "ConfigError", "Unavailable", "Reason",
 ]

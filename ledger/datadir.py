@@ -5,6 +5,7 @@
     DATA/
       keys/authority.key   authority signing key (decisions, artifacts), 0600
       keys/ledger.key      ledger signing key (checkpoints), 0600
+      keys/operator.key    the operator's admin key (signs the governance genesis), 0600
       keyring.json         trusted principals (ledger.core.keys documents the format)
       policies/            Cedar policies + schema (processors/policy.py)
       ledger.db            the Merkle ledger (the sequencer is its only writer)
@@ -14,8 +15,8 @@
 :func:`init_data_dir` creates whatever is missing and never overwrites a usable file, so an
 operator's own files always win. Every file is written under a temporary name, fsynced and
 moved into place (ledger.keyfiles.write_atomic; policies/ as a whole directory, ledger.db
-complete with its first checkpoint), in the order authority key, ledger key, ledger.vkey,
-ledger.db, keyring.json, policies/. A kill leaves a prefix of that list plus temporary
+complete with its first checkpoint), in the order authority key, operator key, ledger key,
+ledger.vkey, ledger.db, keyring.json, policies/. A kill leaves a prefix of that list plus temporary
 files; the next ``init`` or ``up`` removes those, checks what exists, writes again what is
 provably an interrupted write (of older versions, which wrote in place), a key only while
 nothing signed with it can exist, and refuses anything else with a ConfigError naming the
@@ -81,6 +82,10 @@ class DataDir:
         return self.keys / "ledger.key"
 
     @property
+    def operator_key(self) -> Path:
+        return self.keys / "operator.key"
+
+    @property
     def keyring(self) -> Path:
         return self.root / "keyring.json"
 
@@ -130,6 +135,7 @@ def init_data_dir(root: Path, origin: str) -> InitReport:
     with _locked(root):
         _remove_temporaries(data, report)
         authority = _authority_key(data, report)
+        _operator_key(data, report)
         _ledger(data, origin, report)
         _keyring(data, authority, report)
         _policies(data, report)
@@ -188,6 +194,34 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
             f"so decisions may be signed with that key: restore {path} from a backup (or, if "
             f"this directory never ran, remove {data.keyring} and {path} and run init again)")
     return _new_key("authority", data, report)
+
+
+def _operator_key(data: DataDir, report: InitReport) -> None:
+    """Keep a usable operator key; make one while no governance genesis was signed with
+    one (the ledger has no governance leaf yet; ledger.db comes after this step)."""
+    path = data.operator_key
+    signer = read_key_file(path)
+    if signer is not None:
+        _public_key(path, signer, report)
+        report.kept.append(str(path))
+        return
+    if data.ledger_db.exists() and _has_genesis(data.ledger_db):
+        raise ConfigError(f"{path} is missing or only partly written, but the ledger's "
+                          "governance genesis was signed with it: restore it from a backup")
+    _new_key("operator", data, report)
+
+
+def _has_genesis(path: Path) -> bool:
+    try:
+        with _connection(path) as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                            "'leaves'").fetchone() is None:
+                return False  # not a ledger: the ledger step says so
+            found = conn.execute("SELECT EXISTS (SELECT 1 FROM leaves WHERE kind = "
+                                 "'PrincipalRegistered')").fetchone()
+    except sqlite3.Error:
+        return True  # unreadable: assume the worst, refuse to make a new key
+    return bool(found[0])
 
 
 def _names_authority(keyring: Path) -> bool:

@@ -57,6 +57,17 @@ class Reason(StrEnum):
     ARTIFACT_CONSUMED = "ARTIFACT_CONSUMED"
     ARTIFACT_NOT_LOGGED = "ARTIFACT_NOT_LOGGED"
     SCOPE_MISMATCH = "SCOPE_MISMATCH"
+    # Governance (ledger.core.governance): suspensions deny requests and refuse executions;
+    # the rest refuse a governance event.
+    PRINCIPAL_SUSPENDED = "PRINCIPAL_SUSPENDED"
+    TENANT_SUSPENDED = "TENANT_SUSPENDED"
+    NOT_ADMIN = "NOT_ADMIN"
+    QUORUM_EXPIRED = "QUORUM_EXPIRED"
+    APPROVAL_INVALID = "APPROVAL_INVALID"
+    LAST_ADMIN = "LAST_ADMIN"
+    AUTHORITY_ROTATION = "AUTHORITY_ROTATION"
+    POLICY_INVALID = "POLICY_INVALID"
+    GOVERNANCE_CONFLICT = "GOVERNANCE_CONFLICT"
     # The system, not the input, is at fault. Never a grant.
     UNAVAILABLE = "UNAVAILABLE"
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ledger.core.envelope import payload_type
-from ledger.core.events import EVENT_TYPES
+from ledger.core.kinds import EVENT_TYPES
 
 SCHEMA_VERSION = "v1"
 

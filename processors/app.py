@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ledger.clock import utc_now
 from ledger.config import Settings
-from ledger.core.keys import KeyRing, Signer
+from ledger.core.governance import GovernanceState
+from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.datadir import DataDir
 from ledger.errors import ConfigError
 from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring, load_signer
+from ledger.log.governance import AUTHORITY_IDENTITY, anchors
+from ledger.log.store import LedgerStore
 from processors.core.checks import Limits
 from processors.core.engine import Engine
 from processors.core.ratelimit import TokenBucketLimiter
+from processors.genesis import GENESIS_META, ensure_genesis, restore_from_ledger
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler
@@ -41,15 +46,36 @@ def limits_from(settings: Settings) -> Limits:
 
 
 def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
-    """Engine from the data directory's key, keyring and policies. Raises ConfigError."""
+    """Engine from the data directory's authority key and the operator's public key (the
+    genesis anchor). With a ``journal`` its governance state is empty: the worker restores
+    it from the journal (processors/genesis.py); without one (tools, tests), it is restored
+    from the ledger. Raises ConfigError or Unavailable."""
+    data = DataDir(settings.data_dir)
+    authority = load_signer(data.authority_key)
+    operator, anchor = anchors(settings.data_dir)
+    if anchor.public_key != authority.public_key:
+        raise ConfigError(f"{data.authority_key} does not match keys/authority.pub")
+    engine = Engine(authority=authority, authority_identity=AUTHORITY_IDENTITY,
+                    governance=GovernanceState(), compile_policy=PolicyBundle.from_files,
+                    operator=operator, limiter=TokenBucketLimiter(settings.rate_limit_per_s,
+                                                                  settings.rate_limit_burst),
+                    limits=limits_from(settings),
+                    recall=journal.recall if journal is not None else None)
+    if journal is None and data.ledger_db.exists():  # a tool's engine: governance as logged
+        with LedgerStore(data.ledger_db) as store:
+            restore_from_ledger(engine, store)
+    return engine
+
+
+def check_files(settings: Settings) -> None:
+    """What the first start reads: the keys, keyring.json and policies/ (the genesis
+    import formats). Raises ConfigError naming the problem."""
     data = DataDir(settings.data_dir)
     keyring = load_keyring(data.keyring)
-    authority = load_signer(data.authority_key)
-    return Engine(authority=authority, authority_identity=authority_identity(keyring, authority),
-                  keyring=keyring, policy=PolicyBundle.load(data.policies),
-                  limiter=TokenBucketLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
-                  limits=limits_from(settings),
-                  recall=journal.recall if journal is not None else None)
+    authority_identity(keyring, load_signer(data.authority_key))
+    load_signer(data.operator_key)
+    PolicyBundle.load(data.policies)
+    build_engine(settings)
 
 
 def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
@@ -61,10 +87,14 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
         raise ConfigError(f"no ledger at {data.ledger_db}: the processor reconciles its "
                           "journal with the ledger; run `govledger init` first")
     journal = Journal(data.journal)
+    if journal.meta(GENESIS_META) is None and data.operator_key.exists():
+        ensure_genesis(settings.data_dir, utc_now())  # first start: nothing else is logged yet
     engine = build_engine(settings, journal)
+    authority = Principal(AUTHORITY_IDENTITY, "*", engine.authority.public_key,
+                          frozenset({"authority"}))
     reconciler = Reconciler(data.journal, data.ledger_db, keyring=engine.keyring,
                             authority_identity=engine.identity,
-                            limits=engine.limits)
+                            limits=engine.limits, authority=KeyRing([authority]))
     # Embedded mode: one worker owns every partition and keeps its offsets in the journal
     # (no group rebalances, survives a broker wipe). External Kafka: a consumer group, so
     # workers scale with partitions.

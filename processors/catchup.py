@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from ledger.core.streams import INPUT_STREAMS, Stream
+from ledger.core.streams import TREE_STREAMS, Stream
 from ledger.kafka.clients import partition_for
 from processors.core.engine import Engine
 from processors.core.outcomes import Outcome
@@ -93,7 +93,7 @@ class CatchUp:
     def _tree_to_defer(self, stream: Stream, outcome: Outcome) -> bytes | None:
         """The tree key whose partition is not loaded here, if ``outcome``'s lineage effects
         should wait; None to apply them now."""
-        if self.loaded is None or outcome.allow is not True or stream not in INPUT_STREAMS:
+        if self.loaded is None or outcome.allow is not True or stream not in TREE_STREAMS:
             return None
         keys = {output.key for output in outcome.outputs}
         if len(keys) != 1:

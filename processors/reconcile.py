@@ -93,10 +93,14 @@ class Reconciler:
     """
 
     def __init__(self, journal_path: Path, ledger_path: Path, *, keyring: KeyRing,
-                 authority_identity: str, limits: Limits) -> None:
+                 authority_identity: str, limits: Limits,
+                 authority: KeyRing | None = None) -> None:
+        """``keyring`` is the live one (the engine's: what the ledger logs); ``authority``
+        holds the authority key the rebuild verifies decisions under (default: keyring)."""
         self.journal_path = journal_path
         self.ledger_path = ledger_path
         self.keyring = keyring
+        self.authority = authority if authority is not None else keyring
         self.authority_identity = authority_identity
         self.limits = limits
         self._journal: Journal | None = None
@@ -218,9 +222,15 @@ class Reconciler:
     def rebuild(self, now: datetime) -> int:
         """Journal every authority decision of the ledger that the journal lacks
         (processors/rebuild.py). Call before the engine restores. Returns how many entries
-        were added. Raises Unavailable."""
-        return Rebuild(self.journal, self.ledger, keyring=self.keyring,
-                       authority_identity=self.authority_identity,
-                       limits=self.limits).run(now, trusted=self._trusted)
+        were added (the ledger's governance history, journaled first when the journal has
+        none (processors/genesis.py), is not counted).
+        Raises Unavailable."""
+        from processors.genesis import GENESIS_META, import_genesis
+        if self.journal.meta(GENESIS_META) is None:
+            log.info("journaled %d governance events of the ledger",
+                     import_genesis(self.journal, self.ledger))
+        return Rebuild(self.journal, self.ledger, keyring=self.authority,
+                                  authority_identity=self.authority_identity,
+                                  limits=self.limits).run(now, trusted=self._trusted)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,8 +39,8 @@ from aiokafka.errors import KafkaError
 
 from ledger.clock import utc_now
 from ledger.config import Settings
-from ledger.core.streams import INPUT_STREAMS, Stream
-from ledger.errors import Unavailable
+from ledger.core.streams import INPUT_STREAMS, TREE_STREAMS, Stream
+from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.clients import (
     make_consumer,
     make_producer,
@@ -55,7 +54,6 @@ from processors.catchup import CatchUp, freeze_survivors
 from processors.core.engine import Engine
 from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
-from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler
 from processors.reconcile_loop import RECONCILE_GRACE_S, ReconcileLoop
 
@@ -110,6 +108,7 @@ class DecisionWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stream_of = {topics.name(s.value): s for s in INPUT_STREAMS}
+        self._tree_topics = {topics.name(s.value) for s in TREE_STREAMS}
         self._topic_of = {s: topics.name(s.value) for s in Stream}
         self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
         # The journal against the ledger (processors/reconcile.py), on a thread of its own.
@@ -125,6 +124,10 @@ class DecisionWorker:
         rebuilt) or ConfigError (no ledger)."""
         await self.reconcile_loop.rebuild(self.clock())
         restored = self.catch_up()
+        if self.engine.governance.position == 0:
+            raise ConfigError("the processor restored no governance (no genesis in the "
+                              "ledger or the journal): start it with `govledger up`, which "
+                              "writes the genesis on first start")
         log.info("processor restored %d journal entries", restored)
         # The worker holds every journaled outcome in memory (unless the cache overflowed):
         # its misses need no journal lookup. A single worker owns every partition, so that
@@ -134,7 +137,6 @@ class DecisionWorker:
         state = self.engine.state
         state.complete = not state.evicted
         freeze_survivors()
-        self.journal_policy()
         self._producer = make_producer(self.settings, self.bootstrap)
         if self.use_group:
             # Range first, not aiokafka's default round robin: partition p of every input
@@ -182,20 +184,6 @@ class DecisionWorker:
             self.journal.offsets(), forget=forget, logger=log,
             consequence="continuing from the journal", reset_all=True)
         return bool(resumed.wiped)
-
-    def journal_policy(self) -> None:
-        """Journal a signed PolicyPublished for the policy in force, once per digest, so every
-        decision's policy_digest points at a logged policy version."""
-        policy = self.engine.policy
-        subject = hashlib.sha256(f"policy-published\n{policy.digest}".encode()).hexdigest()
-        if self.journal.recall(subject) is not None:
-            return
-        files = dict(policy.files()) if isinstance(policy, PolicyBundle) else {}
-        ids = tuple(policy.policy_ids) if isinstance(policy, PolicyBundle) else ()
-        output = self.engine.publish_policy(ids, files, self.clock())
-        self.journal.append([(Stream.DECISIONS, self.clock(), output.value,
-                              Outcome(subject, (output,)))], first_wins=True)
-        log.info("policy %s journaled for publication", policy.digest)
 
     def _journal_thread(self) -> ThreadPoolExecutor:
         if self._writer is None:
@@ -299,9 +287,12 @@ class DecisionWorker:
         now = self.clock()
         if self.use_group:
             assert self._consumer is not None
-            await self.catchup.load_assigned(self._consumer, self._stream_of, records)
+            await self.catchup.load_assigned(self._consumer, self._tree_topics, [
+                r for r in records if r.topic in self._tree_topics])
             self.catch_up()  # other workers' entries (a single worker has them all)
         handled: list[Handled] = []
+        # Governance first: a suspension or a key that arrived with requests governs them.
+        records = sorted(records, key=lambda r: self._stream_of[r.topic] is not Stream.GOVERNANCE)
         for n, record in enumerate(records, 1):
             stream = self._stream_of[record.topic]
             raw = record.value if record.value is not None else b""

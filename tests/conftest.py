@@ -40,5 +40,6 @@ def kafka_settings(tmp_path: Path) -> Settings:
 def topics(broker: EmbeddedBroker) -> Topics:
     """The govledger topics under a fresh prefix, created with ``TEST_PARTITIONS`` each."""
     names = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
-    asyncio.run(ensure_topics(broker.bootstrap, names.all(), TEST_PARTITIONS, 1))
+    asyncio.run(ensure_topics(broker.bootstrap, names.all(), TEST_PARTITIONS, 1,
+                              single=names.single_partition()))
     return names

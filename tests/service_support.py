@@ -12,11 +12,13 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.server.service import Service
 from processors.app import build_worker
+from processors.genesis import ensure_genesis
 from processors.worker import DecisionWorker
 from tests.factories import ALICE, T0, seeded_signer
 
@@ -32,13 +34,17 @@ AGENTS = [
 ]
 
 
-def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS) -> DataDir:
-    """A data directory made by ``govledger init`` plus the test agents in its keyring."""
+def make_data_dir(root: Path, principals: Sequence[Principal] = AGENTS, *,
+                  genesis: bool = True) -> DataDir:
+    """A data directory made by ``govledger init`` plus the test agents in its keyring, and
+    the governance genesis of that keyring in its ledger (as the first start writes it)."""
     init_data_dir(root, "govledger.test/log")
     data = DataDir(root)
     doc = json.loads(data.keyring.read_text())
     doc["principals"] += [dict(principal_document(p)) for p in principals]
     data.keyring.write_text(json.dumps(doc, indent=2))
+    if genesis:
+        ensure_genesis(root, utc_now())  # what the first `govledger up` does
     return data
 
 
@@ -145,7 +151,7 @@ class Running:
     """A Service on its own thread and loop, so blocking calls can run in the test."""
 
     def __init__(self, data: Path, before_start: Callable[[], object] | None = None) -> None:
-        make_data_dir(data)
+        make_data_dir(data, genesis=False)  # the service writes it as it starts
         if before_start is not None:  # e.g. add a principal to the keyring the service loads
             before_start()
         self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)

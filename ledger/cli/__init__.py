@@ -22,7 +22,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli import (
+    client_commands,
+    events_commands,
+    governance_commands,
+    ledger_commands,
+    service_commands,
+)
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
     EXIT_INVALID,
@@ -109,6 +115,29 @@ app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
 
 app.command("demo")(service_commands.demo)
+
+principal_app = typer.Typer(help="Principals and their keys, live (governance events).",
+                            no_args_is_help=True)
+tenant_app = typer.Typer(help="The kill switch for a whole tenant.", no_args_is_help=True)
+policy_app = typer.Typer(help="Cedar policies: publish and promote them live.",
+                         no_args_is_help=True)
+governance_app = typer.Typer(help="Approvals, the quorum, and the state at any leaf.",
+                             no_args_is_help=True)
+app.add_typer(principal_app, name="principal")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(policy_app, name="policy")
+app.add_typer(governance_app, name="governance")
+principal_app.command("register")(governance_commands.principal_register)
+principal_app.command("revoke")(governance_commands.principal_revoke)
+principal_app.command("suspend")(governance_commands.principal_suspend)
+principal_app.command("resume")(governance_commands.principal_resume)
+tenant_app.command("suspend")(governance_commands.tenant_suspend)
+tenant_app.command("resume")(governance_commands.tenant_resume)
+policy_app.command("publish")(governance_commands.policy_publish)
+policy_app.command("promote")(governance_commands.policy_promote)
+governance_app.command("approve")(governance_commands.governance_approve)
+governance_app.command("configure")(governance_commands.governance_configure)
+governance_app.command("state")(governance_commands.governance_state)
 
 
 def fail(message: str, code: int) -> NoReturn:

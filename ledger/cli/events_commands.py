@@ -13,8 +13,8 @@ import typer
 
 from ledger.cli.options import EXIT_INVALID, JsonFlag, emit, read_envelope_file
 from ledger.core.envelope import sign_event, verify_envelope
-from ledger.core.events import BY_KIND
 from ledger.core.keys import Principal, principal_document
+from ledger.core.kinds import BY_KIND
 from ledger.errors import ConfigError, Rejected
 from ledger.keyfiles import generate_keypair, load_keyring, load_signer, write_atomic
 from ledger.schema import export_schemas

@@ -194,8 +194,10 @@ def ledger_verify(
 
 def ledger_audit(
     keyring: Annotated[Path | None, typer.Option(
-        help="Also verify every leaf's signature against this keyring "
-             "(default: the data directory's keyring.json).")] = None,
+        help="Also trust this keyring's keys (a ledger written before governance events; "
+             "default: only the keys the ledger's own governance events registered, from "
+             "keys/operator.pub and keys/authority.pub; for a data directory without them, "
+             "keyring.json).")] = None,
     data: DataOpt = None, as_json: JsonFlag = False,
 ) -> None:
     """Recompute every leaf, node, checkpoint and signature; report the first divergence.
@@ -203,8 +205,10 @@ def ledger_audit(
     Example: govledger ledger audit
     """
     settings = settings_from(data)
-    ring = keyring or (settings.data_dir / "keyring.json")
-    report = audit_ledger(settings.data_dir, ring if ring.exists() else None)
+    ring = keyring
+    if ring is None and not (settings.data_dir / "keys" / "operator.pub").exists():
+        ring = settings.data_dir / "keyring.json"
+    report = audit_ledger(settings.data_dir, ring if ring is not None and ring.exists() else None)
     problems = [{"index": p.index, "what": p.what, "checkpoint": p.checkpoint, "exact": p.exact}
                 for p in report.problems]
     emit({"ok": report.ok, "tree_size": report.tree_size,

@@ -39,10 +39,11 @@ def topics_create(
                              replication_factor=replication)
     if settings.kafka_bootstrap is None:
         raise ConfigError("topics create needs --kafka or GOVLEDGER_KAFKA_BOOTSTRAP")
-    names = Topics(settings.topic_prefix).all()
-    found = asyncio.run(ensure_topics(settings.kafka_bootstrap, names, settings.partitions,
-                                      settings.replication_factor,
-                                      client_options=client_options(settings)))
+    topics = Topics(settings.topic_prefix)
+    found = asyncio.run(ensure_topics(settings.kafka_bootstrap, topics.all(),
+                                      settings.partitions, settings.replication_factor,
+                                      client_options=client_options(settings),
+                                      single=topics.single_partition()))
     for name, count in found.items():
         typer.echo(f"{name}: {count} partitions")
 

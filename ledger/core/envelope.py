@@ -52,8 +52,9 @@ from ledger.core.canonical import (
     canonical_bytes_of_safe,
     parse_strict,
 )
-from ledger.core.events import BY_KIND, EVENT_TYPES, Event
+from ledger.core.events import Event
 from ledger.core.keys import KeyRing, Principal, Signer, verify_signature
+from ledger.core.kinds import BY_KIND, EVENT_TYPES
 from ledger.errors import BadSignature, InvalidEvent, Reason
 
 MAX_PAYLOAD_BYTES: Final = 128 * 1024

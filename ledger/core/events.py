@@ -171,6 +171,44 @@ class Event(_Model):
         return None
 
 
+class Shadow(_Model):
+    """What the shadow policy (published in ``shadow`` mode, not enforced) said about the
+    same request: its digest, its outcome and its determining policies."""
+
+    policy_digest: Digest
+    allow: bool
+    policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=64)] = ()
+
+
+class _Decision(Event):
+    """An authority decision. ``governance`` is the governance position it was decided
+    under (how many governance events the processor had applied: ledger.core.governance),
+    so "which keys and which policy decided this" is a signed field. ``shadow``: the shadow
+    policy's outcome, on decisions that reached the policy while one was published. Both
+    are absent from the encoding when None (decisions signed before they existed keep their
+    bytes).
+    """
+
+    governance: Annotated[int, Field(ge=0)] | None = None
+    shadow: Shadow | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_defaults(self, handler(self))
+
+
+def _omit_defaults(event: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    """Drop the fields added after version 1 while they hold their default, so an event
+    that does not use them has the bytes it had before they existed."""
+    for name in ("governance", "shadow"):
+        if getattr(event, name, None) is None:
+            data.pop(name, None)
+    if getattr(event, "chunks", None) == 1:
+        data.pop("chunk", None)
+        data.pop("chunks", None)
+    return data
+
+
 class AuthorizationRequested(Event):
     """A request for an artifact. ``holder`` is who will hold it (default: the signer), so a
     holder can delegate a narrowed child artifact to a sub-agent; only the holder of a parent
@@ -203,7 +241,7 @@ class AuthorizationRequested(Event):
         return self.holder or self.signer
 
 
-class AuthorizationGranted(Event):
+class AuthorizationGranted(_Decision):
     KIND = "AuthorizationGranted"
     SLUG = "authorization-granted"
     kind: Literal["AuthorizationGranted"] = "AuthorizationGranted"
@@ -220,7 +258,7 @@ class AuthorizationGranted(Event):
 Reasons = Annotated[tuple[Reason, ...], Field(min_length=1, max_length=8)]
 
 
-class AuthorizationDenied(Event):
+class AuthorizationDenied(_Decision):
     """A denial of ``request_id``: a request, a revocation, or (for input that could not be
     authenticated) the SHA-256 of the raw input bytes."""
 
@@ -256,7 +294,7 @@ class AuthorizationRevoked(Event):
         return self.root
 
 
-class RevocationApplied(Event):
+class RevocationApplied(_Decision):
     """The authority applied ``revocation_id``: ``artifact_id`` and every descendant known at
     that moment (``revoked``, root first; descendants granted later are refused anyway).
 
@@ -282,12 +320,6 @@ class RevocationApplied(Event):
             raise ValueError(f"chunk {self.chunk} of {self.chunks} is out of range")
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_single_chunk(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.chunks == 1:
-            del data["chunk"], data["chunks"]
-        return data
 
     def parent_ref(self) -> str | None:
         return self.revocation_id
@@ -321,17 +353,21 @@ class ExecutionRequested(_UnderArtifact):
 class _AboutExecution(_UnderArtifact):
     execution_id: EventId
 
+
+class _Verdict(_AboutExecution, _Decision):
+    """The authority's verdict on an execution request."""
+
     def parent_ref(self) -> str | None:
         return self.execution_id
 
 
-class ExecutionAllowed(_AboutExecution):
+class ExecutionAllowed(_Verdict):
     KIND = "ExecutionAllowed"
     SLUG = "execution-allowed"
     kind: Literal["ExecutionAllowed"] = "ExecutionAllowed"
 
 
-class ExecutionRefused(_AboutExecution):
+class ExecutionRefused(_Verdict):
     KIND = "ExecutionRefused"
     SLUG = "execution-refused"
     kind: Literal["ExecutionRefused"] = "ExecutionRefused"
@@ -351,53 +387,3 @@ class ExecutionFailed(_AboutExecution):
     SLUG = "execution-failed"
     kind: Literal["ExecutionFailed"] = "ExecutionFailed"
     error: Detail
-
-
-class PolicyPublished(Event):
-    """The policy bundle in force from now on; decisions name it by ``policy_digest``."""
-
-    KIND = "PolicyPublished"
-    SLUG = "policy-published"
-    kind: Literal["PolicyPublished"] = "PolicyPublished"
-    policy_digest: Digest
-    policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=256)]
-    files: Annotated[dict[Annotated[str, StringConstraints(max_length=128)], str],
-                     Field(max_length=64)]
-
-
-class KeyRegistered(Event):
-    KIND = "KeyRegistered"
-    SLUG = "key-registered"
-    kind: Literal["KeyRegistered"] = "KeyRegistered"
-    identity: Identity
-    principal_tenant: Tenant
-    public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
-    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-    roles: Annotated[tuple[str, ...], Field(max_length=8)]
-    not_before: UtcTime | None = None
-    not_after: UtcTime | None = None
-
-
-class KeyRevoked(Event):
-    KIND = "KeyRevoked"
-    SLUG = "key-revoked"
-    kind: Literal["KeyRevoked"] = "KeyRevoked"
-    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-    reason: Detail = ""
-
-
-EVENT_TYPES: tuple[type[Event], ...] = (
-    AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
-    RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
-    ExecutionCompleted, ExecutionFailed, PolicyPublished, KeyRegistered, KeyRevoked,
-)
-BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
-
-AUTHORITY_KINDS: frozenset[str] = frozenset({
-    AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
-    ExecutionAllowed.KIND, ExecutionRefused.KIND, PolicyPublished.KIND,
-    KeyRegistered.KIND, KeyRevoked.KIND,
-})
-"""Kinds only the authority signs (decisions, verdicts, acknowledgements and the key and
-policy registry). The ledger logs them, and a bundle verifier accepts them, only under a key
-with the ``authority`` role; the authority signs nothing else."""

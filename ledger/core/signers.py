@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.core.envelope import VerifiedEvent, parse_envelope, parse_payload, verify_envelope
-from ledger.core.events import AUTHORITY_KINDS
 from ledger.core.keys import KeyRing, Principal, key_id
+from ledger.core.kinds import AUTHORITY_KINDS
 from ledger.errors import BadSignature, ProofError, Reason, Rejected
 
 

@@ -16,11 +16,13 @@ from ledger.core.events import (
     ExecutionFailed,
     ExecutionRequested,
 )
+from ledger.core.governance_events import GOVERNANCE_TYPES
 
 
 class Stream(StrEnum):
     """Logical streams, in flow order (the shell adds the configured topic prefix)."""
 
+    GOVERNANCE = "governance"
     REQUESTS = "requests"
     DECISIONS = "decisions"
     REVOCATIONS = "revocations"
@@ -29,8 +31,15 @@ class Stream(StrEnum):
     DEADLETTER = "deadletter"
 
 
-#: What the processor consumes and decides on.
-INPUT_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
+#: What the processor consumes and decides on. Governance comes first: within a batch the
+#: worker applies governance events before the requests that arrived with them.
+INPUT_STREAMS = (Stream.GOVERNANCE, Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
+
+#: The inputs keyed by lineage root (a tree is decided on one partition).
+TREE_STREAMS = (Stream.REQUESTS, Stream.REVOCATIONS, Stream.EXECUTIONS)
+
+#: Streams on one partition: one order every worker sees.
+SINGLE_PARTITION_STREAMS = (Stream.GOVERNANCE,)
 
 #: What the sequencer appends to the ledger: every stream but the dead letters (their bytes
 #: are unauthenticated; the signed denial naming their hash is logged).
@@ -39,7 +48,8 @@ LOGGED_STREAMS = tuple(s for s in Stream if s is not Stream.DEADLETTER)
 #: The inputs the processor decides (one decision each), and the stream each goes on.
 DECIDED_STREAM_OF: dict[type[Event], Stream] = {
     AuthorizationRequested: Stream.REQUESTS, AuthorizationRevoked: Stream.REVOCATIONS,
-    ExecutionRequested: Stream.EXECUTIONS}
+    ExecutionRequested: Stream.EXECUTIONS,
+    **dict.fromkeys(GOVERNANCE_TYPES, Stream.GOVERNANCE)}
 
 #: Every kind a client may submit, and its input stream: the decided ones, and the
 #: execution reports the ledger records (nothing to decide).

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from ledger.core.streams import Stream
+from ledger.core.streams import SINGLE_PARTITION_STREAMS, Stream
 from ledger.errors import ConfigError, Unavailable
 
 #: Logical stream names, in flow order (the list is ``ledger.core.streams.Stream``).
@@ -28,10 +28,12 @@ DEFAULT_PREFIX = "gov."
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The six govledger topic names under one prefix (``gov.requests`` ...): ``requests``
-    ... ``deadletter`` are set from ``prefix``, one per entry of :data:`STREAMS`."""
+    """The seven govledger topic names under one prefix (``gov.requests`` ...):
+    ``governance`` ... ``deadletter`` are set from ``prefix``, one per entry of
+    :data:`STREAMS`."""
 
     prefix: str = DEFAULT_PREFIX
+    governance: str = field(init=False, repr=False, compare=False)
     requests: str = field(init=False, repr=False, compare=False)
     decisions: str = field(init=False, repr=False, compare=False)
     revocations: str = field(init=False, repr=False, compare=False)
@@ -52,6 +54,10 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         """Every topic name, in flow order."""
         return tuple(self.name(s) for s in STREAMS)
+
+    def single_partition(self) -> tuple[str, ...]:
+        """The topics that have one partition whatever the setting (one order for all)."""
+        return tuple(self.name(s) for s in SINGLE_PARTITION_STREAMS)
 
 
 def _validate_name(name: str) -> None:
@@ -86,8 +92,10 @@ async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, i
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
                         replication: int, *, client_options: Mapping[str, Any] | None = None,
-                        timeout_s: float = 30.0) -> dict[str, int]:
-    """Create the missing topics, then verify every one exists with ``partitions``.
+                        timeout_s: float = 30.0,
+                        single: Iterable[str] = ()) -> dict[str, int]:
+    """Create the missing topics, then verify every one exists with ``partitions`` (the
+    topics named in ``single``: with one).
 
     Idempotent: topics that already exist are fine if their partition count matches.
     ``client_options`` are extra aiokafka admin options
@@ -101,6 +109,8 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
         _validate_name(name)
     if partitions < 1 or replication < 1:
         raise ConfigError("partitions and replication must be >= 1")
+    ones = set(single)
+    want = {name: 1 if name in ones else partitions for name in wanted}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **dict(client_options or {}))
     deadline = time.monotonic() + timeout_s
     try:
@@ -108,7 +118,7 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
         existing = await _describe(admin, wanted)
         missing = [n for n in wanted if n not in existing]
         if missing:
-            await _create(admin, missing, partitions, replication, timeout_s)
+            await _create(admin, missing, want, replication, timeout_s)
         while True:
             existing = await _describe(admin, wanted)
             if all(n in existing for n in wanted):
@@ -121,17 +131,17 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
         raise Unavailable(f"cannot ensure topics on {bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()
-    wrong = {n: c for n, c in existing.items() if c != partitions}
+    wrong = {n: c for n, c in existing.items() if c != want[n]}
     if wrong:
-        raise ConfigError(f"topics exist with the wrong partition count (want {partitions}): "
-                          f"{wrong}")
+        raise ConfigError(f"topics exist with the wrong partition count (want {partitions}, "
+                          f"one for {sorted(ones)}): {wrong}")
     return {n: existing[n] for n in wanted}
 
 
-async def _create(admin: AIOKafkaAdminClient, names: list[str], partitions: int,
+async def _create(admin: AIOKafkaAdminClient, names: list[str], partitions: dict[str, int],
                   replication: int, timeout_s: float) -> None:
     """CreateTopics; "already exists" (a concurrent creator won) is not an error."""
-    new = [NewTopic(name=n, num_partitions=partitions, replication_factor=replication)
+    new = [NewTopic(name=n, num_partitions=partitions[n], replication_factor=replication)
            for n in names]
     response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
     for topic_error in getattr(response, "topic_errors", ()):

@@ -172,11 +172,23 @@ def _report(problems: list[Problem], size: int, checkpoints: int, checked: int) 
 
 def audit_ledger(data_dir: Path, keyring_path: Path | None = None) -> AuditReport:
     """``govledger ledger audit``: audit DIR/ledger.db against DIR/ledger.vkey, and every
-    envelope signature too when a keyring is given. Raises ConfigError or ProofError."""
+    envelope signature under the keys in force when it was logged: the governance followed
+    from the genesis (trust anchors DIR/keys/operator.pub and authority.pub), plus the keys
+    of ``keyring_path`` if given (a ledger written before governance events). Without the
+    anchors, only under ``keyring_path``, or no signature check when neither exists.
+    Raises ConfigError or ProofError."""
     # Imported here: the sequencer imports this module for its start-up check.
     from ledger.keyfiles import load_keyring
+    from ledger.log.governance import GovernanceFollower, anchors, governance_verifier
     from ledger.log.sequencer import DB_NAME, keyring_verifier, read_vkey
 
     verify = None if keyring_path is None else keyring_verifier(load_keyring(keyring_path))
+    if (data_dir / "keys" / "operator.pub").exists():
+        follower = GovernanceFollower(*anchors(data_dir))
+        if keyring_path is not None:
+            for principal in load_keyring(keyring_path).principals():
+                if principal.key_id not in follower.keyring:
+                    follower.keyring.add(principal)
+        verify = governance_verifier(follower)
     with LedgerStore(data_dir / DB_NAME) as store:
         return audit_store(store, read_vkey(data_dir), verify=verify)

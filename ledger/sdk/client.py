@@ -34,16 +34,13 @@ from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
 from ledger.core.events import (
-    AuthorizationDenied,
     AuthorizationGranted,
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
-    ExecutionAllowed,
-    ExecutionRefused,
-    RevocationApplied,
 )
 from ledger.core.keys import KeyRing, Signer
+from ledger.core.kinds import answer_of
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
@@ -71,14 +68,13 @@ class Decision:
 
     @property
     def allow(self) -> bool:
-        return isinstance(self.event, AuthorizationGranted | ExecutionAllowed | RevocationApplied)
+        answer = answer_of(self.event)
+        return answer is not None and answer[1]
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        event = self.event
-        if isinstance(event, AuthorizationDenied | ExecutionRefused):
-            return tuple(r.value for r in event.reasons)
-        return ()
+        answer = answer_of(self.event)
+        return () if answer is None else tuple(r.value for r in answer[2])
 
     @property
     def artifact_id(self) -> str | None:
@@ -87,14 +83,10 @@ class Decision:
 
 
 def subject_of(event: Event) -> str | None:
-    """The request or execution id a decision or verdict is about."""
-    if isinstance(event, AuthorizationGranted | AuthorizationDenied):
-        return event.request_id
-    if isinstance(event, ExecutionAllowed | ExecutionRefused):
-        return event.execution_id
-    if isinstance(event, RevocationApplied):
-        return event.revocation_id
-    return None
+    """The request, execution, revocation or governance event id a decision, verdict or
+    acknowledgement is about."""
+    answer = answer_of(event)
+    return None if answer is None else answer[0]
 
 
 class Client:
@@ -286,7 +278,7 @@ class Client:
             return
         subject = subject_of(verified.event)
         if subject is None:
-            return  # e.g. PolicyPublished
+            return  # not about a subject
         decision = Decision(subject, verified)
         self._seen[subject] = decision
         if len(self._seen) > 100_000:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from ledger.config import Settings
+from ledger.core.governance_events import GovernanceApplied
 from ledger.core.keys import KeyRing
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAM_OF
@@ -67,9 +68,13 @@ class ServiceBackend:
     """:class:`ledger.server.api.ApiBackend` over the service's Kafka client and keyring."""
 
     def __init__(self, settings: Settings, keyring: KeyRing, client: Client, life: Lifecycle,
-                 metrics: Metrics, clock: Callable[[], datetime]) -> None:
+                 metrics: Metrics, clock: Callable[[], datetime],
+                 governance_position: Callable[[], int] | None = None) -> None:
+        """``keyring`` is live (the sequencer's governance follower feeds it);
+        ``governance_position`` is how far the ledger has applied governance events."""
         self.settings, self.keyring, self.client, self.life = settings, keyring, client, life
         self.metrics, self.clock = metrics, clock
+        self.governance_position = governance_position
         self.topics = Topics(settings.topic_prefix)
         self._submitted_at: dict[str, float] = {}
         client.on_decision.append(self._observe_decision)
@@ -103,12 +108,20 @@ class ServiceBackend:
         or the decision consumer is down, or the service is starting or stopping, also in
         the middle of the wait (an outage must not look like "pending")."""
         client = self._client_up()
+        deadline = time.monotonic() + wait_s
         try:
             found = await unless_stopping(self.life,
                                           client.decision(subject_id, max(wait_s, 0.001)))
         except Unavailable:
             self._client_up()  # the consumer or broker died during the wait: say so
             return None
+        if isinstance(found.event, GovernanceApplied) and self.governance_position is not None:
+            # In force everywhere once it is a leaf: the sequencer (and so this API) checks
+            # the next events under it. Until then it is pending for the operator too.
+            while self.governance_position() < found.event.position:
+                if time.monotonic() >= deadline:
+                    return None
+                await unless_stopping(self.life, asyncio.sleep(0.02))
         return found.envelope
 
     def _client_up(self) -> Client:

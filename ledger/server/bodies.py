@@ -8,14 +8,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ledger.core.envelope import event_id as envelope_event_id
 from ledger.core.envelope import parse_envelope, parse_payload
-from ledger.core.events import (
-    AuthorizationDenied,
-    AuthorizationGranted,
-    ExecutionAllowed,
-    ExecutionRefused,
-    RevocationApplied,
-)
-from ledger.errors import Reason, Rejected
+from ledger.core.kinds import answer_of
+from ledger.errors import Rejected
 from ledger.server.http_errors import ApiError
 
 
@@ -118,19 +112,10 @@ def summarize_decision(subject_id: str, data: bytes) -> DecisionBody:
         text = data.decode("utf-8")
     except (Rejected, UnicodeDecodeError) as exc:
         raise ApiError(500, "INTERNAL", f"backend returned an unreadable decision: {exc}") from exc
-    reasons: tuple[Reason, ...] = ()
-    if isinstance(event, AuthorizationGranted):
-        subject, allow = event.request_id, True
-    elif isinstance(event, AuthorizationDenied):
-        subject, allow, reasons = event.request_id, False, event.reasons
-    elif isinstance(event, ExecutionAllowed):
-        subject, allow = event.execution_id, True
-    elif isinstance(event, ExecutionRefused):
-        subject, allow, reasons = event.execution_id, False, event.reasons
-    elif isinstance(event, RevocationApplied):
-        subject, allow = event.revocation_id, True
-    else:
+    answer = answer_of(event)
+    if answer is None:
         raise ApiError(500, "INTERNAL", f"backend returned a {event.KIND}, not a decision")
+    subject, allow, reasons = answer
     if subject != subject_id:
         raise ApiError(500, "INTERNAL", "backend returned a decision about another subject")
     return DecisionBody(envelope=text, event_id=envelope_event_id(parsed.payload),

@@ -45,15 +45,15 @@ from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
-from ledger.keyfiles import load_keyring
+from ledger.log.governance import GovernanceFollower, follow_ledger, governance_verifier
 from ledger.log.sequencer import (
     VKEY_NAME,
     Sequencer,
     SubmitResult,
-    keyring_verifier,
     open_ledger,
     read_vkey,
 )
+from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
@@ -86,6 +86,7 @@ class Service:
     api_url: str = ""
     init_report: InitReport | None = None
     keyring: KeyRing | None = None
+    governance: GovernanceFollower | None = None
     client: Client | None = None
     failed: str | None = None
     failure: str | None = None
@@ -109,7 +110,12 @@ class Service:
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
         self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
-        self.keyring = load_keyring(self.data.keyring)
+        if "sequencer" in self.components:  # the ledger's writer writes its genesis
+            from processors.genesis import ensure_genesis
+            ensure_genesis(self.settings.data_dir, self.clock())
+        with LedgerStore(self.data.ledger_db) as store:
+            self.governance = follow_ledger(self.settings.data_dir, store)
+        self.keyring = self.governance.keyring  # live: the sequencer's verifier feeds it
         if self.settings.embedded:
             self.broker = EmbeddedBroker(start_timeout_s=self.settings.broker_start_timeout_s)
             await self.broker.astart()
@@ -121,7 +127,8 @@ class Service:
             self.bootstrap = self.settings.kafka_bootstrap
         await ensure_topics(self.bootstrap, self.topics.all(), self.settings.partitions,
                             self.settings.replication_factor,
-                            client_options=client_options(self.settings))
+                            client_options=client_options(self.settings),
+                            single=self.topics.single_partition())
         if "sequencer" in self.components:
             await self._start_sequencer()
         if "processor" in self.components:
@@ -130,11 +137,11 @@ class Service:
             await self._start_api()
 
     async def _start_sequencer(self) -> None:
-        assert self.keyring is not None
-        keyring, settings = self.keyring, self.settings
+        assert self.governance is not None
+        governance, settings = self.governance, self.settings
 
         def opener() -> Sequencer:
-            return open_ledger(settings.data_dir, keyring_verifier(keyring),
+            return open_ledger(settings.data_dir, governance_verifier(governance),
                                checkpoint_interval=settings.checkpoint_interval_s)
         metrics = self.metrics
         signed_at = [time.monotonic()]
@@ -217,8 +224,10 @@ class Service:
         assert self.keyring is not None
         self.client = Client(self.settings, self.bootstrap, self.keyring, clock=self.clock)
         await self.client.start(from_beginning=True)
+        governance = self.governance
         backend = ServiceBackend(self.settings, self.keyring, self.client, self, self.metrics,
-                                 self.clock)
+                                 self.clock, lambda: governance.state.position if governance
+                                 else 0)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
         config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
@@ -342,9 +351,9 @@ def check_decision_side(settings: Settings) -> None:
     """Load what the processor loads at start (its key, keyring, policies and limits), so
     that ``govledger init`` says now what ``govledger up`` would refuse later. Raises
     ConfigError naming the data directory."""
-    from processors.app import build_engine  # the decision side is optional per process
+    from processors.app import check_files  # the decision side is optional per process
     try:
-        build_engine(settings)
+        check_files(settings)
     except ConfigError as exc:
         raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc
 

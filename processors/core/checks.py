@@ -4,11 +4,15 @@
 NON_CANONICAL, OVERSIZED, UNSUPPORTED_VERSION, SIGNATURE_*, KEY_*, IDENTITY_MISMATCH,
 TENANT_MISMATCH). The functions here continue, in this order, and the first failure denies:
 
-requests:    REPLAY -> IDENTITY_MISMATCH (holder not of the tenant) -> EXPIRED /
+requests:    TENANT_SUSPENDED / PRINCIPAL_SUSPENDED (the signer, the holder, or the initiator
+             or holder of any artifact above the parent) -> POLICY_DENY (no requester role)
+             -> REPLAY -> IDENTITY_MISMATCH (holder not of the tenant) -> EXPIRED /
              NOT_YET_VALID / TTL_TOO_LONG -> PARENT_UNKNOWN -> IDENTITY_MISMATCH (only the
              parent's holder delegates) -> PARENT_REVOKED / PARENT_EXPIRED -> ENV_MISMATCH ->
              SCOPE_WIDENING / DEPTH_EXCEEDED / LINEAGE_CYCLE -> POLICY_DENY -> RATE_LIMITED
-executions:  REPLAY -> ARTIFACT_INVALID -> IDENTITY_MISMATCH -> ARTIFACT_REVOKED ->
+executions:  REPLAY -> ARTIFACT_INVALID -> TENANT_SUSPENDED / PRINCIPAL_SUSPENDED (the
+             runtime, or the initiator or holder of the artifact or any artifact above it:
+             the kill switch) -> IDENTITY_MISMATCH -> ARTIFACT_REVOKED ->
              EXPIRED / NOT_YET_VALID -> then the artifact rule shared with the gate
              (``ledger.core.artifact.artifact_refusal``: window, SCOPE_MISMATCH,
              ENV_MISMATCH) -> ARTIFACT_CONSUMED
@@ -30,7 +34,7 @@ included, is a denial.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -41,6 +45,7 @@ from ledger.core.events import (
     AuthorizationRevoked,
     ExecutionRequested,
 )
+from ledger.core.governance import GovernanceState
 from ledger.core.keys import KeyRing
 from ledger.core.scope import normalise_resource
 from ledger.errors import Reason, Rejected
@@ -78,6 +83,7 @@ class Verdict:
     reasons: tuple[Reason, ...] = ()
     detail: str = ""
     policy_ids: tuple[str, ...] = ()
+    shadow: Verdict | None = None  # the shadow policy's verdict, where the policy was asked
 
     @classmethod
     def deny(cls, reason: Reason, detail: str = "",
@@ -226,9 +232,30 @@ def _same_tenant_principal(keyring: KeyRing | None, identity: str, tenant: str) 
                for p in keyring.principals())
 
 
+def suspended(governance: GovernanceState | None, lineage: LineageState, tenant: str,
+              artifact_id: str | None, *identities: str) -> Verdict | None:
+    """The kill switch: a denial if ``tenant``, one of ``identities``, or the initiator or
+    holder of ``artifact_id`` or of any artifact above it is suspended (governance)."""
+    if governance is None or not (governance.suspended_tenants
+                                  or governance.suspended_principals):
+        return None
+    above: list[str] = []
+    if artifact_id is not None and artifact_id in lineage.grants:
+        try:
+            above = [who for r in lineage.ancestors(artifact_id)
+                     for who in (r.artifact.initiator, r.artifact.holder)]
+        except ValueError:
+            return Verdict.deny(Reason.LINEAGE_CYCLE)
+    if (reason := governance.suspension(tenant, *identities, *above)) is not None:
+        return Verdict.deny(reason, "suspended by governance")
+    return None
+
+
 def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
                    policy: PolicyEngine | PolicyMemo, limiter: RateLimiter, now: datetime,
-                   limits: Limits, keyring: KeyRing | None = None) -> Verdict:
+                   limits: Limits, keyring: KeyRing | None = None,
+                   governance: GovernanceState | None = None,
+                   shadow: PolicyMemo | None = None) -> Verdict:
     """Run the request checks in their documented order; the first failure denies.
 
     ``policy`` may be a :class:`PolicyMemo` over the policy engine: the same verdicts, sooner.
@@ -242,6 +269,9 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     replayed = replay.is_replay(request.signer, request.nonce, verified.event_id, now)
     replay.remember(request.signer, request.nonce, verified.event_id,
                     limits.nonce_until(request.issued_at, now), now)
+    if (denied := suspended(governance, lineage, request.tenant, request.lineage.parent,
+                            request.signer, request.holder_identity)) is not None:
+        return denied
     if "requester" not in verified.principal.roles:
         return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
     try:
@@ -263,15 +293,19 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     roles = verified.principal.roles
     verdict = (policy.verdict(request, roles, depth) if isinstance(policy, PolicyMemo)
                else evaluate_policy(policy, request, roles, depth))
+    if shadow is not None:  # evaluated beside, never deciding (shadow mode)
+        verdict = replace(verdict, shadow=shadow.verdict(request, roles, depth))
     if not verdict.allow:
         return verdict
     if not limiter.allow(request.signer, now.timestamp()):
-        return Verdict.deny(Reason.RATE_LIMITED, policy_ids=verdict.policy_ids)
+        return replace(Verdict.deny(Reason.RATE_LIMITED, policy_ids=verdict.policy_ids),
+                       shadow=verdict.shadow)
     return verdict
 
 
 def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
-                     now: datetime, limits: Limits) -> Verdict:
+                     now: datetime, limits: Limits,
+                     governance: GovernanceState | None = None) -> Verdict:
     """Run the execution checks in their documented order (module docstring)."""
     execution = verified.event
     if not isinstance(execution, ExecutionRequested):
@@ -284,6 +318,9 @@ def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: Rep
     if record is None or record.artifact.lineage.root != execution.root:
         return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
     art = record.artifact
+    if (denied := suspended(governance, lineage, art.tenant, execution.artifact_id,
+                            execution.signer)) is not None:
+        return denied
     runtime = verified.principal
     if art.tenant != execution.tenant or (
             execution.signer != art.holder and "executor" not in runtime.roles):

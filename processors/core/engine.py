@@ -42,10 +42,12 @@ from ledger.core.events import (
     ExecutionRefused,
     ExecutionRequested,
     Lineage,
-    PolicyPublished,
     RevocationApplied,
+    Shadow,
 )
-from ledger.core.keys import KeyRing, Signer
+from ledger.core.governance import GovernanceState
+from ledger.core.governance_events import GOVERNANCE_TYPES
+from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
@@ -59,6 +61,7 @@ from processors.core.checks import (
     decide_request,
     decide_revocation,
 )
+from processors.core.governing import GOVERNANCE_KEY, Governor, NoPolicy, PolicyCompiler
 from processors.core.outcomes import DecisionState, Outcome, Output, replayed
 
 Recall = Callable[[str], Outcome | None]
@@ -74,14 +77,26 @@ _NONCE_BEARING = frozenset({(Stream.REQUESTS, AuthorizationRequested),
 class Engine:
     """Decides requests, executions and revocations for one authority."""
 
-    def __init__(self, *, authority: Signer, authority_identity: str, keyring: KeyRing,
-                 policy: PolicyEngine, limiter: RateLimiter, limits: Limits,
-                 recall: Recall | None = None) -> None:
+    def __init__(self, *, authority: Signer, authority_identity: str,
+                 keyring: KeyRing | None = None, policy: PolicyEngine | None = None,
+                 limiter: RateLimiter, limits: Limits, recall: Recall | None = None,
+                 governance: GovernanceState | None = None,
+                 compile_policy: PolicyCompiler | None = None,
+                 operator: Principal | None = None) -> None:
+        """``governance`` (with ``compile_policy`` for published policies and the genesis
+        ``operator``) is the live governance state; without it, a fixed ``keyring`` and
+        ``policy`` (tests and tools that decide under one policy)."""
         self.authority = authority
         self.identity = authority_identity
-        self.keyring = keyring
-        self.policy = policy
-        self.policy_memo = PolicyMemo(policy)
+        state = governance or GovernanceState(keyring=keyring or KeyRing())
+        state.authority_key = authority.key_id
+        self.governor = Governor(state, compile_policy, limits, operator)
+        self.keyring = state.keyring
+        self.fixed_policy = policy
+        self.policy: PolicyEngine = NoPolicy()
+        self.policy_memo = PolicyMemo(self.policy)
+        self.shadow_memo: PolicyMemo | None = None
+        self._policy_changed()
         self.limiter = limiter
         self.limits = limits
         self.state = DecisionState()
@@ -89,6 +104,26 @@ class Engine:
         # Called with a lineage root before anything is decided in that tree, so a shell
         # that keeps some trees' effects waiting (a group's worker) can apply them first.
         self.on_tree: Callable[[str], None] | None = None
+
+    @property
+    def governance(self) -> GovernanceState:
+        return self.governor.state
+
+    def _policy_changed(self) -> None:
+        """Swap in the compiled policy the governance state names (or the fixed one): whole,
+        between two inputs, so no decision sees half of a publication."""
+        policy = self.fixed_policy or self.governor.policy() or NoPolicy()
+        if policy is not self.policy:
+            self.policy, self.policy_memo = policy, PolicyMemo(policy)
+        shadow = None if self.fixed_policy else self.governor.shadow()
+        if shadow is None:
+            self.shadow_memo = None
+        elif self.shadow_memo is None or self.shadow_memo.policy is not shadow:
+            self.shadow_memo = PolicyMemo(shadow)
+
+    @property
+    def policy_digest(self) -> str | None:
+        return self.policy.digest or None
 
     def earlier(self, subject: str) -> Outcome | None:
         """The outcome already decided for ``subject``, from the cache or the journal."""
@@ -104,8 +139,9 @@ class Engine:
         subject = hashlib.sha256(raw).hexdigest()
         if (earlier := self.earlier(subject)) is not None:     # rejected input seen before
             return replayed(earlier, raw)
+        keyring = self.governor.keyring_for(stream is Stream.GOVERNANCE and self.governor.empty)
         try:  # the ledger's own admission rule: what is verified here, the ledger logs
-            verified = verify_loggable(raw, self.keyring, now)
+            verified = verify_loggable(raw, keyring, now)
         except Rejected as exc:
             outcome = self._reject_input(subject, raw, exc, now)
             self.state.remember(subject, outcome)
@@ -124,17 +160,6 @@ class Engine:
         self.state.remember(verified.event_id, outcome)
         self.state.replay.prune(now)
         return outcome
-
-    def publish_policy(self, policy_ids: tuple[str, ...], files: dict[str, str],
-                       now: datetime) -> Output:
-        """A signed PolicyPublished for the policy now in force."""
-        event = PolicyPublished(signer=self.identity, tenant="*",
-                                nonce=_nonce("p", self.policy.digest.replace(":", "-")),
-                                issued_at=now,
-                                policy_digest=self.policy.digest, policy_ids=policy_ids,
-                                files=files)
-        # PolicyPublished travels with the decisions it governs.
-        return Output(Stream.DECISIONS, b"policy", sign_event(event, self.authority))
 
     def restore(self, stream: Stream, raw: bytes, arrival: datetime, outcome: Outcome, *,
                 effects: bool = True) -> None:
@@ -159,6 +184,9 @@ class Engine:
         of a group uses this for trees it does not decide (processors/worker.py).
         """
         self.state.remember(outcome.subject, outcome)
+        if stream is Stream.GOVERNANCE and hashlib.sha256(raw).hexdigest() != outcome.subject:
+            self._restore_governance(raw, arrival, outcome)  # pending ones too
+            return
         if outcome.allow is None and not outcome.outputs:
             return
         if stream in INPUT_STREAMS:
@@ -175,6 +203,20 @@ class Engine:
         if outcome.allow and stream in INPUT_STREAMS and not any(applied):
             raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
                               "signed grant, revocation or allowed execution")
+
+    def _restore_governance(self, raw: bytes, arrival: datetime, outcome: Outcome) -> None:
+        """Decide a journaled governance input again at its arrival time; the answers must
+        be the journaled bytes (processors/core/governing.py). Raises Unavailable."""
+        keyring = self.governor.keyring_for(self.governor.empty)
+        try:
+            verified = verify_loggable(raw, keyring, arrival)
+        except Rejected as exc:
+            raise Unavailable(f"journal entry {outcome.subject[:16]}: its governance event no "
+                              f"longer verifies: {exc}") from exc
+        again = self._governance(verified, arrival)
+        if [o.value for o in again.outputs] != [o.value for o in outcome.outputs]:
+            raise Unavailable(f"journal entry {outcome.subject[:16]}: deciding its governance "
+                              "event again gives other answers than the journaled ones")
 
     def _restore_input(self, stream: Stream, raw: bytes, arrival: datetime,
                        outcome: Outcome) -> None:
@@ -236,6 +278,8 @@ class Engine:
         event = verified.event
         if self.on_tree is not None:
             self.on_tree(_tree_root(event, verified.event_id))
+        if stream is Stream.GOVERNANCE and isinstance(event, GOVERNANCE_TYPES):
+            return self._governance(verified, now)
         if stream is Stream.REQUESTS and isinstance(event, AuthorizationRequested):
             return self._request(verified, event, now)
         if stream is Stream.EXECUTIONS and isinstance(event, ExecutionRequested):
@@ -248,11 +292,27 @@ class Engine:
         return self._deny(verified.event_id, event.tenant, event.lineage_root(), denial, now,
                           stream=Stream.DECISIONS)
 
+    def _governance(self, verified: VerifiedEvent, now: datetime) -> Outcome:
+        """Decide a governance event (processors/core/governing.py): applied, refused or
+        pending; the answers go on the decisions stream under one key."""
+        result = self.governor.decide(verified, now)
+        if result.applied:
+            self._policy_changed()
+        answers = self.governor.answers(result, self.authority, self.identity, now)
+        allow = (True if any(a.event_id == verified.event_id for a in result.applied)
+                 else False if any(r.event_id == verified.event_id for r in result.refused)
+                 else None)
+        reasons = tuple(r.reason for r in result.refused if r.event_id == verified.event_id)
+        return Outcome(verified.event_id,
+                       tuple(Output(Stream.DECISIONS, GOVERNANCE_KEY, a) for a in answers),
+                       allow=allow, reasons=reasons)
+
     def _request(self, verified: VerifiedEvent, request: AuthorizationRequested,
                  now: datetime) -> Outcome:
         root = request.lineage.root or verified.event_id
         verdict = decide_request(verified, self.state.lineage, self.state.replay,
-                                 self.policy_memo, self.limiter, now, self.limits, self.keyring)
+                                 self.policy_memo, self.limiter, now, self.limits, self.keyring,
+                                 self.governance, self.shadow_memo)
         if not verdict.allow:
             return self._deny(verified.event_id, request.tenant, root, verdict, now)
         artifact = Artifact(
@@ -266,7 +326,9 @@ class Engine:
             governance=request.context)
         grant = AuthorizationGranted(signer=self.identity, tenant=request.tenant,
                                      nonce=_nonce("g", verified.event_id), issued_at=now,
-                                     request_id=verified.event_id, artifact=artifact)
+                                     request_id=verified.event_id, artifact=artifact,
+                                     governance=self.governance.position,
+                                     shadow=self._shadow(verdict))
         envelope, artifact_id = sign_event_with_id(grant, self.authority)
         self.state.lineage.add_grant(artifact_id, artifact)
         return Outcome(verified.event_id, (Output(Stream.DECISIONS, root.encode(), envelope),),
@@ -275,7 +337,7 @@ class Engine:
     def _execution(self, verified: VerifiedEvent, execution: ExecutionRequested,
                    now: datetime) -> Outcome:
         verdict = decide_execution(verified, self.state.lineage, self.state.replay, now,
-                                   self.limits)
+                                   self.limits, self.governance)
         event: Event
         if verdict.allow:
             self.state.lineage.grants[execution.artifact_id].uses += 1
@@ -283,13 +345,14 @@ class Engine:
                 signer=self.identity, tenant=execution.tenant,
                 nonce=_nonce("v", verified.event_id), issued_at=now,
                 artifact_id=execution.artifact_id, root=execution.root,
-                execution_id=verified.event_id)
+                execution_id=verified.event_id, governance=self.governance.position)
         else:
             event = ExecutionRefused(
                 signer=self.identity, tenant=execution.tenant,
                 nonce=_nonce("v", verified.event_id), issued_at=now,
                 artifact_id=execution.artifact_id, root=execution.root,
-                execution_id=verified.event_id, reasons=verdict.reasons, detail=verdict.detail)
+                execution_id=verified.event_id, reasons=verdict.reasons, detail=verdict.detail,
+                governance=self.governance.position)
         out = Output(Stream.VERDICTS, execution.root.encode(), sign_event(event, self.authority))
         return Outcome(verified.event_id, (out,), allow=verdict.allow, reasons=verdict.reasons)
 
@@ -310,7 +373,8 @@ class Engine:
                 issued_at=now, revocation_id=verified.event_id,
                 artifact_id=revocation.artifact_id, root=revocation.root,
                 revoked=tuple(revoked[start:start + REVOKED_PER_EVENT]),
-                chunk=chunk, chunks=len(starts)), self.authority))
+                chunk=chunk, chunks=len(starts), governance=self.governance.position),
+                self.authority))
             for chunk, start in enumerate(starts))
         return Outcome(verified.event_id, outputs, allow=True)
 
@@ -319,10 +383,18 @@ class Engine:
         denial = AuthorizationDenied(
             signer=self.identity, tenant=tenant, nonce=_nonce("d", subject), issued_at=now,
             request_id=subject, reasons=verdict.reasons, detail=verdict.detail, root=root,
-            policy_digest=self.policy.digest, policy_ids=verdict.policy_ids)
+            policy_digest=self.policy_digest, policy_ids=verdict.policy_ids,
+            governance=self.governance.position, shadow=self._shadow(verdict))
         key = (root or subject).encode()
         return Outcome(subject, (Output(stream, key, sign_event(denial, self.authority)),),
                        allow=False, reasons=verdict.reasons)
+
+    def _shadow(self, verdict: Verdict) -> Shadow | None:
+        """The shadow policy's outcome for the decision, where the policy was asked."""
+        if verdict.shadow is None or self.shadow_memo is None:
+            return None
+        return Shadow(policy_digest=self.shadow_memo.policy.digest,
+                      allow=verdict.shadow.allow, policy_ids=verdict.shadow.policy_ids)
 
     def _reject_input(self, subject: str, raw: bytes, exc: Rejected, now: datetime) -> Outcome:
         """Unauthenticated input: a signed denial naming its hash, and the bytes to dead-letter."""

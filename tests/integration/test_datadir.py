@@ -33,7 +33,8 @@ pytestmark = pytest.mark.integration
 ORIGIN = "govledger.test/log"
 GOVLEDGER = str(Path(sys.executable).parent / "govledger")
 # What init writes, in its order (policies/ last; ledger.db after its key and vkey).
-ORDER = ["keys/authority.key", "keys/authority.pub", "keys/ledger.key", "keys/ledger.pub",
+ORDER = ["keys/authority.key", "keys/authority.pub", "keys/operator.key", "keys/operator.pub",
+         "keys/ledger.key", "keys/ledger.pub",
          "ledger.vkey", "ledger.db", "keyring.json", "policies"]
 TEMP = ".tmp-0123456789ab"
 

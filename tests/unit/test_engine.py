@@ -431,17 +431,6 @@ def test_restore_refuses_a_journal_entry_that_does_not_match_its_input() -> None
         restored([(Stream.REQUESTS, other, out)])
 
 
-def test_restore_accepts_the_processors_own_policy_entry() -> None:
-    """The worker journals its PolicyPublished under a subject of its own (not an event id);
-    restoring it is not a mismatch."""
-    live = engine()
-    published = live.publish_policy(("p1",), {"p.cedar": "permit(principal, action, resource);"},
-                                    T0)
-    entry = Outcome(hashlib.sha256(b"policy-published\nx").hexdigest(), (published,))
-    fresh = restored([(Stream.DECISIONS, published.value, entry)])
-    assert fresh.state.decided[entry.subject] == entry
-
-
 def test_a_nonce_free_again_after_expiry_is_taken_by_its_next_use() -> None:
     """Alice's nonce expires; a new request takes it; a third request with it is a REPLAY,
     both live (the stale entry was not pruned yet when the second one came) and after a

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.core.events import AUTHORITY_KINDS, BY_KIND
 from ledger.core.keys import Principal
+from ledger.core.kinds import AUTHORITY_KINDS, BY_KIND
 from ledger.core.signers import check_signer_kind
 from ledger.errors import BadSignature, Reason
 from tests.factories import ALICE, AUTHORITY
@@ -19,7 +19,8 @@ THE_AUTHORITY = Principal("govledger:authority", "*", AUTHORITY.public_key,
 def test_authority_kinds_are_known_kinds_and_include_every_decision() -> None:
     assert set(BY_KIND) >= AUTHORITY_KINDS
     assert {"AuthorizationGranted", "AuthorizationDenied", "RevocationApplied",
-            "ExecutionAllowed", "ExecutionRefused", "PolicyPublished"} <= AUTHORITY_KINDS
+            "ExecutionAllowed", "ExecutionRefused", "GovernanceApplied"} <= AUTHORITY_KINDS
+    assert "PolicyPublished" not in AUTHORITY_KINDS  # an admin signs it, never the authority
     assert "AuthorizationRequested" not in AUTHORITY_KINDS
 
 
