@@ -200,7 +200,7 @@ def test_unknown_action_denies(example: PolicyBundle) -> None:
     ({"p.cedar": '@id("x")\npermit (principal, action, resource) when { 1 > };'},
      "does not parse"),
     ({"p.cedar": '@id("x")\npermit (principal, action, resource) when { context.nope };'},
-     "fails schema validation: [x]"),
+     "p.cedar [x]: fails schema validation"),
     ({"p.cedar": '@id("x")\npermit (principal, action == Action::"fly", resource);'},
      "fails schema validation"),
     ({"p.cedar": '@id("x")\npermit (principal, action, resource) '
