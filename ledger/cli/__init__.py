@@ -11,6 +11,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
+- ``policy_commands``: Cedar policy bundles offline (policy validate, test, explain)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -22,7 +23,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli import (
+    client_commands,
+    events_commands,
+    ledger_commands,
+    policy_commands,
+    service_commands,
+)
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
     EXIT_INVALID,
@@ -80,6 +87,10 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 ledger_app.add_typer(prove_app, name="prove")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(topics_app, name="topics")
+policy_app = typer.Typer(help="Cedar policy bundles: validate, test and explain offline, on "
+                         "the processor's own entity model and decision rule.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 keys_app.command("generate")(events_commands.keys_generate)
 events_app.command("sign")(events_commands.events_sign)
@@ -109,6 +120,10 @@ app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
 
 app.command("demo")(service_commands.demo)
+
+policy_app.command("validate")(policy_commands.policy_validate)
+policy_app.command("test")(policy_commands.policy_test)
+policy_app.command("explain")(policy_commands.policy_explain)
 
 
 def fail(message: str, code: int) -> NoReturn:
