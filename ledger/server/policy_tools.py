@@ -78,7 +78,7 @@ def read_cases(path: Path) -> tuple[PolicyCase, ...]:
             document = json.loads(data)
         else:
             raise ConfigError(f"{path}: a cases file ends in .toml or .json")
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path} does not parse: {exc}") from exc
     if not isinstance(document, Mapping):
         raise ConfigError(f"{path}: a cases document is a table / JSON object")

@@ -90,8 +90,8 @@ class CaseResult:
 
 
 def _strings(value: object, what: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
+    # A bare string is refused, not split or wrapped: "reader,requester" must not quietly
+    # become one role named "reader,requester".
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{what} must be a list of strings")
     return tuple(value)
@@ -117,7 +117,11 @@ def build_input(fields: Mapping[str, object], nonce: str) -> PolicyInput:
     for required in ("principal", "tenant", "resource"):
         if required not in fields:
             raise ConfigError(f"missing field {required!r}")
-    actions = _strings(fields.get("actions", fields.get("action", [])), "actions")
+    single = fields.get("action")
+    if "action" in fields and not isinstance(single, str):
+        raise ConfigError("action must be a string (several: actions = [...])")
+    actions = (_strings(fields["actions"], "actions") if "actions" in fields
+               else (single,) if isinstance(single, str) else ())
     depth, context = fields.get("depth", 0), fields.get("context", {})
     if type(depth) is not int or depth < 0:
         raise ConfigError("depth must be a non-negative integer")
