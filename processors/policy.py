@@ -175,7 +175,7 @@ def check_bundle(files: Mapping[str, str], problems: list[BundleProblem],
                  ) -> tuple[cedarpy.Schema | None, dict[str, object]]:
     """Every rule of the module docstring over ``files`` (name -> text): the parsed schema
     and the policies by ``@id``, adding every problem found to ``problems`` (the bundle
-    loads only if there is none). Never raises."""
+    loads only if there is none)."""
     if len(files) > MAX_FILES:
         problems.append(BundleProblem("", "", f"more than {MAX_FILES} files"))
     named = {}

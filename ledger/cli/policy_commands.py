@@ -14,22 +14,21 @@ tests/unit/test_layout.py). Exit codes: 0 ok / allowed, 1 problems / mismatch / 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledger.cli.options import EXIT_INVALID, DataOpt, JsonFlag, emit, settings_from
 from ledger.datadir import DataDir
-from ledger.server.policy_tools import (
-    BundleReport,
-    CaseResult,
-    Explanation,
-    PolicyInput,
-    Verdict,
-    explain_request,
-    run_case_file,
-    validate_bundle,
-)
+
+if TYPE_CHECKING:  # the tools load Cedar and the decision rules: only when a command runs
+    from ledger.server.policy_tools import (
+        BundleReport,
+        CaseResult,
+        Explanation,
+        PolicyInput,
+        Verdict,
+    )
 
 # What the offline tools leave out: they need the processor's state or its clock.
 NOT_CHECKED = ("key validity window", "replay", "holder", "time window", "lineage",
@@ -66,6 +65,7 @@ def policy_validate(directory: PolicyDir, as_json: JsonFlag = False) -> None:
 
     Example: govledger policy validate ./govledger-data/policies
     """
+    from ledger.server.policy_tools import validate_bundle
     report = validate_bundle(directory)
     data: dict[str, object] = {
         "ok": not report.problems, "directory": str(report.directory),
@@ -115,6 +115,7 @@ def policy_test(
 
     Example: govledger policy test ./policies ./policies/cases.toml
     """
+    from ledger.server.policy_tools import run_case_file
     results = run_case_file(directory, cases)
     failed = sum(not r.passed for r in results)
     summary = f"{len(results)} cases: {len(results) - failed} passed, {failed} failed"
@@ -186,6 +187,7 @@ def policy_explain(
     directory = policies if policies is not None else DataDir(settings_from(data).data_dir).policies
     role_set = (frozenset(r.strip() for item in roles for r in item.split(",") if r.strip())
                 if roles else None)
+    from ledger.server.policy_tools import explain_request
     found, digest = explain_request(request, directory, keyring_path=keyring, roles=role_set,
                                     depth=depth)
     result: dict[str, object] = {**_verdict_json(found.verdict), "signature": found.signature,
