@@ -7,11 +7,13 @@ denies whenever Cedar reports any error, returns no decision, or cedarpy raises.
 
 A bundle is a directory of ``*.cedar`` policy files plus exactly one schema,
 ``schema.cedarschema`` (Cedar schema syntax) or ``schema.cedarschema.json`` (Cedar JSON
-schema). Loading (:meth:`PolicyBundle.load`) refuses, with ConfigError carrying Cedar's text:
-a missing or ambiguous schema, a schema or policy that does not parse, a policy that fails
-strict schema validation, a policy without an ``@id("...")`` annotation or with an id outside
-``[A-Za-z0-9][A-Za-z0-9._:-]{0,127}``, a duplicate id, a template, and an empty set.
-The ``@id`` values become Cedar's own policy ids, so decisions report them directly.
+schema). Loading (:meth:`PolicyBundle.load`) refuses, with BundleInvalid (a ConfigError)
+listing every problem (file, policy id, Cedar's text), not just the first: a missing or
+ambiguous schema, a schema or policy that does not parse, a policy that fails strict schema
+validation, a policy without an ``@id("...")`` annotation or with an id outside
+``[A-Za-z0-9][A-Za-z0-9._:-]{0,127}``, a duplicate id, a template, and an empty set
+(:func:`check_bundle`; ``govledger policy validate`` prints the list). The ``@id`` values
+become Cedar's own policy ids, so decisions report them directly.
 
 Parsed once: the policies become one pre-parsed ``cedarpy.PolicySet`` and the schema one
 ``cedarpy.Schema`` handle; evaluation never re-parses them (cedarpy re-parses a policy
@@ -79,39 +81,129 @@ def bundle_digest(files: Mapping[str, str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _parse_schema(name: str, text: str) -> cedarpy.Schema:
+@dataclass(frozen=True, slots=True)
+class BundleProblem:
+    """One reason a bundle does not load. ``file`` is "" for the bundle as a whole;
+    ``policy`` is "" when the problem is not about one policy, else its ``@id`` (or Cedar's
+    position, ``policy0``, for a policy without a valid one)."""
+
+    file: str
+    policy: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f" [{self.policy}]" if self.policy else "")
+        return f"{where}: {self.message}" if where else self.message
+
+
+class BundleInvalid(ConfigError):
+    """A bundle that does not load. ``problems`` holds every problem found (at least one),
+    so a tool can list them all; the message names the first."""
+
+    def __init__(self, problems: Sequence[BundleProblem]) -> None:
+        self.problems = tuple(problems)
+        more = len(self.problems) - 1
+        super().__init__(f"policy bundle: {self.problems[0]}"
+                         + (f" (and {more} more problems)" if more else ""))
+
+
+def _parse_schema(name: str, text: str, problems: list[BundleProblem]) -> cedarpy.Schema | None:
     try:
         if name.endswith(".json"):
             return cedarpy.Schema.from_json_str(text)
         return cedarpy.Schema.from_str(text)
     except ValueError as exc:
-        raise ConfigError(f"policy bundle: schema {name} does not parse: {exc}") from exc
+        problems.append(BundleProblem(name, "", f"schema does not parse: {exc}"))
+        return None
 
 
-def _static_policies(name: str, text: str, schema: cedarpy.Schema) -> dict[str, object]:
-    """Parse and validate one policy file; return its policies keyed by their ``@id``."""
+def _validation_problems(name: str, text: str,
+                         schema: cedarpy.Schema) -> list[BundleProblem]:
+    """Cedar's strict validation of one file's policies, each error under its ``@id``."""
+    result = cedarpy.validate_policies(text, schema)
+    if result.validation_passed:
+        return []
+    ids = result.id_annotations_by_policy_id
+    found = set()
+    for error in result.errors:
+        label = ids.get(error.policy_id, error.policy_id)
+        message = str(error.error).replace(f"`{error.policy_id}`", f"`{label}`")
+        found.add(BundleProblem(name, label, f"fails schema validation: {message}"))
+    if not found:
+        found.add(BundleProblem(name, "", "fails schema validation"))
+    return sorted(found, key=lambda p: (p.policy, p.message))
+
+
+def _static_policies(name: str, text: str, schema: cedarpy.Schema | None,
+                     problems: list[BundleProblem]) -> dict[str, object]:
+    """Parse one policy file and validate it against ``schema`` (skipped when the schema
+    itself failed); return its well-named policies by ``@id``, adding every problem found
+    to ``problems``."""
     try:
         est = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
-        raise ConfigError(f"policy bundle: {name} does not parse: {exc}") from exc
+        problems.append(BundleProblem(name, "", f"does not parse: {exc}"))
+        return {}
     if est.get("templates") or est.get("templateLinks"):
-        raise ConfigError(f"policy bundle: {name} has templates (not supported)")
-    result = cedarpy.validate_policies(text, schema)
-    if not result.validation_passed:
-        ids = result.id_annotations_by_policy_id
-        problems = "; ".join(f"[{ids.get(e.policy_id, e.policy_id)}] {e.error}"
-                             for e in result.errors)
-        raise ConfigError(f"policy bundle: {name} fails schema validation: {problems}")
+        problems.append(BundleProblem(name, "", "has templates (not supported)"))
+        return {}
+    if schema is not None:
+        problems.extend(_validation_problems(name, text, schema))
     policies: dict[str, object] = {}
     for position, policy in est.get("staticPolicies", {}).items():
         policy_id = policy.get("annotations", {}).get("id")
         if not isinstance(policy_id, str) or not POLICY_ID.match(policy_id):
-            raise ConfigError(f"policy bundle: {name}: policy {position} needs an "
-                              f'@id("...") matching {POLICY_ID.pattern}, got {policy_id!r}')
-        if policy_id in policies:
-            raise ConfigError(f"policy bundle: duplicate policy id {policy_id!r} in {name}")
-        policies[policy_id] = policy
+            problems.append(BundleProblem(name, position, f'needs an @id("...") matching '
+                                          f"{POLICY_ID.pattern}, got {policy_id!r}"))
+        elif policy_id in policies:
+            problems.append(BundleProblem(name, policy_id,
+                                          f"duplicate policy id {policy_id!r}"))
+        else:
+            policies[policy_id] = policy
     return policies
+
+
+def _file_name_problem(name: str) -> BundleProblem | None:
+    if (len(name) > MAX_FILE_NAME or "/" in name or "\\" in name
+            or not (name.endswith(POLICY_SUFFIX) or name in SCHEMA_FILES)
+            or name.startswith(".")):
+        return BundleProblem("", "", f"unexpected file name {name!r}")
+    return None
+
+
+def check_bundle(files: Mapping[str, str], problems: list[BundleProblem],
+                 ) -> tuple[cedarpy.Schema | None, dict[str, object]]:
+    """Every rule of the module docstring over ``files`` (name -> text): the parsed schema
+    and the policies by ``@id``, adding every problem found to ``problems`` (the bundle
+    loads only if there is none)."""
+    if len(files) > MAX_FILES:
+        problems.append(BundleProblem("", "", f"more than {MAX_FILES} files"))
+    named = {}
+    for name, text in files.items():
+        if (problem := _file_name_problem(name)) is not None:
+            problems.append(problem)
+        else:
+            named[name] = text
+    schemas = [n for n in SCHEMA_FILES if n in named]
+    schema = None
+    if len(schemas) != 1:
+        problems.append(BundleProblem("", "", f"need exactly one of {SCHEMA_FILES}, "
+                                      f"found {schemas}"))
+    else:
+        schema = _parse_schema(schemas[0], named[schemas[0]], problems)
+    combined: dict[str, object] = {}
+    for name in sorted(n for n in named if n.endswith(POLICY_SUFFIX)):
+        for policy_id, policy in _static_policies(name, named[name], schema, problems).items():
+            if policy_id in combined:
+                problems.append(BundleProblem(name, policy_id,
+                                              f"duplicate policy id {policy_id!r}"))
+            else:
+                combined[policy_id] = policy
+    if not combined and not any(p.file.endswith(POLICY_SUFFIX) for p in problems):
+        problems.append(BundleProblem("", "", "no policies"))
+    if len(combined) > MAX_POLICIES:
+        problems.append(BundleProblem("", "", f"more than {MAX_POLICIES} policies"))
+    return schema, combined
 
 
 def _cedar_value(value: object, depth: int = 0) -> object:
@@ -163,7 +255,9 @@ class PolicyBundle:
     @classmethod
     def load(cls, directory: Path, *, validate_requests: bool = True) -> PolicyBundle:
         """Load ``*.cedar`` and the schema from ``directory`` (not recursive; other files are
-        ignored and not part of the digest). Raises ConfigError (module docstring).
+        ignored and not part of the digest). Raises ConfigError if ``directory`` is not a
+        directory, else BundleInvalid (a ConfigError) listing every problem (module
+        docstring).
 
         ``validate_requests=False`` skips checking each request's context against the schema
         (measured 40-100 us per decision, docs/policy.md); entities are still validated, and an
@@ -172,51 +266,38 @@ class PolicyBundle:
         if not directory.is_dir():
             raise ConfigError(f"policy bundle: {directory} is not a directory")
         files: dict[str, str] = {}
+        unreadable: list[BundleProblem] = []
         for path in sorted(directory.iterdir()):
             if path.name.endswith(POLICY_SUFFIX) or path.name in SCHEMA_FILES:
-                if not path.is_file():
-                    raise ConfigError(f"policy bundle: {path} is not a regular file")
                 try:
+                    if not path.is_file():
+                        raise OSError("not a regular file")
                     files[path.name] = path.read_bytes().decode("utf-8")
                 except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigError(f"policy bundle: cannot read {path}: {exc}") from exc
-        return cls.from_files(files, validate_requests=validate_requests)
+                    unreadable.append(BundleProblem(path.name, "", f"cannot read {path}: {exc}"))
+        return cls._build(files, unreadable, validate_requests)
 
     @classmethod
     def from_files(cls, files: Mapping[str, str], *,
                    validate_requests: bool = True) -> PolicyBundle:
         """Build a bundle from name -> text, e.g. the ``files`` of a PolicyPublished event.
 
-        Raises ConfigError (module docstring).
+        Raises BundleInvalid (a ConfigError) listing every problem (module docstring).
         """
-        if len(files) > MAX_FILES:
-            raise ConfigError(f"policy bundle: more than {MAX_FILES} files")
-        for name in files:
-            if (len(name) > MAX_FILE_NAME or "/" in name or "\\" in name
-                    or not (name.endswith(POLICY_SUFFIX) or name in SCHEMA_FILES)
-                    or name.startswith(".")):
-                raise ConfigError(f"policy bundle: unexpected file name {name!r}")
-        schemas = [n for n in SCHEMA_FILES if n in files]
-        if len(schemas) != 1:
-            raise ConfigError(f"policy bundle: need exactly one of {SCHEMA_FILES}, "
-                              f"found {schemas}")
-        schema = _parse_schema(schemas[0], files[schemas[0]])
-        combined: dict[str, object] = {}
-        for name in sorted(n for n in files if n.endswith(POLICY_SUFFIX)):
-            for policy_id, policy in _static_policies(name, files[name], schema).items():
-                if policy_id in combined:
-                    raise ConfigError(f"policy bundle: duplicate policy id {policy_id!r} "
-                                      f"in {name}")
-                combined[policy_id] = policy
-        if not combined:
-            raise ConfigError("policy bundle: no policies")
-        if len(combined) > MAX_POLICIES:
-            raise ConfigError(f"policy bundle: more than {MAX_POLICIES} policies")
+        return cls._build(files, [], validate_requests)
+
+    @classmethod
+    def _build(cls, files: Mapping[str, str], problems: list[BundleProblem],
+               validate_requests: bool) -> PolicyBundle:
+        schema, combined = check_bundle(files, problems)
+        if problems or schema is None:
+            raise BundleInvalid(problems or [BundleProblem("", "", "no usable schema")])
         est = {"staticPolicies": combined, "templates": {}, "templateLinks": []}
         try:
             policies = cedarpy.PolicySet.from_json_str(json.dumps(est))
         except ValueError as exc:
-            raise ConfigError(f"policy bundle: cannot build the policy set: {exc}") from exc
+            raise BundleInvalid([BundleProblem("", "", f"cannot build the policy set: {exc}")]
+                                ) from exc
         return cls(files, policies, schema, tuple(sorted(combined)), validate_requests)
 
     def files(self) -> Mapping[str, str]:

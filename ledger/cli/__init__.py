@@ -11,6 +11,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
+- ``policy_commands``: Cedar policy bundles offline (policy validate, test, explain)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -27,6 +28,7 @@ from ledger.cli import (
     events_commands,
     governance_commands,
     ledger_commands,
+    policy_commands,
     service_commands,
 )
 from ledger.cli.events_commands import add_to_keyring
@@ -86,6 +88,11 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 ledger_app.add_typer(prove_app, name="prove")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(topics_app, name="topics")
+policy_app = typer.Typer(help="Cedar policy bundles: validate, test and explain offline, on "
+                         "the processor's own entity model and decision rule; publish and "
+                         "promote them live.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 keys_app.command("generate")(events_commands.keys_generate)
 events_app.command("sign")(events_commands.events_sign)
@@ -119,13 +126,10 @@ app.command("demo")(service_commands.demo)
 principal_app = typer.Typer(help="Principals and their keys, live (governance events).",
                             no_args_is_help=True)
 tenant_app = typer.Typer(help="The kill switch for a whole tenant.", no_args_is_help=True)
-policy_app = typer.Typer(help="Cedar policies: publish and promote them live.",
-                         no_args_is_help=True)
 governance_app = typer.Typer(help="Approvals, the quorum, and the state at any leaf.",
                              no_args_is_help=True)
 app.add_typer(principal_app, name="principal")
 app.add_typer(tenant_app, name="tenant")
-app.add_typer(policy_app, name="policy")
 app.add_typer(governance_app, name="governance")
 principal_app.command("register")(governance_commands.principal_register)
 principal_app.command("revoke")(governance_commands.principal_revoke)
@@ -138,6 +142,9 @@ policy_app.command("promote")(governance_commands.policy_promote)
 governance_app.command("approve")(governance_commands.governance_approve)
 governance_app.command("configure")(governance_commands.governance_configure)
 governance_app.command("state")(governance_commands.governance_state)
+policy_app.command("validate")(policy_commands.policy_validate)
+policy_app.command("test")(policy_commands.policy_test)
+policy_app.command("explain")(policy_commands.policy_explain)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -225,6 +225,30 @@ def _evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
     return Verdict(True, (), "", tuple(sorted(determining))), True
 
 
+def check_request_principal(request: AuthorizationRequested,
+                            roles: frozenset[str]) -> Verdict | None:
+    """The request checks that need neither state nor a clock, in :func:`decide_request`'s
+    order: the signer holds the ``requester`` role; the resource pattern is valid."""
+    if "requester" not in roles:
+        return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
+    try:
+        normalise_resource(request.scope.resource)
+    except Rejected as exc:
+        return Verdict.deny(exc.reason, exc.detail)
+    return None
+
+
+def decide_by_policy(policy: PolicyEngine, request: AuthorizationRequested,
+                     roles: frozenset[str], depth: int) -> Verdict:
+    """What :func:`decide_request` answers for a request that passes every check needing
+    state or a clock (replay, holder, time window, lineage, rate limit): the principal
+    checks, then the policy. The offline policy tools (``govledger policy test|explain``)
+    run exactly this, so they and the processor share one rule. Never raises."""
+    if (refused := check_request_principal(request, roles)) is not None:
+        return refused
+    return evaluate_policy(policy, request, roles, depth)
+
+
 def _same_tenant_principal(keyring: KeyRing | None, identity: str, tenant: str) -> bool:
     if keyring is None:
         return False
@@ -272,12 +296,8 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     if (denied := suspended(governance, lineage, request.tenant, request.lineage.parent,
                             request.signer, request.holder_identity)) is not None:
         return denied
-    if "requester" not in verified.principal.roles:
-        return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
-    try:
-        normalise_resource(request.scope.resource)
-    except Rejected as exc:
-        return Verdict.deny(exc.reason, exc.detail)
+    if (refused := check_request_principal(request, verified.principal.roles)) is not None:
+        return refused
     if replayed:
         return Verdict.deny(Reason.REPLAY, "nonce already used by another request")
     if request.holder is not None and not _same_tenant_principal(keyring, request.holder,
