@@ -11,6 +11,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
+- ``witness_commands``: run a witness that cosigns logs' checkpoints (witness ...)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -22,7 +23,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli import (
+    client_commands,
+    events_commands,
+    ledger_commands,
+    service_commands,
+    witness_commands,
+)
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
     EXIT_INVALID,
@@ -109,6 +116,13 @@ app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
 
 app.command("demo")(service_commands.demo)
+
+witness_app = typer.Typer(help="Run a C2SP tlog-witness that cosigns logs' checkpoints.",
+                          no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
+witness_app.command("init")(witness_commands.witness_init)
+witness_app.command("add-log")(witness_commands.witness_add_log)
+witness_app.command("serve")(witness_commands.witness_serve)
 
 
 def fail(message: str, code: int) -> NoReturn:
