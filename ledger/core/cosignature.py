@@ -234,3 +234,18 @@ def add_cosignatures(note: str, lines: Iterable[str]) -> str:
     joined = f"{text}\n{block}"
     split_note(joined)
     return joined
+
+
+def verify_bundle_witnessed(bundle: Mapping[str, object], policy: WitnessPolicy, *,
+                            now: int | None = None) -> tuple[Cosignature, ...]:
+    """Apply ``policy`` to the checkpoint a proof bundle ends at (inclusion and lineage:
+    ``checkpoint``; consistency: ``new_checkpoint``, which the proof ties the old one to).
+    Call after :func:`ledger.core.bundles.verify_bundle`, which checks the log's signature.
+
+    Raises ProofError below the quorum or for a bundle without a checkpoint note.
+    """
+    key = "new_checkpoint" if "new_checkpoint" in bundle else "checkpoint"
+    note = bundle.get(key)
+    if not isinstance(note, str):
+        raise ProofError(f"bundle has no {key} note to check witnesses on")
+    return verify_witnessed(note, policy, now=now)

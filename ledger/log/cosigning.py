@@ -43,7 +43,7 @@ from ledger.core.cosignature import (
     parse_witness_vkey,
 )
 from ledger.core.witnessing import SIZE_CONTENT_TYPE, build_add_checkpoint
-from ledger.errors import ConfigError, GovLedgerError, ProofError, Unavailable
+from ledger.errors import ConfigError, GovLedgerError, NotFound, ProofError, Unavailable
 from ledger.log.sequencer import DB_NAME
 from ledger.log.sqlite import Transaction, open_sqlite
 from ledger.log.store import LedgerStore
@@ -84,22 +84,28 @@ class CosignatureStore:
 
     def __init__(self, data_dir: Path, *, writer: bool = False) -> None:
         """Raises Unavailable."""
-        path = data_dir / COSIGNATURES_DB
+        self.path = data_dir / COSIGNATURES_DB
         self.conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement or transaction at a time, any thread
-        if writer or path.exists():
-            self.conn = open_sqlite(path, "cosignatures", readonly=not writer,
-                                    check_same_thread=False)
         if writer:
-            assert self.conn is not None
+            self.conn = open_sqlite(self.path, "cosignatures", check_same_thread=False)
             with Transaction(self.conn, "cosignatures"):
                 self.conn.execute(_SCHEMA)
+        else:
+            self._open_reader()
+
+    def _open_reader(self) -> None:
+        """A reader opens the file once the cosigner has created it."""
+        if self.conn is None and self.path.exists():
+            self.conn = open_sqlite(self.path, "cosignatures", readonly=True,
+                                    check_same_thread=False)
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
 
     def _rows(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        self._open_reader()
         if self.conn is None:
             return []
         try:
@@ -136,6 +142,30 @@ def attach(note: str, size: int, cosignatures: CosignatureStore) -> str:
     """``note`` (the checkpoint at ``size``) with the cosignatures stored for it."""
     lines = cosignatures.lines_at(size)
     return add_cosignatures(note, lines) if lines else note
+
+
+_BUNDLE_NOTES: Final = (("checkpoint", "tree_size"), ("old_checkpoint", "old_size"),
+                        ("new_checkpoint", "new_size"))
+
+
+def attach_to_bundle(bundle: dict[str, object],
+                     cosignatures: CosignatureStore) -> dict[str, object]:
+    """``bundle`` with the stored cosignatures added to each checkpoint note it carries
+    (offline verification ignores lines by keys it was not given)."""
+    out = dict(bundle)
+    for note_key, size_key in _BUNDLE_NOTES:
+        note, size = out.get(note_key), out.get(size_key)
+        if isinstance(note, str) and isinstance(size, int):
+            out[note_key] = attach(note, size, cosignatures)
+    return out
+
+
+def witnessed_size(cosignatures: CosignatureStore, at_least: int) -> int:
+    """The largest checkpoint size with ``at_least`` stored cosignatures. Raises NotFound."""
+    size = cosignatures.latest_size(at_least=at_least)
+    if size is None:
+        raise NotFound(f"no checkpoint has {at_least} witness cosignature(s) yet")
+    return size
 
 
 class WitnessConflict(Exception):
@@ -193,6 +223,7 @@ class Cosigner:
         # stays in it, and the event loop never waits on SQLite.
         self._reads = ThreadPoolExecutor(1, thread_name_prefix="cosigner-reads")
         self._ledger: LedgerStore | None = None
+        self._closed = False
 
     def close(self) -> None:
         """Close the ledger reader (in its thread) and the cosignature store."""
@@ -200,11 +231,16 @@ class Cosigner:
             if self._ledger is not None:
                 self._ledger.close()
                 self._ledger = None
+        self._closed = True
         self._reads.submit(close_reader).result()
         self._reads.shutdown()
         self.cosignatures.close()
 
     def _read(self, work: Callable[[], T]) -> Awaitable[T]:
+        """Run a ledger read in the reads thread. Raises Unavailable once closed (a stop
+        cut short can close the cosigner before its task has ended)."""
+        if self._closed:
+            raise Unavailable("the cosigner is closed")
         return asyncio.get_running_loop().run_in_executor(self._reads, work)
 
     def _store(self) -> LedgerStore:
@@ -267,13 +303,24 @@ class Cosigner:
     async def _loop(self, http: httpx.AsyncClient, witness: WitnessEndpoint,
                     stop: asyncio.Event) -> None:
         last = ""
-        while not stop.is_set():
-            try:
-                outcome = await self.ask(http, witness)
-            except GovLedgerError as exc:  # nothing cosigned: retried with the latest
-                outcome = f"not cosigned: {exc}"
-                if outcome != last:
-                    log.error("witness %s: %s", witness.url, exc)
-            last = outcome
-            with contextlib.suppress(TimeoutError):  # the interval passed
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                asking = asyncio.ensure_future(self.ask(http, witness))
+                await asyncio.wait((asking, stopped), return_when=asyncio.FIRST_COMPLETED)
+                if not asking.done():  # stopping: a slow witness does not hold the exit
+                    asking.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asking
+                    return
+                try:
+                    outcome = asking.result()
+                except GovLedgerError as exc:  # nothing cosigned: retried with the latest
+                    outcome = f"not cosigned: {exc}"
+                    if outcome != last:
+                        log.error("witness %s: %s", witness.url, exc)
+                last = outcome
+                with contextlib.suppress(TimeoutError):  # the interval passed
+                    await asyncio.wait_for(asyncio.shield(stopped), self.interval_s)
+        finally:
+            stopped.cancel()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
+from ledger.log.cosigning import Cosigner, parse_witness_endpoints
 from ledger.log.sequencer import (
     VKEY_NAME,
     Sequencer,
@@ -124,6 +126,8 @@ class Service:
                             client_options=client_options(self.settings))
         if "sequencer" in self.components:
             await self._start_sequencer()
+            if self.settings.witnesses:
+                self._start_cosigner()
         if "processor" in self.components:
             await self._start_processor()
         if "api" in self.components:
@@ -157,6 +161,15 @@ class Service:
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
+
+    def _start_cosigner(self) -> None:
+        """Ask the configured witnesses to cosign each checkpoint: a task of its own, off
+        the append path (ledger/log/cosigning.py). Raises ConfigError for a bad witness."""
+        cosigner = Cosigner(self.settings.data_dir,
+                            parse_witness_endpoints(self.settings.witnesses),
+                            interval_s=self.settings.checkpoint_interval_s)
+        self._stoppers.append(cosigner.close)
+        self._spawn("cosigner", cosigner.run(self.stop_event))
 
     async def _start_processor(self) -> None:
         if self.settings.processor_own_process and len(self.components) > 1:
@@ -360,6 +373,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, bool):
             value = str(value).lower()
+        elif isinstance(value, tuple):  # a list setting (witnesses): JSON, as pydantic reads it
+            value = json.dumps(list(value))
         env[f"GOVLEDGER_{name.upper()}"] = str(value)
     return env
 
