@@ -251,3 +251,34 @@ def test_sigkill_mid_stream_keeps_the_last_acknowledged_checkpoint(
     proof = consistency_proof(state, data)
     assert post(witness, build_add_checkpoint(state, proof, _signed(data, log_key))
                 ).status_code == 200
+
+
+@pytest.mark.parametrize("answer", ["by-another-key", "over-another-checkpoint", "garbage"])
+def test_cosigner_keeps_no_cosignature_that_does_not_verify(base: Path, answer: str) -> None:
+    """A witness (here a stub transport) answering 200 with a line that is not a valid
+    cosignature of this checkpoint by its key: nothing is stored or served."""
+    from ledger.core.checkpoint import split_note
+    from ledger.core.cosignature import build_witness_vkey, cosign
+    from ledger.log.store import LedgerStore
+    key, other = Signer.generate(), Signer.generate()
+    vkey = build_witness_vkey("w.test", key.public_key)
+    with LedgerStore(base / "ledger.db") as store:
+        latest = store.latest_checkpoint()
+    assert latest is not None
+    text = split_note(latest[1])[0]
+    lines = {"by-another-key": cosign(text, "w.test", other, 1000),
+             "over-another-checkpoint": cosign(text.replace("\n3\n", "\n2\n"), "w.test",
+                                               key, 1000),
+             "garbage": "\u2014 w.test AAAA\n"}
+
+    async def go() -> None:
+        cosigner = Cosigner(base, parse_witness_endpoints([f"http://w.test {vkey}"]))
+        transport = httpx.MockTransport(lambda _: httpx.Response(200, text=lines[answer]))
+        try:
+            async with httpx.AsyncClient(transport=transport) as http:
+                with pytest.raises(ProofError):
+                    await cosigner.ask(http, cosigner.witnesses[0])
+            assert cosigner.cosignatures.lines_at(3) == []
+        finally:
+            cosigner.close()
+    asyncio.run(go())

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ledger.core.artifact import CheckedArtifact
 from ledger.core.cosignature import WitnessPolicy, build_witness_vkey, verify_witnessed
 from ledger.core.keys import Signer
 from ledger.core.signers import SignerKeys
@@ -22,6 +23,7 @@ from ledger.kafka.broker import free_port
 from ledger.log.sequencer import read_vkey
 from ledger.log.witness import add_log, init_witness
 from ledger.sdk.client import ProofClient, SyncClient
+from ledger.sdk.gate import http_log_check
 from tests.factories import ALICE, request
 from tests.integration.test_witness_http import GOVLEDGER, WitnessProcess
 from tests.service_support import Running
@@ -67,6 +69,11 @@ def test_log_serves_witnessed_proofs_and_clients_fail_closed_below_quorum(
         assert [c.witness.name for c in verify_witnessed(note, one)] == ["w1.test"]
         assert "w1.test" in asyncio.run(proofs.checkpoint())
 
+        # The API answers cosigned=1 with w1's checkpoint: a client trusting only w2 refuses.
+        only_down = WitnessPolicy.of([down], 1)
+        with pytest.raises(ProofError, match="cosigned by 0 of the required 1"):
+            asyncio.run(ProofClient(service.api_url, vkey, witnesses=only_down).inclusion(
+                event_id=grant.artifact_id))
         strict = ProofClient(service.api_url, vkey, witnesses=both)
         with pytest.raises(ProofError, match="2 witness cosignature"):
             asyncio.run(strict.inclusion(event_id=grant.artifact_id))
@@ -74,6 +81,13 @@ def test_log_serves_witnessed_proofs_and_clients_fail_closed_below_quorum(
                                 params={"event_id": grant.artifact_id, "cosigned": 1}).json()
         with pytest.raises(ProofError, match="cosigned by 1 of the required 2"):
             verify_witnessed(unwitnessed["checkpoint"], both)
+
+        checked = CheckedArtifact(grant.artifact_id or "", grant.event,  # type: ignore[arg-type]
+                                  grant.envelope)
+        assert asyncio.run(http_log_check(service.api_url, vkey, witnesses=one)(checked))
+        assert not asyncio.run(http_log_check(service.api_url, vkey, witnesses=both)(checked))
+        assert not asyncio.run(http_log_check(service.api_url, vkey,
+                                              witnesses=only_down)(checked))
 
         path = tmp_path / "bundle.json"
         path.write_text(json.dumps(bundle))
