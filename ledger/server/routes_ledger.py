@@ -127,7 +127,7 @@ def add_ledger_routes(app: FastAPI, source: LedgerSource, ledger: LedgerReads) -
 
     @app.get("/v1/checkpoint", response_class=PlainTextResponse,
              summary="Latest signed checkpoint (C2SP signed note)",
-             responses={**text_doc("The signed note"), **errors_doc(500, 503)})
+             responses={**text_doc("The signed note"), **_json_errors(404, 422, 500, 503)})
     async def get_checkpoint(cosigned: Cosigned = None) -> PlainTextResponse:
         """With the witnesses' cosignatures it has; ``cosigned=K``: the latest checkpoint
         that K witnesses cosigned (404 if none yet)."""
@@ -191,6 +191,12 @@ def _add_proof_routes(app: FastAPI, source: LedgerSource, ledger: LedgerReads) -
         return JSONResponse(await ledger.witnessed(lambda store, cosignatures: attach_to_bundle(
             lineage_bundle(store, event_id, vkey=source.vkey(),
                            size=_size(cosignatures, cosigned)), cosignatures)))
+
+
+def _json_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """errors_doc for a text/plain route: its errors are JSON ErrorBody all the same."""
+    return {status: {**doc, "content": {"application/json": {}}}
+            for status, doc in errors_doc(*statuses).items()}
 
 
 def _size(cosignatures: CosignatureStore, cosigned: int | None) -> int | None:
