@@ -215,9 +215,15 @@ class Cosigner:
         self.data_dir, self.witnesses = data_dir, tuple(witnesses)
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self.cosignatures = CosignatureStore(data_dir, writer=True)
-        self.sizes: dict[str, int] = {
-            w.key.vkey: self.cosignatures.latest_size(witness_vkey=w.key.vkey) or 0
-            for w in self.witnesses}
+        # Per witness vkey: the largest size it cosigned for us (stored), and the size we
+        # believe it holds (a 409 corrects it).
+        self.cosigned: dict[str, int] = {}
+        for w in self.witnesses:
+            size = self.cosignatures.latest_size(witness_vkey=w.key.vkey)
+            if size is not None:
+                self.cosigned[w.key.vkey] = size
+        self.sizes: dict[str, int] = {w.key.vkey: self.cosigned.get(w.key.vkey, 0)
+                                      for w in self.witnesses}
         # Ledger reads run in one thread of their own: the read-only store's connection
         # stays in it, and the event loop never waits on SQLite.
         self._reads = ThreadPoolExecutor(1, thread_name_prefix="cosigner-reads")
@@ -271,7 +277,7 @@ class Cosigner:
         if latest is None:
             return "no checkpoint yet"
         size, note = latest
-        if self.sizes[vkey] == size and self.cosignatures.lines_at(size):
+        if self.cosigned.get(vkey) == size:
             return "up to date"
         for _ in range(2):  # a 409 tells the witness's size: one more try from there
             old = self.sizes[vkey]
@@ -290,7 +296,7 @@ class Cosigner:
                 continue
             line = _cosignature_line(note, answer, witness)
             await asyncio.to_thread(self.cosignatures.add, size, vkey, line)
-            self.sizes[vkey] = size
+            self.sizes[vkey] = self.cosigned[vkey] = size
             return f"cosigned size {size}"
         raise ProofError(f"witness {witness.url} keeps answering 409")
 

@@ -282,3 +282,20 @@ def test_cosigner_keeps_no_cosignature_that_does_not_verify(base: Path, answer: 
         finally:
             cosigner.close()
     asyncio.run(go())
+
+
+def test_cosigner_retries_a_witness_that_was_down_with_the_latest_checkpoint(
+        tmp_path: Path, base: Path) -> None:
+    from ledger.errors import Unavailable
+    directory = tmp_path / "late"
+    late = WitnessProcess(directory, init_witness(directory, "late.test"), free_port())
+    add_log(directory, ORIGIN, (base / "ledger.vkey").read_text())
+    with pytest.raises(Unavailable, match="unreachable"):
+        cosign_once(base, late)                       # down: nothing cosigned, nothing stuck
+    grow(base, 3, 4)                                  # the log went on meanwhile: size 7
+    late.start()
+    try:
+        assert cosign_once(base, late) == "cosigned size 7"
+        assert cosign_once(base, late) == "up to date"
+    finally:
+        late.stop()
