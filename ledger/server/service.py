@@ -47,7 +47,7 @@ from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
-from ledger.log.cosigning import Cosigner, parse_witness_endpoints
+from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
 from ledger.log.sequencer import (
     VKEY_NAME,
     Sequencer,
@@ -110,6 +110,7 @@ class Service:
 
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
+        witnesses = parse_witness_endpoints(self.settings.witnesses)  # bad: before anything
         self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
         self.keyring = load_keyring(self.data.keyring)
         if self.settings.embedded:
@@ -126,8 +127,8 @@ class Service:
                             client_options=client_options(self.settings))
         if "sequencer" in self.components:
             await self._start_sequencer()
-            if self.settings.witnesses:
-                self._start_cosigner()
+            if witnesses:
+                self._start_cosigner(witnesses)
         if "processor" in self.components:
             await self._start_processor()
         if "api" in self.components:
@@ -162,11 +163,10 @@ class Service:
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
 
-    def _start_cosigner(self) -> None:
+    def _start_cosigner(self, witnesses: tuple[WitnessEndpoint, ...]) -> None:
         """Ask the configured witnesses to cosign each checkpoint: a task of its own, off
-        the append path (ledger/log/cosigning.py). Raises ConfigError for a bad witness."""
-        cosigner = Cosigner(self.settings.data_dir,
-                            parse_witness_endpoints(self.settings.witnesses),
+        the append path (ledger/log/cosigning.py)."""
+        cosigner = Cosigner(self.settings.data_dir, witnesses,
                             interval_s=self.settings.checkpoint_interval_s)
         self._stoppers.append(cosigner.close)
         self._spawn("cosigner", cosigner.run(self.stop_event))
