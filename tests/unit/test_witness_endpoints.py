@@ -12,7 +12,7 @@ from ledger.errors import ConfigError
 from ledger.log.cosigning import parse_witness_endpoints
 from ledger.server.service import settings_env
 
-KEY = Signer.generate().public_key
+KEY = Signer.from_private_bytes(bytes(range(32))).public_key  # fixed: test ids name it
 VKEY = build_witness_vkey("w1.test", KEY)
 
 
@@ -27,7 +27,7 @@ def test_url_and_witness_vkey_parse() -> None:
     (f"ftp://w1.test {VKEY}", "give"),
     ("http://w1.test " + build_vkey("w1.test", KEY), "type 0x04"),
     (f"http://w1.test {VKEY} extra", "give"),
-])
+], ids=["no-url", "not-http", "log-vkey", "extra-word"])
 def test_bad_witness_entry_is_a_config_error(entry: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_witness_endpoints([entry])
