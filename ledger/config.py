@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(default=0.5, gt=0, le=3_600)
     log_origin: str = Field(default="govledger.localhost/log", min_length=1, max_length=255,
                             pattern=r"^[^\s]+$")
+    # Witnesses that cosign each checkpoint (C2SP tlog-witness; ledger/log/cosigning.py):
+    # each "<http(s) URL> <witness vkey>"; from the environment a JSON list.
+    witnesses: tuple[str, ...] = Field(default=(), max_length=64)
 
     @model_validator(mode="after")
     def _check_kafka(self) -> Settings:

@@ -12,6 +12,7 @@ order ``--help`` lists them. The commands live by what they do:
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
 - ``policy_commands``: Cedar policy bundles offline (policy validate, test, explain)
+- ``witness_commands``: run a witness that cosigns logs' checkpoints (witness ...)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -30,6 +31,7 @@ from ledger.cli import (
     ledger_commands,
     policy_commands,
     service_commands,
+    witness_commands,
 )
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
@@ -145,6 +147,12 @@ governance_app.command("state")(governance_commands.governance_state)
 policy_app.command("validate")(policy_commands.policy_validate)
 policy_app.command("test")(policy_commands.policy_test)
 policy_app.command("explain")(policy_commands.policy_explain)
+witness_app = typer.Typer(help="Run a C2SP tlog-witness that cosigns logs' checkpoints.",
+                          no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
+witness_app.command("init")(witness_commands.witness_init)
+witness_app.command("add-log")(witness_commands.witness_add_log)
+witness_app.command("serve")(witness_commands.witness_serve)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -11,6 +11,7 @@ import typer
 from rich.progress import Progress
 
 from ledger.cli.options import EXIT_INVALID, DataOpt, JsonFlag, emit, settings_from
+from ledger.core.cosignature import WitnessPolicy
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, ProofError
 from ledger.keyfiles import load_signer_keys
@@ -162,12 +163,21 @@ def ledger_verify(
              "an authority-role key (default with --data: DIR/keyring.json).")] = None,
     data: Annotated[Path | None, typer.Option(
         help="A data directory: its ledger.vkey and keyring.json.")] = None,
+    witness: Annotated[list[str] | None, typer.Option(
+        help="A witness's cosignature vkey (text or a file holding it; repeat for each "
+             "witness): the bundle's checkpoint must be cosigned by --witness-quorum of "
+             "them.")] = None,
+    witness_quorum: Annotated[int | None, typer.Option(
+        min=1, help="How many of the --witness keys must have cosigned (default: all).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify a bundle offline: the checkpoint under the vkey, the proofs, and who signed
-    each leaf under the keys given (exit 1 if invalid, 2 if a lineage bundle gets no keys).
+    """Verify a bundle offline: the checkpoint under the vkey, the proofs, who signed each
+    leaf under the keys given and, with --witness, that k witnesses cosigned the checkpoint
+    (exit 1 if invalid or witnessed by fewer, 2 if a lineage bundle gets no keys).
 
     Example: govledger ledger verify evidence.json --data govledger-data
+    --witness w1.vkey --witness w2.vkey --witness-quorum 1
     """
     if data is not None:
         vkey = vkey or str(data / VKEY_NAME)
@@ -175,21 +185,44 @@ def ledger_verify(
     if vkey is None:
         raise ConfigError("give --vkey (or --data)")
     signers = load_signer_keys(authority, keyring)
+    policy = _witness_policy(witness or [], witness_quorum)
     try:
         result = verify_bundle_file(bundle, Path(vkey) if Path(vkey).exists() else vkey,
-                                    signers)
+                                    signers, witnesses=policy)
     except ProofError as exc:
         emit({"valid": False, "error": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(EXIT_INVALID) from exc
     unchecked = "" if result.signers_checked or result.kind == "consistency" else (
         "; leaf signer NOT checked (give --authority, --keyring or --data)")
+    witnessed = "" if policy is None else (
+        f", cosigned by {len(result.witnesses)} of {len(policy.keys)} witnesses "
+        f"(quorum {policy.quorum})")
     emit({"valid": True, "kind": result.kind, "origin": result.origin,
           "tree_size": result.tree_size, "root_hash": result.root_hash,
-          "event_ids": list(result.event_ids), "signers_checked": result.signers_checked},
+          "event_ids": list(result.event_ids), "signers_checked": result.signers_checked,
+          "witnesses": list(result.witnesses)},
          as_json,
          f"OK {result.kind} proof under {result.origin} at size {result.tree_size} "
          f"(root {result.root_hash[:16]}...)" +
-         (f", {len(result.event_ids)} event(s)" if result.event_ids else "") + unchecked)
+         (f", {len(result.event_ids)} event(s)" if result.event_ids else "") + witnessed
+         + unchecked)
+
+
+def _witness_policy(vkeys: list[str], quorum: int | None) -> WitnessPolicy | None:
+    """--witness / --witness-quorum as a policy (None without --witness). Raises
+    ConfigError."""
+    if not vkeys:
+        if quorum is not None:
+            raise ConfigError("--witness-quorum needs --witness")
+        return None
+    texts = []
+    for value in vkeys:
+        path = Path(value)
+        try:
+            texts.append(path.read_text().strip() if path.is_file() else value)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return WitnessPolicy.of(texts, len(texts) if quorum is None else quorum)
 
 
 def ledger_audit(

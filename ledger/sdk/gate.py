@@ -4,6 +4,8 @@
 
     gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest,
                 require_logged=http_log_check(api_url, ledger_vkey))
+    # or, to require the checkpoint cosigned by 2 of 3 witnesses (split-view defence):
+    #     http_log_check(api_url, ledger_vkey, witnesses=WitnessPolicy.of(vkeys, 2))
     async with gate.authorize(grant_envelope, "read", "db/orders/42"):
         ...   # runs only after the processor's signed ExecutionAllowed
 
@@ -30,6 +32,7 @@ import asyncio
 import base64
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -37,6 +40,7 @@ import httpx
 
 from ledger.core.artifact import CheckedArtifact, check_artifact
 from ledger.core.bundles import verify_bundle
+from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
 from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
@@ -140,16 +144,21 @@ class Gate:
             await asyncio.sleep(0.2)
 
 
-def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck:
+def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0,
+                   witnesses: WitnessPolicy | None = None) -> LogCheck:
     """A :data:`LogCheck` over a govledger API: fetch the artifact's inclusion bundle, verify
     it offline against ``vkey`` (checkpoint signature, proof, leaf hash), and require the
-    proven leaf to be exactly the artifact's envelope bytes. A missing entry is False;
+    proven leaf to be exactly the artifact's envelope bytes; with ``witnesses`` ("k of these
+    witness keys") the proof is against the latest checkpoint k witnesses cosigned and
+    needs k valid cosignatures on it. A missing entry (or one not yet witnessed) is False;
     an unreachable API raises Unavailable (the gate retries, then refuses)."""
+    params = {} if witnesses is None else {"cosigned": str(witnesses.quorum)}
+
     async def check(checked: CheckedArtifact) -> bool:
         try:
             async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
                 response = await http.get("/v1/proofs/inclusion",
-                                          params={"event_id": checked.artifact_id})
+                                          params={"event_id": checked.artifact_id, **params})
         except httpx.HTTPError as exc:
             raise Unavailable(f"log check: {exc}") from exc
         if response.status_code != 200:
@@ -159,6 +168,8 @@ def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck
             if not isinstance(bundle, dict) or "index" not in bundle:
                 raise ProofError("the API did not answer with an inclusion bundle")
             verify_bundle(bundle, vkey)
+            if witnesses is not None:
+                verify_bundle_witnessed(bundle, witnesses, now=int(time.time()))
             leaf = base64.b64decode(bundle["leaf"], validate=True)
         except (ProofError, ConfigError, ValueError, KeyError, TypeError) as exc:
             log.warning("inclusion bundle for %s does not verify: %s",

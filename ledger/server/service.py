@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
+from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
 from ledger.log.governance import GovernanceFollower, follow_ledger, governance_verifier
 from ledger.log.sequencer import (
     VKEY_NAME,
@@ -109,6 +111,7 @@ class Service:
 
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
+        witnesses = parse_witness_endpoints(self.settings.witnesses)  # bad: before anything
         self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
         if "sequencer" in self.components:  # the ledger's writer writes its genesis
             from processors.genesis import ensure_genesis
@@ -131,6 +134,8 @@ class Service:
                             single=self.topics.single_partition())
         if "sequencer" in self.components:
             await self._start_sequencer()
+            if witnesses:
+                self._start_cosigner(witnesses)
         if "processor" in self.components:
             await self._start_processor()
         if "api" in self.components:
@@ -164,6 +169,14 @@ class Service:
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
+
+    def _start_cosigner(self, witnesses: tuple[WitnessEndpoint, ...]) -> None:
+        """Ask the configured witnesses to cosign each checkpoint: a task of its own, off
+        the append path (ledger/log/cosigning.py)."""
+        cosigner = Cosigner(self.settings.data_dir, witnesses,
+                            interval_s=self.settings.checkpoint_interval_s)
+        self._stoppers.append(cosigner.close)
+        self._spawn("cosigner", cosigner.run(self.stop_event))
 
     async def _start_processor(self) -> None:
         if self.settings.processor_own_process and len(self.components) > 1:
@@ -369,6 +382,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, bool):
             value = str(value).lower()
+        elif isinstance(value, tuple):  # a list setting (witnesses): JSON, as pydantic reads it
+            value = json.dumps(list(value))
         env[f"GOVLEDGER_{name.upper()}"] = str(value)
     return env
 
