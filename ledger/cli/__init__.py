@@ -22,7 +22,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli import (
+    client_commands,
+    events_commands,
+    ledger_commands,
+    service_commands,
+    tiles_commands,
+)
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
     EXIT_INVALID,
@@ -96,6 +102,8 @@ prove_app.command("consistency")(ledger_commands.prove_consistency_cmd)
 prove_app.command("lineage")(ledger_commands.prove_lineage_cmd)
 ledger_app.command("verify")(ledger_commands.ledger_verify)
 ledger_app.command("audit")(ledger_commands.ledger_audit)
+ledger_app.command("export-tiles")(tiles_commands.export_tiles_cmd)
+ledger_app.command("mirror")(tiles_commands.mirror_cmd)
 
 topics_app.command("create")(service_commands.topics_create)
 app.command("up")(service_commands.up)

@@ -68,7 +68,7 @@ class TileId:
 
     def first_leaf(self) -> int:
         """Index of the first leaf the tile spans (its *start index*)."""
-        return self.index * TILE_WIDTH ** (self.level + 1)
+        return self.index << (TILE_HEIGHT * (self.level + 1))
 
 
 def encode_index(index: int) -> str:

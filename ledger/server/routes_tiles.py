@@ -30,9 +30,9 @@ FULL_CACHE: Final = "public, max-age=31536000, immutable"
 SHORT_CACHE: Final = "public, max-age=5"
 CHECKPOINT_CACHE: Final = "public, max-age=2, must-revalidate"
 OCTETS: Final = "application/octet-stream"
-_BYTES_DOC: Final = {200: {"description": "Tile or entry bundle bytes",
-                           "content": {OCTETS: {"schema": {"type": "string",
-                                                           "format": "binary"}}}}}
+_BYTES_DOC: Final[dict[int | str, dict[str, object]]] = {
+    200: {"description": "Tile or entry bundle bytes",
+          "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def add_tile_routes(app: FastAPI, source: LedgerSource, ledger: LedgerReads) -> None:

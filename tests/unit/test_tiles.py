@@ -15,6 +15,7 @@ from ledger.core.tiles import (
     TileId,
     bundles_for_size,
     changed_tiles,
+    check_in_tree,
     decode_bundle,
     encode_bundle,
     encode_index,
@@ -26,7 +27,6 @@ from ledger.core.tiles import (
     tiles_for_size,
 )
 from ledger.errors import InvalidEvent, NotFound, ProofError
-from ledger.core.tiles import check_in_tree
 from tests.reference_merkle import mth
 
 
