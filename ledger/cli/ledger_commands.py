@@ -228,11 +228,12 @@ def ledger_verify(
     if vkey is None:
         raise ConfigError("give --vkey (or --data)")
     signers = load_signer_keys(authority, keyring)
+    # Fetched before the check: an API that cannot answer is not an invalid bundle.
+    fetched = fetch_url(bundle) if bundle.startswith(("http://", "https://")) else None
     try:
         key = Path(vkey) if Path(vkey).exists() else vkey
-        result = (verify_bundle_bytes(fetch_url(bundle), key, signers)
-                  if bundle.startswith(("http://", "https://")) else
-                  verify_bundle_file(Path(bundle), key, signers))
+        result = (verify_bundle_file(Path(bundle), key, signers) if fetched is None else
+                  verify_bundle_bytes(fetched, key, signers))
     except ProofError as exc:
         emit({"valid": False, "error": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(EXIT_INVALID) from exc

@@ -14,7 +14,7 @@ from typing import Final
 
 import httpx
 
-from ledger.errors import NotFound, ProofError, Unavailable
+from ledger.errors import ConfigError, NotFound, ProofError, Unavailable
 
 MAX_BODY_BYTES: Final = 64 << 20      # a lineage bundle of 64 hops is far below this
 TIMEOUT_S: Final = 30.0
@@ -29,11 +29,12 @@ def _detail(body: bytes) -> str:
 
 
 class RemoteLog:
-    """GETs under one base URL with one connection pool. Use as a context manager."""
+    """GETs under one base URL with one connection pool. Use as a context manager. Raises
+    ConfigError for a base that is not an http(s) URL."""
 
     def __init__(self, base: str, timeout: float = TIMEOUT_S) -> None:
         if not base.startswith(("http://", "https://")):
-            raise ProofError(f"--api must be an http:// or https:// URL, not {base[:80]!r}")
+            raise ConfigError(f"the API must be an http:// or https:// URL, not {base[:80]!r}")
         self.base = base.rstrip("/")
         self._http = httpx.Client(timeout=timeout)
 
