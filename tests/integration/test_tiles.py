@@ -26,7 +26,7 @@ from ledger.core.tiles import (
 )
 from ledger.log.sequencer import read_vkey
 from tests.reference_merkle import mth
-from tests.tiles_support import fake_leaf, fetch_all, serve, tiles_ledger
+from tests.tiles_support import fake_leaf, fetch_all, grow, serve, tiles_ledger
 from tests.unit.test_api import build_ledger
 
 pytestmark = pytest.mark.integration
@@ -165,3 +165,19 @@ def test_export_refuses_a_directory_of_another_history(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "govledger: verification failed" in refused.stderr
     assert read_vkey(ours) != read_vkey(other)
+
+
+def test_an_entry_too_long_for_a_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    data_dir = tiles_ledger(tmp_path, [2])
+    grow(data_dir, 2, 3, tag="x" * 70_000)     # one leaf over the 65,535 bytes of a uint16
+    with serve(data_dir) as url:
+        assert get(f"{url}/tile/0/000.p/3").status_code == 200    # its hash is in the tiles
+        answer = get(f"{url}/tile/entries/000.p/3")
+        assert answer.status_code == 500
+        assert answer.json()["reason"] == "ENTRY_TOO_LARGE"
+        assert "longer than a tlog-tiles entry bundle can carry" in answer.json()["detail"]
+        assert get(f"{url}/tile/entries/000.p/2").status_code == 200
+    refused = export(data_dir, tmp_path / "tiles")
+    assert refused.returncode == 1
+    assert "longer than a tlog-tiles entry bundle can carry (65535)" in refused.stderr
+    assert not (tmp_path / "tiles" / "checkpoint").exists()
