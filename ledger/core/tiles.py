@@ -66,10 +66,6 @@ class TileId:
         partial = "" if self.full else f".p/{self.width}"
         return f"tile/{level}/{encode_index(self.index)}{partial}"
 
-    def first_leaf(self) -> int:
-        """Index of the first leaf the tile spans (its *start index*)."""
-        return self.index << (TILE_HEIGHT * (self.level + 1))
-
 
 def encode_index(index: int) -> str:
     """``<N>`` of a tile path: 3-digit elements, all but the last prefixed with ``x``."""

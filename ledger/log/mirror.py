@@ -32,11 +32,15 @@ from pathlib import Path
 from ledger.core import merkle
 from ledger.core.checkpoint import Checkpoint, parse_vkey, verify_checkpoint
 from ledger.core.tiles import (
+    MAX_LEVEL,
+    TILE_HEIGHT,
+    TILE_WIDTH,
     TileId,
     bundles_for_size,
     changed_tiles,
     decode_bundle,
     extend_tiles,
+    level_count,
     node_from_tiles,
     split_tile,
     tile_width,
@@ -72,8 +76,8 @@ def _tiles_for(nodes: Sequence[merkle.NodeId], old: int, new: int, fetched: dict
     """The hashes of every tile the nodes need at size ``new``: fetched ones, else held."""
     by_key = {(t.level, t.index): split_tile(b, t) for t, b in fetched.items()}
     for node in nodes:
-        level, rise = divmod(node.level, 8)
-        key = (level, (node.index << rise) // 256)
+        level, rise = divmod(node.level, TILE_HEIGHT)
+        key = (level, (node.index << rise) // TILE_WIDTH)
         if key not in by_key:
             by_key[key] = _read_held(out, TileId(*key, tile_width(*key, old)))
     return by_key
@@ -103,9 +107,10 @@ def _new_leaf_hashes(held: Checkpoint, bundles: dict[TileId, bytes], out: Path) 
     hashes: list[bytes] = []
     for bundle, data in bundles.items():
         hashes.extend(merkle.leaf_hash(e) for e in decode_bundle(data, bundle))
-    first = held.size - held.size % 256
+    first = held.size - held.size % TILE_WIDTH
     repeated, hashes = hashes[:held.size - first], hashes[held.size - first:]
-    if repeated and repeated != _read_held(out, TileId(0, first // 256, len(repeated))):
+    if repeated and repeated != _read_held(out, TileId(0, first // TILE_WIDTH,
+                                                       len(repeated))):
         raise ProofError(f"the log's entries {first}..{held.size - 1} differ from the ones "
                          "this mirror verified (it rewrote history)")
     return hashes
@@ -114,13 +119,12 @@ def _new_leaf_hashes(held: Checkpoint, bundles: dict[TileId, bytes], out: Path) 
 def _rebuild_and_compare(held: Checkpoint, new_hashes: list[bytes],
                          fetched: dict[TileId, bytes], out: Path) -> None:
     """Step 4's byte-for-byte check. Raises ProofError."""
-    partials = {}
-    for level in range(64):
-        count = held.size >> (8 * level)
-        if not count:
-            break
-        if count % 256:
-            partials[level] = _read_held(out, TileId(level, count // 256, count % 256))
+    partials: dict[int, list[bytes]] = {}
+    for level in range(MAX_LEVEL + 1):
+        count = level_count(held.size, level)
+        if count % TILE_WIDTH:
+            partials[level] = _read_held(out, TileId(level, count // TILE_WIDTH,
+                                                     count % TILE_WIDTH))
     rebuilt = extend_tiles(partials, held.size, new_hashes)
     if rebuilt.keys() != fetched.keys():
         raise ProofError("the tiles rebuilt from the entries are not the tiles served")
