@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ledger.log.sequencer import read_vkey
+from ledger.log.store import LedgerStore
 from tests.ledger_support import write_keyring
 from tests.tiles_support import grow, serve, tiles_ledger
 from tests.unit.test_api import build_ledger
@@ -153,3 +154,14 @@ def test_mirror_refuses_a_checkpoint_of_another_origin_or_key(tmp_path: Path) ->
                       read_vkey(log))
         assert bad_url.returncode == 2 and "must be an http:// or https:// URL" in bad_url.stderr
     assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
+
+
+def test_mirror_of_a_log_not_verified_yet_is_unavailable_not_invalid(tmp_path: Path) -> None:
+    log = tiles_ledger(tmp_path / "log", [10])
+    with LedgerStore(log / "ledger.db", writer=True) as store:
+        store.set_verified(None)              # as while the sequencer's start-up check runs
+    with serve(log) as api:
+        done = mirror(tmp_path / "m", api, read_vkey(log))
+    assert done.returncode == 3
+    assert "unavailable" in done.stderr and "503" in done.stderr
+    assert not (tmp_path / "m").exists()

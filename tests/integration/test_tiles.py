@@ -73,6 +73,22 @@ def test_full_tiles_are_immutable_and_partial_tiles_short_lived(api: str) -> Non
         assert answer.headers["cache-control"] == "public, max-age=5"
 
 
+@pytest.mark.parametrize(("accept", "gzipped"), [
+    ("gzip", True), ("deflate, gzip;q=0.5", True), ("identity", False), ("gzip;q=0", False),
+    ("gzip;q=nope", False), ("", False)])
+def test_entry_bundles_are_gzipped_for_clients_that_accept_it(api: str, accept: str,
+                                                             gzipped: bool) -> None:
+    with httpx.Client(timeout=30, headers={"accept-encoding": accept}) as http:
+        answer = http.get(f"{api}/tile/entries/001")
+        tile = http.get(f"{api}/tile/0/001")
+    assert answer.status_code == 200
+    assert answer.headers["vary"] == "Accept-Encoding"
+    assert answer.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    entries = decode_bundle(answer.content, TileId(0, 1, entries=True))   # httpx decoded it
+    assert [merkle.leaf_hash(e) for e in entries] == split_tile(tile.content, TileId(0, 1))
+    assert "content-encoding" not in tile.headers
+
+
 def test_the_tree_has_exactly_the_tiles_of_the_spec_example(api: str) -> None:
     tiles = tiles_for_size(SIZE)
     assert sum(t.full for t in tiles if t.level == 0) == 273
