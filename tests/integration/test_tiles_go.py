@@ -4,7 +4,7 @@ built offline: tests/go/tilecheck/main.go), over real HTTP and over an exported 
 
 DESIGN.md section 9: tlog.TileHashReader once accepted a corrupted full level-1 tile, so it
 is a second opinion only; the byte-for-byte rebuild from the entry bundles (the mirror's
-fsck, also tests/integration/test_tiles.py) is what must catch that corruption.
+fsck, also tests/integration/test_tiles_api.py) is what must catch that corruption.
 
 Skips with the reason where Go or the Debian package is absent:
 ``apt-get install golang-go golang-golang-x-mod-dev``.
