@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.core.tiles import parse_tile_path
+from ledger.core.tiles import decode_bundle, encode_bundle, parse_tile_path
+from ledger.errors import ProofError
 from ledger.log.mirror import Fetch, mirror_log
 from ledger.log.sequencer import DB_NAME, read_vkey
 from ledger.log.store import LedgerStore
@@ -44,3 +45,29 @@ def test_each_mirror_step_holds_what_an_export_of_that_size_holds(tmp_path: Path
         for path in export.rglob("*"):
             if path.is_file():
                 assert (out / path.relative_to(export)).read_bytes() == path.read_bytes(), path
+
+
+def test_a_log_that_changes_an_entry_it_served_before_is_refused(tmp_path: Path) -> None:
+    """Entries a partial bundle repeats must be the ones the mirror verified, even when the
+    tiles are right (the tiles alone would not show it: they carry only hashes)."""
+    data_dir = tiles_ledger(tmp_path / "log", [10])
+    vkey, out = read_vkey(data_dir), tmp_path / "mirror"
+    mirror_log(fetch_from(data_dir), out, vkey)
+    held = (out / "tile/entries/000.p/10").read_bytes()
+    grow(data_dir, 10, 20)
+    honest = fetch_from(data_dir)
+
+    def lying(path: str) -> bytes:
+        data = honest(path)
+        if path == "tile/entries/000.p/20":     # one byte of entry 3 changed
+            entries = decode_bundle(data, parse_tile_path(path))
+            entries[3] = entries[3][:20] + bytes([entries[3][20] ^ 1]) + entries[3][21:]
+            return encode_bundle(entries)
+        return data
+
+    with pytest.raises(ProofError, match=r"entries 0\.\.9 differ from the ones this mirror "
+                                         r"verified \(it rewrote history\)"):
+        mirror_log(lying, out, vkey)
+    assert (out / "tile/entries/000.p/10").read_bytes() == held
+    assert not (out / "tile/entries/000.p/20").exists()
+    assert mirror_log(honest, out, vkey).new_size == 20
