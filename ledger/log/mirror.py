@@ -19,12 +19,17 @@ mirror accepted. One run, in order:
 5. Only then write the bundles and tiles, and the ``checkpoint`` last. A log that rewrote
    history fails step 1, 3 or 4 and nothing of it is stored.
 
+Memory: the fetched tiles (8 KiB each, ~4,000 for a million leaves) and 32 bytes per new
+leaf; bundles wait in a hidden staging directory inside the mirror until verified.
+
 Fetching is a callable (a path under the log's prefix -> bytes) the caller provides: the
 CLI's is HTTP (``ledger.cli.remote``), a test's may read a directory.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +50,7 @@ from ledger.core.tiles import (
     split_tile,
     tile_width,
 )
-from ledger.errors import ConfigError, ProofError
+from ledger.errors import ConfigError, ProofError, Unavailable
 from ledger.log.tiles import CHECKPOINT_FILE, Progress, held_checkpoint, write_file
 
 Fetch = Callable[[str], bytes]
@@ -101,12 +106,26 @@ def _check_consistency(held: Checkpoint, new: Checkpoint, fetched: dict[TileId, 
                          expected=new.root_hash.hex(), calculated=root.hex())
 
 
-def _new_leaf_hashes(held: Checkpoint, bundles: dict[TileId, bytes], out: Path) -> list[bytes]:
+def _fetch_bundles(fetch: Fetch, bundles: Sequence[TileId], staging: Path,
+                   tick: Callable[[], None]) -> list[bytes]:
+    """Step 4's fetch: each bundle's leaf hashes, its bytes kept in ``staging`` (not in
+    memory: a mirror from empty fetches the whole log) until they are verified. Raises
+    ProofError (malformed bundle), NotFound or Unavailable."""
+    hashes: list[bytes] = []
+    for n, bundle in enumerate(bundles):
+        data = fetch(bundle.path)
+        hashes.extend(merkle.leaf_hash(e) for e in decode_bundle(data, bundle))
+        try:
+            (staging / str(n)).write_bytes(data)
+        except OSError as exc:
+            raise Unavailable(f"cannot stage {bundle.path}: {exc.strerror}") from exc
+        tick()
+    return hashes
+
+
+def _new_leaf_hashes(held: Checkpoint, hashes: list[bytes], out: Path) -> list[bytes]:
     """Step 4's entries: the leaf hashes from the held size on; the held entries a partial
     bundle repeats must hash as held. Raises ProofError."""
-    hashes: list[bytes] = []
-    for bundle, data in bundles.items():
-        hashes.extend(merkle.leaf_hash(e) for e in decode_bundle(data, bundle))
     first = held.size - held.size % TILE_WIDTH
     repeated, hashes = hashes[:held.size - first], hashes[held.size - first:]
     if repeated and repeated != _read_held(out, TileId(0, first // TILE_WIDTH,
@@ -158,24 +177,50 @@ def mirror_log(fetch: Fetch, out: Path, vkey: str, *, origin: str | None = None,
                              expected=held.root_hash.hex(), calculated=new.root_hash.hex())
         return MirrorReport(new.origin, held.size, new.size, new.root_hash.hex(), 0, 0, 0)
     tiles, bundles = changed_tiles(held.size, new.size), bundles_for_size(new.size, held.size)
-    total, done = len(tiles) + len(bundles), 0
+    tick = _ticker(len(tiles) + len(bundles), progress)
     fetched: dict[TileId, bytes] = {}
     for tile in tiles:
         fetched[tile] = fetch(tile.path)
         split_tile(fetched[tile], tile)
-        done += 1
-        if progress is not None:
-            progress(done, total)
+        tick()
     _check_consistency(held, new, fetched, out)
-    entries: dict[TileId, bytes] = {}
-    for bundle in bundles:
-        entries[bundle] = fetch(bundle.path)
-        done += 1
-        if progress is not None:
-            progress(done, total)
-    _rebuild_and_compare(held, _new_leaf_hashes(held, entries, out), fetched, out)
-    written = sum(write_file(out, t.path, data, immutable=t.full)
-                  for t, data in (*entries.items(), *fetched.items()))
+    staging = _staging(out)
+    try:
+        hashes = _fetch_bundles(fetch, bundles, staging, tick)
+        _rebuild_and_compare(held, _new_leaf_hashes(held, hashes, out), fetched, out)
+        written = sum(write_file(out, b.path, _read_staged(staging, n), immutable=b.full)
+                      for n, b in enumerate(bundles))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a temporary copy, nothing verified
+    written += sum(write_file(out, t.path, data, immutable=t.full)
+                   for t, data in fetched.items())
     written += write_file(out, CHECKPOINT_FILE, note.encode(), immutable=False)
     return MirrorReport(new.origin, held.size, new.size, new.root_hash.hex(), len(tiles),
                         len(bundles), written)
+
+
+def _ticker(total: int, progress: Progress | None) -> Callable[[], None]:
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+    return tick
+
+
+def _staging(out: Path) -> Path:
+    """A fresh hidden directory inside ``out`` for bundles not verified yet; removed after
+    the run whatever its outcome. Raises Unavailable."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".incoming-", dir=out))
+    except OSError as exc:
+        raise Unavailable(f"cannot write in {out}: {exc.strerror}") from exc
+
+
+def _read_staged(staging: Path, n: int) -> bytes:
+    try:
+        return (staging / str(n)).read_bytes()
+    except OSError as exc:
+        raise Unavailable(f"cannot read a staged bundle: {exc.strerror}") from exc

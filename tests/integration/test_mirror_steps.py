@@ -40,6 +40,7 @@ def test_each_mirror_step_holds_what_an_export_of_that_size_holds(tmp_path: Path
         done = size
         report = mirror_log(fetch_from(data_dir), out, vkey)
         assert report.new_size == size
+        assert not list(out.glob(".incoming-*"))      # staged bundles moved, staging gone
         export = tmp_path / f"export-{size}"
         export_tiles(data_dir, export)
         for path in export.rglob("*"):
@@ -70,4 +71,5 @@ def test_a_log_that_changes_an_entry_it_served_before_is_refused(tmp_path: Path)
         mirror_log(lying, out, vkey)
     assert (out / "tile/entries/000.p/10").read_bytes() == held
     assert not (out / "tile/entries/000.p/20").exists()
+    assert not list(out.glob(".incoming-*"))
     assert mirror_log(honest, out, vkey).new_size == 20
