@@ -31,6 +31,7 @@ from ledger.cli import (
     ledger_commands,
     policy_commands,
     service_commands,
+    tiles_commands,
     witness_commands,
 )
 from ledger.cli.events_commands import add_to_keyring
@@ -111,6 +112,8 @@ prove_app.command("consistency")(ledger_commands.prove_consistency_cmd)
 prove_app.command("lineage")(ledger_commands.prove_lineage_cmd)
 ledger_app.command("verify")(ledger_commands.ledger_verify)
 ledger_app.command("audit")(ledger_commands.ledger_audit)
+ledger_app.command("export-tiles")(tiles_commands.export_tiles_cmd)
+ledger_app.command("mirror")(tiles_commands.mirror_cmd)
 
 topics_app.command("create")(service_commands.topics_create)
 app.command("up")(service_commands.up)

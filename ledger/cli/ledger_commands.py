@@ -3,6 +3,7 @@ the latest checkpoint, export proof bundles, verify them offline, audit the whol
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,8 @@ import typer
 from rich.progress import Progress
 
 from ledger.cli.options import EXIT_INVALID, DataOpt, JsonFlag, emit, settings_from
+from ledger.cli.remote import RemoteLog, fetch_url
+from ledger.core.bundles import Bundle, verify_bundle
 from ledger.core.cosignature import WitnessPolicy
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, ProofError
@@ -21,6 +24,7 @@ from ledger.log.proofs import (
     prove_consistency,
     prove_inclusion,
     prove_lineage,
+    verify_bundle_bytes,
     verify_bundle_file,
 )
 from ledger.log.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info
@@ -109,20 +113,58 @@ def write_bundle(bundle: dict[str, object], out: Path | None) -> None:
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Write the bundle to this file.")]
+ApiOpt = Annotated[str | None, typer.Option(
+    "--api", help="Fetch the bundle from this govledger API (http(s)://host:port) instead "
+    "of the local data directory.")]
+RemoteVkeyOpt = Annotated[str | None, typer.Option(
+    "--vkey", help="With --api: verify the fetched bundle under this vkey (text or file) "
+    "before writing it; nothing is written if it does not verify.")]
+
+
+def remote_bundle(api: str, path: str, params: dict[str, str | int | None],
+                  vkey: str | None) -> Bundle:
+    """A bundle from ``api`` (one of the /v1/proofs/* routes), verified under ``vkey``
+    first if one is given. Raises Unavailable, NotFound or ProofError."""
+    with RemoteLog(api) as remote:
+        data = remote.get(path, {k: v for k, v in params.items() if v is not None})
+    if vkey is not None:
+        verify_bundle(data, vkey_text(vkey))
+    try:
+        bundle: Bundle = json.loads(data)
+    except ValueError as exc:
+        raise ProofError(f"{api}{path} did not answer a JSON bundle") from exc
+    if not isinstance(bundle, dict):
+        raise ProofError(f"{api}{path} did not answer a JSON object")
+    return bundle
+
+
+def vkey_text(vkey: str) -> str:
+    """A vkey given as text or as a file holding it."""
+    path = Path(vkey)
+    if path.is_file():
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return vkey.strip()
 
 
 def prove_inclusion_cmd(
     index: Annotated[int | None, typer.Option(help="Leaf index.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Event id (hex).")] = None,
-    out: OutOpt = None, data: DataOpt = None,
+    out: OutOpt = None, data: DataOpt = None, api: ApiOpt = None, vkey: RemoteVkeyOpt = None,
 ) -> None:
     """Inclusion proof bundle for one leaf under the latest checkpoint.
 
-    Example: govledger ledger prove inclusion --index 0 --out proof.json
+    Example: govledger ledger prove inclusion --index 0 --out proof.json; remotely:
+    govledger ledger prove inclusion --index 0 --api http://127.0.0.1:8080 --vkey log.vkey
     """
     if (index is None) == (event_id is None):
         raise ConfigError("give exactly one of --index or --event-id")
-    write_bundle(prove_inclusion(settings_from(data).data_dir, index=index, event_id=event_id),
+    write_bundle(remote_bundle(api, "/v1/proofs/inclusion",
+                               {"index": index, "event_id": event_id}, vkey)
+                 if api is not None else
+                 prove_inclusion(settings_from(data).data_dir, index=index, event_id=event_id),
                  out)
 
 
@@ -130,28 +172,38 @@ def prove_consistency_cmd(
     old_size: Annotated[int, typer.Option(help="Size of the older tree.")],
     new_size: Annotated[int | None, typer.Option(help="Size of the newer tree "
                                                      "(default: latest).")] = None,
-    out: OutOpt = None, data: DataOpt = None,
+    out: OutOpt = None, data: DataOpt = None, api: ApiOpt = None, vkey: RemoteVkeyOpt = None,
 ) -> None:
     """Consistency proof bundle between two signed checkpoints.
 
     Example: govledger ledger prove consistency --old-size 10 --out consistency.json
+    (add --api URL to fetch it from a running service)
     """
-    write_bundle(prove_consistency(settings_from(data).data_dir, old_size, new_size), out)
+    write_bundle(remote_bundle(api, "/v1/proofs/consistency",
+                               {"old_size": old_size, "new_size": new_size}, vkey)
+                 if api is not None else
+                 prove_consistency(settings_from(data).data_dir, old_size, new_size), out)
 
 
 def prove_lineage_cmd(
     event_id: Annotated[str, typer.Option(help="Event id whose chain to export.")],
-    out: OutOpt = None, data: DataOpt = None,
+    out: OutOpt = None, data: DataOpt = None, api: ApiOpt = None,
 ) -> None:
     """Evidence bundle: the event's chain back to its lineage root, each hop proven.
 
-    Example: govledger ledger prove lineage --event-id <hex> --out evidence.json
+    Example: govledger ledger prove lineage --event-id <hex> --out evidence.json (add --api
+    URL to fetch it from a running service; verify it with `govledger ledger verify`, which
+    also checks who signed each hop)
     """
-    write_bundle(prove_lineage(settings_from(data).data_dir, event_id), out)
+    write_bundle(remote_bundle(api, "/v1/proofs/lineage", {"event_id": event_id}, None)
+                 if api is not None else
+                 prove_lineage(settings_from(data).data_dir, event_id), out)
 
 
 def ledger_verify(
-    bundle: Annotated[Path, typer.Argument(help="A proof or evidence bundle (JSON).")],
+    bundle: Annotated[str, typer.Argument(
+        help="A proof or evidence bundle (JSON): a file, or an http(s):// URL to fetch it "
+             "from (a govledger API's /v1/proofs/... route).")],
     vkey: Annotated[str | None, typer.Option(
         help="The log's vkey text, or a file holding it (default with --data: "
              "DIR/ledger.vkey).")] = None,
@@ -177,7 +229,8 @@ def ledger_verify(
     (exit 1 if invalid or witnessed by fewer, 2 if a lineage bundle gets no keys).
 
     Example: govledger ledger verify evidence.json --data govledger-data
-    --witness w1.vkey --witness w2.vkey --witness-quorum 1
+    --witness w1.vkey --witness w2.vkey --witness-quorum 1; over HTTP:
+    govledger ledger verify "http://127.0.0.1:8080/v1/proofs/inclusion?index=0" --vkey log.vkey
     """
     if data is not None:
         vkey = vkey or str(data / VKEY_NAME)
@@ -186,9 +239,13 @@ def ledger_verify(
         raise ConfigError("give --vkey (or --data)")
     signers = load_signer_keys(authority, keyring)
     policy = _witness_policy(witness or [], witness_quorum)
+    # Fetched before the check: an API that cannot answer is not an invalid bundle.
+    fetched = fetch_url(bundle) if bundle.startswith(("http://", "https://")) else None
     try:
-        result = verify_bundle_file(bundle, Path(vkey) if Path(vkey).exists() else vkey,
-                                    signers, witnesses=policy)
+        key = Path(vkey) if Path(vkey).exists() else vkey
+        result = (verify_bundle_file(Path(bundle), key, signers, witnesses=policy)
+                  if fetched is None else
+                  verify_bundle_bytes(fetched, key, signers, witnesses=policy))
     except ProofError as exc:
         emit({"valid": False, "error": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(EXIT_INVALID) from exc

@@ -205,12 +205,19 @@ def verify_bundle_file(path: Path, vkey: str | Path, signers: SignerKeys | None 
 
     Raises ProofError (also below the witness quorum) or ConfigError (also for a lineage
     bundle without signer keys)."""
-    if isinstance(vkey, Path):
-        vkey = read_vkey(vkey) if vkey.is_dir() else _read_text(vkey)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return verify_bundle_bytes(data, vkey, signers, witnesses=witnesses)
+
+
+def verify_bundle_bytes(data: bytes, vkey: str | Path, signers: SignerKeys | None = None, *,
+                        witnesses: WitnessPolicy | None = None) -> VerifiedBundle:
+    """:func:`verify_bundle_file` of bundle bytes already read (a bundle fetched over HTTP).
+    Raises ProofError or ConfigError."""
+    if isinstance(vkey, Path):
+        vkey = read_vkey(vkey) if vkey.is_dir() else _read_text(vkey)
     result = verify_bundle(data, vkey.strip(), signers)
     if witnesses is None:
         return result

@@ -46,6 +46,7 @@ from ledger.server.bodies import (
 from ledger.server.http_errors import HANDLED, ApiError, ObserveHttp, handle
 from ledger.server.metrics import CONTENT_TYPE, Metrics
 from ledger.server.routes_ledger import Hex64, LedgerReads, LedgerSource, add_ledger_routes
+from ledger.server.routes_tiles import add_tile_routes
 
 __all__ = ["ApiBackend", "ApiError", "DecisionBody", "Submitted", "make_api"]
 
@@ -118,6 +119,7 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
     ledger = LedgerReads(backend)
     _add_event_routes(app, backend)
     add_ledger_routes(app, backend, ledger)
+    add_tile_routes(app, backend, ledger)       # C2SP tlog-tiles: /checkpoint, /tile/...
     _add_health_routes(app, backend, ledger, metrics)
     return app
 
