@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from ledger.config import Settings
 from ledger.core.envelope import sign_event, sign_event_with_id
 from ledger.core.events import PolicyPublished
 from ledger.datadir import DataDir
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import partition_for
 from ledger.kafka.topics import Topics
-from ledger.config import Settings
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.audit import audit_ledger
 from ledger.log.causal import check_order
-from ledger.log.holdback import Holdback
 from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
 from tests.factories import ALICE, ENV, T0, default_ring, request
