@@ -91,16 +91,19 @@ class Holdback:
         order: events whose causes are leaves or released before them, then the waiters
         they release, then (past a bound) the oldest held events."""
         fresh = [a for a in arrivals if a.record.event_id not in self._held_ids]
-        asked = {c for a in fresh for c in a.causes if c not in self._recent}
-        asked.update(Cause(a.record.event_id, Role.EVENT) for a in fresh)
+        recent = self._recent
+        asked = {c for a in fresh for c in a.causes if c not in recent}
         stored = present(sorted(asked)) if asked else set()
+        if asked - stored:  # some will wait, unless they are leaves themselves (redelivery)
+            stored |= present(sorted({Cause(a.record.event_id, Role.EVENT) for a in fresh
+                                      if not stored.issuperset(a.causes)}))
         out: list[Released] = []
         for arrival in fresh:
-            own = Cause(arrival.record.event_id, Role.EVENT)
             if arrival.record.event_id in self._held_ids:  # twice in one batch
                 continue
-            arrival.missing = set() if own in stored else {
-                c for c in arrival.causes if c not in stored and c not in self._recent}
+            if arrival.causes and Cause(arrival.record.event_id, Role.EVENT) not in stored:
+                arrival.missing = {c for c in arrival.causes
+                                   if c not in stored and c not in recent}
             if arrival.missing:
                 self._hold(arrival)
             else:
