@@ -64,6 +64,7 @@ class IngestStats:
     checkpoint_at: float = 0.0
     late: int = 0
     held: int = 0
+    longest_group_s: float = 0.0  # first event of a group ready -> its commit returned
 
 
 T = TypeVar("T")
@@ -185,7 +186,7 @@ class SequencerWorker:
         released: list[Released] = []
         refused: list[Refusal] = []
         consumed = bool(records)
-        started = time.monotonic()
+        started = first_ready = time.monotonic()
         while records:
             for record in records:
                 key = (record.topic, record.partition)
@@ -193,6 +194,8 @@ class SequencerWorker:
             admitted = await self._call(
                 self.sequencer.admit, [r.value or b"" for r in records],
                 [(r.topic, r.partition, r.offset) for r in records])
+            if not released and admitted.released:
+                first_ready = time.monotonic()  # the group's first event could go now
             released += admitted.released
             refused += admitted.refused
             if (len(released) >= GROUP_MAX_LEAVES
@@ -208,6 +211,8 @@ class SequencerWorker:
             return None
         result = await self._call(self.sequencer.commit, released, dict(self._consumed),
                                   refused)
+        self.stats.longest_group_s = max(self.stats.longest_group_s,
+                                         time.monotonic() - first_ready)
         self._account(result)
         return result
 

@@ -102,7 +102,8 @@ async def sequence(settings: Settings, bootstrap: str, topics: Topics, total: in
         assert store.tree_size() == total
     return {"events_per_s": total / wall, "wall_s": wall, "cpu_us_per_event": cpu / total * 1e6,
             "cpu_bound_events_per_s": total / cpu, "commits": stats.batches,
-            "leaves_per_commit": total / max(1, stats.batches), "late": stats.late}
+            "leaves_per_commit": total / max(1, stats.batches), "late": stats.late,
+            "longest_group_ms": stats.longest_group_s * 1e3}
 
 
 async def consume_floor(settings: Settings, bootstrap: str, topics: list[str], total: int,

@@ -27,8 +27,10 @@ from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.audit import audit_ledger
 from ledger.log.causal import check_order
+from ledger.log.holdback import Holdback
 from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
+from ledger.log.worker import SequencerWorker
 from tests.factories import ALICE, ENV, T0, default_ring, request
 from tests.ledger_support import grant, lineage_chain, make_ledger, write_keyring
 from tests.service_support import make_data_dir, produce
@@ -275,3 +277,45 @@ def test_a_backlog_of_the_real_pipeline_is_sequenced_in_causal_order(
     assert grant1 < revocation < applied  # type: ignore[operator]
     with LedgerStore(data.ledger_db) as store:
         assert check_order(store).first_violation is None
+
+
+def test_a_grant_whose_request_never_comes_is_sequenced_after_the_bound_and_logged(
+        broker: EmbeddedBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = make_data_dir(tmp_path / "data")
+    topics = _topics(broker)
+    settings = Settings(data_dir=data.root, kafka_bootstrap=None, partitions=PARTITIONS,
+                        topic_prefix=topics.prefix)
+    keyring = load_keyring(data.keyring)
+    lone, lone_id = grant("e" * 64, "e" * 64, None, 0, "never-asked-grant-1",
+                          signer=load_signer(data.authority_key))
+    late: list[dict[str, int]] = []
+
+    def opener():  # type: ignore[no-untyped-def]
+        sequencer = open_ledger(data.root, keyring_verifier(keyring))
+        sequencer.holdback = Holdback(max_wait_s=0.3)
+        return sequencer
+
+    async def scenario() -> None:
+        worker = await SequencerWorker.open(
+            settings, broker.bootstrap, topics, opener,
+            on_batch=lambda result: late.append(result.late_by_reason()) if result.late
+            else None)
+        await worker.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await produce(broker.bootstrap, topics.decisions, [(b"k", lone)])
+            deadline = time.monotonic() + 30
+            while not late and time.monotonic() < deadline and not task.done():
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+            await worker.close()
+
+    with caplog.at_level("WARNING", logger="govledger.sequencer"):
+        asyncio.run(scenario())
+    assert late == [{"cause-missing": 1}]
+    assert order(data.root, lone_id) == [0]
+    assert any("without their causes" in r.getMessage() and lone_id[:16] in r.getMessage()
+               for r in caplog.records)
