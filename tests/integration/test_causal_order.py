@@ -319,3 +319,41 @@ def test_a_grant_whose_request_never_comes_is_sequenced_after_the_bound_and_logg
     assert order(data.root, lone_id) == [0]
     assert any("without their causes" in r.getMessage() and lone_id[:16] in r.getMessage()
                for r in caplog.records)
+
+
+def _verdict_and_report(execution_id: str, artifact_id: str, root_id: str
+                        ) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+    from ledger.core.events import ExecutionAllowed, ExecutionCompleted
+    from tests.factories import AUTHORITY
+    common = {"tenant": "acme", "issued_at": T0, "artifact_id": artifact_id, "root": root_id,
+              "execution_id": execution_id}
+    allowed = sign_event_with_id(ExecutionAllowed(
+        signer="govledger:authority", nonce="causal-allowed-0001", **common), AUTHORITY)
+    done = sign_event_with_id(ExecutionCompleted(
+        signer="agent:alice", nonce="causal-completed-01", **common), ALICE)
+    return allowed, done
+
+
+def test_a_report_waits_for_the_verdict_on_its_execution_and_the_audit_checks_it(
+        tmp_path: Path) -> None:
+    chain = lineage_chain()
+    (_, root_id), *_, (_, grant2_id), (_, execution_id) = chain
+    (allowed, allowed_id), (done, done_id) = _verdict_and_report(execution_id, grant2_id,
+                                                                 root_id)
+    in_order = make_ledger(tmp_path / "a")
+    seq = open_ledger(in_order, keyring_verifier(default_ring()))
+    seq.submit([envelope for envelope, _ in chain])
+    assert seq.submit([done, allowed]).late == ()  # the report waits for the verdict
+    seq.close()
+    assert order(in_order, allowed_id, done_id) == [5, 6]
+    assert audit_ledger(in_order).ok
+
+    reversed_ = make_ledger(tmp_path / "b")
+    seq = open_ledger(reversed_, keyring_verifier(default_ring()))
+    seq.submit([envelope for envelope, _ in chain])
+    seq.submit([done])  # its verdict is in no batch of this call: appended late
+    seq.submit([allowed])
+    seq.close()
+    report = audit_ledger(reversed_)
+    assert report.first_bad_index == 5
+    assert report.what is not None and "the decision about" in report.what
