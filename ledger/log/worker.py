@@ -107,6 +107,7 @@ class SequencerWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._fetch_wait_ms = SEQUENCER_FETCH_WAIT_MS
         self._consumed: dict[tuple[str, int], int] = {}
+        self.hold_clock = 0.0  # seconds spent caught up: the hold-back's time bound
 
     async def start(self) -> None:
         # The sequencer is not on the decision path: a longer fetch wait costs at most that
@@ -165,6 +166,7 @@ class SequencerWorker:
             # hold-back's time bound while events are held (getmany returns on the first
             # records anyway): an idle sequencer loops once a second.
             busy = self.stats.tree_size > self.stats.checkpoint_size or self.stats.held
+            started = time.monotonic()
             try:
                 batches = await paced.getmany(
                     timeout_ms=int(min(interval, 0.2) * 1000) if busy else IDLE_LOOP_MS,
@@ -172,6 +174,8 @@ class SequencerWorker:
             except KafkaError as exc:
                 raise Unavailable(f"sequencer consume failed: {exc}") from exc
             await self.ingest([r for part in batches.values() for r in part])
+            if await self._caught_up():
+                self.hold_clock += time.monotonic() - started
             if self.on_lag is not None:
                 await self._report_lag()
             await self.publish_if_due()
@@ -193,7 +197,7 @@ class SequencerWorker:
                 self._consumed[key] = max(self._consumed.get(key, 0), record.offset + 1)
             admitted = await self._call(
                 self.sequencer.admit, [r.value or b"" for r in records],
-                [(r.topic, r.partition, r.offset) for r in records])
+                [(r.topic, r.partition, r.offset) for r in records], self.hold_clock)
             if not released and admitted.released:
                 first_ready = time.monotonic()  # the group's first event could go now
             released += admitted.released
@@ -206,7 +210,7 @@ class SequencerWorker:
             except KafkaError as exc:
                 raise Unavailable(f"sequencer consume failed: {exc}") from exc
             records = [r for part in more.values() for r in part]
-        released += await self._call(self.sequencer.expire)
+        released += await self._call(self.sequencer.expire, self.hold_clock)
         if not (consumed or released):
             return None
         result = await self._call(self.sequencer.commit, released, dict(self._consumed),
@@ -236,6 +240,19 @@ class SequencerWorker:
                         ", ".join(sorted(c.event_id[:16] for c in first.causes)))
         if self.on_batch is not None:
             self.on_batch(result)
+
+    async def _caught_up(self) -> bool:
+        """Whether every assigned partition has been read up to its fetched high-water
+        mark. The hold-back's time bound runs on :attr:`hold_clock`, which advances only
+        while this is so: reading a backlog, a cause is usually still on Kafka behind the
+        consumer, not missing, and the event waits for it (the count and byte bounds still
+        hold)."""
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            mark = self._consumer.highwater(tp)
+            if mark is None or await self._consumer.position(tp) < mark:
+                return False
+        return True
 
     async def _report_lag(self) -> None:
         """Per topic: fetch high-water mark minus our position, over its partitions."""
