@@ -357,3 +357,55 @@ def test_a_report_waits_for_the_verdict_on_its_execution_and_the_audit_checks_it
     report = audit_ledger(reversed_)
     assert report.first_bad_index == 5
     assert report.what is not None and "the decision about" in report.what
+
+
+def test_reading_a_backlog_a_held_event_waits_for_its_cause_behind_the_consumer(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    # One partition of gov.requests holds 3,000 other requests before the 300 that 300
+    # grants on gov.decisions answer; all is produced before the sequencer starts, with a
+    # time bound far shorter than reading the backlog takes. The bound runs only while the
+    # sequencer is caught up, so no grant goes in before its request.
+    data = make_data_dir(tmp_path / "data")
+    topics = _topics(broker)
+    settings = Settings(data_dir=data.root, kafka_bootstrap=None, partitions=PARTITIONS,
+                        topic_prefix=topics.prefix)
+    keyring = load_keyring(data.keyring)
+    authority = load_signer(data.authority_key)
+    before = [(b"one", sign_event(request(nonce=f"backlog-x-{n:09d}"), ALICE))
+              for n in range(3000)]
+    asked, granted = [], []
+    for n in range(300):
+        envelope, request_id = sign_event_with_id(request(nonce=f"backlog-{n:011d}"), ALICE)
+        asked.append((b"one", envelope))
+        granted.append((request_id.encode(), grant(request_id, request_id, None, 0,
+                                                   f"backlog-g-{n:09d}", signer=authority)[0]))
+    asyncio.run(_produce_all(broker.bootstrap, topics.requests, before + asked))
+    asyncio.run(_produce_all(broker.bootstrap, topics.decisions, granted))
+    total = len(before) + len(asked) + len(granted)
+
+    def opener():  # type: ignore[no-untyped-def]
+        sequencer = open_ledger(data.root, keyring_verifier(keyring))
+        sequencer.holdback = Holdback(max_wait_s=0.05)
+        return sequencer
+
+    async def scenario() -> int:
+        worker = await SequencerWorker.open(settings, broker.bootstrap, topics, opener,
+                                            max_batch=100)
+        await worker.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            deadline = time.monotonic() + 90
+            while worker.stats.tree_size < total and time.monotonic() < deadline \
+                    and not task.done():
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+            await worker.close()
+        return worker.stats.late
+
+    assert asyncio.run(scenario()) == 0
+    with LedgerStore(data.ledger_db) as store:
+        assert store.tree_size() == total
+        assert check_order(store).first_violation is None
