@@ -5,9 +5,14 @@
   stored. :func:`keyring_verifier` judges by signature and kind, never by this process's
   clock: authority kinds only under the authority key, everything else under a known key.
   Duplicates (same event id) are skipped, never stored twice.
-* One batch = one SQLite transaction holding the leaves, their node hashes, the consumer
-  offsets and (when due) the signed checkpoint, whose root is recomputed from the stored
-  nodes. ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
+* Causes first: after verification, an event whose causes (ledger/core/causes.py: the
+  request a decision answers, the grant a delegation or an execution refers to, ...) are not
+  leaves yet waits in a bounded hold-back (ledger/log/holdback.py) and follows them;
+  past a bound it is appended anyway and reported in ``SubmitResult.late``.
+* One commit = one SQLite transaction holding the leaves, their node hashes, the consumer
+  offsets (never past an event still held) and (when due) the signed checkpoint, whose
+  root is recomputed from the stored nodes; the worker puts several batches in one commit
+  (group commit, ledger/log/worker.py). ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
   often (the tail in between is *sequenced* but not yet *published*).
 * On open, before anything is appended (or, in ``govledger up``, served): every leaf hash,
   stored node hash, derived column and lookup-index row is recomputed from the stored leaf

@@ -2,8 +2,10 @@
 
 One process, one writer. It owns every partition of the logged topics (no consumer group:
 there must be exactly one sequencer per log) and keeps its consumed offsets in the ledger,
-in the same SQLite transaction as the leaves of each batch, so a restart neither loses nor
-duplicates a leaf. Each batch is verified (``Sequencer.submit``): only events that verify
+in the same SQLite transaction as the leaves of each commit, lowered to the lowest offset of
+an event still held back for its cause (ledger/log/holdback.py), so a restart neither loses
+nor duplicates a leaf. A commit may hold several fetched batches (group commit: bounds
+below, docs/ledger.md). Each batch is verified (``Sequencer.submit``): only events that verify
 become leaves; poison input is refused here and represented in the log by the authority's
 signed denial that names its hash. The dead-letter topic is never logged (its bytes are, by
 definition, unauthenticated).
