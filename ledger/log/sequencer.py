@@ -12,8 +12,9 @@
 * One commit = one SQLite transaction holding the leaves, their node hashes, the consumer
   offsets (never past an event still held) and (when due) the signed checkpoint, whose
   root is recomputed from the stored nodes; the worker puts several batches in one commit
-  (group commit, ledger/log/worker.py). ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
-  often (the tail in between is *sequenced* but not yet *published*).
+  (group commit, ledger/log/worker.py). ``checkpoint_interval=0`` signs after every
+  commit; ``N`` seconds signs at most that often (the tail in between is *sequenced* but not
+  yet *published*).
 * On open, before anything is appended (or, in ``govledger up``, served): every leaf hash,
   stored node hash, derived column and lookup-index row is recomputed from the stored leaf
   bytes and the tree root compared with the last signed checkpoint, which must verify under
