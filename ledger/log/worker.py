@@ -5,8 +5,8 @@ there must be exactly one sequencer per log) and keeps its consumed offsets in t
 in the same SQLite transaction as the leaves of each commit, lowered to the lowest offset of
 an event still held back for its cause (ledger/log/holdback.py), so a restart neither loses
 nor duplicates a leaf. A commit may hold several fetched batches (group commit: bounds
-below, docs/ledger.md). Each batch is verified (``Sequencer.submit``): only events that verify
-become leaves; poison input is refused here and represented in the log by the authority's
+below, docs/ledger.md). Each batch is verified (``Sequencer.admit``): only events that
+verify become leaves; poison input is refused here and represented in the log by the authority's
 signed denial that names its hash. The dead-letter topic is never logged (its bytes are, by
 definition, unauthenticated).
 
