@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.core.causes import causes
 from ledger.core.checkpoint import (
     Checkpoint,
     NoteVerifier,
@@ -85,7 +86,8 @@ def keyring_verifier(keyring: KeyRing) -> Verify:
     """
     def verify(data: bytes) -> LeafRecord:
         event = verify_loggable(data, keyring)
-        return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref())
+        return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref(),
+                          causes(event.event))
     return verify
 
 
@@ -126,8 +128,7 @@ class SubmitResult:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """One batch through verification and the hold-back: what may be appended now (in
-    order, with what earlier held events it released), and what was refused."""
+    """A batch verified and through the hold-back: what may be appended now, in order."""
 
     released: tuple[Released, ...]
     refused: tuple[Refusal, ...]
@@ -195,7 +196,8 @@ class Sequencer:
         for position, data in enumerate(envelopes):
             try:
                 record = self.verify(data)
-                found = leaf_causes(record.kind, record.leaf)
+                found = (leaf_causes(record.kind, record.leaf) if record.causes is None
+                         else record.causes)
             except Rejected as exc:
                 refused.append(Refusal(position, exc.reason, exc.detail))
                 continue

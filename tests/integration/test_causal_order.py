@@ -98,3 +98,22 @@ def test_a_report_waits_for_the_verdict_on_its_execution_and_the_audit_checks_it
     report = audit_ledger(reversed_)
     assert report.first_bad_index == 5
     assert report.what is not None and "the decision about" in report.what
+
+
+def test_a_verifier_that_gives_no_causes_still_orders_the_chain(tmp_path: Path) -> None:
+    # Verify may be any callable returning a LeafRecord (a live keyring's, say): without
+    # causes in it, the sequencer reads them from the leaf bytes.
+    import dataclasses
+
+    from ledger.log.store import LeafRecord
+    keyring_verify = keyring_verifier(default_ring())
+
+    def plain(data: bytes) -> LeafRecord:
+        return dataclasses.replace(keyring_verify(data), causes=None)
+
+    data_dir = make_ledger(tmp_path)
+    chain = lineage_chain()
+    seq = open_ledger(data_dir, plain)
+    assert seq.submit([envelope for envelope, _ in reversed(chain)]).late == ()
+    seq.close()
+    assert order(data_dir, *(event_id for _, event_id in chain)) == [0, 1, 2, 3, 4]

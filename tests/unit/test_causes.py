@@ -102,3 +102,12 @@ def test_a_decision_provides_the_decision_about_its_subject() -> None:
 def test_the_core_and_the_index_agree_on_decision_kinds() -> None:
     assert set(index.DECISION_KINDS) == DECISION_KINDS
     assert DECISION_KINDS <= CAUSAL_KINDS
+
+
+def test_the_sequencers_verifier_gives_the_causes_the_leaf_bytes_give() -> None:
+    from ledger.log.sequencer import keyring_verifier
+    from tests.factories import default_ring
+    verify = keyring_verifier(default_ring())
+    for envelope, _ in lineage_chain():
+        record = verify(envelope)
+        assert record.causes == leaf_causes(record.kind, envelope)
