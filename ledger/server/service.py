@@ -158,6 +158,8 @@ class Service:
                 log.warning("sequencer refused %d of a batch of %d: %s", len(result.refused),
                             len(result.refused) + result.appended + result.duplicates,
                             ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())))
+            if result.late:  # the worker logs them, one line per commit
+                metrics.observe_out_of_order(result.late_by_reason())
             if result.checkpoint is not None:
                 signed_at[0] = time.monotonic()
             metrics.set_ledger(result.tree_size, time.monotonic() - signed_at[0])
