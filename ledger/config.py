@@ -36,6 +36,11 @@ class Settings(BaseSettings):
 
     # Storage.
     data_dir: Path = Path("./govledger-data")
+    # Signing keys, one per role (docs/production.md "Keys per role"): the processor loads
+    # only the authority key, the sequencer only the ledger key, the API neither. Unset:
+    # DATA/keys/authority.key and DATA/keys/ledger.key.
+    authority_key_file: Path | None = None
+    ledger_key_file: Path | None = None
 
     # Kafka: where and how.
     kafka_bootstrap: str | None = None
@@ -80,6 +85,14 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(default=0.5, gt=0, le=3_600)
     log_origin: str = Field(default="govledger.localhost/log", min_length=1, max_length=255,
                             pattern=r"^[^\s]+$")
+
+    @model_validator(mode="after")
+    def _check_key_files(self) -> Settings:
+        # init writes NAME.key and NAME.pub beside it (ledger.keyfiles.generate_keypair).
+        for path in (self.authority_key_file, self.ledger_key_file):
+            if path is not None and path.suffix != ".key":
+                raise ValueError(f"key file {path}: the name must end in .key")
+        return self
 
     @model_validator(mode="after")
     def _check_kafka(self) -> Settings:

@@ -42,7 +42,7 @@ def limits_from(settings: Settings) -> Limits:
 
 def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
     """Engine from the data directory's key, keyring and policies. Raises ConfigError."""
-    data = DataDir(settings.data_dir)
+    data = DataDir.of(settings)
     keyring = load_keyring(data.keyring)
     authority = load_signer(data.authority_key)
     return Engine(authority=authority, authority_identity=authority_identity(keyring, authority),

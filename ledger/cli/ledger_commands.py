@@ -38,13 +38,16 @@ def ledger_init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
 def init(data: DataOpt = None, as_json: JsonFlag = False) -> None:
     """Create what the service needs in the data directory; keep what works.
 
-    Authority and ledger keys (0600), a keyring with the authority, the example Cedar
-    policies and an empty signed ledger. A setup a crash interrupted is finished; a file that
-    does not work is named, with what to do (exit 2). Example: govledger init --data
-    ./govledger-data
+    Authority and ledger keys (0600; elsewhere than DATA/keys with
+    GOVLEDGER_AUTHORITY_KEY_FILE and GOVLEDGER_LEDGER_KEY_FILE), a keyring with the
+    authority, the example Cedar policies and an empty signed ledger. A setup a crash
+    interrupted is finished; a file that does not work is named, with what to do (exit 2).
+    Example: govledger init --data ./govledger-data
     """
     settings = settings_from(data)
-    report = init_data_dir(settings.data_dir, settings.log_origin)
+    report = init_data_dir(settings.data_dir, settings.log_origin,
+                           authority_key=settings.authority_key_file,
+                           ledger_key=settings.ledger_key_file)
     check_decision_side(settings)  # what the processor loads at start, checked now
     emit({"created": report.created, "kept": report.kept, "repaired": report.repaired,
           "removed": report.removed}, as_json,

@@ -40,7 +40,7 @@ from pydantic import SecretStr
 
 from ledger.config import Settings
 from ledger.core.keys import KeyRing
-from ledger.datadir import DataDir, InitReport, init_data_dir
+from ledger.datadir import DataDir, InitReport, init_data_dir, require_initialized
 from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
@@ -98,7 +98,7 @@ class Service:
 
     @property
     def data(self) -> DataDir:
-        return DataDir(self.settings.data_dir)
+        return DataDir.of(self.settings)
 
     @property
     def topics(self) -> Topics:
@@ -108,7 +108,12 @@ class Service:
 
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
-        self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
+        if set(self.components) == set(COMPONENTS):  # `govledger up`: first start creates
+            self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin,
+                                             authority_key=self.settings.authority_key_file,
+                                             ledger_key=self.settings.ledger_key_file)
+        else:  # one role of a split deployment: reads only its own key (docs/production.md)
+            require_initialized(self.data)
         self.keyring = load_keyring(self.data.keyring)
         if self.settings.embedded:
             self.broker = EmbeddedBroker(start_timeout_s=self.settings.broker_start_timeout_s)
@@ -131,11 +136,12 @@ class Service:
 
     async def _start_sequencer(self) -> None:
         assert self.keyring is not None
-        keyring, settings = self.keyring, self.settings
+        keyring, settings, key_file = self.keyring, self.settings, self.data.ledger_key
 
         def opener() -> Sequencer:
             return open_ledger(settings.data_dir, keyring_verifier(keyring),
-                               checkpoint_interval=settings.checkpoint_interval_s)
+                               checkpoint_interval=settings.checkpoint_interval_s,
+                               key_file=key_file)
         metrics = self.metrics
         signed_at = [time.monotonic()]
 
