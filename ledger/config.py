@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=0, ge=0, le=65_535)
 
+    # Operations (docs/production.md). A role without the API serves /metrics on
+    # metrics_port (at api_host) when set; heartbeat_file is what `govledger health` checks.
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
+    heartbeat_file: Path | None = None
+
     # Decision limits (placeholders the processors use; DESIGN.md section 3).
     max_clock_skew_s: int = Field(default=30, ge=0, le=3_600)
     max_ttl_s: int = Field(default=86_400, ge=1)
