@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # metrics_port (at api_host) when set; heartbeat_file is what `govledger health` checks.
     metrics_port: int | None = Field(default=None, ge=1, le=65_535)
     heartbeat_file: Path | None = None
+    # Logs: "text" lines or one JSON object per line (ledger/telemetry.py). Tracing is
+    # configured by the standard OTEL_* variables, not here.
+    log_format: Literal["text", "json"] = "text"
 
     # Decision limits (placeholders the processors use; DESIGN.md section 3).
     max_clock_skew_s: int = Field(default=30, ge=0, le=3_600)

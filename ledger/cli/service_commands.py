@@ -27,6 +27,7 @@ from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.server.heartbeat import heartbeat_age
 from ledger.server.service import COMPONENTS, Service, run_service
+from ledger.telemetry import configure_tracing
 
 
 def topics_create(
@@ -52,7 +53,8 @@ def topics_create(
 
 def serve(components: tuple[str, ...], settings: Settings,
           ready_file: Path | None = None) -> None:
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
+    configure_tracing("govledger" if len(components) > 1 else f"govledger-{components[0]}")
 
     def ready(service: Service) -> None:
         info = service.describe()

@@ -36,6 +36,7 @@ from ledger.kafka.clients import make_consumer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import assign_resumed, next_offsets
 from ledger.kafka.topics import Topics
+from ledger.kafka.tracecontext import consumer_spans, enabled, end_spans
 from ledger.log.sequencer import Sequencer, SubmitResult
 
 log = logging.getLogger("govledger.sequencer")
@@ -160,7 +161,12 @@ class SequencerWorker:
                 raise Unavailable(f"sequencer consume failed: {exc}") from exc
             records = [r for part in batches.values() for r in part]
             if records:
-                await self.ingest([r.value or b"" for r in records], next_offsets(records))
+                # A span per traced record, over the append (ledger.kafka.tracecontext).
+                spans = consumer_spans("govledger.sequence", records) if enabled() else ()
+                try:
+                    await self.ingest([r.value or b"" for r in records], next_offsets(records))
+                finally:
+                    end_spans(spans)
             if self.on_lag is not None:
                 await self._report_lag()
             await self.publish_if_due()

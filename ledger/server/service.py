@@ -61,6 +61,7 @@ from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.heartbeat import beat
 from ledger.server.metrics import Metrics
 from ledger.server.watch import broker_exit, watch
+from ledger.telemetry import instrument_api
 
 log = logging.getLogger("govledger.service")
 
@@ -206,7 +207,10 @@ class Service:
                "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
                "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
                # "auto" settings resolve by embedded-or-not, which the child cannot see.
-               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms)}
+               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms),
+               # --log-level, as this process applied it.
+               "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
+                   logging.getLogger().getEffectiveLevel()).lower()}
         ready_file = self.settings.data_dir / f".processor-ready-{os.getpid()}"
         ready_file.unlink(missing_ok=True)
         proc = await asyncio.create_subprocess_exec(
@@ -250,7 +254,9 @@ class Service:
                                  self.clock)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
-        config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
+        app = make_api(backend, self.metrics)
+        instrument_api(app)  # server spans, when tracing is configured
+        config = uvicorn.Config(app, host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
         server = _QuietServer(config)
