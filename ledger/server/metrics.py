@@ -38,9 +38,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 
-from ledger.errors import Reason
+from ledger.errors import ConfigError, Reason
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 DECISION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -158,3 +159,18 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (:data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int) -> Callable[[], None]:
+    """Serve ``metrics`` at http://host:port/ on a thread (a role without the HTTP API);
+    returns the function that stops it. Raises ConfigError if it cannot listen there."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    return stop

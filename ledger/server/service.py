@@ -59,7 +59,7 @@ from ledger.sdk.client import Client
 from ledger.server.api import make_api
 from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.heartbeat import beat
-from ledger.server.metrics import Metrics
+from ledger.server.metrics import Metrics, serve_metrics
 from ledger.server.watch import broker_exit, watch
 from ledger.telemetry import instrument_api
 
@@ -140,23 +140,14 @@ class Service:
     def _start_operations(self) -> None:
         """/metrics for a role without the API; the heartbeat `govledger health` checks."""
         if self.settings.metrics_port is not None and "api" not in self.components:
-            from prometheus_client import start_http_server
-            server, thread = start_http_server(self.settings.metrics_port,
-                                               addr=self.settings.api_host,
-                                               registry=self.metrics.registry)
-
-            def stop_metrics() -> None:
-                server.shutdown()
-                server.server_close()
-                thread.join()
-            self._stoppers.append(stop_metrics)
+            self._stoppers.append(serve_metrics(self.metrics, self.settings.api_host,
+                                                self.settings.metrics_port))
         if self.settings.heartbeat_file is not None:
             tasks = list(self._tasks)  # the components; the heartbeat is not one
-
-            def alive() -> bool:
-                return not self.stop_event.is_set() and not any(t.done() for t in tasks)
-            self._spawn("heartbeat", beat(self.settings.heartbeat_file, alive,
-                                          self.stop_event, time.time))
+            self._spawn("heartbeat", beat(
+                self.settings.heartbeat_file,
+                lambda: not self.stop_event.is_set() and not any(t.done() for t in tasks),
+                self.stop_event, time.time))
 
     async def _start_sequencer(self) -> None:
         assert self.keyring is not None

@@ -87,3 +87,13 @@ def test_health_without_a_heartbeat_setting_is_a_usage_error(tmp_path: Path) -> 
                             timeout=60, check=False, env=env)
     assert result.returncode == 2
     assert "GOVLEDGER_HEARTBEAT_FILE" in result.stderr
+
+
+def test_a_metrics_port_in_use_is_a_configuration_error() -> None:
+    from ledger.errors import ConfigError
+    from ledger.server.metrics import Metrics, serve_metrics
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="cannot serve metrics"):
+            serve_metrics(Metrics(), "127.0.0.1", taken.getsockname()[1])

@@ -68,3 +68,21 @@ def test_tracing_is_configured_only_by_an_otlp_endpoint() -> None:
     assert not tracing_configured({"OTEL_EXPORTER_OTLP_ENDPOINT": ""})
     assert tracing_configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert tracing_configured({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+
+
+def test_log_level_flag_applies_to_json_logs_too() -> None:
+    from pythonjsonlogger.json import JsonFormatter
+
+    from ledger.cli.options import LogLevel, configure_logging, set_log_level
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        root.handlers.clear()
+        set_log_level(LogLevel.WARNING)
+        configure_logging(LogLevel.INFO, log_format="json")
+        assert root.level == logging.WARNING
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+    finally:
+        set_log_level(None)
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
