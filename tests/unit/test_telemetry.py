@@ -86,3 +86,4 @@ def test_log_level_flag_applies_to_json_logs_too() -> None:
         set_log_level(None)
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
