@@ -120,6 +120,7 @@ app.command("up")(service_commands.up)
 app.command("processor")(service_commands.processor)
 app.command("sequencer")(service_commands.sequencer)
 app.command("api")(service_commands.api)
+app.command("health")(service_commands.health)
 
 app.command("submit")(client_commands.submit)
 app.command("decision")(client_commands.decision)

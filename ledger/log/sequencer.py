@@ -312,15 +312,16 @@ def _refuse_all(data: bytes) -> LeafRecord:
 
 
 def open_ledger(data_dir: Path, verify: Verify, *, reverify: Verify | None = None,
-                checkpoint_interval: float = 0.0) -> Sequencer:
-    """Open DIR for writing (takes the writer lock, verifies against the last checkpoint).
+                checkpoint_interval: float = 0.0, key_file: Path | None = None) -> Sequencer:
+    """Open DIR for writing (takes the writer lock, verifies against the last checkpoint),
+    signing with ``key_file`` (default DIR/keys/ledger.key).
 
     Raises ConfigError (no ledger, bad key), Unavailable (locked) or ProofError (mismatch).
     """
     store_path = data_dir / DB_NAME
     if not store_path.exists():
         raise ConfigError(f"no ledger at {data_dir}; run init first")
-    signer = load_signer(data_dir / KEY_DIR / f"{KEY_NAME}.key")
+    signer = load_signer(key_file or data_dir / KEY_DIR / f"{KEY_NAME}.key")
     store = LedgerStore(store_path, writer=True)
     try:
         origin = store.meta("origin")

@@ -38,6 +38,7 @@ from ledger.kafka.clients import make_consumer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import assign_resumed
 from ledger.kafka.topics import Topics
+from ledger.kafka.tracecontext import consumer_spans, enabled, end_spans
 from ledger.log.holdback import Released
 from ledger.log.sequencer import Refusal, Sequencer, SubmitResult
 
@@ -175,7 +176,13 @@ class SequencerWorker:
                     max_records=self.max_batch)
             except KafkaError as exc:
                 raise Unavailable(f"sequencer consume failed: {exc}") from exc
-            await self.ingest([r for part in batches.values() for r in part])
+            records = [r for part in batches.values() for r in part]
+            # A span per traced record, over the append (ledger.kafka.tracecontext).
+            spans = consumer_spans("govledger.sequence", records) if records and enabled() else ()
+            try:
+                await self.ingest(records)
+            finally:
+                end_spans(spans)
             if await self._caught_up():
                 self.hold_clock += time.monotonic() - started
             if self.on_lag is not None:

@@ -27,6 +27,7 @@ from types import TracebackType
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
 from ledger.clock import utc_now
 from ledger.config import Settings
@@ -44,6 +45,7 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.core.kinds import answer_of
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Rejected, Unavailable
+from ledger.kafka import tracecontext
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import probe_highwaters, topic_partitions
@@ -181,9 +183,21 @@ class Client:
             raise Unavailable("client not started")
         if self._paced is not None:
             self._paced.wake()  # its answer comes soon: no idle fetch wait for it
+        topic = self.topics.name(stream)
+        if not tracecontext.active():  # no tracing: not a header, not a span
+            await self._produce(stream, topic, envelope, key, None)
+            return
+        with tracecontext.TRACER.start_as_current_span(
+                "govledger.submit", kind=SpanKind.PRODUCER,
+                attributes={"messaging.destination.name": topic, "govledger.key": key}):
+            await self._produce(stream, topic, envelope, key, tracecontext.inject_headers())
+
+    async def _produce(self, stream: str, topic: str, envelope: bytes, key: str,
+                       headers: tracecontext.Headers | None) -> None:
+        assert self._producer is not None
         try:
-            await self._producer.send_and_wait(self.topics.name(stream), envelope,
-                                               key=key.encode())
+            await self._producer.send_and_wait(topic, envelope, key=key.encode(),
+                                               headers=headers)
         except KafkaError as exc:
             raise Unavailable(f"produce to {stream} failed: {exc}") from exc
 

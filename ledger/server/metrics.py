@@ -40,9 +40,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 
-from ledger.errors import Reason
+from ledger.errors import ConfigError, Reason
 from ledger.log.holdback import CAUSE_MISSING, HOLD_FULL
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -175,3 +176,18 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (:data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int) -> Callable[[], None]:
+    """Serve ``metrics`` at http://host:port/ on a thread (a role without the HTTP API);
+    returns the function that stops it. Raises ConfigError if it cannot listen there."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    return stop

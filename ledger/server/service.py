@@ -41,7 +41,7 @@ from pydantic import SecretStr
 
 from ledger.config import Settings
 from ledger.core.keys import KeyRing
-from ledger.datadir import DataDir, InitReport, init_data_dir
+from ledger.datadir import DataDir, InitReport, init_data_dir, require_initialized
 from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
@@ -60,8 +60,10 @@ from ledger.log.worker import SequencerWorker
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
 from ledger.server.backend import ServiceBackend, unless_stopping
-from ledger.server.metrics import Metrics
+from ledger.server.heartbeat import beat
+from ledger.server.metrics import Metrics, serve_metrics
 from ledger.server.watch import broker_exit, watch
+from ledger.telemetry import instrument_api
 
 log = logging.getLogger("govledger.service")
 
@@ -101,7 +103,7 @@ class Service:
 
     @property
     def data(self) -> DataDir:
-        return DataDir(self.settings.data_dir)
+        return DataDir.of(self.settings)
 
     @property
     def topics(self) -> Topics:
@@ -112,10 +114,14 @@ class Service:
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
         witnesses = parse_witness_endpoints(self.settings.witnesses)  # bad: before anything
-        self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
-        if "sequencer" in self.components:  # the ledger's writer writes its genesis
-            from processors.genesis import ensure_genesis
+        if set(self.components) == set(COMPONENTS):  # `govledger up`: first start creates
+            self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin,
+                                             authority_key=self.settings.authority_key_file,
+                                             ledger_key=self.settings.ledger_key_file)
+            from processors.genesis import ensure_genesis  # the ledger's first leaves
             ensure_genesis(self.settings.data_dir, self.clock())
+        else:  # one role of a split deployment: reads only its own key (docs/production.md)
+            require_initialized(self.data)
         with LedgerStore(self.data.ledger_db) as store:
             self.governance = follow_ledger(self.settings.data_dir, store)
         self.keyring = self.governance.keyring  # live: the sequencer's verifier feeds it
@@ -140,14 +146,28 @@ class Service:
             await self._start_processor()
         if "api" in self.components:
             await self._start_api()
+        self._start_operations()
+
+    def _start_operations(self) -> None:
+        """/metrics for a role without the API; the heartbeat `govledger health` checks."""
+        if self.settings.metrics_port is not None and "api" not in self.components:
+            self._stoppers.append(serve_metrics(self.metrics, self.settings.api_host,
+                                                self.settings.metrics_port))
+        if self.settings.heartbeat_file is not None:
+            tasks = list(self._tasks)  # the components; the heartbeat is not one
+            self._spawn("heartbeat", beat(
+                self.settings.heartbeat_file,
+                lambda: not self.stop_event.is_set() and not any(t.done() for t in tasks),
+                self.stop_event, time.time))
 
     async def _start_sequencer(self) -> None:
         assert self.governance is not None
-        governance, settings = self.governance, self.settings
+        governance, settings, key_file = self.governance, self.settings, self.data.ledger_key
 
         def opener() -> Sequencer:
             return open_ledger(settings.data_dir, governance_verifier(governance),
-                               checkpoint_interval=settings.checkpoint_interval_s)
+                               checkpoint_interval=settings.checkpoint_interval_s,
+                               key_file=key_file)
         metrics = self.metrics
         signed_at = [time.monotonic()]
 
@@ -199,7 +219,10 @@ class Service:
                "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
                "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
                # "auto" settings resolve by embedded-or-not, which the child cannot see.
-               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms)}
+               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms),
+               # --log-level, as this process applied it.
+               "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
+                   logging.getLogger().getEffectiveLevel()).lower()}
         ready_file = self.settings.data_dir / f".processor-ready-{os.getpid()}"
         ready_file.unlink(missing_ok=True)
         proc = await asyncio.create_subprocess_exec(
@@ -245,7 +268,9 @@ class Service:
                                  else 0)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
-        config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
+        app = make_api(backend, self.metrics)
+        instrument_api(app)  # server spans, when tracing is configured
+        config = uvicorn.Config(app, host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
         server = _QuietServer(config)

@@ -155,7 +155,7 @@ BROKEN = [
      "ports", "health probe asks port 9999"),
     ("services/processor/depends_on/kafka-9", {"condition": "service_healthy"}, "deps",
      "unknown service kafka-9"),
-    ("services/processor/depends_on/sequencer", {"condition": "service_healthy"}, "deps",
+    ("services/api/depends_on/init", {"condition": "service_healthy"}, "deps",
      "has no healthcheck"),
     ("services/api/depends_on/sequencer", {"condition": "service_completed_successfully"},
      "deps", "which restarts"),

@@ -4,7 +4,8 @@ The rules, as the layout fixes them:
 
 - ``processors`` may import from ``ledger`` only ``ledger.core``, ``ledger.kafka``,
   ``ledger.log``, ``ledger.config``, ``ledger.errors``, ``ledger.datadir``,
-  ``ledger.keyfiles`` and ``ledger.clock`` (the wall clock, a shell module): never
+  ``ledger.keyfiles``, ``ledger.clock`` (the wall clock, a shell module) and
+  ``ledger.telemetry`` (traces and log format, a shell module): never
   ``ledger.server``, ``ledger.sdk``, ``ledger.cli``, ``ledger.demo`` (nor the SDK surface
   ``ledger`` itself). ``ledger.log`` is allowed for two things: the SQLite opener the
   journal shares with the store, and the read-only store the processor reconciles its
@@ -29,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ledger.core", "ledger.log", "ledger.kafka", "ledger.sdk", "ledger.server",
             "processors")
 PROCESSORS_MAY_USE = ("ledger.core", "ledger.kafka", "ledger.log", "ledger.config",
-                      "ledger.errors", "ledger.datadir", "ledger.keyfiles", "ledger.clock")
+                      "ledger.errors", "ledger.datadir", "ledger.keyfiles", "ledger.clock",
+                      "ledger.telemetry")
 CORE_MAY_USE = ("ledger.core", "ledger.errors")
 OURS = ("ledger", "processors")
 
