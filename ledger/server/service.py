@@ -57,8 +57,10 @@ from ledger.log.sequencer import (
 from ledger.log.worker import SequencerWorker
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
+from ledger.server.auth import ApiAuth
 from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.metrics import Metrics
+from ledger.server.tokens import TOKENS_FILE, load_tokens
 from ledger.server.watch import broker_exit, watch
 
 log = logging.getLogger("govledger.service")
@@ -221,7 +223,12 @@ class Service:
                                  self.clock)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
-        config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
+        # The keyring as the backend holds it now, on every request: a live (governance)
+        # keyring put there later is what authenticates callers.
+        auth = ApiAuth(lambda: backend.keyring,
+                       load_tokens(self.settings.data_dir / TOKENS_FILE), clock=self.clock)
+        config = uvicorn.Config(make_api(backend, self.metrics, auth=auth),
+                                host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
         server = _QuietServer(config)

@@ -27,9 +27,11 @@ from ledger.errors import ProofError, Reason, Unavailable
 from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage
 from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
 from ledger.log.store import LedgerStore
+from ledger.sdk.httpsig import SignedRequests
 from ledger.server.api import Submitted, make_api, summarize_decision
+from ledger.server.auth import ApiAuth
 from ledger.server.metrics import Metrics
-from tests.factories import AUTHORITY, MALLORY, T0, default_ring, signed_request
+from tests.factories import ALICE, AUTHORITY, MALLORY, T0, default_ring, signed_request
 from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
 RID = hashlib.sha256(b"some request").hexdigest()
@@ -126,14 +128,16 @@ def backend(ledger: Ledger) -> FakeBackend:
 
 
 class Client:
-    """Synchronous calls into the ASGI app (httpx's ASGI transport, no network)."""
+    """Synchronous calls into the ASGI app (httpx's ASGI transport, no network). Requests
+    are signed by agent:alice (tenant acme, whose events the test ledger holds) unless a
+    call says otherwise (``auth=None``: no credential)."""
 
     def __init__(self, backend: FakeBackend, metrics: Metrics | None = None) -> None:
-        self.app = make_api(backend, metrics)
+        self.app = make_api(backend, metrics, auth=ApiAuth(default_ring))
 
     def session(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                 base_url="http://api.test")
+                                 base_url="http://api.test", auth=SignedRequests(ALICE))
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
@@ -235,7 +239,7 @@ def test_streamed_oversized_body_is_cut_off_without_reading_it_all(api: Client) 
 
     async def go() -> httpx.Response:
         async with api.session() as session:
-            return await session.post("/v1/events", content=body(),
+            return await session.post("/v1/events", content=body(), auth=None,
                                       headers={"content-type": "application/json"})
     response = asyncio.run(go())
     assert (response.status_code, error_of(response)) == (413, "OVERSIZED")
