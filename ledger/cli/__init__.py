@@ -11,6 +11,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
+- ``token_commands``: API bearer tokens (tokens create)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -22,7 +23,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli import (
+    client_commands,
+    events_commands,
+    ledger_commands,
+    service_commands,
+    token_commands,
+)
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
     EXIT_INVALID,
@@ -107,6 +114,10 @@ app.command("submit")(client_commands.submit)
 app.command("decision")(client_commands.decision)
 app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
+
+tokens_app = typer.Typer(help="API bearer tokens bound to a principal.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+tokens_app.command("create")(token_commands.tokens_create)
 
 app.command("demo")(service_commands.demo)
 

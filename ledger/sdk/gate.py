@@ -140,18 +140,27 @@ class Gate:
             await asyncio.sleep(0.2)
 
 
-def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck:
+def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0,
+                   auth: httpx.Auth | None = None) -> LogCheck:
     """A :data:`LogCheck` over a govledger API: fetch the artifact's inclusion bundle, verify
     it offline against ``vkey`` (checkpoint signature, proof, leaf hash), and require the
     proven leaf to be exactly the artifact's envelope bytes. A missing entry is False;
-    an unreachable API raises Unavailable (the gate retries, then refuses)."""
+    an unreachable API raises Unavailable (the gate retries, then refuses). The bundle
+    carries the artifact, so the API wants a reader of its tenant: ``auth`` (e.g.
+    ``ledger.sdk.httpsig.SignedRequests(runtime)``); a 401 or 403 refuses at once
+    (ExecutionRefusedError ARTIFACT_NOT_LOGGED, saying why)."""
     async def check(checked: CheckedArtifact) -> bool:
         try:
-            async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
+            async with httpx.AsyncClient(base_url=api_url, timeout=timeout,
+                                         auth=auth) as http:
                 response = await http.get("/v1/proofs/inclusion",
                                           params={"event_id": checked.artifact_id})
         except httpx.HTTPError as exc:
             raise Unavailable(f"log check: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED, (
+                f"the API refused the log check ({response.status_code}: "
+                f"{response.text[:200]}); give the gate a credential of the artifact's tenant"))
         if response.status_code != 200:
             return False
         try:  # whatever the API answered, only a verified inclusion of these bytes counts

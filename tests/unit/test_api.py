@@ -31,10 +31,19 @@ from ledger.sdk.httpsig import SignedRequests
 from ledger.server.api import Submitted, make_api, summarize_decision
 from ledger.server.auth import ApiAuth
 from ledger.server.metrics import Metrics
+from ledger.server.tokens import TokenEntry, TokenTable, token_digest
 from tests.factories import ALICE, AUTHORITY, MALLORY, T0, default_ring, signed_request
 from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
 RID = hashlib.sha256(b"some request").hexdigest()
+# agent:alice's API token (the table stores only its hash)
+TOKEN = "glt_" + base64.urlsafe_b64encode(hashlib.sha256(b"alice token").digest()).decode()[:43]
+
+
+def api_auth() -> ApiAuth:
+    """Readers of the test API: the default keyring (agent:alice of acme), alice's token."""
+    tokens = TokenTable((TokenEntry(ALICE.key_id, "agent:alice", token_digest(TOKEN)),))
+    return ApiAuth(default_ring, tokens)
 
 
 # -- a real ledger: 13 leaves under checkpoints at 5, 10, 13, and leaf 13 not yet published ---
@@ -133,7 +142,7 @@ class Client:
     call says otherwise (``auth=None``: no credential)."""
 
     def __init__(self, backend: FakeBackend, metrics: Metrics | None = None) -> None:
-        self.app = make_api(backend, metrics, auth=ApiAuth(default_ring))
+        self.app = make_api(backend, metrics, auth=api_auth())
 
     def session(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
