@@ -127,7 +127,10 @@ def _add_event_routes(app: FastAPI, backend: ApiBackend, auth: ApiAuth,
               responses={200: {"model": SubmittedAndDecidedBody,
                                "description": "Accepted and decided within ``wait``"},
                          **errors_doc(400, 401, 403, 413, 415, 422, 503)},
-              openapi_extra={"requestBody": _ENVELOPE_BODY})
+              openapi_extra={"requestBody": _ENVELOPE_BODY,
+                             # no credential needed, one for ``wait`` (docs/api.md)
+                             "security": [{}, {"httpMessageSignature": []},
+                                          {"bearerToken": []}]})
     async def submit_event(request: Request, wait: Annotated[float, Query(
             ge=0, le=MAX_WAIT_S, description="seconds to wait for the decision (0: do not "
             "wait)")] = 0.0) -> SubmittedBody | JSONResponse:

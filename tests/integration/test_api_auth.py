@@ -7,20 +7,30 @@ is read per request, so a key removed from it stops working at once."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from http_message_signatures import HTTPMessageSigner
 
+from ledger.core.artifact import CheckedArtifact
 from ledger.core.keys import KeyRing, Principal, Signer
+from ledger.errors import Reason
+from ledger.sdk.gate import ExecutionRefusedError, http_log_check
 from ledger.sdk.httpsig import COVERED, TAG, GovledgerEd25519, SignedRequests, bearer
 from ledger.sdk.httpsig import _Message as SignedView
 from ledger.sdk.httpsig import _OneSigner as OneSigner
@@ -303,3 +313,52 @@ def test_openapi_declares_both_schemes_on_every_read_route(api: str) -> None:
             assert security == [{"httpMessageSignature": []}, {"bearerToken": []}], path
         elif "get" in operations:
             assert security is None, path
+    assert doc["paths"]["/v1/events"]["post"]["security"] == [           # optional
+        {}, {"httpMessageSignature": []}, {"bearerToken": []}]
+
+
+# -- the clients against the authenticated API --------------------------------------------
+
+
+def key_file(tmp_path: Path, label: str) -> Path:
+    """The PKCS#8 PEM file of a seeded test signer (what ``keys generate`` writes)."""
+    seed = hashlib.sha256(f"govledger test key {label}".encode()).digest()
+    path = tmp_path / f"{label}.key"
+    path.write_bytes(Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    path.chmod(0o600)
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ledger.cli", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_cli_decision_signs_with_key_or_sends_a_token(api: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(TOKEN + "\n")
+    signed = cli("decision", RID, "--api", api, "--wait", "0", "--key",
+                 str(key_file(tmp_path, "alice")))
+    assert (signed.returncode, signed.stdout.split()[0]) == (0, "ALLOWED"), signed.stderr
+    by_token = cli("decision", RID, "--api", api, "--wait", "0", "--token-file",
+                   str(token_file))
+    assert by_token.returncode == 0, by_token.stderr
+    foreign = cli("decision", RID, "--api", api, "--wait", "0", "--key",
+                  str(key_file(tmp_path, "globex-reader")))
+    assert (foreign.returncode, foreign.stdout.strip()) == (1, "NONE PENDING")
+    anonymous = cli("decision", RID, "--api", api, "--wait", "0")
+    assert anonymous.returncode == 2
+    assert "--key" in anonymous.stderr
+
+
+def test_the_gates_log_check_signs_and_a_refused_one_says_why(api: str,
+                                                              ledger: Ledger) -> None:
+    head = ledger.chain[-1]
+    leaf = base64.b64decode(get(api, "/v1/entries", bearer(TOKEN), event_id=head).json()["leaf"])
+    checked = CheckedArtifact(head, None, leaf)  # type: ignore[arg-type]
+    assert asyncio.run(http_log_check(api, ledger.vkey, auth=SignedRequests(ALICE))(checked))
+    with pytest.raises(ExecutionRefusedError) as refused:
+        asyncio.run(http_log_check(api, ledger.vkey)(checked))
+    assert refused.value.reason is Reason.ARTIFACT_NOT_LOGGED
+    assert "401" in refused.value.detail
