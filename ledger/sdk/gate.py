@@ -3,7 +3,8 @@
 ::
 
     gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest,
-                require_logged=http_log_check(api_url, ledger_vkey))
+                require_logged=http_log_check(api_url, ledger_vkey,
+                                              auth=SignedRequests(runtime_signer)))
     async with gate.authorize(grant_envelope, "read", "db/orders/42"):
         ...   # runs only after the processor's signed ExecutionAllowed
 
