@@ -6,6 +6,7 @@ client, no server and no processor. The modules behind the names:
 
 - ``ledger.sdk.client``: Client (async), SyncClient, ProofClient, Decision
 - ``ledger.sdk.gate``: Gate, ExecutionRefusedError
+- ``ledger.sdk.httpsig``: SignedRequests (sign API requests with a keyring key, RFC 9421)
 - ``ledger.core.bundles``: verify_bundle, VerifiedBundle (offline bundle verification)
 - ``ledger.core.cosignature``: WitnessPolicy, verify_witnessed (k of these witness keys)
 - ``ledger.core.events``: the event models, one per kind
@@ -64,9 +65,11 @@ if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads
     from ledger.sdk.client import SyncClient as SyncClient
     from ledger.sdk.gate import ExecutionRefusedError as ExecutionRefusedError
     from ledger.sdk.gate import Gate as Gate
+    from ledger.sdk.httpsig import SignedRequests as SignedRequests
 
 _SDK = ("Client", "SyncClient", "ProofClient", "Decision")
 _GATE = ("Gate", "ExecutionRefusedError")
+_HTTPSIG = ("SignedRequests",)
 _BUNDLES = ("verify_bundle", "VerifiedBundle")
 _WITNESSES = ("WitnessPolicy", "verify_witnessed")
 _EVENTS = (
@@ -88,6 +91,7 @@ _ERRORS = (
 _HOME: dict[str, str] = {
     **dict.fromkeys(_SDK, "ledger.sdk.client"),
     **dict.fromkeys(_GATE, "ledger.sdk.gate"),
+    **dict.fromkeys(_HTTPSIG, "ledger.sdk.httpsig"),
     **dict.fromkeys(_BUNDLES, "ledger.core.bundles"),
     **dict.fromkeys(_WITNESSES, "ledger.core.cosignature"),
     **dict.fromkeys(_EVENTS, "ledger.core.events"),
@@ -97,7 +101,7 @@ _HOME: dict[str, str] = {
 
 __all__ = [  # noqa: RUF022 (grouped as the table above, not sorted)
     "Client", "SyncClient", "ProofClient", "Decision",
-    "Gate", "ExecutionRefusedError",
+    "Gate", "ExecutionRefusedError", "SignedRequests",
     "verify_bundle", "VerifiedBundle",
     "WitnessPolicy", "verify_witnessed",
     "Event", "AuthorizationRequested", "AuthorizationGranted", "AuthorizationDenied",

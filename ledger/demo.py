@@ -41,6 +41,7 @@ from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client, Decision
 from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
+from ledger.sdk.httpsig import SignedRequests
 from ledger.server.service import Service
 
 RUNTIME = "sha256:" + hashlib.sha256(b"govledger demo runtime image v1").hexdigest()
@@ -149,7 +150,8 @@ class Demo:
         agent = AGENTS[who]
         return Gate(self.client, agent.signer, agent.principal, keyring,
                     measure=lambda: RUNTIME, timeout=20,
-                    require_logged=http_log_check(self.service.api_url, read_vkey(self.data)))
+                    require_logged=http_log_check(self.service.api_url, read_vkey(self.data),
+                                                  auth=SignedRequests(agent.signer)))
 
     async def execute(self, name: str, expected: str, who: str, artifact: Decision,
                       action: str, resource: str) -> None:

@@ -13,6 +13,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``client_commands``: talk to a running service (submit, decision, exec)
 - ``policy_commands``: Cedar policy bundles offline (policy validate, test, explain)
 - ``witness_commands``: run a witness that cosigns logs' checkpoints (witness ...)
+- ``token_commands``: API bearer tokens (tokens create)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -32,6 +33,7 @@ from ledger.cli import (
     policy_commands,
     service_commands,
     tiles_commands,
+    token_commands,
     witness_commands,
 )
 from ledger.cli.events_commands import add_to_keyring
@@ -126,6 +128,10 @@ app.command("submit")(client_commands.submit)
 app.command("decision")(client_commands.decision)
 app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
+
+tokens_app = typer.Typer(help="API bearer tokens bound to a principal.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+tokens_app.command("create")(token_commands.tokens_create)
 
 app.command("demo")(service_commands.demo)
 

@@ -56,16 +56,24 @@ def published_note(store: LedgerStore, vkey: str | None = None,
     return _published(store, vkey, size)[1]
 
 
+def not_found(index: int | None, event_id: str | None) -> NotFound:
+    """The answer for a leaf that is not there (the API gives the same one for a leaf the
+    caller may not see: another tenant's ids look unknown)."""
+    if event_id is not None:
+        return NotFound(f"event {event_id} is not in the ledger")
+    return NotFound(f"no leaf at index {index}")
+
+
 def _locate(store: LedgerStore, index: int | None, event_id: str | None) -> StoredLeaf:
     if (index is None) == (event_id is None):
         raise ConfigError("give exactly one of index or event id")
     if event_id is not None:
         leaf = store.find(event_id)
         if leaf is None:
-            raise NotFound(f"event {event_id} is not in the ledger")
+            raise not_found(None, event_id)
         return leaf
     if index is None or index >= store.tree_size():
-        raise NotFound(f"no leaf at index {index}")
+        raise not_found(index, None)
     return store.leaf(index)
 
 

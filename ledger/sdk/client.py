@@ -44,7 +44,7 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.kinds import answer_of
 from ledger.core.signers import SignerKeys
-from ledger.errors import ProofError, Rejected, Unavailable
+from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
 from ledger.kafka import tracecontext
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
@@ -316,15 +316,22 @@ class ProofClient:
     proofs against the latest checkpoint k witnesses cosigned and requires k valid
     cosignatures by distinct policy keys on it. A bundle that does not verify, or is
     witnessed by fewer than k, raises ProofError; :meth:`lineage` without ``signers`` raises
-    ConfigError; an unreachable API raises Unavailable."""
+    ConfigError; an unreachable API raises Unavailable.
+
+    Inclusion and lineage bundles carry events, so the API answers them only to a reader
+    of their tenant: ``auth`` signs each request (``SignedRequests(signer)`` from
+    ``ledger.sdk.httpsig``, or ``bearer(token)``). Without it, or refused (401/403), they
+    raise ConfigError; checkpoints and consistency bundles need none."""
 
     def __init__(self, api_url: str, vkey: str, *, signers: SignerKeys | None = None,
-                 witnesses: WitnessPolicy | None = None, timeout: float = 10.0) -> None:
+                 witnesses: WitnessPolicy | None = None, timeout: float = 10.0,
+                 auth: httpx.Auth | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.vkey = vkey
         self.signers = signers
         self.witnesses = witnesses
         self.timeout = timeout
+        self.auth = auth
 
     @property
     def _cosigned(self) -> int | None:
@@ -332,13 +339,17 @@ class ProofClient:
 
     async def _get(self, path: str, **params: str | int | None) -> httpx.Response:
         try:
-            async with httpx.AsyncClient(base_url=self.api_url, timeout=self.timeout) as http:
+            async with httpx.AsyncClient(base_url=self.api_url, timeout=self.timeout,
+                                         auth=self.auth) as http:
                 response = await http.get(path, params={k: v for k, v in params.items()
                                                         if v is not None})
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach {self.api_url}: {exc}") from exc
         if response.status_code == 503:
             raise Unavailable(f"{path}: service unavailable")
+        if response.status_code in (401, 403):
+            raise ConfigError(f"{path}: the API refused the credential "
+                              f"({response.status_code} {response.text[:200]})")
         if response.status_code != 200:
             raise ProofError(f"{path}: {response.status_code} {response.text[:200]}")
         return response

@@ -3,9 +3,10 @@
 ::
 
     gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest,
-                require_logged=http_log_check(api_url, ledger_vkey))
+                require_logged=http_log_check(api_url, ledger_vkey,
+                                              auth=SignedRequests(runtime_signer)))
     # or, to require the checkpoint cosigned by 2 of 3 witnesses (split-view defence):
-    #     http_log_check(api_url, ledger_vkey, witnesses=WitnessPolicy.of(vkeys, 2))
+    #     http_log_check(..., witnesses=WitnessPolicy.of(vkeys, 2))
     async with gate.authorize(grant_envelope, "read", "db/orders/42"):
         ...   # runs only after the processor's signed ExecutionAllowed
 
@@ -145,22 +146,31 @@ class Gate:
 
 
 def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0,
-                   witnesses: WitnessPolicy | None = None) -> LogCheck:
+                   witnesses: WitnessPolicy | None = None,
+                   auth: httpx.Auth | None = None) -> LogCheck:
     """A :data:`LogCheck` over a govledger API: fetch the artifact's inclusion bundle, verify
     it offline against ``vkey`` (checkpoint signature, proof, leaf hash), and require the
     proven leaf to be exactly the artifact's envelope bytes; with ``witnesses`` ("k of these
     witness keys") the proof is against the latest checkpoint k witnesses cosigned and
     needs k valid cosignatures on it. A missing entry (or one not yet witnessed) is False;
-    an unreachable API raises Unavailable (the gate retries, then refuses)."""
+    an unreachable API raises Unavailable (the gate retries, then refuses). The bundle
+    carries the artifact, so the API wants a reader of its tenant: ``auth`` (e.g.
+    ``ledger.sdk.httpsig.SignedRequests(runtime)``); a 401 or 403 refuses at once
+    (ExecutionRefusedError ARTIFACT_NOT_LOGGED, saying why)."""
     params = {} if witnesses is None else {"cosigned": str(witnesses.quorum)}
 
     async def check(checked: CheckedArtifact) -> bool:
         try:
-            async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
+            async with httpx.AsyncClient(base_url=api_url, timeout=timeout,
+                                         auth=auth) as http:
                 response = await http.get("/v1/proofs/inclusion",
                                           params={"event_id": checked.artifact_id, **params})
         except httpx.HTTPError as exc:
             raise Unavailable(f"log check: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED, (
+                f"the API refused the log check ({response.status_code}: "
+                f"{response.text[:200]}); give the gate a credential of the artifact's tenant"))
         if response.status_code != 200:
             return False
         try:  # whatever the API answered, only a verified inclusion of these bytes counts

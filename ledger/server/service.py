@@ -59,9 +59,11 @@ from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
+from ledger.server.auth import ApiAuth
 from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.heartbeat import beat
 from ledger.server.metrics import Metrics, serve_metrics
+from ledger.server.tokens import TOKENS_FILE, load_tokens
 from ledger.server.watch import broker_exit, watch
 from ledger.telemetry import instrument_api
 
@@ -268,7 +270,11 @@ class Service:
                                  else 0)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
-        app = make_api(backend, self.metrics)
+        # The keyring as the backend holds it now, on every request: the live (governance)
+        # keyring the sequencer's follower feeds is what authenticates callers.
+        auth = ApiAuth(lambda: backend.keyring,
+                       load_tokens(self.settings.data_dir / TOKENS_FILE), clock=self.clock)
+        app = make_api(backend, self.metrics, auth=auth)
         instrument_api(app)  # server spans, when tracing is configured
         config = uvicorn.Config(app, host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",

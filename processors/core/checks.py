@@ -18,6 +18,10 @@ executions:  REPLAY -> ARTIFACT_INVALID -> TENANT_SUSPENDED / PRINCIPAL_SUSPENDE
              ENV_MISMATCH) -> ARTIFACT_CONSUMED
 revocations: ARTIFACT_INVALID -> POLICY_DENY (the signer may not revoke it)
 
+An artifact of another tenant than the signer's (tenant ``*`` excepted) is, for executions
+and revocations, exactly an unknown artifact: ARTIFACT_INVALID with the same detail, so a
+denial never tells another tenant that an artifact id exists (issue 19).
+
 Time rules (``now`` is the processor's arrival clock, never the client's claim):
 
 * ``issued_at`` later than ``now + max_clock_skew`` is NOT_YET_VALID; earlier than
@@ -46,10 +50,10 @@ from ledger.core.events import (
     ExecutionRequested,
 )
 from ledger.core.governance import GovernanceState
-from ledger.core.keys import KeyRing
+from ledger.core.keys import KeyRing, Principal
 from ledger.core.scope import normalise_resource
 from ledger.errors import Reason, Rejected
-from processors.core.lineage import LineageState
+from processors.core.lineage import GrantRecord, LineageState
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +327,19 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     return verdict
 
 
+NO_SUCH_ARTIFACT = Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
+
+
+def _known_to(principal: Principal, lineage: LineageState, artifact_id: str,
+              root: str) -> GrantRecord | None:
+    """The artifact's record if it exists in lineage ``root`` *as far as ``principal`` may
+    know*: another tenant's artifact is answered as an unknown one (module docstring)."""
+    record = lineage.grants.get(artifact_id)
+    if record is None or record.artifact.lineage.root != root:
+        return None
+    return record if principal.tenant in ("*", record.artifact.tenant) else None
+
+
 def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
                      now: datetime, limits: Limits,
                      governance: GovernanceState | None = None) -> Verdict:
@@ -334,14 +351,14 @@ def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: Rep
         return Verdict.deny(Reason.REPLAY, "nonce already used by another execution request")
     replay.remember(execution.signer, execution.nonce, verified.event_id,
                     limits.nonce_until(execution.issued_at, now), now)
-    record = lineage.grants.get(execution.artifact_id)
-    if record is None or record.artifact.lineage.root != execution.root:
-        return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
+    runtime = verified.principal
+    record = _known_to(runtime, lineage, execution.artifact_id, execution.root)
+    if record is None:
+        return NO_SUCH_ARTIFACT
     art = record.artifact
     if (denied := suspended(governance, lineage, art.tenant, execution.artifact_id,
                             execution.signer)) is not None:
         return denied
-    runtime = verified.principal
     if art.tenant != execution.tenant or (
             execution.signer != art.holder and "executor" not in runtime.roles):
         return Verdict.deny(Reason.IDENTITY_MISMATCH, "runtime identity may not use it")
@@ -370,10 +387,10 @@ def decide_revocation(verified: VerifiedEvent, lineage: LineageState) -> Verdict
     revocation = verified.event
     if not isinstance(revocation, AuthorizationRevoked):
         return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not a revocation")
-    record = lineage.grants.get(revocation.artifact_id)
-    if record is None or record.artifact.lineage.root != revocation.root:
-        return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
     principal = verified.principal
+    record = _known_to(principal, lineage, revocation.artifact_id, revocation.root)
+    if record is None:
+        return NO_SUCH_ARTIFACT
     if "revoker" in principal.roles and principal.tenant in ("*", record.artifact.tenant):
         return ALLOW
     try:

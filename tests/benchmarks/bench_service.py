@@ -55,6 +55,7 @@ from ledger.kafka.clients import make_producer  # noqa: E402
 from ledger.kafka.topics import Topics  # noqa: E402
 from ledger.keyfiles import load_keyring  # noqa: E402
 from ledger.sdk.client import Client  # noqa: E402
+from ledger.sdk.httpsig import SignedRequests  # noqa: E402
 from tests.factories import ALICE, request  # noqa: E402
 from tests.service_support import make_data_dir  # noqa: E402
 
@@ -210,7 +211,8 @@ async def http_run(api: str, signed: list[tuple[str, bytes]], concurrency: int
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=concurrency + 1,
                           max_keepalive_connections=concurrency + 1)
-    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30.0) as http:
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30.0,
+                                 auth=SignedRequests(ALICE)) as http:
         async def one_client() -> None:
             while not queue.empty():
                 request_id, envelope = queue.get_nowait()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from ledger.server.api import make_api
-from tests.unit.test_api import RID, FakeBackend, build_ledger, decision_envelope
+from tests.unit.test_api import RID, TOKEN, FakeBackend, api_auth, build_ledger, decision_envelope
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSch
     backend = FakeBackend(ledger.data_dir, ledger.vkey)
     backend.wait_cap = 0.001
     backend.publish(RID, decision_envelope("grant", RID)[0])
-    return schemathesis.openapi.from_asgi("/openapi.json", make_api(backend))
+    return schemathesis.openapi.from_asgi("/openapi.json", make_api(backend, auth=api_auth()))
 
 
 @pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE,
@@ -57,7 +57,8 @@ def test_every_response_conforms_to_the_openapi_document(
                   phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck))
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(excluded_checks=[positive_data_acceptance],
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
             seen.add(case.operation.label)
 
         check()
