@@ -339,18 +339,42 @@ class ExecutionRefused(_AboutExecution):
     detail: Detail = ""
 
 
-class ExecutionCompleted(_AboutExecution):
+class _Reported(_AboutExecution):
+    """An execution's outcome. ``arguments_digest`` (what the executor ran it with, e.g. the
+    RFC 8785 bytes of an MCP tool call's arguments) is absent from the encoding when None,
+    so the bytes of events that never carried it are what they were before it existed."""
+
+    arguments_digest: Digest | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_digests(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self._OMIT_WHEN_NONE:
+            if data.get(name, 0) is None:
+                del data[name]
+        return data
+
+    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("arguments_digest",)
+
+
+class ExecutionCompleted(_Reported):
     KIND = "ExecutionCompleted"
     SLUG = "execution-completed"
     kind: Literal["ExecutionCompleted"] = "ExecutionCompleted"
     result_digest: Digest | None = None
 
 
-class ExecutionFailed(_AboutExecution):
+class ExecutionFailed(_Reported):
+    """``result_digest``: of what the failed execution returned, if anything (an MCP tool
+    result flagged as an error); absent from the encoding when None."""
+
     KIND = "ExecutionFailed"
     SLUG = "execution-failed"
     kind: Literal["ExecutionFailed"] = "ExecutionFailed"
     error: Detail
+    result_digest: Digest | None = None
+
+    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("arguments_digest", "result_digest")
 
 
 class PolicyPublished(Event):
