@@ -1,0 +1,261 @@
+"""The MCP gateway end to end: a real MCP client (the SDK's ClientSession), ``govledger
+mcp-gateway`` as a subprocess, and a real MCP server (tests/mcp_upstream.py, the SDK's
+MCPServer) on the embedded broker with the processor and the sequencer.
+
+The upstream appends every call that reaches it to a file: "never reached" is read there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+
+from ledger.core.bundles import verify_bundle
+from ledger.core.canonical import canonical_bytes
+from ledger.core.envelope import parse_envelope
+from ledger.core.events import AuthorizationRevoked
+from ledger.core.keys import Principal, principal_document
+from ledger.core.signers import SignerKeys
+from ledger.keyfiles import generate_keypair, load_keyring
+from ledger.sdk.client import Client
+from tests.service_support import REVOKER, Running
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+GOVLEDGER = str(Path(sys.executable).parent / "govledger")
+UPSTREAM = str(Path(__file__).resolve().parents[1] / "mcp_upstream.py")
+ARGS = {"database": "orders", "table": "t1"}
+
+
+class World:
+    """The running service, the agents' key files, and a place for configs and call logs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        keys = root / "keys"
+        self.alice, self.alice_key, _ = generate_keypair("gw-alice", keys)
+        self.sub, self.sub_key, _ = generate_keypair("gw-sub", keys)
+        self.data = root / "data"
+        self.running = Running(self.data, before_start=self._add_agents)
+        self.counter = 0
+
+    def _add_agents(self) -> None:
+        ring = self.data / "keyring.json"
+        doc = json.loads(ring.read_text())
+        for identity, signer in (("agent:gw-alice", self.alice), ("agent:gw-sub", self.sub)):
+            principal = Principal(identity, "acme", signer.public_key,
+                                  frozenset({"requester", "reader"}))
+            doc["principals"].append(dict(principal_document(principal)))
+        ring.write_text(json.dumps(doc, indent=2))
+
+    def config(self, *, key: Path | None = None, extra: str = "") -> tuple[Path, Path]:
+        """A gateway config (and the upstream's call log) of its own for one test."""
+        self.counter += 1
+        calls = self.root / f"calls-{self.counter}.jsonl"
+        calls.touch()
+        service = self.running.service
+        path = self.root / f"gateway-{self.counter}.toml"
+        path.write_text(f"""
+agent_key = "{key or self.alice_key}"
+data = "{self.data}"
+kafka = "{service.bootstrap}"
+api = "{service.api_url}"
+decision_timeout_s = 20
+call_timeout_s = 2
+max_argument_bytes = 2048
+{extra}
+[upstreams.db]
+command = "{sys.executable}"
+args = ["{UPSTREAM}"]
+env = {{ MCP_UPSTREAM_CALLS = "{calls}" }}
+
+[tools.query]
+action = "read"
+resource = "db/{{database}}/{{table}}"
+[tools.write_row]
+action = "write"
+resource = "db/{{database}}/{{table}}"
+[tools.crash]
+action = "read"
+resource = "db/{{database}}"
+[tools.hang]
+action = "read"
+resource = "db/{{database}}"
+[tools.fail]
+action = "read"
+resource = "db/{{database}}"
+""")
+        return path, calls
+
+    def stop(self) -> None:
+        self.running.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    built = World(tmp_path_factory.mktemp("gateway"))
+    try:
+        yield built
+    finally:
+        built.stop()
+
+
+@asynccontextmanager
+async def gateway(config: Path) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=GOVLEDGER,
+                                   args=["mcp-gateway", "--config", str(config)])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def reached(calls: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def digest(value: object) -> str:
+    return "sha256:" + hashlib.sha256(canonical_bytes(value)).hexdigest()
+
+
+def ledger_events(data: Path, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event id, payload) of every leaf of ``kind``, in leaf order."""
+    with sqlite3.connect(f"file:{data / 'ledger.db'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT event_id, leaf FROM leaves WHERE kind = ? ORDER BY idx",
+                          (kind,)).fetchall()
+    return [(bytes(eid).hex(), json.loads(parse_envelope(bytes(leaf)).payload))
+            for eid, leaf in rows]
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy (the ledger is sequenced and
+    checkpointed asynchronously), else fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def reports_with(data: Path, kind: str, arguments_digest: str) -> list[dict[str, Any]]:
+    return [p for _, p in ledger_events(data, kind)
+            if p.get("arguments_digest") == arguments_digest]
+
+
+def test_an_allowed_call_reaches_the_server_and_is_in_the_ledger_with_its_lineage(
+        world: World) -> None:
+    config, calls = world.config()
+
+    async def scenario() -> Any:
+        async with gateway(config) as session:
+            names = {tool.name for tool in (await session.list_tools()).tools}
+            assert {"query", "write_row", "unmapped"} <= names
+            return await session.call_tool("query", ARGS)
+
+    result = anyio.run(scenario)
+    assert not result.is_error
+    assert result.content[0].text == "rows of orders/t1"
+    assert reached(calls) == [{"tool": "query", "arguments": ARGS}]
+    done = wait_for("ExecutionCompleted", lambda: reports_with(
+        world.data, "ExecutionCompleted", digest(ARGS)))
+    assert done[0]["result_digest"] == digest(result.model_dump(
+        mode="json", by_alias=True, exclude_none=True))
+    completed_id = next(eid for eid, p in ledger_events(world.data, "ExecutionCompleted")
+                        if p["arguments_digest"] == digest(ARGS))
+    bundle = wait_for("the lineage bundle", lambda: _lineage(world, completed_id))
+    hops = [hop_payload(hop) for hop in bundle["hops"]]
+    assert [hop["kind"] for hop in hops] == [
+        "ExecutionCompleted", "ExecutionRequested", "AuthorizationGranted",
+        "AuthorizationRequested"]
+    request = hops[-1]
+    assert request["signer"] == "agent:gw-alice"
+    assert request["scope"] == {"actions": ["read"], "resource": "db/orders/t1"}
+
+
+def hop_payload(hop: dict[str, Any]) -> dict[str, Any]:
+    envelope = base64.b64decode(hop["leaf"])
+    payload: dict[str, Any] = json.loads(parse_envelope(envelope).payload)
+    return payload
+
+
+def _lineage(world: World, event_id: str) -> dict[str, Any] | None:
+    response = httpx.get(f"{world.running.service.api_url}/v1/proofs/lineage",
+                         params={"event_id": event_id}, timeout=10)
+    if response.status_code != 200:
+        return None
+    bundle: dict[str, Any] = response.json()
+    verify_bundle(bundle, (world.data / "ledger.vkey").read_text().strip(),
+                  SignerKeys(keyring=load_keyring(world.data / "keyring.json")))
+    return bundle
+
+
+@pytest.mark.parametrize(("tool", "arguments", "reason", "code"), [
+    ("write_row", {**ARGS, "row": "x"}, "POLICY_DENY", -32010),
+    ("unmapped", {}, "TOOL_NOT_MAPPED", -32010),
+    ("query", {"database": "orders", "table": "t1/../../secrets"}, "ARGUMENT_MISMATCH", -32602),
+    ("query", {"database": "orders", "table": "*"}, "ARGUMENT_MISMATCH", -32602),
+    ("query", {"database": "orders"}, "ARGUMENT_MISMATCH", -32602),
+    ("query", {**ARGS, "padding": "x" * 4096}, "OVERSIZED", -32602),
+])
+def test_a_refused_call_never_reaches_the_server_and_names_its_reason(
+        world: World, tool: str, arguments: dict[str, Any], reason: str, code: int) -> None:
+    config, calls = world.config()
+
+    async def scenario() -> MCPError:
+        async with gateway(config) as session:
+            with pytest.raises(MCPError) as caught:
+                await session.call_tool(tool, arguments)
+            # The gateway stays up: the next, allowed call goes through.
+            assert not (await session.call_tool("query", ARGS)).is_error
+            return caught.value
+
+    error = anyio.run(scenario)
+    assert (error.code, error.data["reason"]) == (code, reason)
+    assert error.message.startswith(reason)
+    assert reached(calls) == [{"tool": "query", "arguments": ARGS}]
+
+
+def test_a_revoked_artifact_stops_the_next_call(world: World) -> None:
+    config, calls = world.config()
+    args = {"database": "orders", "table": "revoked"}
+
+    async def scenario() -> MCPError:
+        async with gateway(config) as session:
+            assert not (await session.call_tool("query", args)).is_error
+            await _revoke_grant_for(world, "db/orders/revoked")
+            with pytest.raises(MCPError) as caught:
+                await session.call_tool("query", args)
+            return caught.value
+
+    error = anyio.run(scenario)
+    assert error.data["reason"] == "ARTIFACT_REVOKED"
+    assert reached(calls) == [{"tool": "query", "arguments": args}]
+
+
+async def _revoke_grant_for(world: World, resource: str) -> None:
+    service = world.running.service
+    grants = [(eid, p) for eid, p in ledger_events(world.data, "AuthorizationGranted")
+              if p["artifact"]["scope"]["resource"] == resource]
+    assert len(grants) == 1, grants
+    artifact_id, payload = grants[0]
+    async with Client(world.running.settings, service.bootstrap, service.keyring) as client:
+        revocation = AuthorizationRevoked(
+            signer="ops:revoker", tenant="acme", nonce="gateway-revoke-0001",
+            issued_at=client.clock(), artifact_id=artifact_id,
+            root=payload["artifact"]["lineage"]["root"], reason="test")
+        applied = await client.decision(await client.revoke(revocation, REVOKER), 20)
+        assert applied.allow, applied.reasons
