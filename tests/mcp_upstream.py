@@ -15,6 +15,7 @@ import sys
 import time
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("govledger-test-upstream")
 
@@ -59,7 +60,7 @@ def crash(database: str) -> str:
 @server.tool()
 def hang(database: str, seconds: float = 3600) -> str:
     """Answer only after ``seconds`` (a hung upstream)."""
-    record("hang", database=database)
+    record("hang", database=database, seconds=seconds)
     time.sleep(seconds)
     return "late"
 
@@ -68,7 +69,7 @@ def hang(database: str, seconds: float = 3600) -> str:
 def fail(database: str) -> str:
     """A tool error (the result says isError)."""
     record("fail", database=database)
-    raise ValueError("the table is locked")
+    raise ToolError("the table is locked")
 
 
 if __name__ == "__main__":

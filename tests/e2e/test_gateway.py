@@ -7,10 +7,12 @@ The upstream appends every call that reaches it to a file: "never reached" is re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +35,7 @@ from ledger.core.keys import Principal, principal_document
 from ledger.core.signers import SignerKeys
 from ledger.keyfiles import generate_keypair, load_keyring
 from ledger.sdk.client import Client
+from tests.factories import ENV, request
 from tests.service_support import REVOKER, Running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -77,6 +80,7 @@ api = "{service.api_url}"
 decision_timeout_s = 20
 call_timeout_s = 2
 max_argument_bytes = 2048
+environment = "{ENV}"
 {extra}
 [upstreams.db]
 command = "{sys.executable}"
@@ -247,15 +251,163 @@ def test_a_revoked_artifact_stops_the_next_call(world: World) -> None:
 
 
 async def _revoke_grant_for(world: World, resource: str) -> None:
-    service = world.running.service
     grants = [(eid, p) for eid, p in ledger_events(world.data, "AuthorizationGranted")
               if p["artifact"]["scope"]["resource"] == resource]
     assert len(grants) == 1, grants
     artifact_id, payload = grants[0]
+    await _revoke_artifact(world, artifact_id, payload["artifact"]["lineage"]["root"])
+
+
+async def _revoke_artifact(world: World, artifact_id: str, root: str) -> None:
+    service = world.running.service
     async with Client(world.running.settings, service.bootstrap, service.keyring) as client:
         revocation = AuthorizationRevoked(
-            signer="ops:revoker", tenant="acme", nonce="gateway-revoke-0001",
-            issued_at=client.clock(), artifact_id=artifact_id,
-            root=payload["artifact"]["lineage"]["root"], reason="test")
+            signer="ops:revoker", tenant="acme", nonce=f"gateway-revoke-{artifact_id[:16]}",
+            issued_at=client.clock(), artifact_id=artifact_id, root=root, reason="test")
         applied = await client.decision(await client.revoke(revocation, REVOKER), 20)
         assert applied.allow, applied.reasons
+
+
+def test_a_sub_agent_runs_under_a_delegated_artifact_and_the_lineage_shows_both_agents(
+        world: World) -> None:
+    """alice holds nothing herself: she asks for an artifact *held by* the sub-agent (read on
+    db/orders/*); the sub-agent's gateway gets it in ``_meta`` and requests a narrower
+    child per call. Revoking alice's artifact stops the sub-agent's next call."""
+    config, calls = world.config(key=world.sub_key)
+    parent = asyncio.run(_grant_for_sub_agent(world))
+    meta = {"govledger/parent": parent.decode()}
+    wider = {"database": "users", "table": "t9"}
+    args = {"database": "orders", "table": "delegated"}
+
+    async def scenario() -> tuple[MCPError, MCPError]:
+        async with gateway(config) as session:
+            assert not (await session.call_tool("query", args, meta=meta)).is_error
+            with pytest.raises(MCPError) as widening:
+                await session.call_tool("query", wider, meta=meta)
+            await _revoke(world, parent)
+            with pytest.raises(MCPError) as revoked:
+                await session.call_tool("query", args, meta=meta)
+            return widening.value, revoked.value
+
+    widening, revoked = anyio.run(scenario)
+    assert widening.data["reason"] == "SCOPE_WIDENING"
+    assert revoked.data["reason"] == "ARTIFACT_REVOKED"
+    assert reached(calls) == [{"tool": "query", "arguments": args}]
+    completed_id = wait_for("ExecutionCompleted", lambda: [
+        eid for eid, p in ledger_events(world.data, "ExecutionCompleted")
+        if p["arguments_digest"] == digest(args)])[0]
+    bundle = wait_for("the lineage bundle", lambda: _lineage(world, completed_id))
+    hops = [hop_payload(hop) for hop in bundle["hops"]]
+    assert [(h["kind"], h["signer"]) for h in hops] == [
+        ("ExecutionCompleted", "agent:gw-sub"), ("ExecutionRequested", "agent:gw-sub"),
+        ("AuthorizationGranted", "govledger:authority"),
+        ("AuthorizationRequested", "agent:gw-sub"),
+        ("AuthorizationGranted", "govledger:authority"),
+        ("AuthorizationRequested", "agent:gw-alice")]
+    assert hops[3]["scope"]["resource"] == "db/orders/delegated"
+    assert hops[5]["scope"]["resource"] == "db/orders/*"
+
+
+async def _grant_for_sub_agent(world: World) -> bytes:
+    service = world.running.service
+    async with Client(world.running.settings, service.bootstrap, service.keyring) as client:
+        ask = request(signer="agent:gw-alice", holder="agent:gw-sub", resource="db/orders/*",
+                      nonce="gateway-delegate-0001", issued_at=client.clock(),
+                      environments=(ENV,))
+        decision = await client.decision(await client.submit(ask, world.alice), 20)
+        assert decision.allow, decision.reasons
+        return decision.envelope
+
+
+async def _revoke(world: World, grant: bytes) -> None:
+    verified = parse_envelope(grant)
+    payload = json.loads(verified.payload)
+    artifact_id = hashlib.sha256(verified.payload).hexdigest()
+    await _revoke_artifact(world, artifact_id, payload["artifact"]["lineage"]["root"])
+
+
+def test_an_upstream_that_crashes_hangs_or_fails_gives_an_error_and_a_failed_execution(
+        world: World) -> None:
+    """Each reached the upstream, so each has its ExecutionFailed (with the arguments'
+    digest); the gateway stays up and reconnects to the crashed server."""
+    config, calls = world.config()
+    crash, hang = {"database": "crashdb"}, {"database": "hangdb", "seconds": 4}
+    failing = {"database": "faildb"}
+
+    async def scenario() -> tuple[MCPError, MCPError, Any]:
+        async with gateway(config) as session:
+            with pytest.raises(MCPError) as crashed:
+                await session.call_tool("crash", crash)
+            assert not (await session.call_tool("query", ARGS)).is_error  # reconnected
+            with pytest.raises(MCPError) as hung:
+                await session.call_tool("hang", hang)
+            return crashed.value, hung.value, await session.call_tool("fail", failing)
+
+    crashed, hung, failed = anyio.run(scenario)
+    assert crashed.data["reason"] == "UPSTREAM_UNAVAILABLE"
+    assert hung.data["reason"] == "UPSTREAM_TIMEOUT"
+    assert failed.is_error and "locked" in failed.content[0].text
+    assert [c["tool"] for c in reached(calls)] == ["crash", "query", "hang", "fail"]
+    for arguments, error in ((crash, "UpstreamUnavailableError"),
+                             (hang, "UpstreamTimeoutError"), (failing, "ToolReportedError")):
+        report = wait_for(f"ExecutionFailed {error}", lambda a=arguments: reports_with(
+            world.data, "ExecutionFailed", digest(a)))
+        assert report[0]["error"] == error
+    failed_report = reports_with(world.data, "ExecutionFailed", digest(failing))[0]
+    assert failed_report["result_digest"] == digest(failed.model_dump(
+        mode="json", by_alias=True, exclude_none=True))
+
+
+def test_a_client_that_disconnects_mid_call_still_leaves_the_execution_in_the_ledger(
+        world: World) -> None:
+    config, calls = world.config()
+    slow = {"database": "slowdb", "seconds": 1}
+
+    async def scenario() -> None:
+        async with gateway(config) as session, anyio.create_task_group() as group:
+            group.start_soon(session.call_tool, "hang", slow)
+            while not reached(calls):  # the call is at the upstream now
+                await anyio.sleep(0.05)
+            group.cancel_scope.cancel()
+        # leaving the block closed the gateway's stdin: the client is gone mid-call
+
+    anyio.run(scenario)
+    assert reached(calls) == [{"tool": "hang", "arguments": slow}]
+    wait_for("ExecutionCompleted of the abandoned call",
+             lambda: reports_with(world.data, "ExecutionCompleted", digest(slow)))
+
+
+def test_malformed_messages_get_json_rpc_errors_and_the_gateway_stays_up(world: World) -> None:
+    config, calls = world.config()
+    lines = [
+        b"this is not json\n",
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+        b'"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}\n',
+        b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n',
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":5}}\n',
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query",'
+        b'"arguments":"not an object"}}\n',
+        b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"query",'
+        b'"arguments":{"database":"orders","table":"t1"}}}\n',
+    ]
+    proc = subprocess.Popen([GOVLEDGER, "mcp-gateway", "--config", str(config)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    answers: dict[int, dict[str, Any]] = {}
+    try:
+        for line in lines:
+            proc.stdin.write(line)
+        proc.stdin.flush()
+        while 4 not in answers:  # each answer is a line; the last one we wait for is id 4
+            answer = json.loads(proc.stdout.readline() or b"{}")
+            assert answer, "the gateway closed its stdout"
+            answers[answer.get("id", -1)] = answer
+    finally:
+        proc.stdin.close()
+        code = proc.wait(timeout=60)
+        proc.stdout.close()
+    assert code == 0
+    assert answers[2]["error"]["code"] == -32602
+    assert answers[3]["error"]["code"] == -32602
+    assert answers[4]["result"]["content"][0]["text"] == "rows of orders/t1"
+    assert reached(calls) == [{"tool": "query", "arguments": ARGS}]
