@@ -31,6 +31,7 @@ from pydantic import (
     HttpUrl,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -78,10 +79,11 @@ class ToolRule(_Strict):
     def template(self) -> Template:
         return parse_template(self.resource)
 
-    @model_validator(mode="after")
-    def _template_parses(self) -> ToolRule:
-        parse_template(self.resource)  # ValueError names the problem
-        return self
+    @field_validator("resource")
+    @classmethod
+    def _template_parses(cls, resource: str) -> str:
+        parse_template(resource)  # ValueError names the problem
+        return resource
 
 
 class GatewayConfig(_Strict):
