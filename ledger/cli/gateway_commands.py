@@ -57,7 +57,7 @@ def mcp_gateway(
     from ledger.gateway.config import load_config
     from ledger.gateway.run import Loaded, principal_of
     cfg = load_config(config)
-    settings = settings_from(data or cfg.data, kafka or cfg.kafka, kafka_idempotent=False)
+    settings = settings_from(data or cfg.data, kafka or cfg.kafka)
     if settings.kafka_bootstrap is None:
         raise ConfigError("the gateway talks to a running service: give --kafka, kafka in "
                           "the config, or GOVLEDGER_KAFKA_BOOTSTRAP")

@@ -11,6 +11,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import httpx
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from ledger.core.bundles import verify_bundle
@@ -42,6 +46,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 GOVLEDGER = str(Path(sys.executable).parent / "govledger")
 UPSTREAM = str(Path(__file__).resolve().parents[1] / "mcp_upstream.py")
 ARGS = {"database": "orders", "table": "t1"}
+ENV_VARS = {"GOVLEDGER_KAFKA_IDEMPOTENT": "false"}  # the embedded broker has no InitProducerId
 
 
 class World:
@@ -121,7 +126,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @asynccontextmanager
 async def gateway(config: Path) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=GOVLEDGER,
-                                   args=["mcp-gateway", "--config", str(config)])
+                                   args=["mcp-gateway", "--config", str(config)], env=ENV_VARS)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         yield session
@@ -391,7 +396,8 @@ def test_malformed_messages_get_json_rpc_errors_and_the_gateway_stays_up(world: 
         b'"arguments":{"database":"orders","table":"t1"}}}\n',
     ]
     proc = subprocess.Popen([GOVLEDGER, "mcp-gateway", "--config", str(config)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, **ENV_VARS})
     assert proc.stdin is not None and proc.stdout is not None
     answers: dict[int, dict[str, Any]] = {}
     try:
@@ -411,3 +417,65 @@ def test_malformed_messages_get_json_rpc_errors_and_the_gateway_stays_up(world: 
     assert answers[3]["error"]["code"] == -32602
     assert answers[4]["result"]["content"][0]["text"] == "rows of orders/t1"
     assert reached(calls) == [{"tool": "query", "arguments": ARGS}]
+
+
+def test_the_gateway_serves_streamable_http_in_front_of_a_streamable_http_upstream(
+        world: World, tmp_path: Path) -> None:
+    port = free_port()
+    calls = tmp_path / "http-calls.jsonl"
+    calls.touch()
+    upstream = subprocess.Popen([sys.executable, UPSTREAM, "http", str(port)],
+                                env={**os.environ, "MCP_UPSTREAM_CALLS": str(calls)})
+    config, _ = world.config()
+    text = config.read_text()
+    text = text[:text.index("[upstreams.db]")] + (
+        f'[upstreams.db]\nurl = "http://127.0.0.1:{port}/mcp"\n' + text[text.index("\n[tools"):])
+    config.write_text(text)
+    log = (tmp_path / "gateway.log").open("wb")
+    gw = subprocess.Popen([GOVLEDGER, "mcp-gateway", "--config", str(config), "--transport",
+                           "http", "--port", "0"], stderr=log, env={**os.environ, **ENV_VARS})
+    try:
+        url = wait_for("the gateway's URL", lambda: announced(tmp_path / "gateway.log"))
+
+        async def scenario() -> Any:
+            async with streamable_http_client(url) as (read, write, *_), \
+                    ClientSession(read, write) as session:
+                await session.initialize()
+                with pytest.raises(MCPError) as denied:
+                    await session.call_tool("write_row", {**ARGS, "row": "x"})
+                assert denied.value.data["reason"] == "POLICY_DENY"
+                return await session.call_tool("query", ARGS)
+
+        result = anyio.run(scenario)
+        assert result.content[0].text == "rows of orders/t1"
+        assert reached(calls) == [{"tool": "query", "arguments": ARGS}]
+    finally:
+        for proc in (gw, upstream):
+            proc.send_signal(signal.SIGTERM)
+        assert gw.wait(timeout=60) == 0
+        upstream.wait(timeout=60)
+        log.close()
+
+
+def announced(log: Path) -> str | None:
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("govledger: mcp "):
+            return line.split()[2]
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_a_bad_config_stops_the_gateway_at_start_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('agent_key = "k"\nallow_unlogged = true\n[upstreams.db]\ncommand = "x"\n'
+                   '[tools.q]\naction = "read"\nresource = "db/{a}/*"\n')
+    result = subprocess.run([GOVLEDGER, "mcp-gateway", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "tools.q.resource" in result.stderr and "no wildcard" in result.stderr
