@@ -46,7 +46,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 GOVLEDGER = str(Path(sys.executable).parent / "govledger")
 UPSTREAM = str(Path(__file__).resolve().parents[1] / "mcp_upstream.py")
 ARGS = {"database": "orders", "table": "t1"}
-ENV_VARS = {"GOVLEDGER_KAFKA_IDEMPOTENT": "false"}  # the embedded broker has no InitProducerId
+# Given a bootstrap address the settings assume Apache Kafka: the embedded broker has no
+# InitProducerId, and holds each fetch for its full wait (500 ms there, 10 ms embedded).
+ENV_VARS = {"GOVLEDGER_KAFKA_IDEMPOTENT": "false", "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": "10"}
 
 
 class World:
