@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ledger.config import Settings
+from ledger.core.artifact import CheckedArtifact
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError
 from ledger.gateway.calls import CallPipeline
@@ -19,7 +21,7 @@ from ledger.gateway.grants import Agent, Grants
 from ledger.gateway.server import GatewayServer
 from ledger.gateway.upstreams import links
 from ledger.sdk.client import Client
-from ledger.sdk.gate import Gate, http_log_check
+from ledger.sdk.gate import Gate, LogCheck, http_log_check
 
 log = logging.getLogger("govledger.gateway")
 
@@ -55,7 +57,7 @@ async def run_gateway(loaded: Loaded, *, transport: Literal["stdio", "http"],
     runtime = principal_of(loaded.keyring, loaded.runtime, "runtime_key")
     environment = config.measured_environment()
     check = None if config.api is None or loaded.vkey is None else \
-        http_log_check(str(config.api).rstrip("/"), loaded.vkey)
+        remember_logged(http_log_check(str(config.api).rstrip("/"), loaded.vkey))
     async with Client(loaded.settings, loaded.bootstrap, loaded.keyring) as client:
         gate = Gate(client, loaded.runtime, runtime, loaded.keyring,
                     measure=lambda: environment, timeout=config.decision_timeout_s,
@@ -77,6 +79,24 @@ async def run_gateway(loaded: Loaded, *, transport: Literal["stdio", "http"],
                     await server.serve_http(host, port, stop)
             finally:
                 await server.drain(config.call_timeout_s + config.decision_timeout_s)
+
+
+def remember_logged(check: LogCheck, limit: int = 4096) -> LogCheck:
+    """``check``, asked once per artifact: the log is append-only, so an artifact proven
+    included under a signed checkpoint stays proven (a reused artifact then costs no HTTP
+    round trip). Only a proof is remembered; a failed check is asked again next time."""
+    proven: OrderedDict[str, None] = OrderedDict()
+
+    async def remembered(checked: CheckedArtifact) -> bool:
+        if checked.artifact_id in proven:
+            return True
+        if not await check(checked):
+            return False
+        proven[checked.artifact_id] = None
+        while len(proven) > limit:
+            proven.popitem(last=False)
+        return True
+    return remembered
 
 
 async def _until(serving: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:

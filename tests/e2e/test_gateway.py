@@ -316,11 +316,15 @@ def test_a_sub_agent_runs_under_a_delegated_artifact_and_the_lineage_shows_both_
 
 
 async def _grant_for_sub_agent(world: World) -> bytes:
+    return await _grant(world, holder="agent:gw-sub", nonce="gateway-delegate-0001")
+
+
+async def _grant(world: World, *, holder: str | None, nonce: str) -> bytes:
+    """alice's own grant of read on db/orders/*, held by ``holder`` (None: herself)."""
     service = world.running.service
     async with Client(world.running.settings, service.bootstrap, service.keyring) as client:
-        ask = request(signer="agent:gw-alice", holder="agent:gw-sub", resource="db/orders/*",
-                      nonce="gateway-delegate-0001", issued_at=client.clock(),
-                      environments=(ENV,))
+        ask = request(signer="agent:gw-alice", holder=holder, resource="db/orders/*",
+                      nonce=nonce, issued_at=client.clock(), environments=(ENV,))
         decision = await client.decision(await client.submit(ask, world.alice), 20)
         assert decision.allow, decision.reasons
         return decision.envelope
@@ -481,3 +485,38 @@ def test_a_bad_config_stops_the_gateway_at_start_naming_the_field(tmp_path: Path
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "tools.q.resource" in result.stderr and "no wildcard" in result.stderr
+
+
+def test_the_agents_own_artifact_in_meta_is_used_as_it_is_and_checked_by_the_gate(
+        world: World) -> None:
+    """No request from the gateway: the call runs under the artifact the agent passed,
+    within its scope only; ``hide_unmapped_tools`` leaves the unmapped tool out."""
+    config, calls = world.config(extra="hide_unmapped_tools = true")
+    grant = asyncio.run(_grant(world, holder=None, nonce="gateway-own-artifact-01"))
+    meta = {"govledger/artifact": grant.decode()}
+    inside = {"database": "orders", "table": "own"}
+
+    async def scenario() -> tuple[set[str], MCPError, MCPError]:
+        async with gateway(config) as session:
+            names = {tool.name for tool in (await session.list_tools()).tools}
+            assert not (await session.call_tool("query", inside, meta=meta)).is_error
+            with pytest.raises(MCPError) as outside:
+                await session.call_tool("query", {"database": "users", "table": "x"},
+                                        meta=meta)
+            with pytest.raises(MCPError) as malformed:
+                await session.call_tool("query", inside,
+                                        meta={"govledger/artifact": {"not": "text"}})
+            return names, outside.value, malformed.value
+
+    names, outside, malformed = anyio.run(scenario)
+    assert "unmapped" not in names and "query" in names
+    assert outside.data["reason"] == "SCOPE_MISMATCH"
+    assert malformed.data["reason"] == "MALFORMED"
+    assert reached(calls) == [{"tool": "query", "arguments": inside}]
+    artifact_id = hashlib.sha256(parse_envelope(grant).payload).hexdigest()
+    report = wait_for("ExecutionCompleted", lambda: reports_with(
+        world.data, "ExecutionCompleted", digest(inside)))
+    assert report[0]["artifact_id"] == artifact_id
+    requests = [p for _, p in ledger_events(world.data, "AuthorizationRequested")
+                if p["scope"]["resource"] in ("db/orders/own", "db/users/x")]
+    assert requests == []
