@@ -1,7 +1,7 @@
 """One ``tools/call`` through the gateway, in order; the first step that fails ends it:
 
 1. the tool has a rule (unmapped tools are denied: TOOL_NOT_MAPPED) and an upstream that
-   lists it;
+   lists it, connected (UPSTREAM_UNAVAILABLE before anything is asked of the ledger);
 2. the arguments fit: canonical JSON within ``max_argument_bytes`` (OVERSIZED, MALFORMED),
    and the rule's resource template renders (ARGUMENT_MISMATCH);
 3. an artifact for the agent (:mod:`ledger.gateway.grants`): a denial carries the
@@ -14,7 +14,7 @@
 
 Nothing before step 5 reaches the upstream. :meth:`CallPipeline.call` raises
 :class:`CallRefused` (steps 1-2), :class:`~ledger.errors.Rejected` (3-4),
-:class:`~ledger.errors.Unavailable` (3-4) or :class:`UpstreamError` (5).
+:class:`~ledger.errors.Unavailable` (3-4) or :class:`UpstreamError` (1, 5).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class CallPipeline:
             raise CallRefused(CallCode.TOOL_NOT_MAPPED,
                               f"tool {tool!r} has no rule in the gateway's config")
         link = await self._route(tool)
+        await link.session()  # an upstream that cannot be reached: refused before the ledger
         digests = ExecutionDigests(                                                  # 2
             arguments=arguments_digest(arguments, self.config.max_argument_bytes))
         resource = render(rule.template, arguments)

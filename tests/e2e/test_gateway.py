@@ -520,3 +520,24 @@ def test_the_agents_own_artifact_in_meta_is_used_as_it_is_and_checked_by_the_gat
     requests = [p for _, p in ledger_events(world.data, "AuthorizationRequested")
                 if p["scope"]["resource"] in ("db/orders/own", "db/users/x")]
     assert requests == []
+
+
+def test_an_upstream_that_cannot_start_is_refused_before_anything_reaches_the_ledger(
+        world: World) -> None:
+    config, _ = world.config()
+    config.write_text(config.read_text().replace(f'command = "{sys.executable}"',
+                                                 'command = "/nonexistent/mcp-server"'))
+    args = {"database": "orders", "table": "nowhere"}
+
+    async def scenario() -> tuple[MCPError, MCPError]:
+        async with gateway(config) as session:
+            with pytest.raises(MCPError) as first:
+                await session.call_tool("query", args)
+            with pytest.raises(MCPError) as second:  # still up, still refusing
+                await session.call_tool("query", args)
+            return first.value, second.value
+
+    for error in anyio.run(scenario):
+        assert error.data["reason"] == "UPSTREAM_UNAVAILABLE"
+    assert [p for _, p in ledger_events(world.data, "AuthorizationRequested")
+            if p["scope"]["resource"] == "db/orders/nowhere"] == []
