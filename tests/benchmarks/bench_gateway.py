@@ -96,7 +96,6 @@ async def session_of(command: str, args: list[str]) -> AsyncIterator[ClientSessi
 
 
 async def timed_calls(session: ClientSession, calls: int, fresh: bool) -> list[float]:
-    await session.call_tool("query", {"database": "orders", "table": "warmup"})
     samples = []
     for n in range(calls):
         args = {"database": "orders", "table": f"t{n}" if fresh else "same"}
@@ -124,6 +123,8 @@ def processes(service: ServiceUnderTest) -> dict[str, int]:
 async def phase(name: str, command: str, args: list[str], calls: int, fresh: bool,
                 service: ServiceUnderTest) -> dict[str, Any]:
     async with session_of(command, args) as session:
+        # warm up first: the gateway starts its upstream on the first call
+        await session.call_tool("query", {"database": "orders", "table": "warmup"})
         pids = processes(service)
         before = {role: cpu_s(pid) for role, pid in pids.items()}
         load_before = os.getloadavg()
