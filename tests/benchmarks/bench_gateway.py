@@ -189,7 +189,7 @@ def report(results: list[dict[str, Any]], as_json: bool) -> None:
                  if "added_p50_ms" in row else "  (floor)")
         print(f"{row['phase']:32} {row['calls']:4} calls  p50 {row['p50_ms']:8.2f} ms  "
               f"p99 {row['p99_ms']:8.2f} ms{added}")
-        print(f"    cpu s: " + ", ".join(f"{k} {v}" for k, v in row["cpu_s"].items()))
+        print("    cpu s: " + ", ".join(f"{k} {v}" for k, v in row["cpu_s"].items()))
         print(f"    load average before {row['loadavg_before']} after {row['loadavg_after']}")
 
 
