@@ -114,7 +114,8 @@ def processes(service: ServiceUnderTest) -> dict[str, int]:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         if b"mcp-gateway" in cmdline:
             pids["gateway"] = pid
-            pids.update({"upstream (via gateway)": p for p in children(pid).values()})
+            for n, child in enumerate(children(pid).values()):
+                pids[f"upstream (via gateway){' ' + str(n) if n else ''}"] = child
         elif b"mcp_upstream" in cmdline:
             pids["upstream (direct)"] = pid
     return pids
