@@ -14,6 +14,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``policy_commands``: Cedar policy bundles offline (policy validate, test, explain)
 - ``witness_commands``: run a witness that cosigns logs' checkpoints (witness ...)
 - ``token_commands``: API bearer tokens (tokens create)
+- ``gateway_commands``: the MCP gateway in front of MCP servers (mcp-gateway)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -28,6 +29,7 @@ import typer
 from ledger.cli import (
     client_commands,
     events_commands,
+    gateway_commands,
     governance_commands,
     ledger_commands,
     policy_commands,
@@ -134,6 +136,7 @@ app.add_typer(tokens_app, name="tokens")
 tokens_app.command("create")(token_commands.tokens_create)
 
 app.command("demo")(service_commands.demo)
+app.command("mcp-gateway")(gateway_commands.mcp_gateway)
 
 principal_app = typer.Typer(help="Principals and their keys, live (governance events).",
                             no_args_is_help=True)

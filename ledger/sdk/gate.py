@@ -24,7 +24,9 @@ code, and the guarded block never entered:
 3. a signed ExecutionRequested on ``gov.executions``, then the processor's verdict
    (revocation state of every ancestor, single use, lineage) within ``timeout``; a timeout
    or any error refuses (UNAVAILABLE);
-4. after the block: a signed ExecutionCompleted, or ExecutionFailed with the error's type.
+4. after the block: a signed ExecutionCompleted, or ExecutionFailed with the error's type;
+   both carry the digests the caller put in ``digests`` (an :class:`ExecutionDigests`: of the
+   arguments the execution ran with and of its result), when it gives one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 
@@ -55,6 +58,15 @@ LogCheck = Callable[[CheckedArtifact], Awaitable[bool]]
 
 class ExecutionRefusedError(Rejected):
     """The gate refused: the guarded code did not run."""
+
+
+@dataclass(slots=True)
+class ExecutionDigests:
+    """What the execution report names (``sha256:<hex>`` each): the arguments, known before
+    the block runs, and the result, which the guarded block sets before it ends."""
+
+    arguments: str | None = None
+    result: str | None = None
 
 
 class Gate:
@@ -87,9 +99,13 @@ class Gate:
             raise ExecutionRefusedError(exc.reason, exc.detail) from exc
 
     @asynccontextmanager
-    async def authorize(self, grant: bytes, action: str, resource: str
+    async def authorize(self, grant: bytes, action: str, resource: str, *,
+                        digests: ExecutionDigests | None = None
                         ) -> AsyncIterator[CheckedArtifact]:
-        """Run the guarded block only when every step allows. Raises ExecutionRefusedError."""
+        """Run the guarded block only when every step allows. Raises ExecutionRefusedError.
+
+        ``digests``: reported in ExecutionCompleted / ExecutionFailed as they stand when the
+        block ends."""
         checked = self.check_offline(grant, action, resource)
         if self.require_logged is not None and (problem := await self._logged(checked)):
             raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED, problem)
@@ -111,14 +127,19 @@ class Gate:
         common = {"signer": self.principal.identity, "tenant": art.tenant,
                   "issued_at": self.client.clock(), "artifact_id": checked.artifact_id,
                   "root": art.lineage.root, "execution_id": execution_id}
+        digests = digests if digests is not None else ExecutionDigests()
         try:
             yield checked
         except BaseException as exc:
             failed = ExecutionFailed(nonce=_nonce(), error=type(exc).__name__[:512],
+                                     arguments_digest=digests.arguments,
+                                     result_digest=digests.result,
                                      **common)  # type: ignore[arg-type]
             await self._report(failed)
             raise
-        done = ExecutionCompleted(nonce=_nonce(), **common)  # type: ignore[arg-type]
+        done = ExecutionCompleted(nonce=_nonce(), arguments_digest=digests.arguments,
+                                  result_digest=digests.result,
+                                  **common)  # type: ignore[arg-type]
         await self._report(done)
 
     async def _report(self, event: ExecutionCompleted | ExecutionFailed) -> None:
