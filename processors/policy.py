@@ -23,8 +23,12 @@ Entity model (docs/policy.md): principal ``Agent::"<identity>"`` with ``tenant``
 ``roles``; action ``Action::"<name>"``; resource ``Resource::"<normalised pattern>"`` with
 ``path``, ``wildcard`` and, as parents, every wider wildcard pattern covering it
 (:func:`ledger.core.scope.ancestors`), so ``resource in Resource::"db/*"`` is exactly
-:func:`ledger.core.scope.resource_contains`. The request context is validated against the
-schema on every call: an undeclared or mistyped attribute is a denial.
+:func:`ledger.core.scope.resource_contains`. Every request is checked against the schema: an
+undeclared or mistyped attribute, or an undeclared action, is a denial. That check runs once
+per (action, context shape) and is remembered (:meth:`PolicyBundle._shape_valid`); each
+principal entity is validated once; the resource entity, whose shape the load checks against
+the schema, is never re-validated. No per-request JSON parse on our side: the context is
+serialised once, the principal's parsed entity set is reused and the resource added to it.
 
 Digest (:func:`bundle_digest`): ``"sha256:" + hex(SHA-256(E))`` where ``E`` is
 ``b"govledger/policy-bundle/v1\\n"`` followed, for each file in byte order of its UTF-8 name,
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,18 +47,27 @@ from types import MappingProxyType
 
 import cedarpy
 
-from ledger.core.scope import WILDCARD, ancestors, normalise_resource
+from ledger.core.scope import normalise_resource
 from ledger.errors import ConfigError
+from processors.cedar_json import (
+    NO_ENTITIES,
+    NO_POLICIES,
+    blank_shape,
+    bounded_put,
+    build_principal,
+    build_resource,
+    cedar_value,
+    shape_key,
+)
+from processors.policy_rules import (
+    POLICY_SUFFIX,
+    SCHEMA_FILES,
+    BundleInvalid,
+    BundleProblem,
+    check_bundle,
+)
 
-SCHEMA_FILES = ("schema.cedarschema", "schema.cedarschema.json")
-POLICY_SUFFIX = ".cedar"
 DIGEST_DOMAIN = b"govledger/policy-bundle/v1\n"
-POLICY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-MAX_FILES = 64             # PolicyPublished.files
-MAX_POLICIES = 256         # PolicyPublished.policy_ids
-MAX_FILE_NAME = 128
-ENTITY_CACHE_SIZE = 4096  # parsed entity sets kept per bundle (principal + resource pairs)
-_SCALARS = frozenset({str, int, bool})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,157 +93,6 @@ def bundle_digest(files: Mapping[str, str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class BundleProblem:
-    """One reason a bundle does not load. ``file`` is "" for the bundle as a whole;
-    ``policy`` is "" when the problem is not about one policy, else its ``@id`` (or Cedar's
-    position, ``policy0``, for a policy without a valid one)."""
-
-    file: str
-    policy: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file + (f" [{self.policy}]" if self.policy else "")
-        return f"{where}: {self.message}" if where else self.message
-
-
-class BundleInvalid(ConfigError):
-    """A bundle that does not load. ``problems`` holds every problem found (at least one),
-    so a tool can list them all; the message names the first."""
-
-    def __init__(self, problems: Sequence[BundleProblem]) -> None:
-        self.problems = tuple(problems)
-        more = len(self.problems) - 1
-        super().__init__(f"policy bundle: {self.problems[0]}"
-                         + (f" (and {more} more problems)" if more else ""))
-
-
-def _parse_schema(name: str, text: str, problems: list[BundleProblem]) -> cedarpy.Schema | None:
-    try:
-        if name.endswith(".json"):
-            return cedarpy.Schema.from_json_str(text)
-        return cedarpy.Schema.from_str(text)
-    except ValueError as exc:
-        problems.append(BundleProblem(name, "", f"schema does not parse: {exc}"))
-        return None
-
-
-def _validation_problems(name: str, text: str,
-                         schema: cedarpy.Schema) -> list[BundleProblem]:
-    """Cedar's strict validation of one file's policies, each error under its ``@id``."""
-    result = cedarpy.validate_policies(text, schema)
-    if result.validation_passed:
-        return []
-    ids = result.id_annotations_by_policy_id
-    found = set()
-    for error in result.errors:
-        label = ids.get(error.policy_id, error.policy_id)
-        message = str(error.error).replace(f"`{error.policy_id}`", f"`{label}`")
-        found.add(BundleProblem(name, label, f"fails schema validation: {message}"))
-    if not found:
-        found.add(BundleProblem(name, "", "fails schema validation"))
-    return sorted(found, key=lambda p: (p.policy, p.message))
-
-
-def _static_policies(name: str, text: str, schema: cedarpy.Schema | None,
-                     problems: list[BundleProblem]) -> dict[str, object]:
-    """Parse one policy file and validate it against ``schema`` (skipped when the schema
-    itself failed); return its well-named policies by ``@id``, adding every problem found
-    to ``problems``."""
-    try:
-        est = json.loads(cedarpy.policies_to_json_str(text))
-    except ValueError as exc:
-        problems.append(BundleProblem(name, "", f"does not parse: {exc}"))
-        return {}
-    if est.get("templates") or est.get("templateLinks"):
-        problems.append(BundleProblem(name, "", "has templates (not supported)"))
-        return {}
-    if schema is not None:
-        problems.extend(_validation_problems(name, text, schema))
-    policies: dict[str, object] = {}
-    for position, policy in est.get("staticPolicies", {}).items():
-        policy_id = policy.get("annotations", {}).get("id")
-        if not isinstance(policy_id, str) or not POLICY_ID.match(policy_id):
-            problems.append(BundleProblem(name, position, f'needs an @id("...") matching '
-                                          f"{POLICY_ID.pattern}, got {policy_id!r}"))
-        elif policy_id in policies:
-            problems.append(BundleProblem(name, policy_id,
-                                          f"duplicate policy id {policy_id!r}"))
-        else:
-            policies[policy_id] = policy
-    return policies
-
-
-def _file_name_problem(name: str) -> BundleProblem | None:
-    if (len(name) > MAX_FILE_NAME or "/" in name or "\\" in name
-            or not (name.endswith(POLICY_SUFFIX) or name in SCHEMA_FILES)
-            or name.startswith(".")):
-        return BundleProblem("", "", f"unexpected file name {name!r}")
-    return None
-
-
-def check_bundle(files: Mapping[str, str], problems: list[BundleProblem],
-                 ) -> tuple[cedarpy.Schema | None, dict[str, object]]:
-    """Every rule of the module docstring over ``files`` (name -> text): the parsed schema
-    and the policies by ``@id``, adding every problem found to ``problems`` (the bundle
-    loads only if there is none)."""
-    if len(files) > MAX_FILES:
-        problems.append(BundleProblem("", "", f"more than {MAX_FILES} files"))
-    named = {}
-    for name, text in files.items():
-        if (problem := _file_name_problem(name)) is not None:
-            problems.append(problem)
-        else:
-            named[name] = text
-    schemas = [n for n in SCHEMA_FILES if n in named]
-    schema = None
-    if len(schemas) != 1:
-        problems.append(BundleProblem("", "", f"need exactly one of {SCHEMA_FILES}, "
-                                      f"found {schemas}"))
-    else:
-        schema = _parse_schema(schemas[0], named[schemas[0]], problems)
-    combined: dict[str, object] = {}
-    for name in sorted(n for n in named if n.endswith(POLICY_SUFFIX)):
-        for policy_id, policy in _static_policies(name, named[name], schema, problems).items():
-            if policy_id in combined:
-                problems.append(BundleProblem(name, policy_id,
-                                              f"duplicate policy id {policy_id!r}"))
-            else:
-                combined[policy_id] = policy
-    if not combined and not any(p.file.endswith(POLICY_SUFFIX) for p in problems):
-        problems.append(BundleProblem("", "", "no policies"))
-    if len(combined) > MAX_POLICIES:
-        problems.append(BundleProblem("", "", f"more than {MAX_POLICIES} policies"))
-    return schema, combined
-
-
-def _cedar_value(value: object, depth: int = 0) -> object:
-    """Convert a context value to Cedar JSON: sets and tuples become lists.
-
-    Raises ValueError for anything else, for keys starting ``__`` (Cedar's ``__entity`` /
-    ``__extn`` escapes: request data must never name an entity) and beyond depth 8.
-    """
-    if type(value) in _SCALARS:   # the common case first: exact str, int, bool
-        return value
-    if depth > 8:
-        raise ValueError("context nested too deeply")
-    if isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, Mapping):
-        out: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or key.startswith("__"):
-                raise ValueError(f"context key {key!r} not allowed")
-            out[key] = _cedar_value(item, depth + 1)
-        return out
-    if isinstance(value, set | frozenset):
-        return sorted((_cedar_value(v, depth + 1) for v in value), key=repr)
-    if isinstance(value, list | tuple):
-        return [_cedar_value(v, depth + 1) for v in value]
-    raise ValueError(f"context value of type {type(value).__name__} not allowed")
-
-
 class PolicyBundle:
     """A loaded, validated, pre-parsed Cedar policy bundle.
 
@@ -249,6 +110,8 @@ class PolicyBundle:
         self._schema = schema
         self._ids = frozenset(policy_ids)
         self._entity_cache: dict[str, cedarpy.Entities] = {}
+        self._principal_cache: dict[str, cedarpy.Entities] = {}
+        self._valid_shapes: dict[tuple[str, object], bool] = {}
         self.policy_ids = policy_ids
         self.digest = bundle_digest(files)
 
@@ -308,24 +171,18 @@ class PolicyBundle:
                  context: Mapping[str, object], entities: Sequence[Mapping[str, object]],
                  principal_attrs: Mapping[str, object] | None,
                  ) -> tuple[dict[str, object], str]:
-        """Build the Cedar request and entities (JSON). Raises Rejected, ValueError, KeyError."""
+        """Build the Cedar request and entities (JSON) for the path with caller-supplied
+        entities. Raises Rejected, ValueError, KeyError."""
         path = normalise_resource(resource)
-        cedar_context = _cedar_value(context)
+        cedar_context = cedar_value(context)
         assert isinstance(cedar_context, dict)
-        attrs = principal_attrs if principal_attrs is not None else {
-            "tenant": context["tenant"], "roles": context["roles"]}
-        principal_uid: dict[str, object] = {"type": "Agent", "id": principal}
-        resource_uid: dict[str, object] = {"type": "Resource", "id": path}
-        cedar_entities: list[object] = [
-            {"uid": principal_uid, "attrs": _cedar_value(attrs), "parents": []},
-            {"uid": resource_uid,
-             "attrs": {"path": path, "wildcard": path == WILDCARD or path.endswith("/*")},
-             "parents": [{"type": "Resource", "id": a} for a in ancestors(path)]},
-            *(_cedar_value(e) for e in entities),
-        ]
+        principal_entity = build_principal(principal, context, principal_attrs)
+        resource_entity = build_resource(path)
+        cedar_entities = [principal_entity, resource_entity,
+                          *(cedar_value(e) for e in entities)]
         request: dict[str, object] = {
-            "principal": principal_uid, "action": {"type": "Action", "id": action},
-            "resource": resource_uid, "context": cedar_context}
+            "principal": principal_entity["uid"], "action": {"type": "Action", "id": action},
+            "resource": resource_entity["uid"], "context": cedar_context}
         return request, json.dumps(cedar_entities)
 
     def _entities(self, entities_json: str) -> cedarpy.Entities:
@@ -337,10 +194,71 @@ class PolicyBundle:
         cached = self._entity_cache.get(entities_json)
         if cached is None:
             cached = cedarpy.Entities.from_json_str(entities_json, self._schema)
-            if len(self._entity_cache) >= ENTITY_CACHE_SIZE:
-                self._entity_cache.pop(next(iter(self._entity_cache)))
-            self._entity_cache[entities_json] = cached
+            bounded_put(self._entity_cache, entities_json, cached)
         return cached
+
+    def _shape_valid(self, action: str, cedar_context: object) -> bool:
+        """Whether requests for ``action`` with a context of this shape pass the schema.
+
+        Cedar's request validation (and its schema-directed reading of the context) depends
+        on the action and on the context's *shape*: its keys and the JSON type of each value,
+        never on a string's or number's content, except where the schema declares an entity
+        or extension type (``ipaddr``, ``decimal`` ...), which Cedar reads from a string. The
+        shape is therefore the context with every string made ``""``, every number 0 and
+        every bool false: ``""`` is neither an entity nor any extension value, so a shape
+        with a string at such a position fails here and is validated on every call. A shape
+        that passes once is remembered (bounded); such contexts then read the same with or
+        without the schema. Raises ValueError from Cedar.
+        """
+        key = (action, shape_key(cedar_context))
+        if key in self._valid_shapes:
+            return True
+        shape = blank_shape(cedar_context)
+        probe = {"principal": {"type": "Agent", "id": ""},
+                 "action": {"type": "Action", "id": action},
+                 "resource": {"type": "Resource", "id": ""}, "context": shape}
+        result = cedarpy.is_authorized(probe, NO_POLICIES, NO_ENTITIES, schema=self._schema)
+        valid = result.decision == cedarpy.Decision.Deny and not result.diagnostics.errors
+        if valid:
+            bounded_put(self._valid_shapes, key, True)
+        return valid
+
+    def _principal_base(self, entity: Mapping[str, object]) -> cedarpy.Entities:
+        """The principal's entity set, parsed and schema-validated once per distinct
+        principal entity (bounded cache). Raises ValueError if Cedar refuses it."""
+        entity_json = json.dumps([entity])
+        cached = self._principal_cache.get(entity_json)
+        if cached is None:
+            cached = cedarpy.Entities.from_json_str(entity_json, self._schema)
+            bounded_put(self._principal_cache, entity_json, cached)
+        return cached
+
+    def _evaluate_fast(self, principal: str, actions: Sequence[str], resource: str,
+                       context: Mapping[str, object],
+                       principal_attrs: Mapping[str, object] | None,
+                       ) -> list[cedarpy.AuthzResult]:
+        """Cedar's results without per-call schema work where it cannot change them.
+
+        The principal's entity is validated once (cached); the resource entity, whose shape
+        :meth:`from_files` checked against the schema, is added unvalidated; the context is
+        validated once per (action, shape) (:meth:`_shape_valid`), else on this call.
+        Raises Rejected, ValueError, KeyError.
+        """
+        path = normalise_resource(resource)
+        cedar_context = cedar_value(context)
+        principal_entity = build_principal(principal, context, principal_attrs)
+        resource_entity = build_resource(path)
+        cedar_entities = self._principal_base(principal_entity).with_added_json_str(
+            json.dumps([resource_entity]))
+        context_json = json.dumps(cedar_context)
+        requests = [{"principal": principal_entity["uid"],
+                     "action": {"type": "Action", "id": a},
+                     "resource": resource_entity["uid"], "context": context_json}
+                    for a in actions]
+        checked = not self.validate_requests or all(
+            self._shape_valid(a, cedar_context) for a in actions)
+        return cedarpy.is_authorized_batch(requests, self._policies, cedar_entities,
+                                           schema=None if checked else self._schema)
 
     def _decision(self, result: cedarpy.AuthzResult) -> PolicyDecision:
         diagnostics = result.diagnostics
@@ -381,13 +299,18 @@ class PolicyBundle:
         if not actions:
             return ()
         try:
-            request, entities_json = self._request(principal, actions[0], resource, context,
-                                                   entities, principal_attrs)
-            cedar_entities = self._entities(entities_json)
-            requests = [{**request, "action": {"type": "Action", "id": a}} for a in actions]
-            results = cedarpy.is_authorized_batch(
-                requests, self._policies, cedar_entities,
-                schema=self._schema if self.validate_requests else None)
+            if entities:
+                request, entities_json = self._request(principal, actions[0], resource,
+                                                       context, entities, principal_attrs)
+                cedar_entities = self._entities(entities_json)
+                requests = [{**request, "action": {"type": "Action", "id": a}}
+                            for a in actions]
+                results = cedarpy.is_authorized_batch(
+                    requests, self._policies, cedar_entities,
+                    schema=self._schema if self.validate_requests else None)
+            else:
+                results = self._evaluate_fast(principal, actions, resource, context,
+                                              principal_attrs)
             if len(results) != len(actions):
                 raise ValueError("cedarpy returned a wrong number of results")
             return tuple(self._decision(r) for r in results)

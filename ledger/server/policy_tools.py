@@ -19,7 +19,8 @@ from ledger.keyfiles import load_keyring
 from processors.core.checks import Verdict
 from processors.core.policy_cases import CaseResult, PolicyCase, PolicyInput, parse_cases, run_cases
 from processors.core.policy_explain import Explanation, explain
-from processors.policy import BundleInvalid, BundleProblem, PolicyBundle
+from processors.policy import PolicyBundle
+from processors.policy_rules import BundleInvalid, BundleProblem
 
 __all__ = ["BundleProblem", "BundleReport", "CaseResult", "Explanation", "PolicyCase",
            "PolicyInput", "Verdict", "explain_request", "load_bundle", "read_cases",

@@ -10,7 +10,8 @@ import cedarpy
 import pytest
 
 from ledger.errors import ConfigError
-from processors.policy import BundleInvalid, PolicyBundle, PolicyDecision, bundle_digest
+from processors.policy import PolicyBundle, PolicyDecision, bundle_digest
+from processors.policy_rules import BundleInvalid
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "processors" / "examples" / "policies"
 SCHEMA = (EXAMPLES / "schema.cedarschema").read_text(encoding="utf-8")
