@@ -726,12 +726,9 @@ def floor_ratios(runs: list[dict[str, Any]]) -> Iterator[str]:
         line = (f"ratios to the floor, {run['workers']} worker(s): throughput {ratio:.2f} "
                 f"({run['throughput']['decisions_per_s']:,.0f} / "
                 f"{floor['throughput']['decisions_per_s']:,.0f} decisions/s)")
-        by_rate = {lat["offered_per_s"]: lat for lat in floor["latency"]}
-        for lat in run["latency"]:
-            base = by_rate.get(lat["offered_per_s"])
-            if base is not None:
-                line += (f"; p99 at {lat['offered_per_s']:.0f}/s {lat['p99_ms']:.0f} / "
-                         f"{base['p99_ms']:.0f} ms = {lat['p99_ms'] / base['p99_ms']:.1f}x")
+        for lat, base in zip(run["latency"], floor["latency"], strict=False):  # same --rate
+            line += (f"; p99 at {lat['offered_per_s']:.0f}/s {lat['p99_ms']:.0f} / "
+                     f"{base['p99_ms']:.0f} ms = {lat['p99_ms'] / base['p99_ms']:.1f}x")
         yield line
 
 
