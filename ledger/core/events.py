@@ -358,12 +358,12 @@ class ExecutionRequested(_UnderArtifact):
 class _AboutExecution(_UnderArtifact):
     execution_id: EventId
 
+    def parent_ref(self) -> str | None:
+        return self.execution_id
+
 
 class _Verdict(_AboutExecution, _Decision):
     """The authority's verdict on an execution request."""
-
-    def parent_ref(self) -> str | None:
-        return self.execution_id
 
 
 class ExecutionAllowed(_Verdict):

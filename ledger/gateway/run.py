@@ -22,6 +22,7 @@ from ledger.gateway.server import GatewayServer
 from ledger.gateway.upstreams import links
 from ledger.sdk.client import Client
 from ledger.sdk.gate import Gate, LogCheck, http_log_check
+from ledger.sdk.httpsig import SignedRequests
 
 log = logging.getLogger("govledger.gateway")
 
@@ -57,7 +58,8 @@ async def run_gateway(loaded: Loaded, *, transport: Literal["stdio", "http"],
     runtime = principal_of(loaded.keyring, loaded.runtime, "runtime_key")
     environment = config.measured_environment()
     check = None if config.api is None or loaded.vkey is None else \
-        remember_logged(http_log_check(str(config.api).rstrip("/"), loaded.vkey))
+        remember_logged(http_log_check(str(config.api).rstrip("/"), loaded.vkey,
+                                       auth=SignedRequests(loaded.runtime)))
     async with Client(loaded.settings, loaded.bootstrap, loaded.keyring) as client:
         gate = Gate(client, loaded.runtime, runtime, loaded.keyring,
                     measure=lambda: environment, timeout=config.decision_timeout_s,

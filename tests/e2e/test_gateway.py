@@ -37,8 +37,9 @@ from ledger.core.envelope import parse_envelope
 from ledger.core.events import AuthorizationRevoked
 from ledger.core.keys import Principal, principal_document
 from ledger.core.signers import SignerKeys
-from ledger.keyfiles import generate_keypair, load_keyring
+from ledger.keyfiles import generate_keypair, load_keyring, load_signer
 from ledger.sdk.client import Client
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ENV, request
 from tests.service_support import REVOKER, Running
 
@@ -204,8 +205,10 @@ def hop_payload(hop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lineage(world: World, event_id: str) -> dict[str, Any] | None:
+    operator = load_signer(world.data / "keys" / "operator.key")  # reads every tenant
     response = httpx.get(f"{world.running.service.api_url}/v1/proofs/lineage",
-                         params={"event_id": event_id}, timeout=10)
+                         params={"event_id": event_id}, timeout=10,
+                         auth=SignedRequests(operator))
     if response.status_code != 200:
         return None
     bundle: dict[str, Any] = response.json()

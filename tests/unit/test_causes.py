@@ -125,3 +125,15 @@ def test_the_sequencers_verifier_gives_the_causes_the_leaf_bytes_give() -> None:
     for envelope, _ in lineage_chain():
         record = verify(envelope)
         assert record.causes == leaf_causes(record.kind, envelope)
+
+
+def test_every_execution_outcome_points_back_to_its_execution_request() -> None:
+    """The lineage walk (ledger.log.proofs.lineage_bundle) follows parent_ref: a verdict and
+    a report of an execution both point at the execution request."""
+    about = {**AUTH, "artifact_id": A, "root": B, "execution_id": C}
+    for event in (ExecutionAllowed(**about, nonce="allowed-000000001"),
+                  ExecutionRefused(**about, nonce="refused-000000001",
+                                   reasons=(Reason.EXPIRED,)),
+                  ExecutionCompleted(**about, nonce="completed-0000001"),
+                  ExecutionFailed(**about, nonce="failed-0000000001", error="boom")):
+        assert event.parent_ref() == C, event.KIND
