@@ -9,6 +9,10 @@
                            loads it (elsewhere: Settings.ledger_key_file)
       keys/operator.key    the operator's admin key (signs the governance genesis), 0600;
                            keep it offline after the first start (admins use it to govern)
+      keys/operator.pub, keys/authority.pub
+                           the trust anchors every follower of the ledger's governance
+                           starts from (ledger.log.governance.anchors); authority.pub is
+                           here too when the authority key lives elsewhere
       keyring.json         trusted principals (ledger.core.keys documents the format)
       policies/            Cedar policies + schema (processors/policy.py)
       ledger.db            the Merkle ledger (the sequencer is its only writer)
@@ -218,6 +222,7 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
     signer = read_key_file(path)
     if signer is not None:
         _public_key(path, signer, report)
+        _authority_anchor(data, signer, report)
         report.kept.append(str(path))
         return signer
     if data.keyring.exists() and _names_authority(data.keyring):
@@ -226,7 +231,29 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
             f"{path} is {state}, but {data.keyring} names an authority (or cannot be read), "
             f"so decisions may be signed with that key: restore {path} from a backup (or, if "
             f"this directory never ran, remove {data.keyring} and {path} and run init again)")
-    return _new_key(path, report)
+    signer = _new_key(path, report)
+    _authority_anchor(data, signer, report, new=True)
+    return signer
+
+
+def _authority_anchor(data: DataDir, signer: Signer, report: InitReport, *,
+                      new: bool = False) -> None:
+    """DATA/keys/authority.pub, the trust anchor the roles without the authority key (the
+    sequencer, the API) follow governance from, when the key lives elsewhere. For a ``new``
+    key it is written over whatever is there (nothing was signed with a key no keyring
+    names); for a kept one a different anchor is refused."""
+    anchor = data.keys / "authority.pub"
+    if data.authority_key.with_suffix(".pub") == anchor:
+        return  # beside the key: _public_key and _new_key write it
+    if new:
+        existed = anchor.exists()
+        write_atomic(anchor, public_key_text(signer), replace=True)
+        (report.repaired if existed else report.created).append(str(anchor))
+        return
+    if _derived_file(anchor, public_key_text(signer), report,
+                     f"it does not match {data.authority_key}: remove {anchor} and run init "
+                     "again to have it written from the key"):
+        report.kept.append(str(anchor))
 
 
 def _operator_key(data: DataDir, report: InitReport) -> None:

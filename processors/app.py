@@ -88,7 +88,9 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
                           "journal with the ledger; run `govledger init` first")
     journal = Journal(data.journal)
     if journal.meta(GENESIS_META) is None and data.operator_key.exists():
-        ensure_genesis(settings.data_dir, utc_now())  # first start: nothing else is logged yet
+        # first start: nothing else is logged yet
+        ensure_genesis(settings.data_dir, utc_now(), authority_key=settings.authority_key_file,
+                       ledger_key=settings.ledger_key_file)
     engine = build_engine(settings, journal)
     authority = Principal(AUTHORITY_IDENTITY, "*", engine.authority.public_key,
                           frozenset({"authority"}))

@@ -27,7 +27,7 @@ from ledger.log.sequencer import open_ledger, read_vkey
 from ledger.log.store import LeafRecord
 from ledger.server.api import make_api
 from tests.ledger_support import make_ledger
-from tests.unit.test_api import FakeBackend
+from tests.unit.test_api import FakeBackend, api_auth
 
 _TYPE = payload_type("PolicyPublished").encode()
 
@@ -71,14 +71,16 @@ def tiles_ledger(root: Path, sizes: list[int], tag: str = "") -> Path:
 
 @contextmanager
 def serve(data_dir: Path) -> Iterator[str]:
-    """The API over ``data_dir`` (a fake backend, the real ledger routes) in a uvicorn
-    thread on a free loopback port; yields the base URL."""
+    """The API over ``data_dir`` (a fake backend, the real ledger routes, the test readers
+    of ``tests.unit.test_api.api_auth``) in a uvicorn thread on a free loopback port;
+    yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     backend = FakeBackend(data_dir, read_vkey(data_dir))
-    server = uvicorn.Server(uvicorn.Config(make_api(backend), log_level="warning",
-                                           lifespan="off", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(make_api(backend, auth=api_auth()),
+                                           log_level="warning", lifespan="off",
+                                           access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

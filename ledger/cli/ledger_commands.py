@@ -62,7 +62,9 @@ def init(data: DataOpt = None, as_json: JsonFlag = False,
     if genesis:
         from ledger.clock import utc_now
         from ledger.server.governance_tools import write_genesis
-        if written := write_genesis(settings.data_dir, utc_now()):
+        if written := write_genesis(settings.data_dir, utc_now(),
+                                    authority_key=settings.authority_key_file,
+                                    ledger_key=settings.ledger_key_file):
             report.created.append(f"{settings.data_dir / 'ledger.db'}: governance genesis, "
                                   f"{written} leaves")
     emit({"created": report.created, "kept": report.kept, "repaired": report.repaired,

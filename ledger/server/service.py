@@ -121,7 +121,9 @@ class Service:
                                              authority_key=self.settings.authority_key_file,
                                              ledger_key=self.settings.ledger_key_file)
             from processors.genesis import ensure_genesis  # the ledger's first leaves
-            ensure_genesis(self.settings.data_dir, self.clock())
+            ensure_genesis(self.settings.data_dir, self.clock(),
+                           authority_key=self.settings.authority_key_file,
+                           ledger_key=self.settings.ledger_key_file)
         else:  # one role of a split deployment: reads only its own key (docs/production.md)
             require_initialized(self.data)
         with LedgerStore(self.data.ledger_db) as store:

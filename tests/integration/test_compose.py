@@ -117,7 +117,9 @@ def test_sasl_ssl_example_uses_real_settings() -> None:
 # --------------------------------------------------------- negative: each check can fail
 
 FAKE_CLI: CliSpec = {r: frozenset({"--help", "--data", "--partitions", "--replication",
-                                   "--api-host", "--api-port"}) for r in ROLES}
+                                   "--api-host", "--api-port",
+                                   *(("--genesis",) if r == ("init",) else ())})
+                     for r in ROLES}
 
 
 def _set(path: str, value: Any) -> Callable[[Compose], None]:

@@ -20,6 +20,7 @@ from ledger.config import Settings
 from ledger.core.envelope import sign_event_with_id
 from ledger.kafka import tracecontext
 from ledger.sdk.client import Client
+from ledger.sdk.httpsig import SignedRequests
 from ledger.server.service import Service
 from ledger.telemetry import configure_tracing
 from tests.factories import ALICE, request
@@ -117,7 +118,9 @@ def test_http_callers_trace_continues_through_the_api_to_the_decision(
     async def scenario() -> int:
         service = await running(tmp_path / "data")
         try:
-            async with httpx.AsyncClient(base_url=service.api_url, timeout=30) as http:
+            # POST ?wait answers with the decision: a read, so the caller signs it
+            async with httpx.AsyncClient(base_url=service.api_url, timeout=30,
+                                         auth=SignedRequests(ALICE)) as http:
                 answer = await http.post(
                     "/v1/events", params={"wait": 20}, content=envelope,
                     headers={"content-type": "application/json",
