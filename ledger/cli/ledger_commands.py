@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.progress import Progress
 
+from ledger.cli.client_commands import ApiKey, TokenFile, api_auth
 from ledger.cli.options import EXIT_INVALID, DataOpt, JsonFlag, emit, settings_from
 from ledger.cli.remote import RemoteLog, fetch_url
 from ledger.core.bundles import Bundle, verify_bundle
@@ -138,10 +140,11 @@ RemoteVkeyOpt = Annotated[str | None, typer.Option(
 
 
 def remote_bundle(api: str, path: str, params: dict[str, str | int | None],
-                  vkey: str | None) -> Bundle:
-    """A bundle from ``api`` (one of the /v1/proofs/* routes), verified under ``vkey``
-    first if one is given. Raises Unavailable, NotFound or ProofError."""
-    with RemoteLog(api) as remote:
+                  vkey: str | None, auth: httpx.Auth | None = None) -> Bundle:
+    """A bundle from ``api`` (one of the /v1/proofs/* routes, read with ``auth``), verified
+    under ``vkey`` first if one is given. Raises Unavailable, NotFound, ConfigError or
+    ProofError."""
+    with RemoteLog(api, auth=auth) as remote:
         data = remote.get(path, {k: v for k, v in params.items() if v is not None})
     if vkey is not None:
         verify_bundle(data, vkey_text(vkey))
@@ -152,6 +155,19 @@ def remote_bundle(api: str, path: str, params: dict[str, str | int | None],
     if not isinstance(bundle, dict):
         raise ProofError(f"{api}{path} did not answer a JSON object")
     return bundle
+
+
+def reader_auth(api: str | None, key: Path | None, token_file: Path | None) -> httpx.Auth | None:
+    """The credential of a read of payloads (inclusion, lineage) from ``api``: required with
+    --api (docs/api.md "Authentication"); without --api nothing is read over HTTP and it is
+    not used (it may come from the environment). Raises ConfigError."""
+    if api is None:
+        return None
+    auth = api_auth(key, token_file)
+    if auth is None:
+        raise ConfigError("this proof is read from the API by a reader: give --key (your "
+                          "keyring key) or --token-file (an API token)")
+    return auth
 
 
 def vkey_text(vkey: str) -> str:
@@ -169,16 +185,20 @@ def prove_inclusion_cmd(
     index: Annotated[int | None, typer.Option(help="Leaf index.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Event id (hex).")] = None,
     out: OutOpt = None, data: DataOpt = None, api: ApiOpt = None, vkey: RemoteVkeyOpt = None,
+    api_key: ApiKey = None, token_file: TokenFile = None,
 ) -> None:
     """Inclusion proof bundle for one leaf under the latest checkpoint.
 
-    Example: govledger ledger prove inclusion --index 0 --out proof.json; remotely:
-    govledger ledger prove inclusion --index 0 --api http://127.0.0.1:8080 --vkey log.vkey
+    With --api the API answers readers only, about their own tenant: give --key (or
+    --token-file). Example: govledger ledger prove inclusion --index 0 --out proof.json;
+    remotely: govledger ledger prove inclusion --index 0 --api http://127.0.0.1:8080
+    --vkey log.vkey --key keys/alice.key
     """
     if (index is None) == (event_id is None):
         raise ConfigError("give exactly one of --index or --event-id")
+    auth = reader_auth(api, api_key, token_file)
     write_bundle(remote_bundle(api, "/v1/proofs/inclusion",
-                               {"index": index, "event_id": event_id}, vkey)
+                               {"index": index, "event_id": event_id}, vkey, auth)
                  if api is not None else
                  prove_inclusion(settings_from(data).data_dir, index=index, event_id=event_id),
                  out)
@@ -204,14 +224,16 @@ def prove_consistency_cmd(
 def prove_lineage_cmd(
     event_id: Annotated[str, typer.Option(help="Event id whose chain to export.")],
     out: OutOpt = None, data: DataOpt = None, api: ApiOpt = None,
+    api_key: ApiKey = None, token_file: TokenFile = None,
 ) -> None:
     """Evidence bundle: the event's chain back to its lineage root, each hop proven.
 
     Example: govledger ledger prove lineage --event-id <hex> --out evidence.json (add --api
-    URL to fetch it from a running service; verify it with `govledger ledger verify`, which
-    also checks who signed each hop)
+    URL and --key or --token-file to fetch it from a running service as a reader of its
+    tenant; verify it with `govledger ledger verify`, which also checks who signed each hop)
     """
-    write_bundle(remote_bundle(api, "/v1/proofs/lineage", {"event_id": event_id}, None)
+    auth = reader_auth(api, api_key, token_file)
+    write_bundle(remote_bundle(api, "/v1/proofs/lineage", {"event_id": event_id}, None, auth)
                  if api is not None else
                  prove_lineage(settings_from(data).data_dir, event_id), out)
 
@@ -238,7 +260,7 @@ def ledger_verify(
     witness_quorum: Annotated[int | None, typer.Option(
         min=1, help="How many of the --witness keys must have cosigned (default: all).")
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: JsonFlag = False, api_key: ApiKey = None, token_file: TokenFile = None,
 ) -> None:
     """Verify a bundle offline: the checkpoint under the vkey, the proofs, who signed each
     leaf under the keys given and, with --witness, that k witnesses cosigned the checkpoint
@@ -247,6 +269,7 @@ def ledger_verify(
     Example: govledger ledger verify evidence.json --data govledger-data
     --witness w1.vkey --witness w2.vkey --witness-quorum 1; over HTTP:
     govledger ledger verify "http://127.0.0.1:8080/v1/proofs/inclusion?index=0" --vkey log.vkey
+    --key keys/alice.key (inclusion and lineage bundles are read with --key or --token-file)
     """
     if data is not None:
         vkey = vkey or str(data / VKEY_NAME)
@@ -256,7 +279,8 @@ def ledger_verify(
     signers = load_signer_keys(authority, keyring)
     policy = _witness_policy(witness or [], witness_quorum)
     # Fetched before the check: an API that cannot answer is not an invalid bundle.
-    fetched = fetch_url(bundle) if bundle.startswith(("http://", "https://")) else None
+    fetched = (fetch_url(bundle, api_auth(api_key, token_file))
+               if bundle.startswith(("http://", "https://")) else None)
     try:
         key = Path(vkey) if Path(vkey).exists() else vkey
         result = (verify_bundle_file(Path(bundle), key, signers, witnesses=policy)

@@ -1,9 +1,15 @@
 """Reading a govledger API over HTTP for the ledger commands: proof bundles (``ledger prove
 --api``, ``ledger verify URL``) and tlog-tiles paths (``ledger mirror``).
 
+Inclusion and lineage bundles are read with a credential (docs/api.md "Authentication"):
+``auth`` signs each request (``ledger.sdk.httpsig.SignedRequests``) or sends a bearer token;
+checkpoints, consistency proofs and tiles are public and need none.
+
 Errors are translated here, at the boundary: no answer, a 5xx or a body over the cap is
-Unavailable (retry later; nothing is accepted), a 404 is NotFound, any other status a
-ProofError carrying the API's ``{"reason", "detail"}`` (the server refused what was asked).
+Unavailable (retry later; nothing is accepted), a 404 is NotFound, a 401 or 403 a
+ConfigError (no credential, or one the API refused: not a verdict on the log), any other
+status a ProofError carrying the API's ``{"reason", "detail"}`` (the server refused what was
+asked).
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ def _detail(body: bytes) -> str:
 
 
 class RemoteLog:
-    """GETs under one base URL with one connection pool. Use as a context manager. Raises
-    ConfigError for a base that is not an http(s) URL."""
+    """GETs under one base URL with one connection pool, each with ``auth`` (None: no
+    credential). Use as a context manager. Raises ConfigError for a base that is not an
+    http(s) URL."""
 
-    def __init__(self, base: str, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, base: str, timeout: float = TIMEOUT_S,
+                 auth: httpx.Auth | None = None) -> None:
         if not base.startswith(("http://", "https://")):
             raise ConfigError(f"the API must be an http:// or https:// URL, not {base[:80]!r}")
         self.base = base.rstrip("/")
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, auth=auth)
+        self._authenticated = auth is not None
 
     def __enter__(self) -> RemoteLog:
         return self
@@ -45,7 +54,8 @@ class RemoteLog:
         self._http.close()
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> bytes:
-        """The body of ``GET base/path``. Raises Unavailable, NotFound or ProofError."""
+        """The body of ``GET base/path``. Raises Unavailable, NotFound, ConfigError or
+        ProofError."""
         url = f"{self.base}/{path.lstrip('/')}" if path else self.base
         try:
             with self._http.stream("GET", url, params=params) as response:
@@ -63,10 +73,16 @@ class RemoteLog:
             raise NotFound(f"{url}: {_detail(bytes(body))}")
         if status >= 500:
             raise Unavailable(f"{url}: {status} {_detail(bytes(body))}")
+        if status in (401, 403):
+            hint = ("the API refused the credential" if self._authenticated else
+                    "this read needs a credential: give --key (your keyring key) or "
+                    "--token-file (an API token)")
+            raise ConfigError(f"{url}: {hint} ({status} {_detail(bytes(body))})")
         raise ProofError(f"{url}: {status} {_detail(bytes(body))}")
 
 
-def fetch_url(url: str) -> bytes:
-    """The body of one URL (``ledger verify https://...``). Raises as :meth:`RemoteLog.get`."""
-    with RemoteLog(url) as remote:
+def fetch_url(url: str, auth: httpx.Auth | None = None) -> bytes:
+    """The body of one URL (``ledger verify https://...``), fetched with ``auth``. Raises as
+    :meth:`RemoteLog.get`."""
+    with RemoteLog(url, auth=auth) as remote:
         return remote.get("")

@@ -18,7 +18,7 @@ import pytest
 
 from ledger.config import Settings
 from ledger.core.envelope import sign_event, sign_event_with_id
-from ledger.core.events import PolicyPublished
+from ledger.core.governance_events import PolicyPublished
 from ledger.datadir import DataDir
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import partition_for
@@ -26,6 +26,7 @@ from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.audit import audit_ledger
 from ledger.log.causal import check_order
+from ledger.log.governance import OPERATOR_IDENTITY
 from ledger.log.holdback import Holdback
 from ledger.log.sequencer import keyring_verifier, open_ledger
 from ledger.log.store import LedgerStore
@@ -38,25 +39,29 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 
-# The sequencer of `govledger sequencer`, with a hold-back that outlasts the test (the
+# The sequencer of `govledger sequencer` (keys in force from the ledger's governance, as
+# ledger/server/service.py follows them), with a hold-back that outlasts the test (the
 # default time bound would release the held grant before the kill).
 SEQUENCER = """
 import asyncio, sys
 from pathlib import Path
 from ledger.config import Settings
 from ledger.kafka.topics import Topics
-from ledger.keyfiles import load_keyring
+from ledger.log.governance import follow_ledger, governance_verifier
 from ledger.log.holdback import Holdback
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.sequencer import open_ledger
+from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 
 async def main() -> None:
     data, bootstrap, prefix = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     settings = Settings(data_dir=data, kafka_bootstrap=bootstrap, partitions=4,
                         topic_prefix=prefix)
-    keyring = load_keyring(data / "keyring.json")
+    with LedgerStore(data / "ledger.db") as store:
+        governance = follow_ledger(data, store)
     def opener():
-        sequencer = open_ledger(data, keyring_verifier(keyring), checkpoint_interval=0.5)
+        sequencer = open_ledger(data, governance_verifier(governance),
+                                checkpoint_interval=0.5)
         sequencer.holdback = Holdback(max_wait_s=600)
         return sequencer
     worker = await SequencerWorker.open(settings, bootstrap, Topics(prefix), opener)
@@ -114,11 +119,16 @@ def test_sigkill_while_a_grant_waits_for_its_request_loses_nothing(
                                          ALICE)
     granted, granted_id = grant(asked_id, asked_id, None, 0, "causal-kill-grant-01",
                                 signer=authority)
+    # An event without causes (a governance event, signed by the operator's admin key).
     policy, policy_id = sign_event_with_id(PolicyPublished(
-        signer="govledger:authority", tenant="*", nonce="causal-kill-policy-1", issued_at=now,
-        policy_digest=ENV, policy_ids=(), files={}), authority)
+        signer=OPERATOR_IDENTITY, tenant="*", nonce="causal-kill-policy-1", issued_at=now,
+        version="causal-kill", policy_digest=ENV,
+        files={"policy.cedar": "permit(principal, action, resource);"}),
+        load_signer(data.operator_key))
     key = asked_id.encode()  # grant then policy on the same partition of gov.decisions
     partition = partition_for(key, PARTITIONS)
+    with LedgerStore(data.ledger_db) as store:
+        genesis = store.tree_size()  # the data directory starts with the governance genesis
 
     proc = _start(data, broker, topics)
     try:
@@ -138,10 +148,10 @@ def test_sigkill_while_a_grant_waits_for_its_request_loses_nothing(
     finally:
         _kill(proc)
     first_policy, request_at, grant_at = order(data.root, policy_id, asked_id, granted_id)
-    assert first_policy == 0 and request_at is not None and grant_at is not None
+    assert first_policy == genesis and request_at is not None and grant_at is not None
     assert request_at < grant_at
     with LedgerStore(data.ledger_db) as store:
-        assert store.tree_size() == 3  # the policy event read twice, stored once
+        assert store.tree_size() == genesis + 3  # the policy event read twice, stored once
     assert audit_ledger(data.root, data.keyring).ok
 
 
@@ -159,22 +169,23 @@ def test_sigkill_inside_group_commits_loses_nothing_committed(
         with LedgerStore(data.ledger_db) as store:
             latest = store.latest_checkpoint()
             return store.tree_size(), 0 if latest is None else latest[0]
+    genesis = sizes()[0]  # the data directory starts with the governance genesis
     proc = _start(data, broker, topics)
     try:
-        _wait_for(lambda: sizes()[0] >= 500)
+        _wait_for(lambda: sizes()[0] >= genesis + 500)
         committed = sizes()[0]
     finally:
         _kill(proc)
-    assert committed < len(events), "the kill came after the last group"
+    assert committed < genesis + len(events), "the kill came after the last group"
     assert sizes()[0] >= committed  # nothing committed (acknowledged) is lost
 
     proc = _start(data, broker, topics)  # its start-up check verifies what the kill left
     try:
-        _wait_for(lambda: sizes() == (len(events), len(events)))
+        _wait_for(lambda: sizes() == (genesis + len(events),) * 2)
     finally:
         _kill(proc)
     with LedgerStore(data.ledger_db) as store:
-        stored = {leaf.leaf for leaf in store.iter_leaves()}
+        stored = {leaf.leaf for leaf in store.iter_leaves(genesis)}
     assert stored == {value for _, value in events}  # each once: read again, stored once
     assert audit_ledger(data.root, data.keyring).ok
 
@@ -248,6 +259,8 @@ def test_a_grant_whose_request_never_comes_is_sequenced_after_the_bound_and_logg
     lone, lone_id = grant("e" * 64, "e" * 64, None, 0, "never-asked-grant-1",
                           signer=load_signer(data.authority_key))
     late: list[dict[str, int]] = []
+    with LedgerStore(data.ledger_db) as store:
+        genesis = store.tree_size()  # the data directory starts with the governance genesis
 
     def opener():  # type: ignore[no-untyped-def]
         sequencer = open_ledger(data.root, keyring_verifier(keyring))
@@ -275,7 +288,7 @@ def test_a_grant_whose_request_never_comes_is_sequenced_after_the_bound_and_logg
     with caplog.at_level("WARNING", logger="govledger.sequencer"):
         asyncio.run(scenario())
     assert late == [{"cause-missing": 1}]
-    assert order(data.root, lone_id) == [0]
+    assert order(data.root, lone_id) == [genesis]
     assert any("without their causes" in r.getMessage() and lone_id[:16] in r.getMessage()
                for r in caplog.records)
 
@@ -302,7 +315,8 @@ def test_reading_a_backlog_a_held_event_waits_for_its_cause_behind_the_consumer(
                                                    f"backlog-g-{n:09d}", signer=authority)[0]))
     asyncio.run(_produce_all(broker.bootstrap, topics.requests, before + asked))
     asyncio.run(_produce_all(broker.bootstrap, topics.decisions, granted))
-    total = len(before) + len(asked) + len(granted)
+    with LedgerStore(data.ledger_db) as store:  # the governance genesis, then the backlog
+        total = store.tree_size() + len(before) + len(asked) + len(granted)
 
     def opener():  # type: ignore[no-untyped-def]
         sequencer = open_ledger(data.root, keyring_verifier(keyring))

@@ -1,7 +1,11 @@
 """Remote proofs and the verifying mirror, through the real CLI against the API served by
 uvicorn on a loopback port over real SQLite ledgers: `ledger prove ... --api`, `ledger
 verify URL`, and `ledger mirror --api URL DIR` following a log, then refusing the same log
-(same key, same origin) once it was forked, rolled back or rewritten."""
+(same key, same origin) once it was forked, rolled back or rewritten.
+
+Inclusion and lineage bundles carry payloads: the CLI reads them as a reader of the
+ledger's tenant (agent:alice, ``--key`` or ``--token-file``); without a credential it is a
+usage error (exit 2) naming the flags. Consistency proofs and tiles stay public."""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ import pytest
 
 from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
+from tests.integration.test_api_auth import key_file
 from tests.ledger_support import write_keyring
 from tests.tiles_support import grow, serve, tiles_ledger
-from tests.unit.test_api import build_ledger
+from tests.unit.test_api import TOKEN, build_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +39,12 @@ def test_prove_over_http_writes_a_bundle_that_verifies_offline(tmp_path: Path) -
     keyring = write_keyring(tmp_path / "keyring.json")
     vkey_file = tmp_path / "log.vkey"
     vkey_file.write_text(ledger.vkey)
+    alice = ["--key", str(key_file(tmp_path, "alice"))]
     with serve(ledger.data_dir) as api:
-        for args in (["inclusion", "--index", "3"], ["inclusion", "--event-id", ledger.chain[2]],
-                     ["consistency", "--old-size", "5"], ["lineage", "--event-id",
-                                                          ledger.chain[-1]]):
+        for args in (["inclusion", "--index", "3", *alice],
+                     ["inclusion", "--event-id", ledger.chain[2], *alice],
+                     ["consistency", "--old-size", "5"],         # public: no credential
+                     ["lineage", "--event-id", ledger.chain[-1], *alice]):
             out = tmp_path / f"{args[0]}.json"
             done = cli("ledger", "prove", *args, "--api", api, "--out", str(out))
             assert done.returncode == 0, done.stderr
@@ -46,26 +53,46 @@ def test_prove_over_http_writes_a_bundle_that_verifies_offline(tmp_path: Path) -
             assert checked.returncode == 0, checked.stdout + checked.stderr
             assert json.loads(checked.stdout)["kind"] == args[0]
         verified_first = cli("ledger", "prove", "inclusion", "--index", "0", "--api", api,
-                             "--vkey", str(vkey_file))
+                             "--vkey", str(vkey_file), *alice)
         assert verified_first.returncode == 0, verified_first.stderr
         assert json.loads(verified_first.stdout)["index"] == 0
+        for kind, args in (("inclusion", ["--index", "0"]),
+                           ("lineage", ["--event-id", ledger.chain[-1]])):
+            anonymous = cli("ledger", "prove", kind, *args, "--api", api)
+            assert anonymous.returncode == 2, anonymous.stderr
+            assert "--key" in anonymous.stderr and "--token-file" in anonymous.stderr
 
 
 def test_verify_fetches_a_bundle_over_http(tmp_path: Path) -> None:
     ledger = build_ledger(tmp_path)
     other = tiles_ledger(tmp_path / "other", [20])
+    alice = ["--key", str(key_file(tmp_path, "alice"))]
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(TOKEN + "\n")
     with serve(ledger.data_dir) as api:
         url = f"{api}/v1/proofs/inclusion?event_id={ledger.chain[1]}"
-        good = cli("ledger", "verify", url, "--vkey", ledger.vkey, "--json")
-        assert good.returncode == 0, good.stderr
-        result = json.loads(good.stdout)
-        assert (result["valid"], result["kind"], result["tree_size"]) == (True, "inclusion", 13)
-        wrong_log = cli("ledger", "verify", url, "--vkey", read_vkey(other), "--json")
+        for credential in (alice, ["--token-file", str(token_file)]):
+            good = cli("ledger", "verify", url, "--vkey", ledger.vkey, "--json", *credential)
+            assert good.returncode == 0, good.stderr
+            result = json.loads(good.stdout)
+            assert (result["valid"], result["kind"], result["tree_size"]) == \
+                (True, "inclusion", 13)
+        wrong_log = cli("ledger", "verify", url, "--vkey", read_vkey(other), "--json", *alice)
         assert wrong_log.returncode == 1
         assert json.loads(wrong_log.stdout)["valid"] is False
         missing = cli("ledger", "verify", f"{api}/v1/proofs/inclusion?index=999",
-                      "--vkey", ledger.vkey)
+                      "--vkey", ledger.vkey, *alice)
         assert missing.returncode == 1 and "no leaf at index 999" in missing.stderr
+        anonymous = cli("ledger", "verify", url, "--vkey", ledger.vkey)
+        assert anonymous.returncode == 2 and "401" in anonymous.stderr
+        assert "--key" in anonymous.stderr and "INVALID" not in anonymous.stdout
+        stranger = cli("ledger", "verify", url, "--vkey", ledger.vkey, "--key",
+                       str(key_file(tmp_path, "mallory")))      # not in the keyring
+        assert stranger.returncode == 2 and "refused the credential" in stranger.stderr
+        public = cli("ledger", "verify", f"{api}/v1/proofs/consistency?old_size=5",
+                     "--vkey", ledger.vkey, "--json")           # no credential needed
+        assert public.returncode == 0, public.stderr
+        assert json.loads(public.stdout)["kind"] == "consistency"
 
 
 def test_prove_over_http_refuses_a_bundle_of_another_log(tmp_path: Path) -> None:
@@ -74,7 +101,8 @@ def test_prove_over_http_refuses_a_bundle_of_another_log(tmp_path: Path) -> None
     out = tmp_path / "bundle.json"
     with serve(ledger.data_dir) as api:
         done = cli("ledger", "prove", "inclusion", "--index", "1", "--api", api,
-                   "--vkey", read_vkey(other), "--out", str(out))
+                   "--vkey", read_vkey(other), "--out", str(out),
+                   "--key", str(key_file(tmp_path, "alice")))
     assert done.returncode == 1 and "verification failed" in done.stderr
     assert not out.exists()
 
@@ -82,7 +110,8 @@ def test_prove_over_http_refuses_a_bundle_of_another_log(tmp_path: Path) -> None
 def test_remote_commands_report_an_unreachable_api_as_unavailable(tmp_path: Path) -> None:
     with serve(tiles_ledger(tmp_path, [3])) as api:
         pass                                        # the port is closed again
-    for args in (["ledger", "prove", "inclusion", "--index", "0", "--api", api],
+    for args in (["ledger", "prove", "inclusion", "--index", "0", "--api", api, "--key",
+                  str(key_file(tmp_path, "alice"))],
                  ["ledger", "verify", f"{api}/v1/proofs/inclusion?index=0", "--vkey", "x"],
                  ["ledger", "mirror", str(tmp_path / "m"), "--api", api, "--vkey",
                   read_vkey(tmp_path / "ledger")]):

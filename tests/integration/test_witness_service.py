@@ -1,7 +1,9 @@
 """The log asks its witnesses after each checkpoint, off the append path, and serves the
 checkpoint with their cosignatures; clients holding a witness policy (ProofClient,
 ``govledger ledger verify``) accept k of these keys and fail closed below. Real service
-(embedded broker, SQLite), a real witness process, and a second witness that is down."""
+(embedded broker, SQLite), a real witness process, and a second witness that is down.
+Inclusion bundles carry the grant: every read signs as agent:alice, a reader of its tenant
+(docs/api.md "Authentication")."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ledger.log.sequencer import read_vkey
 from ledger.log.witness import add_log, init_witness
 from ledger.sdk.client import ProofClient, SyncClient
 from ledger.sdk.gate import http_log_check
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, request
 from tests.integration.test_witness_http import GOVLEDGER, WitnessProcess
 from tests.service_support import Running
@@ -53,8 +56,9 @@ def test_log_serves_witnessed_proofs_and_clients_fail_closed_below_quorum(
         vkey = read_vkey(data)
         one = WitnessPolicy.of([up.vkey], 1)
         both = WitnessPolicy.of([up.vkey, down], 2)
+        alice = SignedRequests(ALICE)
         proofs = ProofClient(service.api_url, vkey, witnesses=one,
-                             signers=SignerKeys(keyring=service.keyring))
+                             signers=SignerKeys(keyring=service.keyring), auth=alice)
 
         async def fetch() -> dict[str, object]:
             for _ in range(150):  # until a checkpoint covering the grant is cosigned
@@ -72,22 +76,24 @@ def test_log_serves_witnessed_proofs_and_clients_fail_closed_below_quorum(
         # The API answers cosigned=1 with w1's checkpoint: a client trusting only w2 refuses.
         only_down = WitnessPolicy.of([down], 1)
         with pytest.raises(ProofError, match="cosigned by 0 of the required 1"):
-            asyncio.run(ProofClient(service.api_url, vkey, witnesses=only_down).inclusion(
-                event_id=grant.artifact_id))
-        strict = ProofClient(service.api_url, vkey, witnesses=both)
+            asyncio.run(ProofClient(service.api_url, vkey, witnesses=only_down,
+                                    auth=alice).inclusion(event_id=grant.artifact_id))
+        strict = ProofClient(service.api_url, vkey, witnesses=both, auth=alice)
         with pytest.raises(ProofError, match="2 witness cosignature"):
             asyncio.run(strict.inclusion(event_id=grant.artifact_id))
-        unwitnessed = httpx.get(f"{service.api_url}/v1/proofs/inclusion",
+        unwitnessed = httpx.get(f"{service.api_url}/v1/proofs/inclusion", auth=alice,
                                 params={"event_id": grant.artifact_id, "cosigned": 1}).json()
         with pytest.raises(ProofError, match="cosigned by 1 of the required 2"):
             verify_witnessed(unwitnessed["checkpoint"], both)
 
         checked = CheckedArtifact(grant.artifact_id or "", grant.event,  # type: ignore[arg-type]
                                   grant.envelope)
-        assert asyncio.run(http_log_check(service.api_url, vkey, witnesses=one)(checked))
-        assert not asyncio.run(http_log_check(service.api_url, vkey, witnesses=both)(checked))
-        assert not asyncio.run(http_log_check(service.api_url, vkey,
-                                              witnesses=only_down)(checked))
+        assert asyncio.run(http_log_check(service.api_url, vkey, witnesses=one,
+                                          auth=alice)(checked))
+        assert not asyncio.run(http_log_check(service.api_url, vkey, witnesses=both,
+                                              auth=alice)(checked))
+        assert not asyncio.run(http_log_check(service.api_url, vkey, witnesses=only_down,
+                                              auth=alice)(checked))
 
         path = tmp_path / "bundle.json"
         path.write_text(json.dumps(bundle))
