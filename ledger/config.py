@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     log_origin: str = Field(default="govledger.localhost/log", min_length=1, max_length=255,
                             pattern=r"^[^\s]+$")
 
+    # The governance monitor (processors/monitor, docs/monitor.md).
+    monitor: bool = True
+    monitor_metrics_port: int = Field(default=0, ge=0, le=65_535)
+    monitor_report_grace_s: float = Field(default=5.0, gt=0, le=3_600)
+    monitor_silent_after_s: float = Field(default=300.0, gt=0, le=86_400)
+    monitor_burst_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    monitor_burst_threshold: int = Field(default=5, ge=1, le=64)
+    monitor_storm_limit: int = Field(default=10, ge=1)
+    monitor_tick_s: float = Field(default=1.0, gt=0, le=60)
+
     @model_validator(mode="after")
     def _check_kafka(self) -> Settings:
         if self.embedded:

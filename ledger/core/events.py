@@ -386,17 +386,48 @@ class KeyRevoked(Event):
     reason: Detail = ""
 
 
+AlertRule = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,63}$")]
+
+
+class AlertRaised(Event):
+    """A detective finding of the monitor (processors/monitor): ``rule`` fired on the events
+    ``evidence`` (sorted ids), within ``window`` for windowed rules. ``alert_id`` is derived
+    from the rule and its evidence, so a restarted monitor raises the same alert, never a new
+    one. ``proposed_suspension`` names a principal an operator may suspend: a proposal,
+    never applied by the monitor."""
+
+    KIND = "AlertRaised"
+    SLUG = "alert-raised"
+    kind: Literal["AlertRaised"] = "AlertRaised"
+    alert_id: EventId
+    rule: AlertRule
+    subject: Identity | None = None
+    root: EventId | None = None
+    evidence: Annotated[tuple[EventId, ...], Field(min_length=1, max_length=64)]
+    window: Window | None = None
+    detail: Detail = ""
+    proposed_suspension: Identity | None = None
+
+    @model_validator(mode="after")
+    def _canonical_evidence(self) -> AlertRaised:
+        _sorted_unique(self.evidence, "evidence")
+        return self
+
+    def lineage_root(self) -> str | None:
+        return self.root
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
     RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
-    ExecutionCompleted, ExecutionFailed, PolicyPublished, KeyRegistered, KeyRevoked,
+    ExecutionCompleted, ExecutionFailed, PolicyPublished, KeyRegistered, KeyRevoked, AlertRaised,
 )
 BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
 
 AUTHORITY_KINDS: frozenset[str] = frozenset({
     AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
     ExecutionAllowed.KIND, ExecutionRefused.KIND, PolicyPublished.KIND,
-    KeyRegistered.KIND, KeyRevoked.KIND,
+    KeyRegistered.KIND, KeyRevoked.KIND, AlertRaised.KIND,
 })
 """Kinds only the authority signs (decisions, verdicts, acknowledgements and the key and
 policy registry). The ledger logs them, and a bundle verifier accepts them, only under a key

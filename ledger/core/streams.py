@@ -26,6 +26,7 @@ class Stream(StrEnum):
     REVOCATIONS = "revocations"
     EXECUTIONS = "executions"
     VERDICTS = "verdicts"
+    ALERTS = "alerts"
     DEADLETTER = "deadletter"
 
 

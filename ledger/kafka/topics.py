@@ -28,7 +28,7 @@ DEFAULT_PREFIX = "gov."
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The six govledger topic names under one prefix (``gov.requests`` ...): ``requests``
+    """The govledger topic names under one prefix (``gov.requests`` ...): ``requests``
     ... ``deadletter`` are set from ``prefix``, one per entry of :data:`STREAMS`."""
 
     prefix: str = DEFAULT_PREFIX
@@ -37,6 +37,7 @@ class Topics:
     revocations: str = field(init=False, repr=False, compare=False)
     executions: str = field(init=False, repr=False, compare=False)
     verdicts: str = field(init=False, repr=False, compare=False)
+    alerts: str = field(init=False, repr=False, compare=False)
     deadletter: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
