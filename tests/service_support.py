@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
-from ledger.server.service import Service
+from ledger.server.service import COMPONENTS, Service
 from processors.app import build_worker
 from processors.worker import DecisionWorker
 from tests.factories import ALICE, T0, seeded_signer
@@ -144,12 +144,14 @@ class ServiceProcess:
 class Running:
     """A Service on its own thread and loop, so blocking calls can run in the test."""
 
-    def __init__(self, data: Path, before_start: Callable[[], object] | None = None) -> None:
+    def __init__(self, data: Path, before_start: Callable[[], object] | None = None, *,
+                 components: Sequence[str] = COMPONENTS, **overrides: object) -> None:
         make_data_dir(data)
         if before_start is not None:  # e.g. add a principal to the keyring the service loads
             before_start()
-        self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)
-        self.service = Service(self.settings)
+        self.settings = Settings(data_dir=data, api_port=0,  # type: ignore[arg-type]
+                                 checkpoint_interval_s=0.1, **overrides)
+        self.service = Service(self.settings, tuple(components))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -163,3 +165,4 @@ class Running:
         self.call(self.service.stop(), 120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
+        self.loop.close()

@@ -148,6 +148,8 @@ class MonitorState:
     finished: set[str] = field(default_factory=set)
     used: set[str] = field(default_factory=set)
     reports: dict[str, _Report] = field(default_factory=dict)
+    pending_denials: list[tuple[str, AuthorizationDenied | ExecutionRefused, datetime]] = \
+        field(default_factory=list)
     denials: dict[tuple[str, str, str, datetime], list[str]] = field(default_factory=dict)
     raised: set[str] = field(default_factory=set)
     storms: Counter[tuple[str, str, datetime]] = field(default_factory=Counter)
@@ -156,8 +158,9 @@ class MonitorState:
     # -- folding ---------------------------------------------------------------------------
 
     def observe(self, event_id: str, event: Event, now: datetime) -> list[Alert]:
-        """Fold one verified event; return the alerts it raises at once (bursts). ``now``
-        is when the monitor noticed it (reports are judged ``report_grace`` later)."""
+        """Fold one verified event noticed at ``now``. Returns no alert today: reports and
+        denials are judged ``report_grace`` later by :meth:`tick` (what they are judged
+        against, an allowance or the denied request's signer, travels on another topic)."""
         if event_id in self.seen:
             return []
         self.seen[event_id] = event.issued_at
@@ -178,13 +181,15 @@ class MonitorState:
             self.finished.add(event.execution_id)
             self.reports[event_id] = _Report(event_id, event, now)
         elif isinstance(event, AuthorizationDenied | ExecutionRefused):
-            return self._denied(event_id, event)
+            self.pending_denials.append((event_id, event, now))
         elif isinstance(event, AlertRaised):
             self.raised.add(event.alert_id)
         return []
 
     def _denied(self, event_id: str, event: AuthorizationDenied | ExecutionRefused
                 ) -> list[Alert]:
+        """Count a denial toward its principal's and tenant's window; the alerts of the
+        counts that reach their threshold (not yet admitted)."""
         subject_id = event.request_id if isinstance(event, AuthorizationDenied) \
             else event.execution_id
         principal, tenant = self.requesters.get(subject_id, (None, event.tenant))
@@ -207,14 +212,19 @@ class MonitorState:
                 detail=f"{len(ids)} {klass} denials for {dimension} {key} in {width}",
                 propose_suspension=dimension == "principal" and klass in ("signature",
                                                                           "replay")))
-        return self._admit(alerts)
+        return alerts
 
     # -- judging with time -----------------------------------------------------------------
 
     def tick(self, now: datetime) -> list[Alert]:
-        """The alerts time decides at ``now``: reports past their grace, allowances silent
-        past ``silent_after``. Forgets what is older than ``horizon``."""
+        """The alerts time decides at ``now``: denials and reports past their grace,
+        allowances silent past ``silent_after``. Forgets what is older than ``horizon``."""
         alerts: list[Alert] = []
+        due = [d for d in self.pending_denials if d[2] + self.config.report_grace <= now]
+        self.pending_denials = [d for d in self.pending_denials
+                                if d[2] + self.config.report_grace > now]
+        for event_id, denial, _ in due:
+            alerts.extend(self._denied(event_id, denial))
         for report_id, report in list(self.reports.items()):
             if report.noticed + self.config.report_grace <= now:
                 del self.reports[report_id]

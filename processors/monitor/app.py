@@ -6,7 +6,7 @@ alerts topic, which the sequencer logs like every other. What docs/broker.md fou
 embedded broker, and how it is handled here:
 
 * faust fixes the worker consumer's fetch wait at 1.5 s, and this broker holds every fetch
-  that long: :func:`lower_fetch_wait` sets it from Settings (10 ms embedded) on creation;
+  that long: :func:`lower_fetch_wait` sets it from Settings (the idle wait, 500 ms);
 * the worker starts a web server even with ``web_enabled=False``: ``--without-web``;
 * repartition topics are named after the agent: the agent's name is unique per app id, and
   nothing is repartitioned (no ``group_by``);
@@ -83,7 +83,9 @@ def app_id(settings: Settings) -> str:
 def build_app(settings: Settings, bootstrap: str, watcher: Watcher, ledger_db: Path,
               on_ready: Callable[[], None] = lambda: None) -> faust.App:
     """The monitor app. Start it with ``app.main()`` (argv ``worker --without-web``)."""
-    lower_fetch_wait(settings.fetch_max_wait_ms)
+    # Off the decision path: the idle wait (500 ms), not the decision path's 10 ms, so an
+    # idle monitor does not poll the broker 100 times a second; a busy one never waits.
+    lower_fetch_wait(max(settings.fetch_max_wait_ms, settings.kafka_idle_fetch_max_wait_ms))
     topics = Topics(settings.topic_prefix)
     app = faust.App(app_id(settings), broker=f"kafka://{bootstrap}",
                     **faust_settings(settings, settings.data_dir / "monitor"))
