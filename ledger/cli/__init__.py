@@ -11,6 +11,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
+- ``monitor_commands``: the governance monitor (monitor, alerts, unused-grants)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -22,7 +23,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ledger.cli import client_commands, events_commands, ledger_commands, service_commands
+from ledger.cli import (
+    client_commands,
+    events_commands,
+    ledger_commands,
+    monitor_commands,
+    service_commands,
+)
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
     EXIT_INVALID,
@@ -109,6 +116,9 @@ app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
 
 app.command("demo")(service_commands.demo)
+app.command("monitor")(monitor_commands.monitor)
+app.command("alerts")(monitor_commands.alerts)
+app.command("unused-grants")(monitor_commands.unused_grants_cmd)
 
 
 def fail(message: str, code: int) -> NoReturn:

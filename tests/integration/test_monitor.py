@@ -5,6 +5,7 @@ without missing one inside its windows."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -13,12 +14,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from typer.testing import CliRunner
 
+from ledger.cli import app as cli
 from ledger.core.envelope import parse_envelope, parse_payload
 from ledger.core.events import AlertRaised
 from ledger.datadir import DataDir
@@ -213,6 +216,31 @@ def test_a_burst_of_signature_denials_raises_one_alert_per_principal_and_tenant(
     assert set(bursts) == {"agent:alice", None}  # the principal's window and the tenant's
     assert bursts["agent:alice"].proposed_suspension == "agent:alice"
     assert bursts[None].proposed_suspension is None
+
+
+def test_govledger_alerts_and_unused_grants_read_the_ledger(
+        stack: tuple[Running, MonitorProcess]) -> None:
+    running, _ = stack
+    data = running.settings.data_dir
+    s = scenario_for(running)
+    evidence = s.unallowed()
+    _, unused = s.granted(ttl=timedelta(seconds=1))
+    publish(running, s)
+    wait_alert(data, UNALLOWED, evidence)
+    listed = CliRunner().invoke(cli, ["alerts", "--data", str(data), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.splitlines()]
+    assert any(evidence in row["evidence"] and row["rule"] == UNALLOWED for row in rows)
+    assert all(row["kind"] == "AlertRaised" for row in rows)
+    deadline = time.monotonic() + 30
+    while True:  # until the grant is logged and its one-second window has ended
+        report = CliRunner().invoke(cli, ["unused-grants", "--data", str(data), "--json"])
+        assert report.exit_code == 0, report.output
+        if unused in report.output:
+            break
+        assert time.monotonic() < deadline, report.output
+        time.sleep(0.2)
+    assert evidence not in report.output
 
 
 def test_forged_events_are_counted_and_ignored(stack: tuple[Running, MonitorProcess]) -> None:
