@@ -40,7 +40,8 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
 SASL_EXAMPLE = ROOT / "deploy" / "kafka" / "sasl-ssl.env.example"
 PREFIX = "GOVLEDGER_"
-ROLES = (("topics", "create"), ("init",), ("processor",), ("sequencer",), ("api",))
+ROLES = (("topics", "create"), ("init",), ("processor",), ("sequencer",), ("monitor",),
+         ("api",))
 KRAFT_ESSENTIALS = ("KAFKA_NODE_ID", "KAFKA_PROCESS_ROLES", "KAFKA_CONTROLLER_QUORUM_VOTERS",
                     "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS",
                     "KAFKA_CONTROLLER_LISTENER_NAMES", "CLUSTER_ID", "KAFKA_LOG_DIRS")
