@@ -70,7 +70,7 @@ def main() -> None:
             ready.write_text("ready\n")
     app = build_app(settings, settings.kafka_bootstrap, watcher,
                     DataDir(settings.data_dir).ledger_db, on_ready)
-    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", "warn"]
+    sys.argv = [sys.argv[0], "--quiet", "worker", "--without-web", "--loglevel", "warn"]
     app.main()
 
 

@@ -12,7 +12,9 @@ from rich.console import Console
 from ledger.core.bundles import verify_bundle
 from ledger.demo import Demo, run_demo
 from ledger.keyfiles import load_signer_keys
+from ledger.log.reports import read_alerts
 from ledger.log.sequencer import read_vkey
+from ledger.log.store import LedgerStore
 
 pytestmark = pytest.mark.e2e
 
@@ -23,9 +25,11 @@ def test_demo_outcomes_are_all_as_expected_and_logged(tmp_path: Path) -> None:
     assert run_demo(data, Console(file=out, width=200)) is True, out.getvalue()
     text = out.getvalue()
     for reason in ("POLICY_DENY", "REPLAY", "SCOPE_WIDENING", "ENV_MISMATCH", "EXPIRED",
-                   "ARTIFACT_REVOKED", "PARENT_REVOKED"):
+                   "ARTIFACT_REVOKED", "PARENT_REVOKED", "ALERT execution-without-allowance"):
         assert reason in text
     assert "all outcomes as expected" in text
+    with LedgerStore(data / "ledger.db") as store:  # the honest steps raised no alert
+        assert [a.rule for _, _, a in read_alerts(store)] == ["execution-without-allowance"]
     bundle = json.loads((data / "evidence.json").read_text())
     result = verify_bundle(bundle, read_vkey(data),
                            load_signer_keys(keyring=data / "keyring.json"))
