@@ -258,7 +258,7 @@ class Demo:
                         self.alert_event_id = event_id
                         return "ALERT", alert.rule
             await asyncio.sleep(0.2)
-        return "NO ALERT", 
+        return "NO ALERT", ""
 
     async def locate(self, timeout_s: float = 20) -> None:
         """Find every step's decision in the ledger (waits for the sequencer)."""

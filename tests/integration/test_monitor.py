@@ -179,8 +179,8 @@ def topic_alert_ids(running: Running) -> list[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, MonitorProcess]]:
     """The sequencer and the monitor; the tests play the agents, runner and authority."""
-    running = Running(tmp_path_factory.mktemp("monitor") / "data", components=("sequencer",),
-                      **FAST)
+    running = Running(tmp_path_factory.mktemp("monitor") / "data",
+                      components=("sequencer", "api"), **FAST)
     monitor = MonitorProcess(running)
     try:
         yield running, monitor
@@ -232,6 +232,8 @@ def test_govledger_alerts_and_unused_grants_read_the_ledger(
     rows = [json.loads(line) for line in listed.output.splitlines()]
     assert any(evidence in row["evidence"] and row["rule"] == UNALLOWED for row in rows)
     assert all(row["kind"] == "AlertRaised" for row in rows)
+    scraped = urllib.request.urlopen(f"{running.service.api_url}/metrics").read().decode()
+    assert 'govledger_alerts_total{rule="execution-without-allowance"}' in scraped
     deadline = time.monotonic() + 30
     while True:  # until the grant is logged and its one-second window has ended
         report = CliRunner().invoke(cli, ["unused-grants", "--data", str(data), "--json"])

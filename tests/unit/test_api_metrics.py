@@ -109,3 +109,13 @@ def test_ledger_refusals_are_counted_by_bounded_reason() -> None:
     assert value(metrics, "govledger_ledger_refused_total", reason="IDENTITY_MISMATCH") == 3
     assert value(metrics, "govledger_ledger_refused_total", reason="MALFORMED") == 1
     assert value(metrics, "govledger_ledger_refused_total", reason="OTHER") == 4
+
+
+def test_alerts_are_counted_by_rule_and_an_unknown_rule_as_other() -> None:
+    metrics = Metrics()
+    metrics.observe_alerts(["execution-without-allowance", "denial-burst", "made-up"], 7)
+    metrics.observe_alerts(["execution-without-allowance"], 9)
+    assert value(metrics, "govledger_alerts_total", rule="execution-without-allowance") == 2
+    assert value(metrics, "govledger_alerts_total", rule="other") == 1
+    assert value(metrics, "govledger_alerts_total", rule="made-up") is None
+    assert metrics.alerts_scanned == 9
