@@ -149,8 +149,8 @@ class Running:
         make_data_dir(data)
         if before_start is not None:  # e.g. add a principal to the keyring the service loads
             before_start()
-        self.settings = Settings(data_dir=data, api_port=0,  # type: ignore[arg-type]
-                                 checkpoint_interval_s=0.1, **overrides)
+        self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1,
+                                 **overrides)  # type: ignore[arg-type]
         self.service = Service(self.settings, tuple(components))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
