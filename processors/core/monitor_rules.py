@@ -157,10 +157,13 @@ class MonitorState:
 
     # -- folding ---------------------------------------------------------------------------
 
-    def observe(self, event_id: str, event: Event, now: datetime) -> list[Alert]:
+    def observe(self, event_id: str, event: Event, now: datetime, *,
+                judge: bool = True) -> list[Alert]:
         """Fold one verified event noticed at ``now``. Returns no alert today: reports and
         denials are judged ``report_grace`` later by :meth:`tick` (what they are judged
-        against, an allowance or the denied request's signer, travels on another topic)."""
+        against, an allowance or the denied request's signer, travels on another topic).
+        ``judge=False`` folds the event as context only (a replay's leaves before the
+        horizon: a report there was judged when it was new, its allowance may be older)."""
         if event_id in self.seen:
             return []
         self.seen[event_id] = event.issued_at
@@ -179,9 +182,11 @@ class MonitorState:
             self.allowed[event.execution_id] = (event, event_id)
         elif isinstance(event, ExecutionCompleted | ExecutionFailed):
             self.finished.add(event.execution_id)
-            self.reports[event_id] = _Report(event_id, event, now)
+            if judge:
+                self.reports[event_id] = _Report(event_id, event, now)
         elif isinstance(event, AuthorizationDenied | ExecutionRefused):
-            self.pending_denials.append((event_id, event, now))
+            if judge:
+                self.pending_denials.append((event_id, event, now))
         elif isinstance(event, AlertRaised):
             self.raised.add(event.alert_id)
         return []

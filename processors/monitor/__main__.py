@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def main() -> None:
         if settings.kafka_bootstrap is None:
             raise ConfigError("the monitor needs GOVLEDGER_KAFKA_BOOTSTRAP")
         watcher = build_watcher(settings)
+        # Off the decision path: on a shared host the scheduler serves the processor, the
+        # sequencer and the broker first; the monitor catches up when they idle.
+        os.nice(settings.monitor_nice)
         if settings.monitor_metrics_port:
             watcher.metrics.serve(settings.monitor_metrics_port, settings.api_host)
     except (ConfigError, OSError) as exc:

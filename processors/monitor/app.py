@@ -120,7 +120,9 @@ def build_app(settings: Settings, bootstrap: str, watcher: Watcher, ledger_db: P
         async for batch in stream.take_events(TAKE, within=WITHIN_S):
             now = utc_now()
             for event in batch:
-                for alert, envelope in watcher.ingest(event.value, now):
+                # a tombstone or non-bytes value fails verification like any bad input
+                data = event.value if isinstance(event.value, bytes) else b""
+                for alert, envelope in watcher.ingest(data, now):
                     await publish(alert, envelope)
             last = batch[-1].message
             mark = app.consumer.highwater(last.tp)

@@ -10,7 +10,8 @@ at start, from the first leaf issued at or after the oldest open window.
    (the alerts topic's high-water mark); otherwise an event consumed, committed and not yet
    sequenced would be in neither the ledger nor the topic's unread part.
 2. :func:`replay`: the alert ids already logged first (so the evidence folded after does not
-   raise them again), then every leaf from the oldest needed one.
+   raise them again), then every leaf from the oldest needed one, after one horizon more of
+   context (grants and allowances, not judged again).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from ledger.config import Settings
 from ledger.core.envelope import parse_envelope, parse_payload
+from ledger.core.events import AUTHORITY_KINDS
 from ledger.errors import Rejected, Unavailable
 from ledger.kafka.clients import make_consumer, stop_quietly
 from ledger.kafka.offsets import probe_highwaters, topic_partitions
@@ -32,6 +34,8 @@ from ledger.log.reports import read_alerts
 from ledger.log.store import LedgerStore
 from processors.core.monitor_rules import Alert, oldest_needed
 from processors.monitor.watcher import Watcher
+
+SEARCH_SPAN = 64
 
 
 async def consumed_offsets(settings: Settings, bootstrap: str, group: str,
@@ -81,22 +85,31 @@ async def wait_for_ledger(ledger_db: Path, wanted: dict[tuple[str, int], int],
         await asyncio.sleep(0.2)
 
 
-def _issued_at(store: LedgerStore, index: int) -> datetime | None:
-    leaf = store.leaf(index)
-    try:
-        parsed = parse_envelope(leaf.leaf)
-        return parse_payload(parsed.payload_type, parsed.payload).issued_at
-    except Rejected:
-        return None
+def _authority_time(store: LedgerStore, index: int, size: int) -> datetime | None:
+    """The issue time of the first authority-signed leaf at or after ``index`` (within
+    ``SEARCH_SPAN`` leaves). Only the authority's clock is used: an agent's ``issued_at`` is
+    its own claim, and a false one must not move the replay's start."""
+    for at in range(index, min(index + SEARCH_SPAN, size)):
+        leaf = store.leaf(at)
+        if leaf.kind not in AUTHORITY_KINDS:
+            continue
+        try:
+            parsed = parse_envelope(leaf.leaf)
+            return parse_payload(parsed.payload_type, parsed.payload).issued_at
+        except Rejected:
+            continue
+    return None
 
 
 def first_needed(store: LedgerStore, since: datetime) -> int:
-    """The first leaf index issued at or after ``since`` (binary search; leaves are close
-    to issue order, and the rules' grace and horizon absorb the difference)."""
+    """The first leaf index whose authority time is at or after ``since`` (binary search;
+    the authority signs in arrival order, and the rules' grace and horizon absorb the
+    rest). Where no authority time is found the search keeps the earlier half."""
     lo, hi = 0, int(store.tree_size())
+    size = hi
     while lo < hi:
         mid = (lo + hi) // 2
-        at = _issued_at(store, mid)
+        at = _authority_time(store, mid, size)
         if at is not None and at < since:
             lo = mid + 1
         else:
@@ -113,11 +126,15 @@ def replay(watcher: Watcher, ledger_db: Path, now: datetime) -> tuple[int, list[
         size = store.tree_size()
         for _, _, alert in read_alerts(store):
             watcher.state.raised.add(alert.alert_id)
-        start = first_needed(store, oldest_needed(now, watcher.state.config))
+        since = oldest_needed(now, watcher.state.config)
+        # One horizon more as context: the grants and allowances that reports inside the
+        # horizon are judged against; reports and denials there were judged long ago.
+        context = first_needed(store, since - watcher.state.config.horizon)
+        start = first_needed(store, since)
         folded = 0
-        for leaf in store.iter_leaves(start):
+        for leaf in store.iter_leaves(context):
             if leaf.index >= size:
                 break
-            out.extend(watcher.ingest(leaf.leaf, now))
-            folded += 1
+            out.extend(watcher.ingest(leaf.leaf, now, judge=leaf.index >= start))
+            folded += leaf.index >= start
     return folded, [envelope for _, envelope in out]

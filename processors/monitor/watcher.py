@@ -39,17 +39,19 @@ class Watcher:
     def keyring(self) -> KeyRing:
         return self._keyring if isinstance(self._keyring, KeyRing) else self._keyring()
 
-    def ingest(self, data: bytes, now: datetime) -> list[tuple[Alert, bytes]]:
-        """Fold one envelope noticed at ``now``; the alerts it raises at once, signed.
-        An unverifiable envelope is counted (``govledger_monitor_unverified_total``) and
-        ignored."""
+    def ingest(self, data: bytes, now: datetime, *, judge: bool = True
+               ) -> list[tuple[Alert, bytes]]:
+        """Fold one envelope noticed at ``now`` (``judge``: see MonitorState.observe); the
+        alerts it raises at once, signed. An unverifiable envelope is counted
+        (``govledger_monitor_unverified_total``) and ignored."""
         try:
             verified = verify_loggable(data, self.keyring)
         except Rejected as exc:
             self.metrics.unverified.labels(exc.reason.value).inc()
             return []
         self.metrics.events.labels(verified.kind).inc()
-        return self._signed(self.state.observe(verified.event_id, verified.event, now))
+        return self._signed(self.state.observe(verified.event_id, verified.event, now,
+                                               judge=judge))
 
     def tick(self, now: datetime) -> list[tuple[Alert, bytes]]:
         """The alerts time decides at ``now``, signed."""

@@ -193,3 +193,15 @@ def test_forged_evidence_is_counted_and_never_alerted_on() -> None:
                for sample in watcher.metrics.unverified.collect()[0].samples
                if sample.name.endswith("_total")}
     assert refused == {"KEY_UNKNOWN": 2.0, "MALFORMED": 1.0}
+
+
+def test_context_folded_without_judging_raises_nothing() -> None:
+    """A replay's leaves before the horizon: their reports were judged when new."""
+    s = scenario()
+    s.unallowed()
+    s.burst(3)
+    state = MonitorState(CONFIG)
+    for _, _, event_id, event in s.published:
+        state.observe(event_id, event, s.start, judge=False)
+    assert state.tick(s.start + timedelta(minutes=10)) == []
+    assert state.seen  # but folded: grants and allowances are there to judge later reports
