@@ -245,6 +245,25 @@ def test_govledger_alerts_and_unused_grants_read_the_ledger(
     assert evidence not in report.output
 
 
+def test_govledger_alerts_follow_prints_an_alert_logged_after_it_started(
+        stack: tuple[Running, MonitorProcess]) -> None:
+    running, _ = stack
+    data = running.settings.data_dir
+    with subprocess.Popen([str(Path(sys.executable).parent / "govledger"), "alerts",
+                           "--data", str(data), "--follow", "--json"],
+                          stdout=subprocess.PIPE, text=True) as follow:
+        try:
+            s = scenario_for(running)
+            evidence = s.unallowed()
+            publish(running, s)
+            assert follow.stdout is not None
+            for line in follow.stdout:  # blocks until it prints; the test timeout bounds it
+                if evidence in json.loads(line)["evidence"]:
+                    break
+        finally:
+            follow.terminate()
+
+
 def test_forged_events_are_counted_and_ignored(stack: tuple[Running, MonitorProcess]) -> None:
     running, monitor = stack
     forged = Scenario(scenario_for(running).runner, "govledger:authority", ALICE, RUNNER)
