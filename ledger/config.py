@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     monitor_storm_limit: int = Field(default=10, ge=1)
     monitor_tick_s: float = Field(default=1.0, gt=0, le=60)
     monitor_nice: int = Field(default=10, ge=0, le=19)
+    monitor_ledger_wait_s: float = Field(default=60.0, gt=0, le=3_600)
 
     @model_validator(mode="after")
     def _check_kafka(self) -> Settings:

@@ -41,7 +41,6 @@ log = logging.getLogger("govledger.monitor")
 WATCHED = (Stream.REQUESTS, Stream.DECISIONS, Stream.REVOCATIONS, Stream.EXECUTIONS,
            Stream.VERDICTS)
 TAKE, WITHIN_S = 500, 0.05
-LEDGER_WAIT_S = 60.0
 EXIT_UNAVAILABLE = 3
 
 
@@ -101,7 +100,7 @@ def build_app(settings: Settings, bootstrap: str, watcher: Watcher, ledger_db: P
         try:
             wanted = await consumed_offsets(settings, bootstrap, app_id(settings),
                                             [topics.name(s) for s in WATCHED], topics.alerts)
-            await wait_for_ledger(ledger_db, wanted, LEDGER_WAIT_S)
+            await wait_for_ledger(ledger_db, wanted, settings.monitor_ledger_wait_s)
             folded, envelopes = await asyncio.to_thread(replay, watcher, ledger_db, utc_now())
         except GovLedgerError as exc:
             # Following the topics without the ledger's state would miss or repeat alerts.

@@ -43,7 +43,7 @@ from processors.core.monitor_rules import (
 )
 from tests.factories import ALICE, ENV, request
 from tests.monitor_scenarios import Scenario
-from tests.service_support import AGENTS, RUNNER, Running, collect
+from tests.service_support import AGENTS, RUNNER, Running, collect, produce
 
 pytestmark = pytest.mark.integration
 
@@ -306,6 +306,24 @@ def test_the_honest_flow_through_the_processor_and_gate_raises_no_alert(
         assert [(a.rule, evidence in a.evidence) for a in alerts] == [(UNALLOWED, True)]
     finally:
         monitor.stop()
+        running.stop()
+
+
+def test_the_monitor_refuses_to_start_while_the_ledger_lacks_what_it_published(
+        tmp_path: Path) -> None:
+    """Fail closed: an alert on gov.alerts that the ledger does not hold (no sequencer) means
+    a replay now could raise it again or miss state; the monitor exits 3 instead."""
+    running = Running(tmp_path / "data", components=(), monitor_ledger_wait_s=1.0)
+    try:
+        asyncio.run(produce(running.service.bootstrap, running.service.topics.alerts,
+                            [(b"k", b"an alert the ledger never logged")]))
+        env = {**os.environ, **settings_env(running.settings),
+               "GOVLEDGER_KAFKA_BOOTSTRAP": running.service.bootstrap}
+        done = subprocess.run([sys.executable, "-m", "processors.monitor"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, done.stderr
+        assert "has not caught up" in done.stderr
+    finally:
         running.stop()
 
 
