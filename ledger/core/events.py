@@ -429,6 +429,6 @@ AUTHORITY_KINDS: frozenset[str] = frozenset({
     ExecutionAllowed.KIND, ExecutionRefused.KIND, PolicyPublished.KIND,
     KeyRegistered.KIND, KeyRevoked.KIND, AlertRaised.KIND,
 })
-"""Kinds only the authority signs (decisions, verdicts, acknowledgements and the key and
-policy registry). The ledger logs them, and a bundle verifier accepts them, only under a key
-with the ``authority`` role; the authority signs nothing else."""
+"""Kinds only the authority signs (decisions, verdicts, acknowledgements, the monitor's
+alerts, the key and policy registry). The ledger logs them, and a bundle verifier accepts
+them, only under a key with the ``authority`` role; the authority signs nothing else."""
