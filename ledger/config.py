@@ -105,6 +105,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"key file {path}: the name must end in .key")
         return self
 
+    # The governance monitor (processors/monitor, docs/monitor.md).
+    monitor: bool = True
+    monitor_metrics_port: int = Field(default=0, ge=0, le=65_535)
+    monitor_report_grace_s: float = Field(default=5.0, gt=0, le=3_600)
+    monitor_silent_after_s: float = Field(default=300.0, gt=0, le=86_400)
+    monitor_burst_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    monitor_burst_threshold: int = Field(default=5, ge=1, le=64)
+    monitor_storm_limit: int = Field(default=10, ge=1)
+    monitor_tick_s: float = Field(default=1.0, gt=0, le=60)
+    monitor_nice: int = Field(default=10, ge=0, le=19)
+    monitor_ledger_wait_s: float = Field(default=60.0, gt=0, le=3_600)
+
     @model_validator(mode="after")
     def _check_kafka(self) -> Settings:
         if self.embedded:

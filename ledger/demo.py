@@ -4,8 +4,9 @@ It starts the embedded stack (broker, processor, sequencer, API) in a temporary 
 directory, registers a few agents with their own keys, and plays a scenario: a root grant, a
 delegation chain two levels deep with narrowing scopes, five kinds of denial, executions
 through the gate, a revocation in the middle of the chain after which everything below it is
-refused, and finally a lineage evidence bundle exported and verified offline. Every step has
-an expected outcome; the demo exits 0 only if every one happened.
+refused, an execution reported without an allowance (which the governance monitor raises a
+signed alert about), and finally a lineage evidence bundle exported and verified offline.
+Every step has an expected outcome; the demo exits 0 only if every one happened.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
+    ExecutionCompleted,
     LineageRef,
     Scope,
     Window,
@@ -41,6 +43,7 @@ from ledger.errors import GovLedgerError
 from ledger.keyfiles import load_signer, load_signer_keys
 from ledger.log.governance import OPERATOR_IDENTITY
 from ledger.log.proofs import prove_lineage
+from ledger.log.reports import read_alerts
 from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client, Decision
@@ -102,6 +105,7 @@ class Demo:
         self.nonce = 0
         self.service: Service | None = None
         self.client: Client | None = None
+        self.alert_event_id: str | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -113,7 +117,8 @@ class Demo:
                               for name, a in AGENTS.items() if name not in LIVE_ONLY]
         keyring.write_text(json.dumps(doc, indent=2) + "\n")
         return Settings(data_dir=self.data, api_port=0, checkpoint_interval_s=0.2,
-                        log_origin="govledger.demo/log")
+                        log_origin="govledger.demo/log", monitor_report_grace_s=1.0,
+                        monitor_tick_s=0.25)
 
     def next_nonce(self) -> str:
         self.nonce += 1
@@ -239,6 +244,7 @@ class Demo:
         await self.execute("gate: planner's root artifact still works", "ALLOWED", "planner",
                            root, "read", "db/orders/us/1")
         await self.governance(root)
+        await self.rogue_report(root)
         return evidence
 
     async def governance(self, root: Decision) -> None:
@@ -284,6 +290,35 @@ class Demo:
                and follower.state.position < position and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
         self.record(name, "ALLOWED", decision)
+
+    async def rogue_report(self, root: Decision) -> None:
+        """An executor reports an execution that never went through the gate: the
+        processor has nothing to decide, the ledger records it, the monitor alerts."""
+        assert self.client is not None
+        never_asked = hashlib.sha256(b"an execution nobody allowed").hexdigest()
+        report = ExecutionCompleted(
+            signer=AGENTS["reporter"].identity, tenant="acme", nonce=self.next_nonce(),
+            issued_at=datetime.now(UTC).replace(microsecond=0),
+            artifact_id=root.artifact_id or "", root=root.subject_id,
+            execution_id=never_asked)
+        report_id = await self.client.send("executions", report, AGENTS["reporter"].signer)
+        step = self.record("monitor: an execution reported without an allowance",
+                           "ALERT execution-without-allowance", None, *await self.alert_on(
+                               report_id))
+        step.event_id = self.alert_event_id or report_id
+
+    async def alert_on(self, evidence: str, timeout_s: float = 60) -> tuple[str, str]:
+        """The monitor's alert naming ``evidence``, once the ledger has it (the monitor
+        joins its group and rebuilds from the ledger while the scenario runs)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with LedgerStore(self.data / "ledger.db") as store:
+                for _, event_id, alert in read_alerts(store):
+                    if evidence in alert.evidence:
+                        self.alert_event_id = event_id
+                        return "ALERT", alert.rule
+            await asyncio.sleep(0.2)
+        return "NO ALERT", ""
 
     async def locate(self, timeout_s: float = 20) -> None:
         """Find every step's decision in the ledger (waits for the sequencer)."""

@@ -16,7 +16,7 @@ from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.keys import Principal, principal_document
 from ledger.datadir import DataDir, init_data_dir
-from ledger.server.service import Service
+from ledger.server.service import COMPONENTS, Service
 from processors.app import build_worker
 from processors.genesis import ensure_genesis
 from processors.worker import DecisionWorker
@@ -150,14 +150,15 @@ class ServiceProcess:
 class Running:
     """A Service on its own thread and loop, so blocking calls can run in the test."""
 
-    def __init__(self, data: Path, before_start: Callable[[], object] | None = None,
-                 **settings: object) -> None:
-        make_data_dir(data, genesis=False)  # the service writes it as it starts
+    def __init__(self, data: Path, before_start: Callable[[], object] | None = None, *,
+                 components: Sequence[str] = COMPONENTS, **overrides: object) -> None:
+        make_data_dir(data, genesis=False)
         if before_start is not None:  # e.g. add a principal to the keyring the service loads
             before_start()
+        ensure_genesis(data, utc_now())  # as the first `govledger up` does, for any roles
         self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1,
-                                 **settings)  # type: ignore[arg-type]
-        self.service = Service(self.settings)
+                                 **overrides)  # type: ignore[arg-type]
+        self.service = Service(self.settings, tuple(components))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -171,3 +172,4 @@ class Running:
         self.call(self.service.stop(), 120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
+        self.loop.close()

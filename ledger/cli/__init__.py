@@ -15,6 +15,7 @@ order ``--help`` lists them. The commands live by what they do:
 - ``witness_commands``: run a witness that cosigns logs' checkpoints (witness ...)
 - ``token_commands``: API bearer tokens (tokens create)
 - ``gateway_commands``: the MCP gateway in front of MCP servers (mcp-gateway)
+- ``monitor_commands``: the governance monitor (monitor, alerts, unused-grants)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -32,6 +33,7 @@ from ledger.cli import (
     gateway_commands,
     governance_commands,
     ledger_commands,
+    monitor_commands,
     policy_commands,
     service_commands,
     tiles_commands,
@@ -166,6 +168,9 @@ app.add_typer(witness_app, name="witness")
 witness_app.command("init")(witness_commands.witness_init)
 witness_app.command("add-log")(witness_commands.witness_add_log)
 witness_app.command("serve")(witness_commands.witness_serve)
+app.command("monitor")(monitor_commands.monitor)
+app.command("alerts")(monitor_commands.alerts)
+app.command("unused-grants")(monitor_commands.unused_grants_cmd)
 
 
 def fail(message: str, code: int) -> NoReturn:

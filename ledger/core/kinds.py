@@ -3,6 +3,7 @@ govern (ledger.core.governance_events)."""
 
 from __future__ import annotations
 
+from ledger.core.alert_events import AlertRaised
 from ledger.core.events import (
     AuthorizationDenied,
     AuthorizationGranted,
@@ -22,15 +23,16 @@ from ledger.errors import Reason
 EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
     RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
-    ExecutionCompleted, ExecutionFailed, *GOVERNANCE_TYPES, GovernanceApplied,
+    ExecutionCompleted, ExecutionFailed, *GOVERNANCE_TYPES, GovernanceApplied, AlertRaised,
 )
 BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
 
 AUTHORITY_KINDS: frozenset[str] = frozenset({
     AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
-    ExecutionAllowed.KIND, ExecutionRefused.KIND, GovernanceApplied.KIND,
+    ExecutionAllowed.KIND, ExecutionRefused.KIND, GovernanceApplied.KIND, AlertRaised.KIND,
 })
-"""Kinds only the authority signs (decisions, verdicts, acknowledgements). The ledger logs
+"""Kinds only the authority signs (decisions, verdicts, acknowledgements, the monitor's
+alerts). The ledger logs
 them, and a bundle verifier accepts them, only under a key with the ``authority`` role; the
 authority signs nothing else."""
 

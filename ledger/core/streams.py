@@ -28,6 +28,7 @@ class Stream(StrEnum):
     REVOCATIONS = "revocations"
     EXECUTIONS = "executions"
     VERDICTS = "verdicts"
+    ALERTS = "alerts"
     DEADLETTER = "deadletter"
 
 

@@ -28,9 +28,8 @@ DEFAULT_PREFIX = "gov."
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The seven govledger topic names under one prefix (``gov.requests`` ...):
-    ``governance`` ... ``deadletter`` are set from ``prefix``, one per entry of
-    :data:`STREAMS`."""
+    """The govledger topic names under one prefix (``gov.requests`` ...): ``governance``
+    ... ``alerts`` are set from ``prefix``, one per entry of :data:`STREAMS`."""
 
     prefix: str = DEFAULT_PREFIX
     governance: str = field(init=False, repr=False, compare=False)
@@ -39,6 +38,7 @@ class Topics:
     revocations: str = field(init=False, repr=False, compare=False)
     executions: str = field(init=False, repr=False, compare=False)
     verdicts: str = field(init=False, repr=False, compare=False)
+    alerts: str = field(init=False, repr=False, compare=False)
     deadletter: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

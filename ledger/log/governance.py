@@ -13,6 +13,7 @@ logged, which a client waits for before using the key).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,29 @@ def governance_verifier(follower: GovernanceFollower) -> Callable[[bytes], LeafR
         follower.feed(event)
         return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref())
     return verify
+
+
+class LedgerKeyring:
+    """The keys in force per the ledger, for a process that does not sequence (the monitor):
+    a zero-argument callable returning the live :class:`KeyRing`, which first feeds the
+    follower the leaves logged since it last looked (at most every ``every_s``), so a key
+    registered while the process runs is known once its GovernanceApplied is a leaf."""
+
+    def __init__(self, data_dir: Path, every_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = data_dir / "ledger.db"
+        self.every_s, self.clock = every_s, clock
+        with LedgerStore(self.path) as store:
+            self.follower = follow_ledger(data_dir, store)
+            self.read_upto: int = store.tree_size()
+        self.checked = clock()
+
+    def __call__(self) -> KeyRing:
+        if self.clock() - self.checked >= self.every_s:
+            with LedgerStore(self.path) as store:
+                self.read_upto = self.follower.feed_ledger(store, self.read_upto)
+            self.checked = self.clock()
+        return self.follower.keyring
 
 
 def follow_ledger(data_dir: Path, store: LedgerStore) -> GovernanceFollower:

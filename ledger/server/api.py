@@ -42,6 +42,7 @@ from ledger.core.envelope import MAX_ENVELOPE_BYTES
 from ledger.core.keys import Principal
 from ledger.core.tenancy import visible_to
 from ledger.errors import ProofError, Unavailable
+from ledger.log.reports import read_alerts
 from ledger.log.store import LedgerStore
 from ledger.schema import ENVELOPE_SCHEMA
 from ledger.server.auth import ApiAuth, Reader, read_body, reader_dependency
@@ -232,9 +233,17 @@ def _add_health_routes(app: FastAPI, backend: ApiBackend, ledger: LedgerReads,
     async def get_metrics() -> Response:
         try:
             metrics.observe_store(*await ledger(_sizes))
+            start = metrics.alerts_scanned
+            metrics.observe_alerts(*await ledger(lambda store: _alert_rules(store, start)))
         except (Unavailable, ProofError) as exc:   # metrics are served without ledger numbers
             _log.debug("ledger numbers unavailable for /metrics: %s", exc)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _alert_rules(store: LedgerStore, start: int) -> tuple[list[str], int]:
+    """The rules of the alerts logged from ``start``, and where the next scan starts."""
+    size = int(store.tree_size())
+    return [alert.rule for index, _, alert in read_alerts(store, start) if index < size], size
 
 
 def _sizes(store: LedgerStore) -> tuple[int, int | None]:

@@ -15,6 +15,7 @@ apps in one process, or two tests, never collide. The names::
     govledger_ledger_refused_total{reason}           counter: envelopes the sequencer refused
     govledger_ledger_out_of_order_total{reason}      counter: appended before a cause arrived
                                                      (reason cause-missing or hold-full)
+    govledger_alerts_total{rule}                     counter: the monitor's alerts in the ledger
 
 Label values are bounded so a hostile input cannot blow up the series count: ``reason`` is a
 :class:`~ledger.errors.Reason` value, ``none`` or ``OTHER``; ``route`` is a route template.
@@ -45,6 +46,7 @@ from prometheus_client import (
 
 from ledger.errors import ConfigError, Reason
 from ledger.log.holdback import CAUSE_MISSING, HOLD_FULL
+from processors.core.monitor_rules import RULES as KNOWN_RULES
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 DECISION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -89,6 +91,9 @@ class Metrics:
         self.http_seconds = Histogram("govledger_http_request_seconds",
                                       "HTTP request handling time", ("route",),
                                       buckets=HTTP_BUCKETS, registry=reg)
+        self.alerts = Counter("govledger_alerts", "The governance monitor's alerts in the "
+                              "ledger, by rule", ["rule"], registry=self.registry)
+        self.alerts_scanned = 0
         self.ledger_size = Gauge("govledger_ledger_size", "Leaves in the ledger (sequenced)",
                                  registry=reg)
         self.checkpoint_size = Gauge("govledger_checkpoint_size",
@@ -113,6 +118,13 @@ class Metrics:
         self._seen: tuple[int, float] | None = None
 
     # -- called by the service ---------------------------------------------------------------
+
+    def observe_alerts(self, rules: Sequence[str], scanned_to: int) -> None:
+        """Count the AlertRaised leaves found below ``scanned_to`` (the next scan starts
+        there). A rule this version does not know counts as ``other``."""
+        for rule in rules:
+            self.alerts.labels(rule=rule if rule in KNOWN_RULES else "other").inc()
+        self.alerts_scanned = scanned_to
 
     def observe_decision(self, outcome: str, reasons: Sequence[str],
                          latency_s: float | None) -> None:

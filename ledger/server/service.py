@@ -69,7 +69,7 @@ from ledger.telemetry import instrument_api
 
 log = logging.getLogger("govledger.service")
 
-COMPONENTS = ("processor", "sequencer", "api")
+COMPONENTS = ("processor", "sequencer", "api", "monitor")
 CHILD_GRACE_AFTER_FAILURE_S = 2.0
 STOP_GRACE_AFTER_FAILURE_S = 5.0
 
@@ -98,6 +98,7 @@ class Service:
     failure: str | None = None
     _kafka_log_level: int | None = None
     processor_pid: int | None = None
+    monitor_pid: int | None = None
     metrics: Metrics = field(default_factory=Metrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stoppers: list[Callable[[], object]] = field(default_factory=list)
@@ -116,7 +117,7 @@ class Service:
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
         witnesses = parse_witness_endpoints(self.settings.witnesses)  # bad: before anything
-        if set(self.components) == set(COMPONENTS):  # `govledger up`: first start creates
+        if {"processor", "sequencer"} <= set(self.components):  # `up`: first start creates
             self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin,
                                              authority_key=self.settings.authority_key_file,
                                              ledger_key=self.settings.ledger_key_file)
@@ -150,6 +151,8 @@ class Service:
             await self._start_processor()
         if "api" in self.components:
             await self._start_api()
+        if "monitor" in self.components and self.settings.monitor:
+            await self._start_monitor_process()
         self._start_operations()
 
     def _start_operations(self) -> None:
@@ -261,6 +264,37 @@ class Service:
         async def exited() -> str:
             return f"the processor process (pid {proc.pid}) exited with status {await proc.wait()}"
         self._spawn("processor", watch(self.stop_event, exited()))
+
+    async def _start_monitor_process(self) -> None:
+        """The governance monitor (``python -m processors.monitor``, a faust app) in a child
+        process, off the decision path: not awaited for readiness (it rebuilds from the
+        ledger, then joins its consumer group), but watched like every component. Its ready
+        file is ``.monitor-ready-<pid>`` in the data directory."""
+        env = {**os.environ, **settings_env(self.settings),
+               "GOVLEDGER_KAFKA_BOOTSTRAP": self.bootstrap,
+               "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
+               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms)}
+        ready_file = self.settings.data_dir / f".monitor-ready-{os.getpid()}"
+        ready_file.unlink(missing_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "processors.monitor", "--ready-file", str(ready_file),
+            env=env, preexec_fn=die_with_parent(os.getpid()))
+        self.monitor_pid = proc.pid
+
+        async def stop_child() -> None:
+            ready_file.unlink(missing_ok=True)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:  # nothing durable in it: the ledger is its state
+                    await asyncio.wait_for(proc.wait(), CHILD_GRACE_AFTER_FAILURE_S * 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        self._stoppers.append(stop_child)  # started last, stopped first
+
+        async def exited() -> str:
+            return f"the monitor process (pid {proc.pid}) exited with status {await proc.wait()}"
+        self._spawn("monitor", watch(self.stop_event, exited()))
 
     async def _start_api(self) -> None:
         assert self.keyring is not None

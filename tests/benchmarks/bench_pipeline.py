@@ -588,14 +588,48 @@ def produce_main(argv: list[str]) -> None:
     asyncio.run(run())
 
 
+class MonitorChild:
+    """``--with-monitor``: the governance monitor (``python -m processors.monitor``, what
+    ``govledger up`` starts) consuming the same topics while the pipeline is measured."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        from ledger.server.service import settings_env
+        self.ready = settings.data_dir / ".bench-monitor-ready"
+        env = {**os.environ, **settings_env(settings), "GOVLEDGER_KAFKA_BOOTSTRAP": bootstrap}
+        self.proc = subprocess.Popen([sys.executable, "-m", "processors.monitor",
+                                      "--ready-file", str(self.ready)], env=env, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"monitor not ready (exit {self.proc.poll()})")
+            await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+WITH_MONITOR = False
+MONITOR_PIDS: list[int] = []
+
+
 @contextlib.asynccontextmanager
 async def stack(root: Path, workers: int, profile: bool = False, stub: bool = False) -> Any:
-    """A fresh data dir, embedded broker, topics and ``workers`` worker processes."""
+    """A fresh data dir, embedded broker, topics and ``workers`` worker processes (and the
+    monitor with ``--with-monitor``)."""
     make_data_dir(root)
     settings = bench_settings(root)
     broker = EmbeddedBroker()
     await broker.astart()
     procs: list[WorkerProcess] = []
+    monitor: MonitorChild | None = None
     try:
         await ensure_topics(broker.bootstrap, Topics(settings.topic_prefix).all(),
                             settings.partitions, settings.replication_factor)
@@ -606,10 +640,17 @@ async def stack(root: Path, workers: int, profile: bool = False, stub: bool = Fa
             await proc.read_until("READY", WORKER_READY_S)
         if group:
             await _wait_split(procs, settings)
+        if WITH_MONITOR:
+            monitor = MonitorChild(settings, broker.bootstrap)
+            await monitor.wait_ready()
+            MONITOR_PIDS[:] = [monitor.proc.pid]
         yield settings, broker, procs
     finally:
         for proc in procs:
             proc.stop()
+        if monitor is not None:
+            monitor.stop()
+            MONITOR_PIDS.clear()
         await broker.astop()
 
 
@@ -637,6 +678,8 @@ async def pipeline(root: Path, workers: int, count: int, rates: list[float], lat
         bootstrap = broker.bootstrap
         pids = {"workers": [p.proc.pid for p in procs],
                 "broker": [broker.pid] if broker.pid is not None else []}
+        if MONITOR_PIDS:  # the monitor's CPU per decision too
+            pids["monitor"] = list(MONITOR_PIDS)
         result["startup_s"] = time.perf_counter() - started
         reader = DecisionReader(settings, bootstrap)
         await reader.start()
@@ -661,6 +704,8 @@ async def pipeline(root: Path, workers: int, count: int, rates: list[float], lat
 def report(results: dict[str, Any]) -> Iterator[str]:
     yield (f"nproc {results['nproc']}, python {results['python']}, load average before "
            f"{results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}")
+    if results.get("with_monitor"):
+        yield "the governance monitor ran on the same topics (its own process)"
     if results.get("distinct_resources"):
         yield "every request names a resource of its own (no Cedar verdict reused)"
     m = results.get("micro")
@@ -764,13 +809,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--with-floor", action="store_true",
                         help="run each pipeline twice, real and --stub-engine, one after the "
                              "other, and print the ratios to that floor")
+    parser.add_argument("--with-monitor", action="store_true",
+                        help="run the governance monitor on the same topics meanwhile")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
-    global DISTINCT_RESOURCES
+    global DISTINCT_RESOURCES, WITH_MONITOR
     DISTINCT_RESOURCES = args.distinct_resources
+    WITH_MONITOR = args.with_monitor
     root = Path(tempfile.mkdtemp(prefix="govledger-bench-"))
     results: dict[str, Any] = {"nproc": os.cpu_count(), "python": sys.version.split()[0],
                                "distinct_resources": DISTINCT_RESOURCES,
+                               "with_monitor": WITH_MONITOR,
                                "loadavg_before": os.getloadavg()}
     try:
         if args.micro:

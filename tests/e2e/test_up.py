@@ -191,7 +191,8 @@ def the_child(up: ServiceProcess, marker: str) -> int:
 
 @pytest.mark.parametrize(("marker", "named"), [
     ("tansu", "broker failed: the embedded broker"),
-    ("-m processors", "processor failed: the processor process"),
+    ("-m processors --ready-file", "processor failed: the processor process"),
+    ("-m processors.monitor", "monitor failed: the monitor process"),
 ])
 def test_up_exits_3_naming_the_component_when_its_process_is_killed(
         tmp_path: Path, marker: str, named: str) -> None:

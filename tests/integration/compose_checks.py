@@ -40,7 +40,8 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
 SASL_EXAMPLE = ROOT / "deploy" / "kafka" / "sasl-ssl.env.example"
 PREFIX = "GOVLEDGER_"
-ROLES = (("topics", "create"), ("init",), ("processor",), ("sequencer",), ("api",))
+ROLES = (("topics", "create"), ("init",), ("processor",), ("sequencer",), ("monitor",),
+         ("api",))
 KRAFT_ESSENTIALS = ("KAFKA_NODE_ID", "KAFKA_PROCESS_ROLES", "KAFKA_CONTROLLER_QUORUM_VOTERS",
                     "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS",
                     "KAFKA_CONTROLLER_LISTENER_NAMES", "CLUSTER_ID", "KAFKA_LOG_DIRS")
@@ -221,9 +222,13 @@ def check_ports(compose: Compose) -> list[str]:
         if role != ("api",) and published:
             problems.append(f"{name}: publishes {published} but serves no HTTP")
         probe = " ".join(map(str, (svc.get("healthcheck") or {}).get("test") or []))
+        # the monitor has no API: its probe asks its own metrics port
+        served = env_of(svc).get("GOVLEDGER_MONITOR_METRICS_PORT") if role == ("monitor",) \
+            else port
         for probe_port in re.findall(r"://[^/:'\"]+:(\d+)/", probe):
-            if probe_port != port:
-                problems.append(f"{name}: health probe asks port {probe_port}, API is on {port}")
+            if probe_port != served:
+                problems.append(f"{name}: health probe asks port {probe_port}, it serves "
+                                f"{served}")
         if role == ("processor",) and ("container_name" in svc or svc.get("ports")):
             problems.append(f"{name}: a processor must scale (no container_name, no host port)")
         replicas = (svc.get("deploy") or {}).get("replicas", 1)

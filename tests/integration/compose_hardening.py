@@ -6,8 +6,9 @@ a broken compose dict and see it report the breakage. What is checked:
 * every service: read-only root file system, ``cap_drop: [ALL]``,
   ``no-new-privileges:true``, a non-root ``user``, CPU and memory limits, a pids limit; a
   healthcheck on every long-running one (one-shots exit, and their dependants wait for that);
-* keys per role: the processor mounts only the authority key (read-only), the sequencer only
-  the ledger key (read-only), ``init`` both, every other service neither; each key file
+* keys per role: the processor and the monitor (it signs its alerts) mount only the
+  authority key (read-only), the sequencer only the ledger key (read-only), ``init`` both,
+  every other service neither; each key file
   setting lies on a mount of its own service;
 * profile ``sasl``: Kafka's listeners (but the in-container controller) are SASL_SSL, every
   govledger service uses SASL_SSL with a CA file on a read-only mount, the password is
@@ -30,6 +31,7 @@ from tests.integration.compose_checks import (
 
 KEY_TARGETS = {"authority": "/keys/authority", "ledger": "/keys/ledger"}
 ROLE_KEYS = {("processor",): {"authority"}, ("sequencer",): {"ledger"},
+             ("monitor",): {"authority"},  # it signs its alerts (authority kinds, DESIGN 7)
              ("init",): {"authority", "ledger"}}
 KEY_SETTINGS = {"authority": "GOVLEDGER_AUTHORITY_KEY_FILE",
                 "ledger": "GOVLEDGER_LEDGER_KEY_FILE"}

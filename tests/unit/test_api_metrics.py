@@ -119,3 +119,13 @@ def test_events_appended_without_their_causes_are_counted_by_bounded_reason() ->
     assert value(metrics, total, reason="cause-missing") == 3
     assert value(metrics, total, reason="hold-full") == 1
     assert value(metrics, total, reason="OTHER") == 5
+
+
+def test_alerts_are_counted_by_rule_and_an_unknown_rule_as_other() -> None:
+    metrics = Metrics()
+    metrics.observe_alerts(["execution-without-allowance", "denial-burst", "made-up"], 7)
+    metrics.observe_alerts(["execution-without-allowance"], 9)
+    assert value(metrics, "govledger_alerts_total", rule="execution-without-allowance") == 2
+    assert value(metrics, "govledger_alerts_total", rule="other") == 1
+    assert value(metrics, "govledger_alerts_total", rule="made-up") is None
+    assert metrics.alerts_scanned == 9
