@@ -3,6 +3,7 @@ govern (ledger.core.governance_events)."""
 
 from __future__ import annotations
 
+from ledger.core.approval_events import APPROVAL_ANSWERS, ApprovalRequired
 from ledger.core.events import (
     AuthorizationDenied,
     AuthorizationGranted,
@@ -23,12 +24,14 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
     RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
     ExecutionCompleted, ExecutionFailed, *GOVERNANCE_TYPES, GovernanceApplied,
+    ApprovalRequired, *APPROVAL_ANSWERS,
 )
 BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
 
 AUTHORITY_KINDS: frozenset[str] = frozenset({
     AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
     ExecutionAllowed.KIND, ExecutionRefused.KIND, GovernanceApplied.KIND,
+    ApprovalRequired.KIND,
 })
 """Kinds only the authority signs (decisions, verdicts, acknowledgements). The ledger logs
 them, and a bundle verifier accepts them, only under a key with the ``authority`` role; the
