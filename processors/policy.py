@@ -44,6 +44,7 @@ import cedarpy
 
 from ledger.core.scope import WILDCARD, ancestors, normalise_resource
 from ledger.errors import ConfigError
+from processors.core.approvals import ApprovalRule, parse_rule
 
 SCHEMA_FILES = ("schema.cedarschema", "schema.cedarschema.json")
 POLICY_SUFFIX = ".cedar"
@@ -114,6 +115,24 @@ def _static_policies(name: str, text: str, schema: cedarpy.Schema) -> dict[str, 
     return policies
 
 
+def _approval_rules(policies: Mapping[str, object]) -> dict[str, ApprovalRule]:
+    """The ``@approval("role=R,k=K,ttl=S")`` annotations by policy id. Raises ConfigError for
+    one that does not parse or sits on a forbid (only a grant can wait for approvers)."""
+    rules: dict[str, ApprovalRule] = {}
+    for policy_id, policy in policies.items():
+        assert isinstance(policy, dict)
+        text = policy.get("annotations", {}).get("approval")
+        if text is None:
+            continue
+        if policy.get("effect") != "permit":
+            raise ConfigError(f"policy bundle: {policy_id}: @approval on a forbid policy")
+        try:
+            rules[policy_id] = parse_rule(text)
+        except ValueError as exc:
+            raise ConfigError(f"policy bundle: {policy_id}: {exc}") from exc
+    return rules
+
+
 def _cedar_value(value: object, depth: int = 0) -> object:
     """Convert a context value to Cedar JSON: sets and tuples become lists.
 
@@ -149,8 +168,13 @@ class PolicyBundle:
 
     def __init__(self, files: Mapping[str, str], policies: cedarpy.PolicySet,
                  schema: cedarpy.Schema, policy_ids: tuple[str, ...],
-                 validate_requests: bool = True) -> None:
+                 validate_requests: bool = True,
+                 approval_rules: Mapping[str, ApprovalRule] | None = None) -> None:
         """Use :meth:`load` or :meth:`from_files`."""
+        # The permits annotated @approval(...): a grant they determine waits for approvers
+        # (processors/core/approvals.py, docs/approvals.md).
+        self.approval_rules: Mapping[str, ApprovalRule] = MappingProxyType(
+            dict(approval_rules or {}))
         self.validate_requests = validate_requests
         self._files = MappingProxyType(dict(files))
         self._policies = policies
@@ -217,7 +241,8 @@ class PolicyBundle:
             policies = cedarpy.PolicySet.from_json_str(json.dumps(est))
         except ValueError as exc:
             raise ConfigError(f"policy bundle: cannot build the policy set: {exc}") from exc
-        return cls(files, policies, schema, tuple(sorted(combined)), validate_requests)
+        return cls(files, policies, schema, tuple(sorted(combined)), validate_requests,
+                   _approval_rules(combined))
 
     def files(self) -> Mapping[str, str]:
         """The bundle's files, name -> exact text (read-only), for a PolicyPublished event."""

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from ledger.core.approval_events import APPROVAL_ANSWERS
 from ledger.core.envelope import (
     VerifiedEvent,
     event_id,
@@ -51,6 +53,7 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
+from processors.core.approvals import Approvals, restore_approvals, rule_for
 from processors.core.checks import (
     Limits,
     PolicyEngine,
@@ -100,6 +103,7 @@ class Engine:
         self.limiter = limiter
         self.limits = limits
         self.state = DecisionState()
+        self.approvals = Approvals(authority, authority_identity)
         self.recall = recall
         # Called with a lineage root before anything is decided in that tree, so a shell
         # that keeps some trees' effects waiting (a group's worker) can apply them first.
@@ -148,6 +152,10 @@ class Engine:
             return outcome
         if (earlier := self.earlier(verified.event_id)) is not None:
             return replayed(earlier)
+        # Pending approvals that can no longer be granted end first (deadline, revocation,
+        # suspension); never on the governance stream, whose answers restore re-derives.
+        ended = (self.approvals.sweep(now, self.state.lineage, self.governance, self.keyring)
+                 if stream is not Stream.GOVERNANCE and self.approvals.pending else ())
         try:
             outcome = self._dispatch(stream, verified, now)
         except Rejected as exc:
@@ -157,6 +165,8 @@ class Engine:
             outcome = self._deny(verified.event_id, event.tenant,
                                  event.lineage_root() or verified.event_id,
                                  Verdict.deny(exc.reason, exc.detail), now)
+        if ended:
+            outcome = replace(outcome, outputs=(*ended, *outcome.outputs))
         self.state.remember(verified.event_id, outcome)
         self.state.replay.prune(now)
         return outcome
@@ -184,6 +194,9 @@ class Engine:
         of a group uses this for trees it does not decide (processors/worker.py).
         """
         self.state.remember(outcome.subject, outcome)
+        if effects:  # pending approvals live with their tree's effects (docs/approvals.md)
+            restore_approvals(self.approvals, stream, raw, arrival, outcome, self.keyring,
+                              self.identity)
         if stream is Stream.GOVERNANCE and hashlib.sha256(raw).hexdigest() != outcome.subject:
             self._restore_governance(raw, arrival, outcome)  # pending ones too
             return
@@ -236,8 +249,8 @@ class Engine:
             raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt")
         self.state.replay.remember(signer, nonce, outcome.subject,
                                    self.limits.nonce_until(issued, arrival), arrival)
-        if stored.model is AuthorizationRequested and (
-                outcome.allow or outcome.reasons == (Reason.RATE_LIMITED,)):
+        if stored.model is AuthorizationRequested and (  # allow None: pending approval
+                outcome.allow is not False or outcome.reasons == (Reason.RATE_LIMITED,)):
             # This request reached the rate limiter (its last check): take the same token
             # again, so the buckets are as the live run left them. (A grant that could not be
             # built after the limiter passed it is a denial here: one token of difference.)
@@ -282,6 +295,9 @@ class Engine:
             return self._governance(verified, now)
         if stream is Stream.REQUESTS and isinstance(event, AuthorizationRequested):
             return self._request(verified, event, now)
+        if stream is Stream.REQUESTS and isinstance(event, APPROVAL_ANSWERS):
+            return self.approvals.answer(verified, now, self.limits, self.state.lineage,
+                                         self.governance.position)
         if stream is Stream.EXECUTIONS and isinstance(event, ExecutionRequested):
             return self._execution(verified, event, now)
         if stream is Stream.REVOCATIONS and isinstance(event, AuthorizationRevoked):
@@ -324,6 +340,10 @@ class Engine:
             lineage=Lineage(root=root, parent=request.lineage.parent,
                             depth=self.state.lineage.depth_of_child(request.lineage.parent)),
             governance=request.context)
+        if (rule := rule_for(getattr(self.policy, "approval_rules", {}),
+                             verdict.policy_ids)) is not None:
+            return self.approvals.require(verified.event_id, artifact, rule, verified.key_id,
+                                          now, self.governance.position)
         grant = AuthorizationGranted(signer=self.identity, tenant=request.tenant,
                                      nonce=_nonce("g", verified.event_id), issued_at=now,
                                      request_id=verified.event_id, artifact=artifact,
