@@ -1,0 +1,133 @@
+"""Human approval on the running service (`govledger up`: embedded broker, processor child,
+sequencer, HTTP API): a request that waits, two approvers completing the quorum, the
+approved grant's evidence bundle verified offline with its approvals, and a SIGKILL while
+pending whose deadline passes during the downtime."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger.core.approval_events import ApprovalGiven, ApprovalRefused
+from ledger.core.envelope import parse_envelope, parse_payload, sign_event
+from ledger.core.events import AuthorizationGranted, AuthorizationRequested
+from ledger.core.keys import Principal, Signer
+from tests.factories import request, seeded_signer
+from tests.service_support import ServiceProcess, make_data_dir
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+PAYER = seeded_signer("payer")
+ANN = seeded_signer("ann")
+BEN = seeded_signer("ben")
+PEOPLE = [
+    Principal("agent:payer", "acme", PAYER.public_key,
+              frozenset({"requester", "payments", "payments-large"})),
+    Principal("human:ann", "acme", ANN.public_key, frozenset({"payments-approver"})),
+    Principal("human:ben", "acme", BEN.public_key, frozenset({"payments-approver"})),
+]
+# A short deadline for the SIGKILL test (the shipped example waits 15 minutes).
+QUICK = """@id("write-vault-approved")
+@approval("role=payments-approver,k=2,ttl=5")
+permit (principal, action == Action::"write", resource in Resource::"vault/*")
+when { principal.roles.contains("payments-large") };
+"""
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def transfer(nonce: str, amount: int = 50_000) -> AuthorizationRequested:
+    asked = request(signer="agent:payer", actions=("transfer",), nonce=nonce,
+                    resource="payments/acme/invoices/*", single_use=True, issued_at=now(),
+                    ttl=timedelta(minutes=30))
+    return asked.model_copy(update={"context": {"amount": amount, "currency": "EUR"}})
+
+
+def approve(key: Signer, who: str, request_id: str, nonce: str, *,
+            refuse: bool = False) -> bytes:
+    kind = ApprovalRefused if refuse else ApprovalGiven
+    return sign_event(kind(signer=who, tenant="acme", nonce=nonce, issued_at=now(),
+                           request_id=request_id, root=request_id), key)
+
+
+def post(http: httpx.Client, envelope: bytes, wait: float) -> httpx.Response:
+    answer = http.post("/v1/events", content=envelope, params={"wait": wait})
+    assert answer.status_code in (200, 202), answer.text
+    return answer
+
+
+def decided(http: httpx.Client, subject: str) -> dict[str, object]:
+    answer = http.get(f"/v1/decisions/{subject}", params={"wait": 30})
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def test_two_approvers_grant_and_the_bundle_holds_the_approvals(tmp_path: Path) -> None:
+    data = make_data_dir(tmp_path / "data", PEOPLE, genesis=False).root
+    service = ServiceProcess(data)
+    try:
+        with httpx.Client(base_url=service.api, timeout=60) as http:
+            pending = post(http, sign_event(transfer("payer-nonce-000001"), PAYER), 2)
+            assert pending.status_code == 202  # waiting for people, not decided
+            rid = pending.json()["event_id"]
+            first = post(http, approve(ANN, "human:ann", rid, "ann-nonce-0000001"), 1)
+            assert first.status_code == 202  # counted, nothing to answer yet
+            second = post(http, approve(BEN, "human:ben", rid, "ben-nonce-0000001"), 0)
+            grant = decided(http, rid)
+            assert grant["kind"] == "AuthorizationGranted" and grant["allow"] is True
+            envelope = parse_envelope(str(grant["envelope"]).encode())
+            event = parse_payload(envelope.payload_type, envelope.payload)
+            assert isinstance(event, AuthorizationGranted)
+            meta = event.artifact.governance
+            assert (meta["approval.1"], meta["approval.2"]) == (first.json()["event_id"],
+                                                                 second.json()["event_id"])
+            late = post(http, approve(ANN, "human:ann", rid, "ann-nonce-0000002"), 20)
+            assert late.status_code == 200
+            assert late.json()["decision"]["reasons"] == ["NOT_PENDING"]
+    finally:
+        assert service.terminate() == 0, service.output()
+
+
+def test_sigkill_while_pending_and_the_deadline_passes_during_downtime(tmp_path: Path) -> None:
+    data = make_data_dir(tmp_path / "data", PEOPLE, genesis=False).root
+    (data / "policies" / "quick.cedar").write_text(QUICK)
+    service = ServiceProcess(data)
+    asked = request(signer="agent:payer", actions=("write",), resource="vault/keys",
+                    nonce="payer-nonce-000002", issued_at=now(), ttl=timedelta(minutes=30))
+    try:
+        with httpx.Client(base_url=service.api, timeout=60) as http:
+            rid = post(http, sign_event(asked, PAYER), 0).json()["event_id"]
+            counted = post(http, approve(ANN, "human:ann", rid, "ann-nonce-0000003"), 0.5)
+            assert counted.status_code == 202, counted.text
+            # the processor journaled both before the API saw them sequenced: wait for the
+            # approval's leaf, so the kill comes after it was decided
+            wait_for_leaf(http, counted.json()["event_id"])
+    finally:
+        service.kill()
+    deadline = asked.issued_at + timedelta(seconds=6)  # the deadline is arrival + 5 s
+    while now() <= deadline:  # the deadline passes while nothing runs
+        time.sleep(0.2)
+    service = ServiceProcess(data)
+    try:
+        with httpx.Client(base_url=service.api, timeout=60) as http:
+            # the first input after the start ends it: here, the second approval itself
+            late = post(http, approve(BEN, "human:ben", rid, "ben-nonce-0000003"), 20)
+            assert late.json()["decision"]["reasons"] == ["APPROVAL_EXPIRED"]
+            ended = decided(http, rid)
+            assert (ended["allow"], ended["reasons"]) == (False, ["APPROVAL_EXPIRED"])
+    finally:
+        assert service.terminate() == 0, service.output()
+
+
+def wait_for_leaf(http: httpx.Client, event_id: str, timeout_s: float = 30) -> None:
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if http.get("/v1/entries", params={"event_id": event_id}).status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{event_id} never became a leaf")
