@@ -89,8 +89,13 @@ def test_two_approvers_grant_and_the_bundle_holds_the_approvals(tmp_path: Path) 
             late = post(http, approve(ANN, "human:ann", rid, "ann-nonce-0000002"), 20)
             assert late.status_code == 200
             assert late.json()["decision"]["reasons"] == ["NOT_PENDING"]
+            wait_for_leaf(http, str(grant["event_id"]))
     finally:
         assert service.terminate() == 0, service.output()
+    # a restart checks the journal against the ledger: the grant is journaled with the
+    # approval that completed the quorum, not with its request, and that is consistent
+    service = ServiceProcess(data)
+    assert service.terminate() == 0, service.output()
 
 
 def test_sigkill_while_pending_and_the_deadline_passes_during_downtime(tmp_path: Path) -> None:
