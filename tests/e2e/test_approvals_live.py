@@ -6,6 +6,7 @@ pending whose deadline passes during the downtime."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,9 +14,14 @@ import httpx
 import pytest
 
 from ledger.core.approval_events import ApprovalGiven, ApprovalRefused
+from ledger.core.bundles import verify_bundle
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event
 from ledger.core.events import AuthorizationGranted, AuthorizationRequested
-from ledger.core.keys import Principal, Signer
+from ledger.core.keys import KeyRing, Principal, Signer
+from ledger.core.signers import SignerKeys
+from ledger.errors import ProofError
+from ledger.keyfiles import load_signer_keys
+from ledger.log.sequencer import read_vkey
 from tests.factories import request, seeded_signer
 from tests.service_support import ServiceProcess, make_data_dir
 
@@ -89,9 +95,26 @@ def test_two_approvers_grant_and_the_bundle_holds_the_approvals(tmp_path: Path) 
             late = post(http, approve(ANN, "human:ann", rid, "ann-nonce-0000002"), 20)
             assert late.status_code == 200
             assert late.json()["decision"]["reasons"] == ["NOT_PENDING"]
-            wait_for_leaf(http, str(grant["event_id"]))
+            bundle = lineage_of(http, str(grant["event_id"]))
     finally:
         assert service.terminate() == 0, service.output()
+    # The evidence verifies offline with its approvals in it; without one it does not.
+    keys = load_signer_keys(keyring=data / "keyring.json")
+    vkey = read_vkey(data)
+    verified = verify_bundle(bundle, vkey, keys)
+    assert verified.event_ids[0] == grant["event_id"] and verified.event_ids[-1] == rid
+    approvals = bundle["approvals"]
+    assert isinstance(approvals, list) and len(approvals) == 3  # required + 2 given
+    for drop in range(3):
+        partial = {**bundle, "approvals": approvals[:drop] + approvals[drop + 1:]}
+        with pytest.raises(ProofError, match="lacks the approvals"):
+            verify_bundle(partial, vkey, keys)
+    # an approver who does not hold the role (in the keyring the verifier trusts) is no vote
+    assert keys.keyring is not None
+    demoted = KeyRing(replace(p, roles=frozenset({"reader"})) if p.identity == "human:ben"
+                      else p for p in keys.keyring.principals())
+    with pytest.raises(ProofError, match="1 approvers with role payments-approver"):
+        verify_bundle(bundle, vkey, SignerKeys(keyring=demoted))
     # a restart checks the journal against the ledger: the grant is journaled with the
     # approval that completed the quorum, not with its request, and that is consistent
     service = ServiceProcess(data)
@@ -127,6 +150,17 @@ def test_sigkill_while_pending_and_the_deadline_passes_during_downtime(tmp_path:
             assert (ended["allow"], ended["reasons"]) == (False, ["APPROVAL_EXPIRED"])
     finally:
         assert service.terminate() == 0, service.output()
+
+
+def lineage_of(http: httpx.Client, event_id: str, timeout_s: float = 30) -> dict[str, object]:
+    """The lineage bundle of ``event_id`` once it (and its approvals) are published."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        answer = http.get("/v1/proofs/lineage", params={"event_id": event_id})
+        if answer.status_code == 200:
+            return answer.json()  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError(f"no lineage bundle for {event_id}: {answer.text}")
 
 
 def wait_for_leaf(http: httpx.Client, event_id: str, timeout_s: float = 30) -> None:
