@@ -23,6 +23,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from ledger.cli import (
+    approval_commands,
     client_commands,
     events_commands,
     governance_commands,
@@ -138,6 +139,14 @@ policy_app.command("promote")(governance_commands.policy_promote)
 governance_app.command("approve")(governance_commands.governance_approve)
 governance_app.command("configure")(governance_commands.governance_configure)
 governance_app.command("state")(governance_commands.governance_state)
+
+approvals_app = typer.Typer(help="Human approval: requests that wait for people, approve or "
+                            "refuse them (docs/approvals.md).", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+approvals_app.command("list")(approval_commands.approvals_list)
+approvals_app.command("show")(approval_commands.approvals_show)
+approvals_app.command("approve")(approval_commands.approvals_approve)
+approvals_app.command("refuse")(approval_commands.approvals_refuse)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -5,6 +5,9 @@ pending whose deadline passes during the downtime."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,12 +23,13 @@ from ledger.core.events import AuthorizationGranted, AuthorizationRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
-from ledger.keyfiles import load_signer_keys
+from ledger.keyfiles import generate_keypair, load_signer_keys
 from ledger.log.sequencer import read_vkey
 from tests.factories import request, seeded_signer
 from tests.service_support import ServiceProcess, make_data_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+GOVLEDGER = str(Path(sys.executable).parent / "govledger")
 PAYER = seeded_signer("payer")
 ANN = seeded_signer("ann")
 BEN = seeded_signer("ben")
@@ -170,3 +174,49 @@ def wait_for_leaf(http: httpx.Client, event_id: str, timeout_s: float = 30) -> N
             return
         time.sleep(0.1)
     raise AssertionError(f"{event_id} never became a leaf")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GOVLEDGER, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_people_approve_and_refuse_from_the_command_line(tmp_path: Path) -> None:
+    cara, cara_key, _ = generate_keypair("cara", tmp_path)
+    dan, dan_key, _ = generate_keypair("dan", tmp_path)
+    people = [*PEOPLE, *(Principal(who, "acme", signer.public_key,
+                                   frozenset({"payments-approver"}))
+                         for who, signer in (("human:cara", cara), ("human:dan", dan)))]
+    data = make_data_dir(tmp_path / "data", people, genesis=False).root
+    service = ServiceProcess(data)
+    try:
+        api = ["--api", service.api]
+        with httpx.Client(base_url=service.api, timeout=60) as http:
+            paid = post(http, sign_event(transfer("payer-nonce-000010"), PAYER), 0)
+            kept = post(http, sign_event(transfer("payer-nonce-000011", 20_000), PAYER), 0)
+            rid, other = paid.json()["event_id"], kept.json()["event_id"]
+            wait_for_leaf(http, other)
+            listed = json.loads(cli("approvals", "list", "--json", *api).stdout)["approvals"]
+            assert [v["request_id"] for v in listed] == [rid, other]
+            assert {(v["state"], v["k"], v["role"]) for v in listed} == {
+                ("pending", 2, "payments-approver")}
+            # one approval of two: sent and counted, the request still waits (exit 4)
+            own = cli("approvals", "approve", rid, "--key", str(cara_key), "--as",
+                      "human:cara", *api)
+            assert own.returncode == 4, own.stdout + own.stderr
+            done = cli("approvals", "approve", rid, "--key", str(dan_key), "--as",
+                       "human:dan", "--reason", "invoice checked", *api)
+            assert done.returncode == 0 and done.stdout.startswith("GRANTED"), done.stdout
+            again = cli("approvals", "approve", rid, "--key", str(dan_key), "--as",
+                        "human:dan", *api)
+            assert again.returncode == 1 and "NOT_PENDING" in again.stdout, again.stdout
+            refused = cli("approvals", "refuse", other, "--key", str(dan_key), "--as",
+                          "human:dan", "--reason", "not this week", *api)
+            assert refused.returncode == 0, refused.stdout + refused.stderr
+            assert refused.stdout.startswith("DENIED APPROVAL_REFUSED"), refused.stdout
+            wait_for_leaf(http, str(decided(http, other)["event_id"]))
+            shown = json.loads(cli("approvals", "show", other, "--json", *api).stdout)
+            assert (shown["state"], shown["reasons"]) == ("denied", ["APPROVAL_REFUSED"])
+            assert [a["signer"] for a in shown["approvals"]] == ["human:dan"]
+            assert cli("approvals", "show", "0" * 64, *api).returncode == 1
+    finally:
+        assert service.terminate() == 0, service.output()
