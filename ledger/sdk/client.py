@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.core.approval_events import ApprovalRequired
 from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
@@ -108,6 +109,7 @@ class Client:
         self._paced: PacedConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._seen: dict[str, Decision] = {}
+        self._pending: dict[str, ApprovalRequired] = {}  # request id -> waiting for people
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
         self._subscribers: list[asyncio.Queue[Decision]] = []
         self.on_decision: list[Callable[[Decision], None]] = []
@@ -220,10 +222,19 @@ class Client:
             return str(exc)
         return "the decision consumer stopped"
 
-    async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
-        """The verified decision or verdict for a request or execution id.
+    def pending(self, request_id: str) -> ApprovalRequired | None:
+        """The authority's signed ApprovalRequired for ``request_id`` (verified) while the
+        request waits for human approval and no decision was seen; None otherwise
+        (docs/approvals.md). :meth:`decision` follows such a request to its end."""
+        return None if request_id in self._seen else self._pending.get(request_id)
 
-        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant).
+    async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
+        """The verified decision or verdict for a request or execution id. A request that
+        waits for human approval is followed to its grant or denial (:meth:`pending` says
+        it waits meanwhile).
+
+        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant); the
+        message says when the request is still waiting for approvers.
         """
         if (found := self._seen.get(subject_id)) is not None:
             return found
@@ -232,7 +243,11 @@ class Client:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
-            raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s") from exc
+            asked = self.pending(subject_id)
+            why = ("" if asked is None else f": waiting for {asked.k} approvals by "
+                   f"{asked.role} until {asked.deadline.isoformat()}")
+            raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s{why}") \
+                from exc
         finally:
             waiting = self._waiters.get(subject_id, [])
             if future in waiting:
@@ -275,6 +290,12 @@ class Client:
             return
         if "authority" not in verified.principal.roles:
             log.warning("dropped a decision not signed by an authority key")
+            return
+        if isinstance(verified.event, ApprovalRequired):
+            self._pending[verified.event.request_id] = verified.event
+            if len(self._pending) > 100_000:
+                for old in list(self._pending)[:50_000]:
+                    del self._pending[old]
             return
         subject = subject_of(verified.event)
         if subject is None:
