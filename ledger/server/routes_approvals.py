@@ -20,7 +20,7 @@ def add_approval_routes(app: FastAPI, ledger: LedgerReads) -> None:
 
     @app.get("/v1/approvals", response_model=None,
              summary="Requests waiting for human approval (pending=false: all of them)",
-             responses=errors_doc(503))
+             responses=errors_doc(422, 503))
     async def approvals(pending: Annotated[bool, Query(
             description="only the requests still waiting")] = True,
             tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
