@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=0, ge=0, le=65_535)
+    # Each request that waits for human approval is POSTed here (ledger/server/webhook.py).
+    approval_webhook: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
     # Decision limits (placeholders the processors use; DESIGN.md section 3).
     max_clock_skew_s: int = Field(default=30, ge=0, le=3_600)

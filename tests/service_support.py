@@ -150,11 +150,13 @@ class ServiceProcess:
 class Running:
     """A Service on its own thread and loop, so blocking calls can run in the test."""
 
-    def __init__(self, data: Path, before_start: Callable[[], object] | None = None) -> None:
+    def __init__(self, data: Path, before_start: Callable[[], object] | None = None,
+                 **settings: object) -> None:
         make_data_dir(data, genesis=False)  # the service writes it as it starts
         if before_start is not None:  # e.g. add a principal to the keyring the service loads
             before_start()
-        self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1)
+        self.settings = Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1,
+                                 **settings)  # type: ignore[arg-type]
         self.service = Service(self.settings)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

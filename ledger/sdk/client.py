@@ -113,6 +113,8 @@ class Client:
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
         self._subscribers: list[asyncio.Queue[Decision]] = []
         self.on_decision: list[Callable[[Decision], None]] = []
+        # Called with each verified ApprovalRequired (a request waiting for approvers).
+        self.on_pending: list[Callable[[VerifiedEvent], None]] = []
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -296,6 +298,8 @@ class Client:
             if len(self._pending) > 100_000:
                 for old in list(self._pending)[:50_000]:
                     del self._pending[old]
+            for observe_pending in self.on_pending:
+                observe_pending(verified)
             return
         subject = subject_of(verified.event)
         if subject is None:

@@ -60,6 +60,7 @@ from ledger.server.api import make_api
 from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.metrics import Metrics
 from ledger.server.watch import broker_exit, watch
+from ledger.server.webhook import ApprovalWebhook
 
 log = logging.getLogger("govledger.service")
 
@@ -230,6 +231,10 @@ class Service:
                                  else 0)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
+        if self.settings.approval_webhook:
+            hook = ApprovalWebhook(self.settings.approval_webhook, self.clock)
+            self.client.on_pending.append(hook.notify)
+            self._spawn("approval webhook", watch(self.stop_event, hook.run()))
         config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
