@@ -343,3 +343,24 @@ def test_restore_refuses_a_pending_answer_the_authority_did_not_sign() -> None:
         Stream.DECISIONS, pending.outputs[0].key, sign_event(required, ANN)),))
     with pytest.raises(Unavailable, match="does not verify"):
         replay_into([(raw, T0, forged)])
+
+
+def test_a_request_whose_context_leaves_no_room_for_the_approvals_is_denied() -> None:
+    eng = engine()
+    crowded = request(actions=("write",)).model_copy(
+        update={"context": {f"k{n:02d}": n for n in range(24)}})
+    out = eng.handle(Stream.REQUESTS, sign_event(crowded, ALICE), T0)
+    assert out.allow is False and out.reasons == (Reason.POLICY_DENY,)
+    roomy = request(actions=("write",), nonce="nonce-roomy-00001").model_copy(
+        update={"context": {f"k{n:02d}": n for n in range(23)}})
+    assert eng.handle(Stream.REQUESTS, sign_event(roomy, ALICE), T0).allow is None
+
+
+def test_conflicting_approval_rules_deny_through_the_engine() -> None:
+    table = {("agent:alice", "write"): Result(True, ("permit-write", "permit-other"))}
+    policy = ApprovingPolicy(table, approval_rules={
+        "permit-write": RULE, "permit-other": ApprovalRule("ops", 1, timedelta(seconds=60))})
+    eng = Engine(authority=AUTHORITY, authority_identity=AUTH_ID, keyring=ring(),
+                 policy=policy, limiter=CountingLimiter(), limits=Limits())
+    out = ask_write(eng)
+    assert out.allow is False and out.reasons == (Reason.POLICY_DENY,)
