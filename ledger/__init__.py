@@ -6,7 +6,9 @@ client, no server and no processor. The modules behind the names:
 
 - ``ledger.sdk.client``: Client (async), SyncClient, ProofClient, Decision
 - ``ledger.sdk.gate``: Gate, ExecutionRefusedError
+- ``ledger.sdk.httpsig``: SignedRequests (sign API requests with a keyring key, RFC 9421)
 - ``ledger.core.bundles``: verify_bundle, VerifiedBundle (offline bundle verification)
+- ``ledger.core.cosignature``: WitnessPolicy, verify_witnessed (k of these witness keys)
 - ``ledger.core.events``: the event models, one per kind
 - ``ledger.errors``: the typed errors and the Reason codes
 """
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads each name
     from ledger.core.bundles import VerifiedBundle as VerifiedBundle
     from ledger.core.bundles import verify_bundle as verify_bundle
+    from ledger.core.cosignature import WitnessPolicy as WitnessPolicy
+    from ledger.core.cosignature import verify_witnessed as verify_witnessed
     from ledger.core.events import Artifact as Artifact
     from ledger.core.events import AuthorizationDenied as AuthorizationDenied
     from ledger.core.events import AuthorizationGranted as AuthorizationGranted
@@ -61,10 +65,13 @@ if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads
     from ledger.sdk.client import SyncClient as SyncClient
     from ledger.sdk.gate import ExecutionRefusedError as ExecutionRefusedError
     from ledger.sdk.gate import Gate as Gate
+    from ledger.sdk.httpsig import SignedRequests as SignedRequests
 
 _SDK = ("Client", "SyncClient", "ProofClient", "Decision")
 _GATE = ("Gate", "ExecutionRefusedError")
+_HTTPSIG = ("SignedRequests",)
 _BUNDLES = ("verify_bundle", "VerifiedBundle")
+_WITNESSES = ("WitnessPolicy", "verify_witnessed")
 _EVENTS = (
     "Event", "AuthorizationRequested", "AuthorizationGranted", "AuthorizationDenied",
     "AuthorizationRevoked", "RevocationApplied", "ExecutionRequested", "ExecutionAllowed",
@@ -84,7 +91,9 @@ _ERRORS = (
 _HOME: dict[str, str] = {
     **dict.fromkeys(_SDK, "ledger.sdk.client"),
     **dict.fromkeys(_GATE, "ledger.sdk.gate"),
+    **dict.fromkeys(_HTTPSIG, "ledger.sdk.httpsig"),
     **dict.fromkeys(_BUNDLES, "ledger.core.bundles"),
+    **dict.fromkeys(_WITNESSES, "ledger.core.cosignature"),
     **dict.fromkeys(_EVENTS, "ledger.core.events"),
     **dict.fromkeys(_GOVERNANCE, "ledger.core.governance_events"),
     **dict.fromkeys(_ERRORS, "ledger.errors"),
@@ -92,8 +101,9 @@ _HOME: dict[str, str] = {
 
 __all__ = [  # noqa: RUF022 (grouped as the table above, not sorted)
     "Client", "SyncClient", "ProofClient", "Decision",
-    "Gate", "ExecutionRefusedError",
+    "Gate", "ExecutionRefusedError", "SignedRequests",
     "verify_bundle", "VerifiedBundle",
+    "WitnessPolicy", "verify_witnessed",
     "Event", "AuthorizationRequested", "AuthorizationGranted", "AuthorizationDenied",
     "AuthorizationRevoked", "RevocationApplied", "ExecutionRequested", "ExecutionAllowed",
     "ExecutionRefused", "ExecutionCompleted", "ExecutionFailed", "Scope", "Window",

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
 
     # Storage.
     data_dir: Path = Path("./govledger-data")
+    # Signing keys, one per role (docs/production.md "Keys per role"): the processor loads
+    # only the authority key, the sequencer only the ledger key, the API neither. Unset:
+    # DATA/keys/authority.key and DATA/keys/ledger.key.
+    authority_key_file: Path | None = None
+    ledger_key_file: Path | None = None
 
     # Kafka: where and how.
     kafka_bootstrap: str | None = None
@@ -71,6 +76,14 @@ class Settings(BaseSettings):
     # Each request that waits for human approval is POSTed here (ledger/server/webhook.py).
     approval_webhook: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
+    # Operations (docs/production.md). A role without the API serves /metrics on
+    # metrics_port (at api_host) when set; heartbeat_file is what `govledger health` checks.
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
+    heartbeat_file: Path | None = None
+    # Logs: "text" lines or one JSON object per line (ledger/telemetry.py). Tracing is
+    # configured by the standard OTEL_* variables, not here.
+    log_format: Literal["text", "json"] = "text"
+
     # Decision limits (placeholders the processors use; DESIGN.md section 3).
     max_clock_skew_s: int = Field(default=30, ge=0, le=3_600)
     max_ttl_s: int = Field(default=86_400, ge=1)
@@ -82,6 +95,17 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(default=0.5, gt=0, le=3_600)
     log_origin: str = Field(default="govledger.localhost/log", min_length=1, max_length=255,
                             pattern=r"^[^\s]+$")
+    # Witnesses that cosign each checkpoint (C2SP tlog-witness; ledger/log/cosigning.py):
+    # each "<http(s) URL> <witness vkey>"; from the environment a JSON list.
+    witnesses: tuple[str, ...] = Field(default=(), max_length=64)
+
+    @model_validator(mode="after")
+    def _check_key_files(self) -> Settings:
+        # init writes NAME.key and NAME.pub beside it (ledger.keyfiles.generate_keypair).
+        for path in (self.authority_key_file, self.ledger_key_file):
+            if path is not None and path.suffix != ".key":
+                raise ValueError(f"key file {path}: the name must end in .key")
+        return self
 
     @model_validator(mode="after")
     def _check_kafka(self) -> Settings:

@@ -3,9 +3,16 @@
 ::
 
     DATA/
-      keys/authority.key   authority signing key (decisions, artifacts), 0600
-      keys/ledger.key      ledger signing key (checkpoints), 0600
-      keys/operator.key    the operator's admin key (signs the governance genesis), 0600
+      keys/authority.key   authority signing key (decisions, artifacts), 0600; only the
+                           processor loads it (elsewhere: Settings.authority_key_file)
+      keys/ledger.key      ledger signing key (checkpoints), 0600; only the sequencer
+                           loads it (elsewhere: Settings.ledger_key_file)
+      keys/operator.key    the operator's admin key (signs the governance genesis), 0600;
+                           keep it offline after the first start (admins use it to govern)
+      keys/operator.pub, keys/authority.pub
+                           the trust anchors every follower of the ledger's governance
+                           starts from (ledger.log.governance.anchors); authority.pub is
+                           here too when the authority key lives elsewhere
       keyring.json         trusted principals (ledger.core.keys documents the format)
       policies/            Cedar policies + schema (processors/policy.py)
       ledger.db            the Merkle ledger (the sequencer is its only writer)
@@ -38,6 +45,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ledger.config import Settings
 from ledger.core.checkpoint import build_vkey
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.errors import ConfigError, Unavailable
@@ -67,7 +75,17 @@ _LEDGER_TABLES = frozenset({"meta", "leaves", "hash_pages", "checkpoints", "offs
 
 @dataclass(frozen=True, slots=True)
 class DataDir:
+    """Where everything lives. The two signing keys may live outside ``root`` (a volume or
+    secret mounted only into the role that signs with it); by default in ``root/keys``."""
+
     root: Path
+    authority_key_file: Path | None = None
+    ledger_key_file: Path | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> DataDir:
+        """The data directory and key files ``settings`` name."""
+        return cls(settings.data_dir, settings.authority_key_file, settings.ledger_key_file)
 
     @property
     def keys(self) -> Path:
@@ -75,11 +93,11 @@ class DataDir:
 
     @property
     def authority_key(self) -> Path:
-        return self.keys / "authority.key"
+        return self.authority_key_file or self.keys / "authority.key"
 
     @property
     def ledger_key(self) -> Path:
-        return self.keys / "ledger.key"
+        return self.ledger_key_file or self.keys / "ledger.key"
 
     @property
     def operator_key(self) -> Path:
@@ -122,16 +140,19 @@ def example_policies() -> Path:
     return Path(str(resources.files("processors") / "examples" / "policies"))
 
 
-def init_data_dir(root: Path, origin: str) -> InitReport:
-    """Create what is missing in ``root`` and finish a setup a crash interrupted (module
-    docstring). Raises ConfigError (a file that does not check out, named with what to do),
-    ProofError (ledger.db's checkpoint does not verify) or Unavailable (disk, another init)."""
-    data = DataDir(root)
+def init_data_dir(root: Path, origin: str, *, authority_key: Path | None = None,
+                  ledger_key: Path | None = None) -> InitReport:
+    """Create what is missing in ``root`` (and the key files, when given elsewhere) and
+    finish a setup a crash interrupted (module docstring). Raises ConfigError (a file that
+    does not check out, named with what to do), ProofError (ledger.db's checkpoint does not
+    verify) or Unavailable (disk, another init)."""
+    data = DataDir(root, authority_key, ledger_key)
     report = InitReport()
-    try:
-        data.keys.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise file_error(data.keys, exc) from exc
+    for directory in _key_dirs(data):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise file_error(directory, exc) from exc
     with _locked(root):
         _remove_temporaries(data, report)
         authority = _authority_key(data, report)
@@ -167,8 +188,24 @@ def _locked(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def require_initialized(data: DataDir) -> None:
+    """What one role of a split deployment (``govledger processor``, ``sequencer``, ``api``)
+    needs before it starts: a directory ``govledger init`` finished. Such a role creates
+    nothing and reads no key but its own (the processor's and sequencer's are checked when
+    they load them). Raises ConfigError naming what is missing."""
+    for path in (data.keyring, data.ledger_db, data.vkey):
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: run `govledger init` on {data.root} first "
+                              "(one role of a split deployment creates nothing)")
+
+
+def _key_dirs(data: DataDir) -> list[Path]:
+    """DATA/keys and the directories of key files kept elsewhere, each once."""
+    return list(dict.fromkeys((data.keys, data.authority_key.parent, data.ledger_key.parent)))
+
+
 def _remove_temporaries(data: DataDir, report: InitReport) -> None:
-    for directory in (data.root, data.keys):
+    for directory in dict.fromkeys((data.root, *_key_dirs(data))):
         for path in sorted(directory.iterdir()):
             if is_temp_name(path.name):
                 try:
@@ -185,6 +222,7 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
     signer = read_key_file(path)
     if signer is not None:
         _public_key(path, signer, report)
+        _authority_anchor(data, signer, report)
         report.kept.append(str(path))
         return signer
     if data.keyring.exists() and _names_authority(data.keyring):
@@ -193,7 +231,29 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
             f"{path} is {state}, but {data.keyring} names an authority (or cannot be read), "
             f"so decisions may be signed with that key: restore {path} from a backup (or, if "
             f"this directory never ran, remove {data.keyring} and {path} and run init again)")
-    return _new_key("authority", data, report)
+    signer = _new_key(path, report)
+    _authority_anchor(data, signer, report, new=True)
+    return signer
+
+
+def _authority_anchor(data: DataDir, signer: Signer, report: InitReport, *,
+                      new: bool = False) -> None:
+    """DATA/keys/authority.pub, the trust anchor the roles without the authority key (the
+    sequencer, the API) follow governance from, when the key lives elsewhere. For a ``new``
+    key it is written over whatever is there (nothing was signed with a key no keyring
+    names); for a kept one a different anchor is refused."""
+    anchor = data.keys / "authority.pub"
+    if data.authority_key.with_suffix(".pub") == anchor:
+        return  # beside the key: _public_key and _new_key write it
+    if new:
+        existed = anchor.exists()
+        write_atomic(anchor, public_key_text(signer), replace=True)
+        (report.repaired if existed else report.created).append(str(anchor))
+        return
+    if _derived_file(anchor, public_key_text(signer), report,
+                     f"it does not match {data.authority_key}: remove {anchor} and run init "
+                     "again to have it written from the key"):
+        report.kept.append(str(anchor))
 
 
 def _operator_key(data: DataDir, report: InitReport) -> None:
@@ -208,7 +268,7 @@ def _operator_key(data: DataDir, report: InitReport) -> None:
     if data.ledger_db.exists() and _has_genesis(data.ledger_db):
         raise ConfigError(f"{path} is missing or only partly written, but the ledger's "
                           "governance genesis was signed with it: restore it from a backup")
-    _new_key("operator", data, report)
+    _new_key(path, report)
 
 
 def _has_genesis(path: Path) -> bool:
@@ -233,16 +293,17 @@ def _names_authority(keyring: Path) -> bool:
     return bool(ring.with_role("authority"))
 
 
-def _new_key(name: str, data: DataDir, report: InitReport) -> Signer:
-    """Generate keys/NAME.key, replacing a cut-off one and a .pub of a key that is gone."""
-    key_path, pub_path = data.keys / f"{name}.key", data.keys / f"{name}.pub"
+def _new_key(key_path: Path, report: InitReport) -> Signer:
+    """Generate DIR/NAME.key (and NAME.pub beside it), replacing a cut-off one and a .pub of
+    a key that is gone."""
+    pub_path = key_path.with_suffix(".pub")
     repaired = key_path.exists()
     try:
         key_path.unlink(missing_ok=True)
         pub_path.unlink(missing_ok=True)
     except OSError as exc:
         raise file_error(key_path, exc) from exc
-    signer, _, _ = generate_keypair(name, data.keys)
+    signer, _, _ = generate_keypair(key_path.stem, key_path.parent)
     (report.repaired if repaired else report.created).append(str(key_path))
     return signer
 
@@ -281,7 +342,7 @@ def _ledger(data: DataDir, origin: str, report: InitReport) -> None:
     _remove_database(data.ledger_db)
     (report.repaired if state == "empty" else report.created).append(str(data.ledger_db))
     if signer is None:
-        signer = _new_key("ledger", data, report)
+        signer = _new_key(data.ledger_key, report)
     else:
         _public_key(data.ledger_key, signer, report)
         report.kept.append(str(data.ledger_key))

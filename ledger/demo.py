@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from rich.table import Table
 
 from ledger.config import Settings
 from ledger.core.bundles import verify_bundle
+from ledger.core.envelope import event_id as envelope_event_id
+from ledger.core.envelope import parse_envelope
 from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
@@ -35,12 +38,16 @@ from ledger.core.events import (
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError
-from ledger.keyfiles import load_signer_keys
+from ledger.keyfiles import load_signer, load_signer_keys
+from ledger.log.governance import OPERATOR_IDENTITY
 from ledger.log.proofs import prove_lineage
 from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client, Decision
 from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
+from ledger.sdk.governance import Admin
+from ledger.sdk.httpsig import SignedRequests
+from ledger.server.governance_tools import policy_payload
 from ledger.server.service import Service
 
 RUNTIME = "sha256:" + hashlib.sha256(b"govledger demo runtime image v1").hexdigest()
@@ -78,7 +85,13 @@ AGENTS = {
     "analyst": Agent("agent:analyst", frozenset({"requester", "reader", "orders-writer"})),
     "reporter": Agent("agent:reporter", frozenset({"requester", "reader"})),
     "security": Agent("ops:security", frozenset({"revoker"})),
+    # Not in keyring.json: registered live by a governance event during the demo.
+    "newcomer": Agent("agent:newcomer", frozenset({"requester", "reader"})),
 }
+LIVE_ONLY = ("newcomer",)
+REPORTS_POLICY = ('@id("read-reports")\npermit (principal, action == Action::"read", '
+                  'resource in Resource::"reports/*")\n'
+                  'when { principal.roles.contains("reader") };\n')
 
 
 class Demo:
@@ -96,7 +109,8 @@ class Demo:
         init_data_dir(self.data, "govledger.demo/log")
         keyring = DataDir(self.data).keyring
         doc = json.loads(keyring.read_text())
-        doc["principals"] += [dict(principal_document(a.principal)) for a in AGENTS.values()]
+        doc["principals"] += [dict(principal_document(a.principal))
+                              for name, a in AGENTS.items() if name not in LIVE_ONLY]
         keyring.write_text(json.dumps(doc, indent=2) + "\n")
         return Settings(data_dir=self.data, api_port=0, checkpoint_interval_s=0.2,
                         log_origin="govledger.demo/log")
@@ -149,7 +163,8 @@ class Demo:
         agent = AGENTS[who]
         return Gate(self.client, agent.signer, agent.principal, keyring,
                     measure=lambda: RUNTIME, timeout=20,
-                    require_logged=http_log_check(self.service.api_url, read_vkey(self.data)))
+                    require_logged=http_log_check(self.service.api_url, read_vkey(self.data),
+                                                  auth=SignedRequests(agent.signer)))
 
     async def execute(self, name: str, expected: str, who: str, artifact: Decision,
                       action: str, resource: str) -> None:
@@ -223,7 +238,52 @@ class Demo:
                                                parent=mid, root=r))
         await self.execute("gate: planner's root artifact still works", "ALLOWED", "planner",
                            root, "read", "db/orders/us/1")
+        await self.governance(root)
         return evidence
+
+    async def governance(self, root: Decision) -> None:
+        """Governance applied live (docs/governance.md): a key registered, a policy
+        published, the kill switch for the tenant, each a signed event of the operator."""
+        admin = Admin(OPERATOR_IDENTITY, "*", load_signer(DataDir(self.data).operator_key))
+        newcomer = AGENTS["newcomer"]
+        await self.govern("register agent:newcomer's key, live", admin.register(
+            newcomer.identity, newcomer.signer.public_key, tuple(newcomer.roles),
+            tenant="acme", reason="demo: a new agent joins"))
+        await self.ask("newcomer reads db/orders/* under its new key", "ALLOWED", "newcomer",
+                       self.request("newcomer", ("read",), "db/orders/*"))
+        await self.ask("planner reads reports/q4 (no policy permits it yet)",
+                       "DENIED POLICY_DENY", "planner",
+                       self.request("planner", ("read",), "reports/q4"))
+        with tempfile.TemporaryDirectory() as scratch:
+            policies = Path(scratch) / "policies"
+            shutil.copytree(DataDir(self.data).policies, policies)
+            (policies / "reports.cedar").write_text(REPORTS_POLICY)
+            files, digest = policy_payload(policies)
+        await self.govern("publish policy v2 (reports readable), live",
+                          admin.publish_policy(files, digest, "v2", reason="demo"))
+        await self.ask("planner reads reports/q4 under policy v2", "ALLOWED", "planner",
+                       self.request("planner", ("read",), "reports/q4"))
+        await self.govern("suspend tenant acme (the kill switch)",
+                          admin.suspend_tenant("acme", reason="demo: incident drill"))
+        await self.execute("gate after the suspension: planner's root artifact",
+                           "REFUSED TENANT_SUSPENDED", "planner", root, "read", "db/orders/us/2")
+        await self.govern("resume tenant acme", admin.resume_tenant("acme"))
+
+    async def govern(self, name: str, envelope: bytes) -> None:
+        """Send a governance event and wait until it is in force, the ledger's follower
+        included (the sequencer admits the next events under it)."""
+        assert self.client is not None
+        assert self.service is not None
+        event_id = envelope_event_id(parse_envelope(envelope).payload)
+        await self.client.send_raw("governance", envelope, "governance")
+        decision = await self.client.decision(event_id, timeout=20)
+        position = getattr(decision.event, "position", None)
+        follower = self.service.governance
+        deadline = time.monotonic() + 20
+        while (follower is not None and isinstance(position, int)
+               and follower.state.position < position and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+        self.record(name, "ALLOWED", decision)
 
     async def locate(self, timeout_s: float = 20) -> None:
         """Find every step's decision in the ledger (waits for the sequencer)."""

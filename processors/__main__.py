@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from ledger.config import load_settings
+from ledger.config import Settings, load_settings
 from ledger.errors import ConfigError, GovLedgerError, Unavailable
+from ledger.telemetry import configure_tracing, log_handler
 from processors.app import build_worker
 
 
-async def serve(ready_file: Path | None) -> None:
-    settings = load_settings()
+async def serve(settings: Settings, ready_file: Path | None) -> None:
     if settings.kafka_bootstrap is None:
         raise ConfigError("python -m processors needs GOVLEDGER_KAFKA_BOOTSTRAP")
     worker = build_worker(settings, settings.kafka_bootstrap)
@@ -42,11 +43,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m processors", description=__doc__)
     parser.add_argument("--ready-file", type=Path, default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(args.ready_file))
+        settings = load_settings()
+    except ConfigError as exc:
+        logging.basicConfig(level=logging.INFO, handlers=[log_handler("text")])
+        logging.getLogger("govledger.processor").error("%s", exc)
+        sys.exit(2)
+    # The level `govledger --log-level` chose reaches this child as GOVLEDGER_LOG_LEVEL.
+    level = os.environ.get("GOVLEDGER_LOG_LEVEL", "info").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        handlers=[log_handler(settings.log_format)])
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    configure_tracing("govledger-processor")
+    try:
+        asyncio.run(serve(settings, args.ready_file))
     except Unavailable as exc:
         logging.getLogger("govledger.processor").error("unavailable: %s", exc)
         sys.exit(3)

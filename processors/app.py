@@ -50,7 +50,7 @@ def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
     genesis anchor). With a ``journal`` its governance state is empty: the worker restores
     it from the journal (processors/genesis.py); without one (tools, tests), it is restored
     from the ledger. Raises ConfigError or Unavailable."""
-    data = DataDir(settings.data_dir)
+    data = DataDir.of(settings)
     authority = load_signer(data.authority_key)
     operator, anchor = anchors(settings.data_dir)
     if anchor.public_key != authority.public_key:
@@ -70,7 +70,7 @@ def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
 def check_files(settings: Settings) -> None:
     """What the first start reads: the keys, keyring.json and policies/ (the genesis
     import formats). Raises ConfigError naming the problem."""
-    data = DataDir(settings.data_dir)
+    data = DataDir.of(settings)
     keyring = load_keyring(data.keyring)
     authority_identity(keyring, load_signer(data.authority_key))
     load_signer(data.operator_key)
@@ -82,13 +82,15 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
     """The decision worker of the data directory, reconciled with its ledger (the journal
     against ``ledger.db``: processors/reconcile.py). Raises ConfigError (no ledger, keys,
     keyring or policy) or Unavailable."""
-    data = DataDir(settings.data_dir)
+    data = DataDir.of(settings)
     if not data.ledger_db.exists():
         raise ConfigError(f"no ledger at {data.ledger_db}: the processor reconciles its "
                           "journal with the ledger; run `govledger init` first")
     journal = Journal(data.journal)
     if journal.meta(GENESIS_META) is None and data.operator_key.exists():
-        ensure_genesis(settings.data_dir, utc_now())  # first start: nothing else is logged yet
+        # first start: nothing else is logged yet
+        ensure_genesis(settings.data_dir, utc_now(), authority_key=settings.authority_key_file,
+                       ledger_key=settings.ledger_key_file)
     engine = build_engine(settings, journal)
     authority = Principal(AUTHORITY_IDENTITY, "*", engine.authority.public_key,
                           frozenset({"authority"}))

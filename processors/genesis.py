@@ -56,11 +56,14 @@ def has_genesis(store: LedgerStore) -> bool:
     return next(store.iter_kinds([GovernanceApplied.KIND], 0), None) is not None
 
 
-def ensure_genesis(data_dir: Path, now: datetime) -> int:
+def ensure_genesis(data_dir: Path, now: datetime, *, authority_key: Path | None = None,
+                   ledger_key: Path | None = None) -> int:
     """Write the genesis into DATA/ledger.db unless it holds one; returns the leaves written.
-    Takes the ledger's writer lock (call before the sequencer starts). Raises ConfigError
-    (keys, keyring, policies), Unavailable or ProofError."""
-    data = DataDir(data_dir)
+    Signs with the operator key, the authority key and the ledger key (a checkpoint), the
+    latter two where the settings name them (``authority_key``, ``ledger_key``; default
+    DATA/keys). Takes the ledger's writer lock (call before the sequencer starts). Raises
+    ConfigError (keys, keyring, policies), Unavailable or ProofError."""
+    data = DataDir(data_dir, authority_key, ledger_key)
     with LedgerStore(data.ledger_db) as store:
         if has_genesis(store):
             return 0
@@ -68,7 +71,7 @@ def ensure_genesis(data_dir: Path, now: datetime) -> int:
     envelopes = genesis_envelopes(operator, authority, load_keyring(data.keyring),
                                   PolicyBundle.load(data.policies), now)
     ring = KeyRing(anchors(data_dir))
-    sequencer = open_ledger(data_dir, keyring_verifier(ring))
+    sequencer = open_ledger(data_dir, keyring_verifier(ring), key_file=data.ledger_key)
     try:
         records = [sequencer.verify(e) for e in envelopes]
         sequencer.append_records(records)  # and a checkpoint (no interval: signed now)

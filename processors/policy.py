@@ -7,11 +7,13 @@ denies whenever Cedar reports any error, returns no decision, or cedarpy raises.
 
 A bundle is a directory of ``*.cedar`` policy files plus exactly one schema,
 ``schema.cedarschema`` (Cedar schema syntax) or ``schema.cedarschema.json`` (Cedar JSON
-schema). Loading (:meth:`PolicyBundle.load`) refuses, with ConfigError carrying Cedar's text:
-a missing or ambiguous schema, a schema or policy that does not parse, a policy that fails
-strict schema validation, a policy without an ``@id("...")`` annotation or with an id outside
-``[A-Za-z0-9][A-Za-z0-9._:-]{0,127}``, a duplicate id, a template, and an empty set.
-The ``@id`` values become Cedar's own policy ids, so decisions report them directly.
+schema). Loading (:meth:`PolicyBundle.load`) refuses, with BundleInvalid (a ConfigError)
+listing every problem (file, policy id, Cedar's text), not just the first: a missing or
+ambiguous schema, a schema or policy that does not parse, a policy that fails strict schema
+validation, a policy without an ``@id("...")`` annotation or with an id outside
+``[A-Za-z0-9][A-Za-z0-9._:-]{0,127}``, a duplicate id, a template, and an empty set
+(:func:`check_bundle`; ``govledger policy validate`` prints the list). The ``@id`` values
+become Cedar's own policy ids, so decisions report them directly.
 
 Parsed once: the policies become one pre-parsed ``cedarpy.PolicySet`` and the schema one
 ``cedarpy.Schema`` handle; evaluation never re-parses them (cedarpy re-parses a policy
@@ -21,8 +23,12 @@ Entity model (docs/policy.md): principal ``Agent::"<identity>"`` with ``tenant``
 ``roles``; action ``Action::"<name>"``; resource ``Resource::"<normalised pattern>"`` with
 ``path``, ``wildcard`` and, as parents, every wider wildcard pattern covering it
 (:func:`ledger.core.scope.ancestors`), so ``resource in Resource::"db/*"`` is exactly
-:func:`ledger.core.scope.resource_contains`. The request context is validated against the
-schema on every call: an undeclared or mistyped attribute is a denial.
+:func:`ledger.core.scope.resource_contains`. Every request is checked against the schema: an
+undeclared or mistyped attribute, or an undeclared action, is a denial. That check runs once
+per (action, context shape) and is remembered (:meth:`PolicyBundle._shape_valid`); each
+principal entity is validated once; the resource entity, whose shape the load checks against
+the schema, is never re-validated. No per-request JSON parse on our side: the context is
+serialised once, the principal's parsed entity set is reused and the resource added to it.
 
 Digest (:func:`bundle_digest`): ``"sha256:" + hex(SHA-256(E))`` where ``E`` is
 ``b"govledger/policy-bundle/v1\\n"`` followed, for each file in byte order of its UTF-8 name,
@@ -34,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +47,28 @@ from types import MappingProxyType
 
 import cedarpy
 
-from ledger.core.scope import WILDCARD, ancestors, normalise_resource
+from ledger.core.scope import normalise_resource
 from ledger.errors import ConfigError
+from processors.cedar_json import (
+    NO_ENTITIES,
+    NO_POLICIES,
+    blank_shape,
+    bounded_put,
+    build_principal,
+    build_resource,
+    cedar_value,
+    shape_key,
+)
 from processors.core.approvals import ApprovalRule, parse_rule
+from processors.policy_rules import (
+    POLICY_SUFFIX,
+    SCHEMA_FILES,
+    BundleInvalid,
+    BundleProblem,
+    check_bundle,
+)
 
-SCHEMA_FILES = ("schema.cedarschema", "schema.cedarschema.json")
-POLICY_SUFFIX = ".cedar"
 DIGEST_DOMAIN = b"govledger/policy-bundle/v1\n"
-POLICY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-MAX_FILES = 64             # PolicyPublished.files
-MAX_POLICIES = 256         # PolicyPublished.policy_ids
-MAX_FILE_NAME = 128
-ENTITY_CACHE_SIZE = 4096  # parsed entity sets kept per bundle (principal + resource pairs)
-_SCALARS = frozenset({str, int, bool})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,44 +94,10 @@ def bundle_digest(files: Mapping[str, str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _parse_schema(name: str, text: str) -> cedarpy.Schema:
-    try:
-        if name.endswith(".json"):
-            return cedarpy.Schema.from_json_str(text)
-        return cedarpy.Schema.from_str(text)
-    except ValueError as exc:
-        raise ConfigError(f"policy bundle: schema {name} does not parse: {exc}") from exc
-
-
-def _static_policies(name: str, text: str, schema: cedarpy.Schema) -> dict[str, object]:
-    """Parse and validate one policy file; return its policies keyed by their ``@id``."""
-    try:
-        est = json.loads(cedarpy.policies_to_json_str(text))
-    except ValueError as exc:
-        raise ConfigError(f"policy bundle: {name} does not parse: {exc}") from exc
-    if est.get("templates") or est.get("templateLinks"):
-        raise ConfigError(f"policy bundle: {name} has templates (not supported)")
-    result = cedarpy.validate_policies(text, schema)
-    if not result.validation_passed:
-        ids = result.id_annotations_by_policy_id
-        problems = "; ".join(f"[{ids.get(e.policy_id, e.policy_id)}] {e.error}"
-                             for e in result.errors)
-        raise ConfigError(f"policy bundle: {name} fails schema validation: {problems}")
-    policies: dict[str, object] = {}
-    for position, policy in est.get("staticPolicies", {}).items():
-        policy_id = policy.get("annotations", {}).get("id")
-        if not isinstance(policy_id, str) or not POLICY_ID.match(policy_id):
-            raise ConfigError(f"policy bundle: {name}: policy {position} needs an "
-                              f'@id("...") matching {POLICY_ID.pattern}, got {policy_id!r}')
-        if policy_id in policies:
-            raise ConfigError(f"policy bundle: duplicate policy id {policy_id!r} in {name}")
-        policies[policy_id] = policy
-    return policies
-
-
-def _approval_rules(policies: Mapping[str, object]) -> dict[str, ApprovalRule]:
-    """The ``@approval("role=R,k=K,ttl=S")`` annotations by policy id. Raises ConfigError for
-    one that does not parse or sits on a forbid (only a grant can wait for approvers)."""
+def _approval_rules(policies: Mapping[str, object],
+                    problems: list[BundleProblem]) -> dict[str, ApprovalRule]:
+    """The ``@approval("role=R,k=K,ttl=S")`` annotations by policy id; a problem for one
+    that does not parse or sits on a forbid (only a grant can wait for approvers)."""
     rules: dict[str, ApprovalRule] = {}
     for policy_id, policy in policies.items():
         assert isinstance(policy, dict)
@@ -125,38 +105,13 @@ def _approval_rules(policies: Mapping[str, object]) -> dict[str, ApprovalRule]:
         if text is None:
             continue
         if policy.get("effect") != "permit":
-            raise ConfigError(f"policy bundle: {policy_id}: @approval on a forbid policy")
+            problems.append(BundleProblem("", policy_id, "@approval on a forbid policy"))
+            continue
         try:
             rules[policy_id] = parse_rule(text)
         except ValueError as exc:
-            raise ConfigError(f"policy bundle: {policy_id}: {exc}") from exc
+            problems.append(BundleProblem("", policy_id, str(exc)))
     return rules
-
-
-def _cedar_value(value: object, depth: int = 0) -> object:
-    """Convert a context value to Cedar JSON: sets and tuples become lists.
-
-    Raises ValueError for anything else, for keys starting ``__`` (Cedar's ``__entity`` /
-    ``__extn`` escapes: request data must never name an entity) and beyond depth 8.
-    """
-    if type(value) in _SCALARS:   # the common case first: exact str, int, bool
-        return value
-    if depth > 8:
-        raise ValueError("context nested too deeply")
-    if isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, Mapping):
-        out: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or key.startswith("__"):
-                raise ValueError(f"context key {key!r} not allowed")
-            out[key] = _cedar_value(item, depth + 1)
-        return out
-    if isinstance(value, set | frozenset):
-        return sorted((_cedar_value(v, depth + 1) for v in value), key=repr)
-    if isinstance(value, list | tuple):
-        return [_cedar_value(v, depth + 1) for v in value]
-    raise ValueError(f"context value of type {type(value).__name__} not allowed")
 
 
 class PolicyBundle:
@@ -181,13 +136,17 @@ class PolicyBundle:
         self._schema = schema
         self._ids = frozenset(policy_ids)
         self._entity_cache: dict[str, cedarpy.Entities] = {}
+        self._principal_cache: dict[str, cedarpy.Entities] = {}
+        self._valid_shapes: dict[tuple[str, object], bool] = {}
         self.policy_ids = policy_ids
         self.digest = bundle_digest(files)
 
     @classmethod
     def load(cls, directory: Path, *, validate_requests: bool = True) -> PolicyBundle:
         """Load ``*.cedar`` and the schema from ``directory`` (not recursive; other files are
-        ignored and not part of the digest). Raises ConfigError (module docstring).
+        ignored and not part of the digest). Raises ConfigError if ``directory`` is not a
+        directory, else BundleInvalid (a ConfigError) listing every problem (module
+        docstring).
 
         ``validate_requests=False`` skips checking each request's context against the schema
         (measured 40-100 us per decision, docs/policy.md); entities are still validated, and an
@@ -196,53 +155,40 @@ class PolicyBundle:
         if not directory.is_dir():
             raise ConfigError(f"policy bundle: {directory} is not a directory")
         files: dict[str, str] = {}
+        unreadable: list[BundleProblem] = []
         for path in sorted(directory.iterdir()):
             if path.name.endswith(POLICY_SUFFIX) or path.name in SCHEMA_FILES:
-                if not path.is_file():
-                    raise ConfigError(f"policy bundle: {path} is not a regular file")
                 try:
+                    if not path.is_file():
+                        raise OSError("not a regular file")
                     files[path.name] = path.read_bytes().decode("utf-8")
                 except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigError(f"policy bundle: cannot read {path}: {exc}") from exc
-        return cls.from_files(files, validate_requests=validate_requests)
+                    unreadable.append(BundleProblem(path.name, "", f"cannot read {path}: {exc}"))
+        return cls._build(files, unreadable, validate_requests)
 
     @classmethod
     def from_files(cls, files: Mapping[str, str], *,
                    validate_requests: bool = True) -> PolicyBundle:
         """Build a bundle from name -> text, e.g. the ``files`` of a PolicyPublished event.
 
-        Raises ConfigError (module docstring).
+        Raises BundleInvalid (a ConfigError) listing every problem (module docstring).
         """
-        if len(files) > MAX_FILES:
-            raise ConfigError(f"policy bundle: more than {MAX_FILES} files")
-        for name in files:
-            if (len(name) > MAX_FILE_NAME or "/" in name or "\\" in name
-                    or not (name.endswith(POLICY_SUFFIX) or name in SCHEMA_FILES)
-                    or name.startswith(".")):
-                raise ConfigError(f"policy bundle: unexpected file name {name!r}")
-        schemas = [n for n in SCHEMA_FILES if n in files]
-        if len(schemas) != 1:
-            raise ConfigError(f"policy bundle: need exactly one of {SCHEMA_FILES}, "
-                              f"found {schemas}")
-        schema = _parse_schema(schemas[0], files[schemas[0]])
-        combined: dict[str, object] = {}
-        for name in sorted(n for n in files if n.endswith(POLICY_SUFFIX)):
-            for policy_id, policy in _static_policies(name, files[name], schema).items():
-                if policy_id in combined:
-                    raise ConfigError(f"policy bundle: duplicate policy id {policy_id!r} "
-                                      f"in {name}")
-                combined[policy_id] = policy
-        if not combined:
-            raise ConfigError("policy bundle: no policies")
-        if len(combined) > MAX_POLICIES:
-            raise ConfigError(f"policy bundle: more than {MAX_POLICIES} policies")
+        return cls._build(files, [], validate_requests)
+
+    @classmethod
+    def _build(cls, files: Mapping[str, str], problems: list[BundleProblem],
+               validate_requests: bool) -> PolicyBundle:
+        schema, combined = check_bundle(files, problems)
+        rules = _approval_rules(combined, problems)
+        if problems or schema is None:
+            raise BundleInvalid(problems or [BundleProblem("", "", "no usable schema")])
         est = {"staticPolicies": combined, "templates": {}, "templateLinks": []}
         try:
             policies = cedarpy.PolicySet.from_json_str(json.dumps(est))
         except ValueError as exc:
-            raise ConfigError(f"policy bundle: cannot build the policy set: {exc}") from exc
-        return cls(files, policies, schema, tuple(sorted(combined)), validate_requests,
-                   _approval_rules(combined))
+            raise BundleInvalid([BundleProblem("", "", f"cannot build the policy set: {exc}")]
+                                ) from exc
+        return cls(files, policies, schema, tuple(sorted(combined)), validate_requests, rules)
 
     def files(self) -> Mapping[str, str]:
         """The bundle's files, name -> exact text (read-only), for a PolicyPublished event."""
@@ -252,24 +198,18 @@ class PolicyBundle:
                  context: Mapping[str, object], entities: Sequence[Mapping[str, object]],
                  principal_attrs: Mapping[str, object] | None,
                  ) -> tuple[dict[str, object], str]:
-        """Build the Cedar request and entities (JSON). Raises Rejected, ValueError, KeyError."""
+        """Build the Cedar request and entities (JSON) for the path with caller-supplied
+        entities. Raises Rejected, ValueError, KeyError."""
         path = normalise_resource(resource)
-        cedar_context = _cedar_value(context)
+        cedar_context = cedar_value(context)
         assert isinstance(cedar_context, dict)
-        attrs = principal_attrs if principal_attrs is not None else {
-            "tenant": context["tenant"], "roles": context["roles"]}
-        principal_uid: dict[str, object] = {"type": "Agent", "id": principal}
-        resource_uid: dict[str, object] = {"type": "Resource", "id": path}
-        cedar_entities: list[object] = [
-            {"uid": principal_uid, "attrs": _cedar_value(attrs), "parents": []},
-            {"uid": resource_uid,
-             "attrs": {"path": path, "wildcard": path == WILDCARD or path.endswith("/*")},
-             "parents": [{"type": "Resource", "id": a} for a in ancestors(path)]},
-            *(_cedar_value(e) for e in entities),
-        ]
+        principal_entity = build_principal(principal, context, principal_attrs)
+        resource_entity = build_resource(path)
+        cedar_entities = [principal_entity, resource_entity,
+                          *(cedar_value(e) for e in entities)]
         request: dict[str, object] = {
-            "principal": principal_uid, "action": {"type": "Action", "id": action},
-            "resource": resource_uid, "context": cedar_context}
+            "principal": principal_entity["uid"], "action": {"type": "Action", "id": action},
+            "resource": resource_entity["uid"], "context": cedar_context}
         return request, json.dumps(cedar_entities)
 
     def _entities(self, entities_json: str) -> cedarpy.Entities:
@@ -281,10 +221,71 @@ class PolicyBundle:
         cached = self._entity_cache.get(entities_json)
         if cached is None:
             cached = cedarpy.Entities.from_json_str(entities_json, self._schema)
-            if len(self._entity_cache) >= ENTITY_CACHE_SIZE:
-                self._entity_cache.pop(next(iter(self._entity_cache)))
-            self._entity_cache[entities_json] = cached
+            bounded_put(self._entity_cache, entities_json, cached)
         return cached
+
+    def _shape_valid(self, action: str, cedar_context: object) -> bool:
+        """Whether requests for ``action`` with a context of this shape pass the schema.
+
+        Cedar's request validation (and its schema-directed reading of the context) depends
+        on the action and on the context's *shape*: its keys and the JSON type of each value,
+        never on a string's or number's content, except where the schema declares an entity
+        or extension type (``ipaddr``, ``decimal`` ...), which Cedar reads from a string. The
+        shape is therefore the context with every string made ``""``, every number 0 and
+        every bool false: ``""`` is neither an entity nor any extension value, so a shape
+        with a string at such a position fails here and is validated on every call. A shape
+        that passes once is remembered (bounded); such contexts then read the same with or
+        without the schema. Raises ValueError from Cedar.
+        """
+        key = (action, shape_key(cedar_context))
+        if key in self._valid_shapes:
+            return True
+        shape = blank_shape(cedar_context)
+        probe = {"principal": {"type": "Agent", "id": ""},
+                 "action": {"type": "Action", "id": action},
+                 "resource": {"type": "Resource", "id": ""}, "context": shape}
+        result = cedarpy.is_authorized(probe, NO_POLICIES, NO_ENTITIES, schema=self._schema)
+        valid = result.decision == cedarpy.Decision.Deny and not result.diagnostics.errors
+        if valid:
+            bounded_put(self._valid_shapes, key, True)
+        return valid
+
+    def _principal_base(self, entity: Mapping[str, object]) -> cedarpy.Entities:
+        """The principal's entity set, parsed and schema-validated once per distinct
+        principal entity (bounded cache). Raises ValueError if Cedar refuses it."""
+        entity_json = json.dumps([entity])
+        cached = self._principal_cache.get(entity_json)
+        if cached is None:
+            cached = cedarpy.Entities.from_json_str(entity_json, self._schema)
+            bounded_put(self._principal_cache, entity_json, cached)
+        return cached
+
+    def _evaluate_fast(self, principal: str, actions: Sequence[str], resource: str,
+                       context: Mapping[str, object],
+                       principal_attrs: Mapping[str, object] | None,
+                       ) -> list[cedarpy.AuthzResult]:
+        """Cedar's results without per-call schema work where it cannot change them.
+
+        The principal's entity is validated once (cached); the resource entity, whose shape
+        :meth:`from_files` checked against the schema, is added unvalidated; the context is
+        validated once per (action, shape) (:meth:`_shape_valid`), else on this call.
+        Raises Rejected, ValueError, KeyError.
+        """
+        path = normalise_resource(resource)
+        cedar_context = cedar_value(context)
+        principal_entity = build_principal(principal, context, principal_attrs)
+        resource_entity = build_resource(path)
+        cedar_entities = self._principal_base(principal_entity).with_added_json_str(
+            json.dumps([resource_entity]))
+        context_json = json.dumps(cedar_context)
+        requests = [{"principal": principal_entity["uid"],
+                     "action": {"type": "Action", "id": a},
+                     "resource": resource_entity["uid"], "context": context_json}
+                    for a in actions]
+        checked = not self.validate_requests or all(
+            self._shape_valid(a, cedar_context) for a in actions)
+        return cedarpy.is_authorized_batch(requests, self._policies, cedar_entities,
+                                           schema=None if checked else self._schema)
 
     def _decision(self, result: cedarpy.AuthzResult) -> PolicyDecision:
         diagnostics = result.diagnostics
@@ -325,13 +326,18 @@ class PolicyBundle:
         if not actions:
             return ()
         try:
-            request, entities_json = self._request(principal, actions[0], resource, context,
-                                                   entities, principal_attrs)
-            cedar_entities = self._entities(entities_json)
-            requests = [{**request, "action": {"type": "Action", "id": a}} for a in actions]
-            results = cedarpy.is_authorized_batch(
-                requests, self._policies, cedar_entities,
-                schema=self._schema if self.validate_requests else None)
+            if entities:
+                request, entities_json = self._request(principal, actions[0], resource,
+                                                       context, entities, principal_attrs)
+                cedar_entities = self._entities(entities_json)
+                requests = [{**request, "action": {"type": "Action", "id": a}}
+                            for a in actions]
+                results = cedarpy.is_authorized_batch(
+                    requests, self._policies, cedar_entities,
+                    schema=self._schema if self.validate_requests else None)
+            else:
+                results = self._evaluate_fast(principal, actions, resource, context,
+                                              principal_attrs)
             if len(results) != len(actions):
                 raise ValueError("cedarpy returned a wrong number of results")
             return tuple(self._decision(r) for r in results)

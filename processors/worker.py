@@ -41,6 +41,7 @@ from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.streams import INPUT_STREAMS, TREE_STREAMS, Stream
 from ledger.errors import ConfigError, Unavailable
+from ledger.kafka import tracecontext
 from ledger.kafka.clients import (
     make_consumer,
     make_producer,
@@ -56,6 +57,8 @@ from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 from processors.reconcile import Reconciler
 from processors.reconcile_loop import RECONCILE_GRACE_S, ReconcileLoop
+from processors.tracing import decide_traced, log_decisions
+from processors.tracing import log as decisions_log
 
 log = logging.getLogger("govledger.processor")
 
@@ -111,6 +114,8 @@ class DecisionWorker:
         self._tree_topics = {topics.name(s.value) for s in TREE_STREAMS}
         self._topic_of = {s: topics.name(s.value) for s in Stream}
         self._writer: ThreadPoolExecutor | None = None  # the journal thread, while running
+        # id(output) -> its trace headers, from decision to publication (tracing on only)
+        self._trace_headers: dict[int, tracecontext.Headers] = {}
         # The journal against the ledger (processors/reconcile.py), on a thread of its own.
         self.reconcile_loop = ReconcileLoop(reconciler, self._publish,
                                             grace_s=reconcile_grace_s)
@@ -293,10 +298,16 @@ class DecisionWorker:
         handled: list[Handled] = []
         # Governance first: a suspension or a key that arrived with requests governs them.
         records = sorted(records, key=lambda r: self._stream_of[r.topic] is not Stream.GOVERNANCE)
+        traced = tracecontext.enabled()
         for n, record in enumerate(records, 1):
             stream = self._stream_of[record.topic]
             raw = record.value if record.value is not None else b""
-            handled.append((stream, now, raw, self.engine.handle(stream, raw, now)))
+            if traced:  # the trace context travels on with every output (processors/tracing)
+                outcome, headers = decide_traced(self.engine, stream, raw, now, record)
+                self._trace_headers.update((id(o), headers) for o in outcome.outputs)
+            else:
+                outcome = self.engine.handle(stream, raw, now)
+            handled.append((stream, now, raw, outcome))
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let the API and the sequencer breathe
         return handled
@@ -316,6 +327,8 @@ class DecisionWorker:
             self.catchup.applied_seq = max(last, self.catchup.applied_seq)
         outcomes = [outcome for *_, outcome in handled]
         self._count(outcomes, time.perf_counter() - started)
+        if decisions_log.isEnabledFor(logging.DEBUG):
+            log_decisions(outcomes)
         return outcomes
 
     async def republish(self, since_seq: int) -> int:
@@ -331,9 +344,12 @@ class DecisionWorker:
         if not outputs:
             return
         assert self._producer is not None
+        headers = None
+        if self._trace_headers:
+            headers = [self._trace_headers.pop(id(o), None) for o in outputs]
         try:
             await publish_keyed(self._producer, [(self._topic_of[o.stream], o.key, o.value)
-                                                 for o in outputs])
+                                                 for o in outputs], headers)
         except KafkaError as exc:
             raise Unavailable(f"processor publish failed: {exc}") from exc
 

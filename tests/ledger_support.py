@@ -70,3 +70,10 @@ def lineage_chain() -> list[tuple[bytes, str]]:
                                    resource="db/orders/1", environment=ENV)
     return [(root_env, root_id), grant1, child, grant2, sign_event_with_id(execution, ALICE)]
 
+
+
+def leaf_order(data_dir: Path, *event_ids: str) -> list[int | None]:
+    """The leaf index of each event id in DIR/ledger.db (None: not a leaf)."""
+    from ledger.log.store import LedgerStore
+    with LedgerStore(data_dir / "ledger.db") as store:
+        return [None if (leaf := store.find(e)) is None else leaf.index for e in event_ids]

@@ -11,6 +11,10 @@ order ``--help`` lists them. The commands live by what they do:
 - ``service_commands``: run the service or a part of it (up, processor, sequencer, api,
   topics, demo)
 - ``client_commands``: talk to a running service (submit, decision, exec)
+- ``policy_commands``: Cedar policy bundles offline (policy validate, test, explain)
+- ``witness_commands``: run a witness that cosigns logs' checkpoints (witness ...)
+- ``token_commands``: API bearer tokens (tokens create)
+- ``gateway_commands``: the MCP gateway in front of MCP servers (mcp-gateway)
 - ``options``: the exit codes, options and output they share
 """
 
@@ -26,9 +30,14 @@ from ledger.cli import (
     approval_commands,
     client_commands,
     events_commands,
+    gateway_commands,
     governance_commands,
     ledger_commands,
+    policy_commands,
     service_commands,
+    tiles_commands,
+    token_commands,
+    witness_commands,
 )
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
@@ -87,6 +96,11 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 ledger_app.add_typer(prove_app, name="prove")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(topics_app, name="topics")
+policy_app = typer.Typer(help="Cedar policy bundles: validate, test and explain offline, on "
+                         "the processor's own entity model and decision rule; publish and "
+                         "promote them live.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 keys_app.command("generate")(events_commands.keys_generate)
 events_app.command("sign")(events_commands.events_sign)
@@ -103,30 +117,35 @@ prove_app.command("consistency")(ledger_commands.prove_consistency_cmd)
 prove_app.command("lineage")(ledger_commands.prove_lineage_cmd)
 ledger_app.command("verify")(ledger_commands.ledger_verify)
 ledger_app.command("audit")(ledger_commands.ledger_audit)
+ledger_app.command("export-tiles")(tiles_commands.export_tiles_cmd)
+ledger_app.command("mirror")(tiles_commands.mirror_cmd)
 
 topics_app.command("create")(service_commands.topics_create)
 app.command("up")(service_commands.up)
 app.command("processor")(service_commands.processor)
 app.command("sequencer")(service_commands.sequencer)
 app.command("api")(service_commands.api)
+app.command("health")(service_commands.health)
 
 app.command("submit")(client_commands.submit)
 app.command("decision")(client_commands.decision)
 app.command("exec", context_settings={"allow_extra_args": True,
                                       "ignore_unknown_options": True})(client_commands.exec_gated)
 
+tokens_app = typer.Typer(help="API bearer tokens bound to a principal.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+tokens_app.command("create")(token_commands.tokens_create)
+
 app.command("demo")(service_commands.demo)
+app.command("mcp-gateway")(gateway_commands.mcp_gateway)
 
 principal_app = typer.Typer(help="Principals and their keys, live (governance events).",
                             no_args_is_help=True)
 tenant_app = typer.Typer(help="The kill switch for a whole tenant.", no_args_is_help=True)
-policy_app = typer.Typer(help="Cedar policies: publish and promote them live.",
-                         no_args_is_help=True)
 governance_app = typer.Typer(help="Approvals, the quorum, and the state at any leaf.",
                              no_args_is_help=True)
 app.add_typer(principal_app, name="principal")
 app.add_typer(tenant_app, name="tenant")
-app.add_typer(policy_app, name="policy")
 app.add_typer(governance_app, name="governance")
 principal_app.command("register")(governance_commands.principal_register)
 principal_app.command("revoke")(governance_commands.principal_revoke)
@@ -139,6 +158,15 @@ policy_app.command("promote")(governance_commands.policy_promote)
 governance_app.command("approve")(governance_commands.governance_approve)
 governance_app.command("configure")(governance_commands.governance_configure)
 governance_app.command("state")(governance_commands.governance_state)
+policy_app.command("validate")(policy_commands.policy_validate)
+policy_app.command("test")(policy_commands.policy_test)
+policy_app.command("explain")(policy_commands.policy_explain)
+witness_app = typer.Typer(help="Run a C2SP tlog-witness that cosigns logs' checkpoints.",
+                          no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
+witness_app.command("init")(witness_commands.witness_init)
+witness_app.command("add-log")(witness_commands.witness_add_log)
+witness_app.command("serve")(witness_commands.witness_serve)
 
 approvals_app = typer.Typer(help="Human approval: requests that wait for people, approve or "
                             "refuse them (docs/approvals.md).", no_args_is_help=True)

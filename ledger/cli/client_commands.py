@@ -1,5 +1,9 @@
 """Commands that talk to a running service as a client: ``submit`` and ``decision`` over
-its HTTP API, ``exec`` through the gate (Kafka for the verdict, the API for the proof)."""
+its HTTP API, ``exec`` through the gate (Kafka for the verdict, the API for the proof).
+
+Reads from the API are authenticated (docs/api.md "Authentication"): ``--key`` signs each
+request with your keyring key (RFC 9421), or ``--token-file`` sends a bearer token; ``exec``
+signs its log check with the runtime's ``--key``."""
 
 from __future__ import annotations
 
@@ -28,21 +32,47 @@ from ledger.core.keys import Signer
 from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.sequencer import read_vkey
+from ledger.sdk.httpsig import SignedRequests, bearer
 
 ApiUrl = Annotated[str, typer.Option("--api", envvar="GOVLEDGER_API",
                                      help="Base URL of a running govledger API.")]
+ApiKey = Annotated[Path | None, typer.Option(
+    "--key", envvar="GOVLEDGER_API_KEY_FILE",
+    help="Your private key file (a principal of the keyring with a read role): every "
+    "request is signed with it (RFC 9421 HTTP Message Signatures).")]
+TokenFile = Annotated[Path | None, typer.Option(
+    "--token-file", envvar="GOVLEDGER_API_TOKEN_FILE",
+    help="A file holding an API bearer token (govledger tokens create), instead of --key.")]
+
+
+def api_auth(key: Path | None, token_file: Path | None) -> httpx.Auth | None:
+    """The credential the flags give (None: none). Raises ConfigError."""
+    if key is not None and token_file is not None:
+        raise ConfigError("give --key or --token-file, not both")
+    if key is not None:
+        return SignedRequests(load_signer(key))
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {token_file}: {exc.strerror}") from exc
+        return bearer(token)
+    return None
 
 
 def submit(
     envelope: Annotated[Path, typer.Argument(help="Signed envelope file (events sign).")],
-    api_url: ApiUrl, as_json: JsonFlag = False,
+    api_url: ApiUrl, as_json: JsonFlag = False, key: ApiKey = None,
+    token_file: TokenFile = None,
 ) -> None:
     """Submit a signed envelope to a running service through its HTTP API.
 
-    Prints the event id (the request id for a request). Exit 1 if the API refuses it.
+    Prints the event id (the request id for a request). Exit 1 if the API refuses it. No
+    credential is needed (the envelope is signed); one that is given must verify.
     Example: govledger submit request.dsse.json --api http://127.0.0.1:8080
     """
-    response = http_call("POST", api_url, "/v1/events", content=read_envelope_file(envelope))
+    response = http_call("POST", api_url, "/v1/events", content=read_envelope_file(envelope),
+                         auth=api_auth(key, token_file))
     body = response.json()
     if response.status_code != 202:
         emit(body, as_json, f"REFUSED {body.get('reason')}: {body.get('detail', '')}")
@@ -54,14 +84,20 @@ def decision(
     subject_id: Annotated[str, typer.Argument(help="Request, execution or revocation id.")],
     api_url: ApiUrl,
     wait: Annotated[float, typer.Option(help="Seconds to wait for it (0-30).")] = 10.0,
-    as_json: JsonFlag = False,
+    as_json: JsonFlag = False, key: ApiKey = None, token_file: TokenFile = None,
 ) -> None:
     """Fetch the signed decision for an id (exit 0 allowed, 1 denied or none yet).
 
+    The API answers readers only, about their own tenant: give --key (or --token-file).
     Example: govledger decision <request-id> --api http://127.0.0.1:8080 --wait 10
+    --key keys/alice.key
     """
+    auth = api_auth(key, token_file)
+    if auth is None:
+        raise ConfigError("decision reads from the API: give --key (your keyring key) or "
+                          "--token-file (an API token)")
     response = http_call("GET", api_url, f"/v1/decisions/{subject_id}",
-                         params={"wait": wait}, timeout=wait + 10)
+                         params={"wait": wait}, timeout=wait + 10, auth=auth)
     body = response.json()
     if response.status_code != 200:
         emit(body, as_json, f"NONE {body.get('reason', response.status_code)}")
@@ -144,7 +180,8 @@ async def run_gated(settings: Settings, grant: bytes, action: str, resource: str
     from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
     keyring = load_keyring(settings.data_dir / "keyring.json")
     principal = keyring.get(runtime.key_id)
-    logged = None if api_url is None else http_log_check(api_url, read_vkey(settings.data_dir))
+    logged = None if api_url is None else http_log_check(
+        api_url, read_vkey(settings.data_dir), auth=SignedRequests(runtime))
     assert settings.kafka_bootstrap is not None
     async with Client(settings, settings.kafka_bootstrap, keyring) as client:
         gate = Gate(client, runtime, principal, keyring, measure=lambda: environment,

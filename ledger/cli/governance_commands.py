@@ -24,6 +24,7 @@ from ledger.cli.options import EXIT_INVALID, DataOpt, JsonFlag, emit, settings_f
 from ledger.errors import ConfigError
 from ledger.keyfiles import load_public_key, load_signer
 from ledger.sdk.governance import Admin
+from ledger.sdk.httpsig import SignedRequests
 
 EXIT_PENDING = 4
 
@@ -45,10 +46,13 @@ def _admin(key: Path, identity: str, tenant: str) -> Admin:
     return Admin(identity, tenant, load_signer(key))
 
 
-def _send(envelope: bytes, api_url: str, wait: float, as_json: bool) -> None:
-    """Submit, wait for the answer, print it; exit as the module docstring says."""
+def _send(admin: Admin, envelope: bytes, api_url: str, wait: float, as_json: bool) -> None:
+    """Submit (the request signed with the admin's key: reading the answer needs a
+    reader, and admins read their tenant's), wait for the answer, print it; exit as the
+    module docstring says."""
     response = http_call("POST", api_url, "/v1/events", content=envelope,
-                         params={"wait": wait}, timeout=wait + 15)
+                         params={"wait": wait}, timeout=wait + 15,
+                         auth=SignedRequests(admin.signer))
     body = response.json()
     if response.status_code == 202:
         emit(body, as_json, f"PENDING {body['event_id']}: no answer yet (a quorum waits for "
@@ -92,10 +96,11 @@ def principal_register(
     """
     if not_after is not None and not_after.tzinfo is None:
         raise ConfigError("--not-after needs an explicit UTC offset")
-    envelope = _admin(key, admin, admin_tenant).register(
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.register(
         identity, load_public_key(public_key), tuple(role), tenant=tenant,
         not_after=not_after, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def principal_revoke(
@@ -107,9 +112,10 @@ def principal_revoke(
     """Revoke a key at once (PrincipalRevoked). Refused for the last operator admin and for
     the authority key the processor signs with (rotate it first)."""
     from ledger.core.keys import key_id
-    envelope = _admin(key, admin, admin_tenant).revoke(
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.revoke(
         key_id(load_public_key(public_key)), tenant=tenant, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def principal_suspend(
@@ -120,8 +126,9 @@ def principal_suspend(
 ) -> None:
     """Kill switch for one principal: its requests are denied and every artifact it
     initiated or holds, and every artifact below those, is refused at the gate."""
-    envelope = _admin(key, admin, admin_tenant).suspend(identity, tenant=tenant, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.suspend(identity, tenant=tenant, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def principal_resume(
@@ -131,8 +138,9 @@ def principal_resume(
     as_json: JsonFlag = False,
 ) -> None:
     """Lift a principal's suspension."""
-    envelope = _admin(key, admin, admin_tenant).resume(identity, tenant=tenant, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.resume(identity, tenant=tenant, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def tenant_suspend(
@@ -145,8 +153,9 @@ def tenant_suspend(
 
     Example: govledger tenant suspend acme --reason "incident 42" --api http://127.0.0.1:8080
     """
-    envelope = _admin(key, admin, admin_tenant).suspend_tenant(tenant, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.suspend_tenant(tenant, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def tenant_resume(
@@ -155,8 +164,9 @@ def tenant_resume(
     reason: ReasonOpt = "", wait: WaitOpt = 10.0, as_json: JsonFlag = False,
 ) -> None:
     """Lift a tenant's suspension."""
-    envelope = _admin(key, admin, admin_tenant).resume_tenant(tenant, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.resume_tenant(tenant, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def policy_publish(
@@ -175,9 +185,10 @@ def policy_publish(
     """
     from ledger.server.governance_tools import policy_payload
     files, digest = policy_payload(directory)
-    envelope = _admin(key, admin, "*").publish_policy(files, digest, version, shadow=shadow,
+    signing = _admin(key, admin, "*")
+    envelope = signing.publish_policy(files, digest, version, shadow=shadow,
                                                       reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def policy_promote(
@@ -186,8 +197,9 @@ def policy_promote(
     reason: ReasonOpt = "", wait: WaitOpt = 10.0, as_json: JsonFlag = False,
 ) -> None:
     """Make the shadow policy the enforced one."""
-    envelope = _admin(key, admin, "*").promote_policy(digest, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, "*")
+    envelope = signing.promote_policy(digest, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def governance_approve(
@@ -198,8 +210,9 @@ def governance_approve(
 ) -> None:
     """Approve a pending governance event (the two-person rule). Prints the event's answer
     when this approval completes its quorum (exit 0), else PENDING (exit 4)."""
-    envelope = _admin(key, admin, admin_tenant).approve(event_id, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, admin_tenant)
+    envelope = signing.approve(event_id, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def governance_configure(
@@ -211,8 +224,9 @@ def governance_configure(
     wait: WaitOpt = 10.0, as_json: JsonFlag = False,
 ) -> None:
     """Set the quorum (GovernanceConfigured). Operator admins only."""
-    envelope = _admin(key, admin, "*").configure(quorum, window_s, reason=reason)
-    _send(envelope, api_url, wait, as_json)
+    signing = _admin(key, admin, "*")
+    envelope = signing.configure(quorum, window_s, reason=reason)
+    _send(signing, envelope, api_url, wait, as_json)
 
 
 def governance_state(

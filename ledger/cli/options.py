@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +13,7 @@ import typer
 
 from ledger.config import Settings, load_settings
 from ledger.errors import ConfigError
+from ledger.telemetry import log_handler
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 # `govledger exec` runs a command whose own status passes through, so its own outcomes use
@@ -39,12 +39,12 @@ def set_log_level(level: LogLevel | None) -> None:
     _Logging.level = level
 
 
-def configure_logging(default: LogLevel = LogLevel.INFO) -> None:
-    """Log to stderr at ``--log-level`` (else ``default``); Kafka's client library at
-    WARNING unless debugging (it is chatty at INFO)."""
+def configure_logging(default: LogLevel = LogLevel.INFO, log_format: str = "text") -> None:
+    """Log to stderr at ``--log-level`` (else ``default``) as ``log_format`` lines ("text" or
+    "json": ledger/telemetry.py); Kafka's client library at WARNING unless debugging (it is
+    chatty at INFO)."""
     level = getattr(logging, str(_Logging.level or default).upper())
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(level=level, handlers=[log_handler(log_format)])
     logging.getLogger("aiokafka").setLevel(
         logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING))
 

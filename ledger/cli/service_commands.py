@@ -1,11 +1,13 @@
 """Commands that run the service on this machine: ``up`` (everything), ``processor``,
-``sequencer``, ``api`` (one component each), ``topics create`` and ``demo``."""
+``sequencer``, ``api`` (one component each), ``health`` (their liveness probe), ``topics
+create`` and ``demo``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -20,10 +22,12 @@ from ledger.cli.options import (
     settings_from,
 )
 from ledger.config import Settings
-from ledger.errors import ConfigError
+from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
+from ledger.server.heartbeat import heartbeat_age
 from ledger.server.service import COMPONENTS, Service, run_service
+from ledger.telemetry import configure_tracing
 
 
 def topics_create(
@@ -50,7 +54,8 @@ def topics_create(
 
 def serve(components: tuple[str, ...], settings: Settings,
           ready_file: Path | None = None) -> None:
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
+    configure_tracing("govledger" if len(components) > 1 else f"govledger-{components[0]}")
 
     def ready(service: Service) -> None:
         info = service.describe()
@@ -110,6 +115,24 @@ def api(data: DataOpt = None, kafka: KafkaOpt = None, api_host: ApiHost = None,
     Example: govledger api --data /data --kafka kafka:9092 --api-host 0.0.0.0 --api-port 8080
     """
     serve(("api",), settings_from(data, kafka, api_host=api_host, api_port=api_port))
+
+
+def health(max_age: Annotated[float, typer.Option(
+        min=1.0, help="Seconds a heartbeat stays fresh.")] = 30.0) -> None:
+    """Exit 0 while the processor or sequencer running here beats (its heartbeat file,
+    GOVLEDGER_HEARTBEAT_FILE, is younger than --max-age), 3 otherwise: the liveness probe
+    of the roles that serve no HTTP (docs/production.md).
+
+    Example: GOVLEDGER_HEARTBEAT_FILE=/run/govledger/heartbeat govledger health --max-age 30
+    """
+    settings = settings_from()
+    if settings.heartbeat_file is None:
+        raise ConfigError("govledger health needs GOVLEDGER_HEARTBEAT_FILE (the file the "
+                          "service beats into)")
+    age = heartbeat_age(settings.heartbeat_file, time.time())
+    if age > max_age:
+        raise Unavailable(f"the last heartbeat is {age:.0f} s old (more than {max_age:.0f} s)")
+    typer.echo(f"alive: heartbeat {max(age, 0.0):.1f} s ago")
 
 
 def demo(data: Annotated[Path | None, typer.Option(

@@ -81,6 +81,7 @@ class VerifiedBundle:
     root_hash: str
     event_ids: tuple[str, ...] = ()
     signers_checked: bool = False
+    witnesses: tuple[str, ...] = ()   # witnesses whose cosignatures were checked (names)
 
 
 def _int(bundle: Mapping[str, object], key: str) -> int:

@@ -142,11 +142,23 @@ def sign_note(text: str, name: str, signer: NoteSigner) -> str:
     return f"{text}\n{DASH} {name} {line}\n"
 
 
-def open_note(note: str, verifier: NoteVerifier) -> str:
-    """Verify a signed note against one key and return its text (C2SP signed-note).
+@dataclass(frozen=True, slots=True)
+class NoteSignature:
+    """One signature line of a note: the key name and the decoded ``key hash || signature``."""
 
-    Raises ProofError if the note is malformed, a signature by ``verifier`` fails, or no
-    signature by ``verifier`` is present. Signatures by other keys are ignored.
+    name: str
+    raw: bytes
+
+    @property
+    def key_hash(self) -> bytes:
+        return self.raw[:4]
+
+
+def split_note(note: str) -> tuple[str, tuple[NoteSignature, ...]]:
+    """Split a signed note into its text and its signature lines, checking the C2SP
+    signed-note format (size cap, text rules, line syntax, base64) but no signature.
+
+    Raises ProofError if the note is malformed.
     """
     if len(note.encode()) > MAX_NOTE_BYTES:
         raise ProofError("malformed note: too large")
@@ -160,7 +172,7 @@ def open_note(note: str, verifier: NoteVerifier) -> str:
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise ProofError("malformed note: too many signatures")
-    verified = 0
+    signatures = []
     for line in lines:
         prefix, _, rest = line.partition(" ")
         name, _, encoded = rest.partition(" ")
@@ -170,10 +182,24 @@ def open_note(note: str, verifier: NoteVerifier) -> str:
         raw = _b64decode(encoded, "note signature")
         if len(raw) < 5:
             raise ProofError("malformed note: signature too short")
-        if name != verifier.name or raw[:4] != verifier.key_hash:
+        signatures.append(NoteSignature(name, raw))
+    return text, tuple(signatures)
+
+
+def open_note(note: str, verifier: NoteVerifier) -> str:
+    """Verify a signed note against one key and return its text (C2SP signed-note).
+
+    Raises ProofError if the note is malformed, a signature by ``verifier`` fails, or no
+    signature by ``verifier`` is present. Signatures by other keys are ignored.
+    """
+    text, signatures = split_note(note)
+    verified = 0
+    for signature in signatures:
+        if signature.name != verifier.name or signature.key_hash != verifier.key_hash:
             continue  # another key (a witness, say): not ours to judge
-        if not verify_signature(verifier.public_key, text.encode(), raw[4:]):
-            raise ProofError(f"invalid signature for key {name}+{verifier.key_hash.hex()}")
+        if not verify_signature(verifier.public_key, text.encode(), signature.raw[4:]):
+            raise ProofError(f"invalid signature for key {signature.name}+"
+                             f"{verifier.key_hash.hex()}")
         verified += 1
     if not verified:
         raise ProofError(f"note has no signature by {verifier.name}+{verifier.key_hash.hex()}")

@@ -162,6 +162,21 @@ class Event(_Model):
     nonce: Nonce
     issued_at: UtcTime
 
+    # Fields added after version 1: absent from the encoding while None, so an event that
+    # does not use them has the bytes (and the id) it had before they existed.
+    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self._omitted(data):
+            del data[name]
+        return data
+
+    def _omitted(self, data: dict[str, Any]) -> list[str]:
+        """The keys of ``data`` the encoding leaves out (:data:`_OMIT_WHEN_NONE`)."""
+        return [name for name in self._OMIT_WHEN_NONE if data.get(name, 0) is None]
+
     def parent_ref(self) -> str | None:
         """The event id this event points back to on its lineage chain, if any."""
         return None
@@ -192,21 +207,7 @@ class _Decision(Event):
     governance: Annotated[int, Field(ge=0)] | None = None
     shadow: Shadow | None = None
 
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _omit_defaults(self, handler(self))
-
-
-def _omit_defaults(event: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
-    """Drop the fields added after version 1 while they hold their default, so an event
-    that does not use them has the bytes it had before they existed."""
-    for name in ("governance", "shadow"):
-        if getattr(event, name, None) is None:
-            data.pop(name, None)
-    if getattr(event, "chunks", None) == 1:
-        data.pop("chunk", None)
-        data.pop("chunks", None)
-    return data
+    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("governance", "shadow")
 
 
 class AuthorizationRequested(Event):
@@ -321,6 +322,10 @@ class RevocationApplied(_Decision):
         return self
 
 
+    def _omitted(self, data: dict[str, Any]) -> list[str]:
+        single = ["chunk", "chunks"] if self.chunks == 1 else []
+        return super()._omitted(data) + single
+
     def parent_ref(self) -> str | None:
         return self.revocation_id
 
@@ -353,12 +358,12 @@ class ExecutionRequested(_UnderArtifact):
 class _AboutExecution(_UnderArtifact):
     execution_id: EventId
 
+    def parent_ref(self) -> str | None:
+        return self.execution_id
+
 
 class _Verdict(_AboutExecution, _Decision):
     """The authority's verdict on an execution request."""
-
-    def parent_ref(self) -> str | None:
-        return self.execution_id
 
 
 class ExecutionAllowed(_Verdict):
@@ -375,15 +380,31 @@ class ExecutionRefused(_Verdict):
     detail: Detail = ""
 
 
-class ExecutionCompleted(_AboutExecution):
+class _Reported(_AboutExecution):
+    """An execution's outcome. ``arguments_digest`` (what the executor ran it with, e.g. the
+    RFC 8785 bytes of an MCP tool call's arguments) is absent from the encoding when None,
+    so the bytes of events that never carried it are what they were before it existed."""
+
+    arguments_digest: Digest | None = None
+
+    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("arguments_digest",)
+
+
+class ExecutionCompleted(_Reported):
     KIND = "ExecutionCompleted"
     SLUG = "execution-completed"
     kind: Literal["ExecutionCompleted"] = "ExecutionCompleted"
     result_digest: Digest | None = None
 
 
-class ExecutionFailed(_AboutExecution):
+class ExecutionFailed(_Reported):
+    """``result_digest``: of what the failed execution returned, if anything (an MCP tool
+    result flagged as an error); absent from the encoding when None."""
+
     KIND = "ExecutionFailed"
     SLUG = "execution-failed"
     kind: Literal["ExecutionFailed"] = "ExecutionFailed"
     error: Detail
+    result_digest: Digest | None = None
+
+    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("arguments_digest", "result_digest")

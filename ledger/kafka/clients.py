@@ -202,10 +202,13 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 async def publish_keyed(producer: AIOKafkaProducer,
-                        messages: Sequence[tuple[str, bytes, bytes]]) -> None:
+                        messages: Sequence[tuple[str, bytes, bytes]],
+                        headers: Sequence[list[tuple[str, bytes]] | None] | None = None
+                        ) -> None:
     """Publish ``(topic, key, value)`` messages, each to the partition its key hashes to
     (exactly as the default partitioner would), in order within each partition, and wait for
-    every acknowledgement.
+    every acknowledgement. ``headers``, when given, holds each message's record headers
+    (the trace context: ledger.kafka.tracecontext).
 
     Messages are appended to one record batch per partition instead of one ``send`` each
     (measured ~4x less CPU per message). Raises KafkaError.
@@ -213,20 +216,22 @@ async def publish_keyed(producer: AIOKafkaProducer,
     builders: dict[tuple[str, int], Any] = {}
     futures: list[asyncio.Future[Any]] = []
     counts: dict[str, int] = {}
-    for topic, key, value in messages:
+    for n, (topic, key, value) in enumerate(messages):
+        extra = headers[n] if headers is not None else None
         if topic not in counts:
             counts[topic] = await _partition_count(producer, topic)
         tp = (topic, partition_for(key, counts[topic]))
         builder = builders.get(tp)
         if builder is None:
             builder = builders[tp] = producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None) is None:
+        if builder.append(key=key, value=value, timestamp=None, headers=extra) is None:
             futures.append(await producer.send_batch(builder, tp[0], partition=tp[1]))
             builder = builders[tp] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
+            if builder.append(key=key, value=value, timestamp=None, headers=extra) is None:
                 # larger than an empty batch may hold: the producer's own path reports it
                 del builders[tp]
-                futures.append(await producer.send(topic, value, key=key, partition=tp[1]))
+                futures.append(await producer.send(topic, value, key=key, partition=tp[1],
+                                                   headers=extra))
     for (topic, partition), builder in builders.items():
         futures.append(await producer.send_batch(builder, topic, partition=partition))
     await asyncio.gather(*futures)

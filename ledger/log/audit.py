@@ -23,7 +23,11 @@ lookup index (ledger.log.recompute.recompute, steps 2-6), shared by ``govledger 
    per decision subject, each naming its leaf: a missing row would hide an event (a proof
    "not found", a duplicate appended);
 7. (audit only) consecutive checkpoints must be consistent (RFC 9162 2.1.4.2, proofs from
-   stored nodes). Implied by 3 and 5 when those pass; kept as an independent check.
+   stored nodes). Implied by 3 and 5 when those pass; kept as an independent check;
+8. (audit only) causal order: no leaf precedes an event it answers or refers to
+   (ledger/core/causes.py, ledger.log.causal.check_order); the first violation is reported.
+   A cause absent from the log is not a violation (the sequencer appended the event after
+   its hold-back bound, and logged why).
 
 Memory: 18 bytes per leaf (the index keys step 6 compares). Time at 1M leaves:
 docs/ledger.md.
@@ -50,6 +54,7 @@ from ledger.core.checkpoint import (
     verify_checkpoint,
 )
 from ledger.errors import ProofError
+from ledger.log.causal import check_order
 from ledger.log.recompute import Problem, recompute
 from ledger.log.store import LedgerStore
 
@@ -114,6 +119,9 @@ def audit_store(store: LedgerStore, vkey: str, *, verify: Verify | None = None) 
         except ProofError as exc:
             problems.append(Problem(old, f"checkpoints {old} -> {new} inconsistent: {exc}", new,
                                     False))
+    order = check_order(store, size)                                            # 8
+    if order.first_violation is not None:
+        problems.append(Problem(order.first_violation, f"causal order: {order.what}"))
     return _report(problems, size, len(notes), found.envelopes)
 
 

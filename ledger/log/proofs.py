@@ -10,7 +10,9 @@ ledger has not passed (:meth:`ledger.log.store.LedgerStore.verified`).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 from ledger.core import merkle
@@ -23,6 +25,7 @@ from ledger.core.bundles import (
     verify_bundle,
 )
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
+from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, InvalidRange, NotFound, NotPublished, ProofError, Unavailable
 from ledger.log.sequencer import DB_NAME, read_vkey
@@ -31,11 +34,12 @@ from ledger.log.store import LedgerStore, StoredLeaf
 # -- export -----------------------------------------------------------------------------------
 
 
-def _published(store: LedgerStore,
-               vkey: str | None = None) -> tuple[Checkpoint, str, NoteVerifier]:
-    """The latest checkpoint, verified under ``vkey`` (default: the one the ledger recorded).
-    Raises ProofError, or Unavailable while the sequencer's start-up check of the ledger has
-    not passed (LedgerStore.verified)."""
+def _published(store: LedgerStore, vkey: str | None = None,
+               size: int | None = None) -> tuple[Checkpoint, str, NoteVerifier]:
+    """The latest checkpoint (or the one at ``size``), verified under ``vkey`` (default: the
+    one the ledger recorded). Raises ProofError (NotFound: no checkpoint at ``size``), or
+    Unavailable while the sequencer's start-up check of the ledger has not passed
+    (LedgerStore.verified)."""
     if store.verified() is None:
         raise Unavailable("the ledger is not verified against its signed checkpoint yet (the "
                           "sequencer checks it when it starts; `ledger audit` checks it now)")
@@ -43,14 +47,28 @@ def _published(store: LedgerStore,
     origin, latest = store.meta("origin"), store.latest_checkpoint()
     if vkey is None or origin is None or latest is None:
         raise ProofError("ledger has no signed checkpoint")
+    if size is not None:
+        note = store.checkpoint_at(size)
+        if note is None:
+            raise NotFound(f"no signed checkpoint at size {size}")
+        latest = (size, note)
     verifier = parse_vkey(vkey)
     return verify_checkpoint(latest[1], verifier, origin), latest[1], verifier
 
 
-def published_note(store: LedgerStore, vkey: str | None = None) -> str:
-    """The latest signed checkpoint's note text, verified under ``vkey`` (default: the one
-    the ledger recorded). Raises ProofError or Unavailable."""
-    return _published(store, vkey)[1]
+def published_note(store: LedgerStore, vkey: str | None = None,
+                   size: int | None = None) -> str:
+    """The latest signed checkpoint's note text (or the one at ``size``), verified under
+    ``vkey`` (default: the one the ledger recorded). Raises ProofError or Unavailable."""
+    return _published(store, vkey, size)[1]
+
+
+def not_found(index: int | None, event_id: str | None) -> NotFound:
+    """The answer for a leaf that is not there (the API gives the same one for a leaf the
+    caller may not see: another tenant's ids look unknown)."""
+    if event_id is not None:
+        return NotFound(f"event {event_id} is not in the ledger")
+    return NotFound(f"no leaf at index {index}")
 
 
 def _locate(store: LedgerStore, index: int | None, event_id: str | None) -> StoredLeaf:
@@ -59,10 +77,10 @@ def _locate(store: LedgerStore, index: int | None, event_id: str | None) -> Stor
     if event_id is not None:
         leaf = store.find(event_id)
         if leaf is None:
-            raise NotFound(f"event {event_id} is not in the ledger")
+            raise not_found(None, event_id)
         return leaf
     if index is None or index >= store.tree_size():
-        raise NotFound(f"no leaf at index {index}")
+        raise not_found(index, None)
     return store.leaf(index)
 
 
@@ -92,14 +110,16 @@ def entry(store: LedgerStore, *, index: int | None = None,
 
 
 def inclusion_bundle(store: LedgerStore, *, index: int | None = None,
-                     event_id: str | None = None, vkey: str | None = None) -> Bundle:
-    """Inclusion bundle of one leaf (by index or event id) against the latest checkpoint,
-    verified under ``vkey`` (default: the one the ledger recorded).
+                     event_id: str | None = None, vkey: str | None = None,
+                     size: int | None = None) -> Bundle:
+    """Inclusion bundle of one leaf (by index or event id) against the latest checkpoint (or
+    the signed one at ``size``: a witnessed one), verified under ``vkey`` (default: the one
+    the ledger recorded).
 
     Raises NotFound, NotPublished, ProofError (the checkpoint does not verify), Unavailable
     or ConfigError (not exactly one of index and event id).
     """
-    checkpoint, note, _ = _published(store, vkey)
+    checkpoint, note, _ = _published(store, vkey, size)
     leaf = _under(checkpoint, _locate(store, index, event_id))
     hop = _hop(store, leaf, checkpoint.size)
     return {"origin": checkpoint.origin, "index": leaf.index, "tree_size": checkpoint.size,
@@ -133,14 +153,16 @@ def consistency_bundle(store: LedgerStore, old_size: int, new_size: int | None =
             "old_checkpoint": notes[old_size][1], "new_checkpoint": notes[new_size][1]}
 
 
-def lineage_bundle(store: LedgerStore, event_id: str, *, vkey: str | None = None) -> Bundle:
+def lineage_bundle(store: LedgerStore, event_id: str, *, vkey: str | None = None,
+                   size: int | None = None) -> Bundle:
     """The chain from ``event_id`` back to its lineage root, each hop proved against the
-    latest checkpoint, verified under ``vkey`` (default: the one the ledger recorded).
+    latest checkpoint (or the signed one at ``size``), verified under ``vkey`` (default: the
+    one the ledger recorded).
 
     Raises NotFound or NotPublished (``event_id`` itself), NotFound (a hop missing or
     unpublished, or a cycle: the lineage cannot be proved), ProofError or Unavailable.
     """
-    checkpoint, note, _ = _published(store, vkey)
+    checkpoint, note, _ = _published(store, vkey, size)
     head = _under(checkpoint, _locate(store, None, event_id))
     hops: list[Bundle] = [_hop(store, head, checkpoint.size)]
     seen = {event_id}
@@ -209,19 +231,33 @@ def prove_lineage(data_dir: Path, event_id: str) -> Bundle:
         return lineage_bundle(store, event_id)
 
 
-def verify_bundle_file(path: Path, vkey: str | Path,
-                       signers: SignerKeys | None = None) -> VerifiedBundle:
+def verify_bundle_file(path: Path, vkey: str | Path, signers: SignerKeys | None = None, *,
+                       witnesses: WitnessPolicy | None = None) -> VerifiedBundle:
     """``govledger ledger verify``: a bundle file, the vkey (text, a vkey file, or a ledger
-    data directory) and the signer keys (:func:`ledger.core.signers.load_signer_keys`).
+    data directory), the signer keys (:func:`ledger.core.signers.load_signer_keys`) and,
+    if given, the witness policy its checkpoint must meet.
 
-    Raises ProofError or ConfigError (also for a lineage bundle without signer keys)."""
-    if isinstance(vkey, Path):
-        vkey = read_vkey(vkey) if vkey.is_dir() else _read_text(vkey)
+    Raises ProofError (also below the witness quorum) or ConfigError (also for a lineage
+    bundle without signer keys)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return verify_bundle(data, vkey.strip(), signers)
+    return verify_bundle_bytes(data, vkey, signers, witnesses=witnesses)
+
+
+def verify_bundle_bytes(data: bytes, vkey: str | Path, signers: SignerKeys | None = None, *,
+                        witnesses: WitnessPolicy | None = None) -> VerifiedBundle:
+    """:func:`verify_bundle_file` of bundle bytes already read (a bundle fetched over HTTP).
+    Raises ProofError or ConfigError."""
+    if isinstance(vkey, Path):
+        vkey = read_vkey(vkey) if vkey.is_dir() else _read_text(vkey)
+    result = verify_bundle(data, vkey.strip(), signers)
+    if witnesses is None:
+        return result
+    bundle = json.loads(data)  # verify_bundle parsed it strictly already
+    found = verify_bundle_witnessed(bundle, witnesses, now=int(time.time()))
+    return dataclasses.replace(result, witnesses=tuple(c.witness.name for c in found))
 
 
 def _read_text(path: Path) -> str:

@@ -5,10 +5,16 @@
   stored. :func:`keyring_verifier` judges by signature and kind, never by this process's
   clock: authority kinds only under the authority key, everything else under a known key.
   Duplicates (same event id) are skipped, never stored twice.
-* One batch = one SQLite transaction holding the leaves, their node hashes, the consumer
-  offsets and (when due) the signed checkpoint, whose root is recomputed from the stored
-  nodes. ``checkpoint_interval=0`` signs after every batch; ``N`` seconds signs at most that
-  often (the tail in between is *sequenced* but not yet *published*).
+* Causes first: after verification, an event whose causes (ledger/core/causes.py: the
+  request a decision answers, the grant a delegation or an execution refers to, ...) are not
+  leaves yet waits in a bounded hold-back (ledger/log/holdback.py) and follows them;
+  past a bound it is appended anyway and reported in ``SubmitResult.late``.
+* One commit = one SQLite transaction holding the leaves, their node hashes, the consumer
+  offsets (never past an event still held) and (when due) the signed checkpoint, whose
+  root is recomputed from the stored nodes; the worker puts several batches in one commit
+  (group commit, ledger/log/worker.py). ``checkpoint_interval=0`` signs after every
+  commit; ``N`` seconds signs at most that often (the tail in between is *sequenced* but not
+  yet *published*).
 * On open, before anything is appended (or, in ``govledger up``, served): every leaf hash,
   stored node hash, derived column and lookup-index row is recomputed from the stored leaf
   bytes and the tree root compared with the last signed checkpoint, which must verify under
@@ -33,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.core.causes import causes
 from ledger.core.checkpoint import (
     Checkpoint,
     NoteVerifier,
@@ -54,10 +61,15 @@ from ledger.keyfiles import (
     write_atomic,
 )
 from ledger.log.audit import check_on_open
+from ledger.log.causal import leaf_causes, store_present
+from ledger.log.holdback import Arrival, Holdback, Released
 from ledger.log.store import BatchResult, LeafRecord, LedgerStore, Offsets
 
 Verify = Callable[[bytes], LeafRecord]
 """Verifies envelope bytes and returns the leaf to store; raises Rejected."""
+
+Position = tuple[str, int, int]
+"""Where an envelope came from: Kafka topic, partition, offset."""
 
 DB_NAME, KEY_DIR, KEY_NAME, VKEY_NAME = "ledger.db", "keys", "ledger", "ledger.vkey"
 
@@ -74,7 +86,8 @@ def keyring_verifier(keyring: KeyRing) -> Verify:
     """
     def verify(data: bytes) -> LeafRecord:
         event = verify_loggable(data, keyring)
-        return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref())
+        return LeafRecord(event.event_id, event.kind, data, event.event.parent_ref(),
+                          causes(event.event))
     return verify
 
 
@@ -94,6 +107,8 @@ class SubmitResult:
     refused: tuple[Refusal, ...]
     tree_size: TreeSize
     checkpoint: str | None
+    late: tuple[Released, ...] = ()
+    """Events appended without their causes, past a hold-back bound (ledger.log.holdback)."""
 
     def refused_by_reason(self) -> dict[str, int]:
         """How many envelopes of this batch were refused, by reason code."""
@@ -101,6 +116,22 @@ class SubmitResult:
         for refusal in self.refused:
             counts[refusal.reason.value] = counts.get(refusal.reason.value, 0) + 1
         return counts
+
+    def late_by_reason(self) -> dict[str, int]:
+        """How many events went in without their causes, by hold-back reason."""
+        counts: dict[str, int] = {}
+        for released in self.late:
+            reason = released.late or ""
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A batch verified and through the hold-back: what may be appended now, in order."""
+
+    released: tuple[Released, ...]
+    refused: tuple[Refusal, ...]
 
 
 class Sequencer:
@@ -112,7 +143,8 @@ class Sequencer:
 
     def __init__(self, store: LedgerStore, signer: Signer, origin: str, verify: Verify, *,
                  reverify: Verify | None = None, checkpoint_interval: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 holdback: Holdback | None = None) -> None:
         self.store, self.signer, self.origin = store, signer, origin
         self.verify, self.reverify = verify, reverify or verify
         self.vkey = build_vkey(origin, signer.public_key)
@@ -122,6 +154,8 @@ class Sequencer:
         store.set_meta("vkey", self.vkey)
         self._last_signed = clock()
         self._verify_on_open()
+        self.holdback = holdback or Holdback()
+        self._present = store_present(store)
 
     def _sign(self, size: TreeSize, root: bytes) -> str:
         return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.signer)
@@ -150,18 +184,58 @@ class Sequencer:
             self._last_signed = self._clock()
         return result
 
-    def submit(self, envelopes: Sequence[bytes], offsets: Offsets | None = None) -> SubmitResult:
-        """Verify each envelope, append those that verify (one transaction), record
-        ``offsets`` with them. Refusals are returned, never stored."""
-        records, refused = [], []
+    def admit(self, envelopes: Sequence[bytes], positions: Sequence[Position] | None = None,
+              now: float | None = None) -> Admitted:
+        """Verify each envelope and pass it through the causal hold-back
+        (ledger.log.holdback): returned are the events that may be appended now, causes
+        first; an event whose causes are not leaves yet stays held (``positions``, the
+        Kafka (topic, partition, offset) of each envelope, keep the stored offsets below
+        it). Refusals are returned, never stored. Raises Unavailable (the store's lookup)."""
+        arrivals, refused = [], []
+        at = self._clock() if now is None else now
         for position, data in enumerate(envelopes):
             try:
-                records.append(self.verify(data))
+                record = self.verify(data)
+                found = (leaf_causes(record.kind, record.leaf) if record.causes is None
+                         else record.causes)
             except Rejected as exc:
                 refused.append(Refusal(position, exc.reason, exc.detail))
-        result = self.append_records(records, offsets)
+                continue
+            where = None if positions is None else positions[position]
+            arrivals.append(Arrival(record, found, None if where is None else where[:2],
+                                    0 if where is None else where[2], at))
+        released = self.holdback.admit(arrivals, self._present)
+        return Admitted(tuple(released), tuple(refused))
+
+    def expire(self, now: float | None = None) -> tuple[Released, ...]:
+        """Held events past the hold-back's time bound, released without their causes."""
+        return tuple(self.holdback.expire(self._clock() if now is None else now))
+
+    def commit(self, released: Sequence[Released], consumed: Offsets | None = None,
+               refused: Sequence[Refusal] = ()) -> SubmitResult:
+        """Append ``released`` (one transaction, the group commit) with the consumer
+        offsets: ``consumed`` (next offset per partition) lowered to the lowest offset the
+        hold-back still holds there, so a restart reads every held event again. Raises
+        Unavailable or ProofError; on error nothing is written."""
+        offsets = None
+        if consumed is not None:
+            offsets = {}
+            for tp, next_offset in consumed.items():
+                floor = self.holdback.floor(tp)
+                offsets[tp] = next_offset if floor is None else min(floor, next_offset)
+        result = self.append_records([r.arrival.record for r in released], offsets)
         return SubmitResult(result.appended, result.duplicates, tuple(refused),
-                            result.tree_size, result.checkpoint)
+                            result.tree_size, result.checkpoint,
+                            tuple(r for r in released if r.late is not None))
+
+    def submit(self, envelopes: Sequence[bytes], offsets: Offsets | None = None) -> SubmitResult:
+        """Verify each envelope, append those that verify (one transaction), record
+        ``offsets`` with them. Causes first within the batch; without positions nothing
+        may stay held past the call, so an event whose cause is neither a leaf nor in the
+        batch is appended last, counted in ``late``. Refusals are returned, never stored."""
+        admitted = self.admit(envelopes)
+        released = [*admitted.released, *self.holdback.expire(float("inf"))]
+        return self.commit(released, offsets, admitted.refused)
 
     def publish(self) -> str:
         """Sign a checkpoint of the current tree now (the latest one if already signed)."""
@@ -238,15 +312,16 @@ def _refuse_all(data: bytes) -> LeafRecord:
 
 
 def open_ledger(data_dir: Path, verify: Verify, *, reverify: Verify | None = None,
-                checkpoint_interval: float = 0.0) -> Sequencer:
-    """Open DIR for writing (takes the writer lock, verifies against the last checkpoint).
+                checkpoint_interval: float = 0.0, key_file: Path | None = None) -> Sequencer:
+    """Open DIR for writing (takes the writer lock, verifies against the last checkpoint),
+    signing with ``key_file`` (default DIR/keys/ledger.key).
 
     Raises ConfigError (no ledger, bad key), Unavailable (locked) or ProofError (mismatch).
     """
     store_path = data_dir / DB_NAME
     if not store_path.exists():
         raise ConfigError(f"no ledger at {data_dir}; run init first")
-    signer = load_signer(data_dir / KEY_DIR / f"{KEY_NAME}.key")
+    signer = load_signer(key_file or data_dir / KEY_DIR / f"{KEY_NAME}.key")
     store = LedgerStore(store_path, writer=True)
     try:
         origin = store.meta("origin")

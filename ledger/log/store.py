@@ -35,6 +35,7 @@ from typing import Final
 import sqlite_utils
 
 from ledger.core import merkle
+from ledger.core.causes import Cause
 from ledger.core.merkle import CompactRange, LeafIndex, NodeId, TreeSize
 from ledger.errors import ConfigError, ProofError, Unavailable
 from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex, NewLeaf
@@ -68,6 +69,7 @@ class LeafRecord:
     kind: str
     leaf: bytes
     parent_ref: str | None = None
+    causes: tuple[Cause, ...] | None = None  # None: the sequencer reads them from the leaf
 
 
 @dataclass(frozen=True, slots=True)

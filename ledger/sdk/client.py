@@ -2,8 +2,10 @@
 executions. Async first; :class:`SyncClient` wraps it for scripts.
 
 Every decision the SDK returns has been verified against the authority key first (a forged
-or corrupted decision is never handed to the caller: it is dropped and logged). The same code
-runs against the embedded service and a Kafka cluster: only the bootstrap and settings differ.
+or corrupted decision is never handed to the caller: over Kafka it is dropped and logged,
+over HTTP it raises). The same code runs against the embedded service and a Kafka cluster
+(only the bootstrap and settings differ), or over the HTTP API (``Client(api=URL,
+authority=keyring)``; ``request()`` submits and gets the decision in one round trip).
 :class:`SyncClient` is a blocking facade for scripts; :class:`ProofClient` fetches checkpoints
 and proof/evidence bundles over HTTP and verifies them offline before returning them.
 
@@ -20,90 +22,70 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
 from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.approval_events import ApprovalRequired
 from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
-from ledger.core.envelope import VerifiedEvent, sign_event_with_id, verify_envelope
-from ledger.core.events import (
-    AuthorizationGranted,
-    AuthorizationRequested,
-    AuthorizationRevoked,
-    Event,
+from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed, verify_witnessed
+from ledger.core.envelope import (
+    VerifiedEvent,
+    parse_envelope,
+    payload_type,
+    sign_event_with_id,
+    verify_envelope,
 )
+from ledger.core.events import AuthorizationRequested, AuthorizationRevoked, Event
 from ledger.core.keys import KeyRing, Signer
-from ledger.core.kinds import answer_of
 from ledger.core.signers import SignerKeys
-from ledger.errors import ProofError, Rejected, Unavailable
+from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
+from ledger.kafka import tracecontext
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import probe_highwaters, topic_partitions
 from ledger.kafka.topics import Topics
+from ledger.sdk.api_transport import MAX_WAIT_S, ApiTransport
+from ledger.sdk.decisions import Decision, subject_of, verify_decision
+
+__all__ = ["Client", "Decision", "ProofClient", "SyncClient", "subject_of"]
 
 log = logging.getLogger("govledger.client")
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A verified decision or verdict about ``subject_id``."""
-
-    subject_id: str
-    verified: VerifiedEvent
-
-    @property
-    def event(self) -> Event:
-        return self.verified.event
-
-    @property
-    def envelope(self) -> bytes:
-        return self.verified.envelope
-
-    @property
-    def allow(self) -> bool:
-        answer = answer_of(self.event)
-        return answer is not None and answer[1]
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        answer = answer_of(self.event)
-        return () if answer is None else tuple(r.value for r in answer[2])
-
-    @property
-    def artifact_id(self) -> str | None:
-        """For a grant: the artifact id (the grant's event id)."""
-        return self.verified.event_id if isinstance(self.event, AuthorizationGranted) else None
-
-
-def subject_of(event: Event) -> str | None:
-    """The request, execution, revocation or governance event id a decision, verdict or
-    acknowledgement is about."""
-    answer = answer_of(event)
-    return None if answer is None else answer[0]
 
 
 class Client:
     """Producer of signed events and verified consumer of decisions and verdicts.
 
     ``authority`` is a keyring holding the authority principal(s): decisions are verified
-    against it and must be signed by a principal with the ``authority`` role.
+    against it and must be signed by a principal with the ``authority`` role. Transport:
+    Kafka (``settings`` and ``bootstrap``), or the HTTP API (``api=URL``: submit, and the
+    decision in the same round trip with :meth:`request`), with the same verification of
+    every decision (``ledger.sdk.decisions.verify_decision``); ``api_auth`` signs the HTTP
+    requests (``ledger.sdk.httpsig.SignedRequests(signer)``: reading a decision needs a
+    reader of its tenant). Raises ConfigError if neither transport is given.
     """
 
-    def __init__(self, settings: Settings, bootstrap: str, authority: KeyRing, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | None = None, bootstrap: str = "",
+                 authority: KeyRing | None = None, *, api: str | None = None,
+                 clock: Callable[[], datetime] = utc_now, api_timeout: float = 10.0,
+                 api_auth: httpx.Auth | None = None) -> None:
+        if authority is None:
+            raise ConfigError("Client needs the authority keyring to verify decisions")
+        if api is None and (settings is None or not bootstrap):
+            raise ConfigError("Client needs settings and a Kafka bootstrap, or api=URL")
+        self.settings = settings if settings is not None else Settings()
         self.bootstrap = bootstrap
-        self.topics = Topics(settings.topic_prefix)
+        self.topics = Topics(self.settings.topic_prefix)
         self.authority = authority
         self.clock = clock
+        self._api = None if api is None else ApiTransport(api, api_timeout, api_auth)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._paced: PacedConsumer | None = None
@@ -127,6 +109,9 @@ class Client:
     async def start(self, *, from_beginning: bool = False) -> None:
         """Connect. Decisions published from now on are captured (``from_beginning`` replays
         the topics too). Raises Unavailable."""
+        if self._api is not None:
+            await self._api.start()
+            return
         self._producer = make_producer(self.settings, self.bootstrap)
         self._consumer = make_consumer(self.settings, self.bootstrap, group_id=None)
         try:
@@ -160,6 +145,8 @@ class Client:
             self._consumer.seek(tp, marks[tp])
 
     async def stop(self) -> None:
+        if self._api is not None:
+            await self._api.stop()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Unavailable):
@@ -179,20 +166,60 @@ class Client:
         return event_id
 
     async def send_raw(self, stream: str, envelope: bytes, key: str) -> None:
-        """Produce envelope bytes as they are (already signed). Raises Unavailable."""
+        """Produce envelope bytes as they are (already signed). Raises Unavailable, and
+        over the HTTP API Rejected when the API refuses them."""
+        if self._api is not None:
+            await self._api.submit(envelope, 0)
+            return
         if self._producer is None:
             raise Unavailable("client not started")
         if self._paced is not None:
             self._paced.wake()  # its answer comes soon: no idle fetch wait for it
+        topic = self.topics.name(stream)
+        if not tracecontext.active():  # no tracing: not a header, not a span
+            await self._produce(stream, topic, envelope, key, None)
+            return
+        with tracecontext.TRACER.start_as_current_span(
+                "govledger.submit", kind=SpanKind.PRODUCER,
+                attributes={"messaging.destination.name": topic, "govledger.key": key}):
+            await self._produce(stream, topic, envelope, key, tracecontext.inject_headers())
+
+    async def _produce(self, stream: str, topic: str, envelope: bytes, key: str,
+                       headers: tracecontext.Headers | None) -> None:
+        assert self._producer is not None
         try:
-            await self._producer.send_and_wait(self.topics.name(stream), envelope,
-                                               key=key.encode())
+            await self._producer.send_and_wait(topic, envelope, key=key.encode(),
+                                               headers=headers)
         except KafkaError as exc:
             raise Unavailable(f"produce to {stream} failed: {exc}") from exc
 
     async def submit(self, request: AuthorizationRequested, signer: Signer) -> str:
         """Sign and submit a request; returns the request id (its event id)."""
         return await self.send("requests", request, signer)
+
+    async def request(self, request: AuthorizationRequested, signer: Signer,
+                      timeout: float = 10.0) -> Decision:
+        """Sign, submit and wait for the verified decision (over the HTTP API in one round
+        trip when it comes within the API's wait). Raises Unavailable if none comes within
+        ``timeout`` (never a grant), Rejected if the API refuses the request or answers with
+        a decision that does not verify or is about another request."""
+        if self._api is None:
+            return await self.decision(await self.submit(request, signer), timeout)
+        envelope, event_id = sign_event_with_id(request, signer)
+        deadline = asyncio.get_running_loop().time() + timeout
+        accepted, raw = await self._api.submit(envelope, min(timeout, MAX_WAIT_S))
+        if accepted != event_id:
+            raise Rejected(Reason.IDENTITY_MISMATCH, "the API accepted another event id")
+        if raw is None:
+            return await self.decision(event_id, deadline - asyncio.get_running_loop().time())
+        return self._verified(raw, event_id)
+
+    def _verified(self, raw: bytes, subject_id: str) -> Decision:
+        """A decision the HTTP API returned about ``subject_id``, verified. Raises Rejected."""
+        decision = verify_decision(raw, self.authority, self.clock(), subject_id)
+        assert decision is not None  # verify_decision checked it is about subject_id
+        self._seen[subject_id] = decision
+        return decision
 
     async def revoke(self, revocation: AuthorizationRevoked, signer: Signer) -> str:
         """Sign and submit a revocation; returns its event id. ``decision(id)`` then gives
@@ -233,13 +260,16 @@ class Client:
     async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
         """The verified decision or verdict for a request or execution id. A request that
         waits for human approval is followed to its grant or denial (:meth:`pending` says
-        it waits meanwhile).
+        it waits meanwhile, over Kafka).
 
-        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant); the
-        message says when the request is still waiting for approvers.
+        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant; the
+        message says when the request is still waiting for approvers); over the HTTP API,
+        Rejected if the decision it returns does not verify or is about another id.
         """
         if (found := self._seen.get(subject_id)) is not None:
             return found
+        if self._api is not None:
+            return await self._api_decision(subject_id, timeout)
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(subject_id, []).append(future)
         try:
@@ -257,9 +287,22 @@ class Client:
             if not waiting:
                 self._waiters.pop(subject_id, None)
 
+    async def _api_decision(self, subject_id: str, timeout: float) -> Decision:
+        assert self._api is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            raw = await self._api.decision(subject_id, min(left, MAX_WAIT_S))
+            if raw is not None:
+                return self._verified(raw, subject_id)
+        raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s")
+
     async def decisions(self, *, allow: bool | None = None, tenant: str | None = None
                         ) -> AsyncIterator[Decision]:
-        """Every verified decision and verdict from now on, optionally filtered."""
+        """Every verified decision and verdict from now on, optionally filtered (Kafka
+        only: raises ConfigError over the HTTP API)."""
+        if self._api is not None:
+            raise ConfigError("decisions() reads Kafka; Client(api=...) cannot stream them")
         queue: asyncio.Queue[Decision] = asyncio.Queue()
         self._subscribers.append(queue)
         try:
@@ -286,25 +329,14 @@ class Client:
 
     def _accept(self, raw: bytes) -> None:
         try:
-            verified = verify_envelope(raw, self.authority, self.clock())
+            decision = verify_decision(raw, self.authority, self.clock())
         except Rejected as exc:
             log.warning("dropped a decision that does not verify: %s", exc)
             return
-        if "authority" not in verified.principal.roles:
-            log.warning("dropped a decision not signed by an authority key")
+        if decision is None:
+            self._accept_pending(raw)  # e.g. an ApprovalRequired, or PolicyPublished
             return
-        if isinstance(verified.event, ApprovalRequired):
-            self._pending[verified.event.request_id] = verified.event
-            if len(self._pending) > 100_000:
-                for old in list(self._pending)[:50_000]:
-                    del self._pending[old]
-            for observe_pending in self.on_pending:
-                observe_pending(verified)
-            return
-        subject = subject_of(verified.event)
-        if subject is None:
-            return  # not about a subject
-        decision = Decision(subject, verified)
+        subject = decision.subject_id
         self._seen[subject] = decision
         if len(self._seen) > 100_000:
             for old in list(self._seen)[:50_000]:
@@ -317,60 +349,105 @@ class Client:
         for observe in self.on_decision:
             observe(decision)
 
+    def _accept_pending(self, raw: bytes) -> None:
+        """An authority event that answers no subject: kept if it is an ApprovalRequired
+        (a request waiting for approvers), verified again, as :meth:`pending` returns it."""
+        try:
+            if parse_envelope(raw).payload_type != payload_type(ApprovalRequired.KIND):
+                return
+            verified = verify_envelope(raw, self.authority, self.clock())
+        except Rejected as exc:
+            log.warning("dropped a pending answer that does not verify: %s", exc)
+            return
+        event = verified.event
+        if "authority" not in verified.principal.roles or not isinstance(event,
+                                                                         ApprovalRequired):
+            return
+        self._pending[event.request_id] = event
+        if len(self._pending) > 100_000:
+            for old in list(self._pending)[:50_000]:
+                del self._pending[old]
+        for observe_pending in self.on_pending:
+            observe_pending(verified)
+
 
 class ProofClient:
     """Fetch checkpoints, proof and evidence bundles from a govledger API and verify them
     offline against the log's vkey and ``signers`` (who must have signed each leaf: the
-    authority key at least) before returning them. A bundle that does not verify raises
-    ProofError; :meth:`lineage` without ``signers`` raises ConfigError; an unreachable API
-    raises Unavailable."""
+    authority key at least) before returning them. With ``witnesses`` (a
+    :class:`~ledger.core.cosignature.WitnessPolicy`, "k of these witness keys") it asks for
+    proofs against the latest checkpoint k witnesses cosigned and requires k valid
+    cosignatures by distinct policy keys on it. A bundle that does not verify, or is
+    witnessed by fewer than k, raises ProofError; :meth:`lineage` without ``signers`` raises
+    ConfigError; an unreachable API raises Unavailable.
+
+    Inclusion and lineage bundles carry events, so the API answers them only to a reader
+    of their tenant: ``auth`` signs each request (``SignedRequests(signer)`` from
+    ``ledger.sdk.httpsig``, or ``bearer(token)``). Without it, or refused (401/403), they
+    raise ConfigError; checkpoints and consistency bundles need none."""
 
     def __init__(self, api_url: str, vkey: str, *, signers: SignerKeys | None = None,
-                 timeout: float = 10.0) -> None:
+                 witnesses: WitnessPolicy | None = None, timeout: float = 10.0,
+                 auth: httpx.Auth | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.vkey = vkey
         self.signers = signers
+        self.witnesses = witnesses
         self.timeout = timeout
+        self.auth = auth
+
+    @property
+    def _cosigned(self) -> int | None:
+        return None if self.witnesses is None else self.witnesses.quorum
 
     async def _get(self, path: str, **params: str | int | None) -> httpx.Response:
         try:
-            async with httpx.AsyncClient(base_url=self.api_url, timeout=self.timeout) as http:
+            async with httpx.AsyncClient(base_url=self.api_url, timeout=self.timeout,
+                                         auth=self.auth) as http:
                 response = await http.get(path, params={k: v for k, v in params.items()
                                                         if v is not None})
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach {self.api_url}: {exc}") from exc
         if response.status_code == 503:
             raise Unavailable(f"{path}: service unavailable")
+        if response.status_code in (401, 403):
+            raise ConfigError(f"{path}: the API refused the credential "
+                              f"({response.status_code} {response.text[:200]})")
         if response.status_code != 200:
             raise ProofError(f"{path}: {response.status_code} {response.text[:200]}")
         return response
 
+    def _verified(self, bundle: dict[str, object]) -> dict[str, object]:
+        verify_bundle(bundle, self.vkey, self.signers)
+        if self.witnesses is not None:
+            verify_bundle_witnessed(bundle, self.witnesses, now=int(utc_now().timestamp()))
+        return bundle
+
     async def checkpoint(self) -> str:
-        """The latest signed checkpoint note, verified against the vkey."""
-        note = (await self._get("/v1/checkpoint")).text
+        """The latest signed checkpoint note (with ``witnesses``: the latest that k of them
+        cosigned), verified against the vkey and the witness policy."""
+        note = (await self._get("/v1/checkpoint", cosigned=self._cosigned)).text
         verify_checkpoint(note, parse_vkey(self.vkey))
+        if self.witnesses is not None:
+            verify_witnessed(note, self.witnesses, now=int(utc_now().timestamp()))
         return note
 
     async def inclusion(self, *, event_id: str | None = None, index: int | None = None
                         ) -> dict[str, object]:
-        bundle: dict[str, object] = (await self._get("/v1/proofs/inclusion", event_id=event_id,
-                                                     index=index)).json()
-        verify_bundle(bundle, self.vkey, self.signers)
-        return bundle
+        return self._verified((await self._get(
+            "/v1/proofs/inclusion", event_id=event_id, index=index,
+            cosigned=self._cosigned)).json())
 
     async def consistency(self, old_size: int, new_size: int | None = None
                           ) -> dict[str, object]:
-        bundle: dict[str, object] = (await self._get(
-            "/v1/proofs/consistency", old_size=old_size, new_size=new_size)).json()
-        verify_bundle(bundle, self.vkey, self.signers)
-        return bundle
+        return self._verified((await self._get(
+            "/v1/proofs/consistency", old_size=old_size, new_size=new_size,
+            cosigned=self._cosigned)).json())
 
     async def lineage(self, event_id: str) -> dict[str, object]:
         """The evidence bundle of ``event_id`` back to its lineage root, verified."""
-        bundle: dict[str, object] = (await self._get("/v1/proofs/lineage",
-                                                     event_id=event_id)).json()
-        verify_bundle(bundle, self.vkey, self.signers)
-        return bundle
+        return self._verified((await self._get("/v1/proofs/lineage", event_id=event_id,
+                                                cosigned=self._cosigned)).json())
 
 
 class SyncClient:
@@ -382,9 +459,12 @@ class SyncClient:
             decision = client.request(event, signer, timeout=10)
     """
 
-    def __init__(self, settings: Settings, bootstrap: str, authority: KeyRing) -> None:
+    def __init__(self, settings: Settings | None = None, bootstrap: str = "",
+                 authority: KeyRing | None = None, *, api: str | None = None,
+                 api_auth: httpx.Auth | None = None) -> None:
+        self._client = Client(settings, bootstrap, authority, api=api,  # ConfigError first
+                              api_auth=api_auth)
         self._loop = asyncio.new_event_loop()
-        self._client = Client(settings, bootstrap, authority)
 
     def __enter__(self) -> SyncClient:
         self._loop.run_until_complete(self._client.start())
@@ -407,7 +487,7 @@ class SyncClient:
     def request(self, request: AuthorizationRequested, signer: Signer,
                 timeout: float = 10.0) -> Decision:
         """Submit and wait for the verified decision. Raises Unavailable on timeout."""
-        return self.decision(self.submit(request, signer), timeout)
+        return self._loop.run_until_complete(self._client.request(request, signer, timeout))
 
     def revoke(self, revocation: AuthorizationRevoked, signer: Signer,
                timeout: float = 10.0) -> Decision:

@@ -3,7 +3,10 @@
 ::
 
     gate = Gate(client, runtime_signer, runtime_principal, keyring, measure=lambda: digest,
-                require_logged=http_log_check(api_url, ledger_vkey))
+                require_logged=http_log_check(api_url, ledger_vkey,
+                                              auth=SignedRequests(runtime_signer)))
+    # or, to require the checkpoint cosigned by 2 of 3 witnesses (split-view defence):
+    #     http_log_check(..., witnesses=WitnessPolicy.of(vkeys, 2))
     async with gate.authorize(grant_envelope, "read", "db/orders/42"):
         ...   # runs only after the processor's signed ExecutionAllowed
 
@@ -21,7 +24,9 @@ code, and the guarded block never entered:
 3. a signed ExecutionRequested on ``gov.executions``, then the processor's verdict
    (revocation state of every ancestor, single use, lineage) within ``timeout``; a timeout
    or any error refuses (UNAVAILABLE);
-4. after the block: a signed ExecutionCompleted, or ExecutionFailed with the error's type.
+4. after the block: a signed ExecutionCompleted, or ExecutionFailed with the error's type;
+   both carry the digests the caller put in ``digests`` (an :class:`ExecutionDigests`: of the
+   arguments the execution ran with and of its result), when it gives one.
 """
 
 from __future__ import annotations
@@ -30,13 +35,16 @@ import asyncio
 import base64
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 
 from ledger.core.artifact import CheckedArtifact, check_artifact
 from ledger.core.bundles import verify_bundle
+from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
 from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
@@ -50,6 +58,15 @@ LogCheck = Callable[[CheckedArtifact], Awaitable[bool]]
 
 class ExecutionRefusedError(Rejected):
     """The gate refused: the guarded code did not run."""
+
+
+@dataclass(slots=True)
+class ExecutionDigests:
+    """What the execution report names (``sha256:<hex>`` each): the arguments, known before
+    the block runs, and the result, which the guarded block sets before it ends."""
+
+    arguments: str | None = None
+    result: str | None = None
 
 
 class Gate:
@@ -82,9 +99,13 @@ class Gate:
             raise ExecutionRefusedError(exc.reason, exc.detail) from exc
 
     @asynccontextmanager
-    async def authorize(self, grant: bytes, action: str, resource: str
+    async def authorize(self, grant: bytes, action: str, resource: str, *,
+                        digests: ExecutionDigests | None = None
                         ) -> AsyncIterator[CheckedArtifact]:
-        """Run the guarded block only when every step allows. Raises ExecutionRefusedError."""
+        """Run the guarded block only when every step allows. Raises ExecutionRefusedError.
+
+        ``digests``: reported in ExecutionCompleted / ExecutionFailed as they stand when the
+        block ends."""
         checked = self.check_offline(grant, action, resource)
         if self.require_logged is not None and (problem := await self._logged(checked)):
             raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED, problem)
@@ -106,14 +127,19 @@ class Gate:
         common = {"signer": self.principal.identity, "tenant": art.tenant,
                   "issued_at": self.client.clock(), "artifact_id": checked.artifact_id,
                   "root": art.lineage.root, "execution_id": execution_id}
+        digests = digests if digests is not None else ExecutionDigests()
         try:
             yield checked
         except BaseException as exc:
             failed = ExecutionFailed(nonce=_nonce(), error=type(exc).__name__[:512],
+                                     arguments_digest=digests.arguments,
+                                     result_digest=digests.result,
                                      **common)  # type: ignore[arg-type]
             await self._report(failed)
             raise
-        done = ExecutionCompleted(nonce=_nonce(), **common)  # type: ignore[arg-type]
+        done = ExecutionCompleted(nonce=_nonce(), arguments_digest=digests.arguments,
+                                  result_digest=digests.result,
+                                  **common)  # type: ignore[arg-type]
         await self._report(done)
 
     async def _report(self, event: ExecutionCompleted | ExecutionFailed) -> None:
@@ -140,18 +166,32 @@ class Gate:
             await asyncio.sleep(0.2)
 
 
-def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck:
+def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0,
+                   witnesses: WitnessPolicy | None = None,
+                   auth: httpx.Auth | None = None) -> LogCheck:
     """A :data:`LogCheck` over a govledger API: fetch the artifact's inclusion bundle, verify
     it offline against ``vkey`` (checkpoint signature, proof, leaf hash), and require the
-    proven leaf to be exactly the artifact's envelope bytes. A missing entry is False;
-    an unreachable API raises Unavailable (the gate retries, then refuses)."""
+    proven leaf to be exactly the artifact's envelope bytes; with ``witnesses`` ("k of these
+    witness keys") the proof is against the latest checkpoint k witnesses cosigned and
+    needs k valid cosignatures on it. A missing entry (or one not yet witnessed) is False;
+    an unreachable API raises Unavailable (the gate retries, then refuses). The bundle
+    carries the artifact, so the API wants a reader of its tenant: ``auth`` (e.g.
+    ``ledger.sdk.httpsig.SignedRequests(runtime)``); a 401 or 403 refuses at once
+    (ExecutionRefusedError ARTIFACT_NOT_LOGGED, saying why)."""
+    params = {} if witnesses is None else {"cosigned": str(witnesses.quorum)}
+
     async def check(checked: CheckedArtifact) -> bool:
         try:
-            async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
+            async with httpx.AsyncClient(base_url=api_url, timeout=timeout,
+                                         auth=auth) as http:
                 response = await http.get("/v1/proofs/inclusion",
-                                          params={"event_id": checked.artifact_id})
+                                          params={"event_id": checked.artifact_id, **params})
         except httpx.HTTPError as exc:
             raise Unavailable(f"log check: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise ExecutionRefusedError(Reason.ARTIFACT_NOT_LOGGED, (
+                f"the API refused the log check ({response.status_code}: "
+                f"{response.text[:200]}); give the gate a credential of the artifact's tenant"))
         if response.status_code != 200:
             return False
         try:  # whatever the API answered, only a verified inclusion of these bytes counts
@@ -159,6 +199,8 @@ def http_log_check(api_url: str, vkey: str, *, timeout: float = 5.0) -> LogCheck
             if not isinstance(bundle, dict) or "index" not in bundle:
                 raise ProofError("the API did not answer with an inclusion bundle")
             verify_bundle(bundle, vkey)
+            if witnesses is not None:
+                verify_bundle_witnessed(bundle, witnesses, now=int(time.time()))
             leaf = base64.b64decode(bundle["leaf"], validate=True)
         except (ProofError, ConfigError, ValueError, KeyError, TypeError) as exc:
             log.warning("inclusion bundle for %s does not verify: %s",

@@ -20,6 +20,13 @@ decision envelope the backend hands over is parsed (signature *not* re-checked: 
 it themselves) and must be a decision about the asked subject, else 500. Until the sequencer
 verified the ledger, ledger routes answer 503 and ``/readyz`` reports
 ``ledger_verified: false``.
+
+Authentication and tenants (``ledger.server.auth``, docs/api.md "Authentication"): every
+route that returns payloads (decisions, entries, inclusion and lineage bundles) needs a signed
+request or a bearer token of a principal with a read role, and answers only about the
+caller's tenant; another tenant's ids answer exactly as unknown ids do. Submitting stays
+open (the envelope is its own authentication) unless ``wait`` asks for the decision back.
+Checkpoint, vkey, consistency proofs and health stay public.
 """
 
 from __future__ import annotations
@@ -29,13 +36,16 @@ import logging
 import re
 from typing import Annotated, Final, NamedTuple, Protocol
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ledger.core.envelope import MAX_ENVELOPE_BYTES
-from ledger.errors import ProofError, Reason, Rejected, Unavailable
+from ledger.core.keys import Principal
+from ledger.core.tenancy import visible_to
+from ledger.errors import ProofError, Unavailable
 from ledger.log.store import LedgerStore
 from ledger.schema import ENVELOPE_SCHEMA
+from ledger.server.auth import ApiAuth, Reader, read_body, reader_dependency
 from ledger.server.bodies import (
     DecisionBody,
     SubmittedAndDecidedBody,
@@ -48,6 +58,7 @@ from ledger.server.http_errors import HANDLED, ApiError, ObserveHttp, handle
 from ledger.server.metrics import CONTENT_TYPE, Metrics
 from ledger.server.routes_approvals import add_approval_routes
 from ledger.server.routes_ledger import Hex64, LedgerReads, LedgerSource, add_ledger_routes
+from ledger.server.routes_tiles import add_tile_routes
 
 __all__ = ["ApiBackend", "ApiError", "DecisionBody", "Submitted", "make_api"]
 
@@ -83,22 +94,6 @@ class ApiBackend(LedgerSource, Protocol):
         """Readiness per component, e.g. {"broker": .., "ledger": .., "processor": ..}."""
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
-    """The raw body, refusing (OVERSIZED) as soon as it passes ``cap`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Rejected(Reason.MALFORMED, "invalid Content-Length")
-        if int(declared) > cap:
-            raise Rejected(Reason.OVERSIZED, f"body of {declared} bytes exceeds {cap}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise Rejected(Reason.OVERSIZED, f"body exceeds {cap} bytes")
-    return bytes(body)
-
-
 # -- the app -------------------------------------------------------------------------------
 
 _ENVELOPE_BODY = {"required": True, "description": "The envelope bytes, sent exactly as signed",
@@ -106,9 +101,11 @@ _ENVELOPE_BODY = {"required": True, "description": "The envelope bytes, sent exa
                       k: v for k, v in ENVELOPE_SCHEMA.items() if not k.startswith("$")}}}}
 
 
-def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
+def make_api(backend: ApiBackend, metrics: Metrics | None = None, *,
+             auth: ApiAuth) -> FastAPI:
     """The HTTP app over ``backend``. ``metrics`` (default: a new :class:`Metrics`) is also
-    at ``app.state.metrics`` for the service to record decisions and lag in."""
+    at ``app.state.metrics`` for the service to record decisions and lag in. ``auth``
+    decides who calls the read routes (required: there is no unauthenticated mode)."""
     metrics = metrics or Metrics()
     app = FastAPI(title="govledger", version="1", docs_url=None, redoc_url=None,
                   description="Pre-execution authorization: submit signed events, read "
@@ -118,20 +115,27 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None) -> FastAPI:
     for handled in HANDLED:
         app.add_exception_handler(handled, handle)
     ledger = LedgerReads(backend)
-    _add_event_routes(app, backend)
-    add_ledger_routes(app, backend, ledger)
-    add_approval_routes(app, ledger)
+    reader = reader_dependency(auth)
+    _add_event_routes(app, backend, auth, reader)
+    add_ledger_routes(app, backend, ledger, reader)
+    add_approval_routes(app, ledger, reader)
+    add_tile_routes(app, backend, ledger)       # C2SP tlog-tiles: /checkpoint, /tile/...
     _add_health_routes(app, backend, ledger, metrics)
     return app
 
 
-def _add_event_routes(app: FastAPI, backend: ApiBackend) -> None:
+def _add_event_routes(app: FastAPI, backend: ApiBackend, auth: ApiAuth,
+                      reader: Reader) -> None:
+    signed_in = Depends(reader)  # a default value, not an annotation: resolved at def time
     @app.post("/v1/events", status_code=202, response_model=SubmittedBody,
               summary="Submit a signed event envelope (and wait for its decision)",
               responses={200: {"model": SubmittedAndDecidedBody,
                                "description": "Accepted and decided within ``wait``"},
-                         **errors_doc(400, 413, 415, 422, 503)},
-              openapi_extra={"requestBody": _ENVELOPE_BODY})
+                         **errors_doc(400, 401, 403, 413, 415, 422, 503)},
+              openapi_extra={"requestBody": _ENVELOPE_BODY,
+                             # no credential needed, one for ``wait`` (docs/api.md)
+                             "security": [{}, {"httpMessageSignature": []},
+                                          {"bearerToken": []}]})
     async def submit_event(request: Request, wait: Annotated[float, Query(
             ge=0, le=MAX_WAIT_S, description="seconds to wait for the decision (0: do not "
             "wait)")] = 0.0) -> SubmittedBody | JSONResponse:
@@ -140,40 +144,63 @@ def _add_event_routes(app: FastAPI, backend: ApiBackend) -> None:
         waits up to that long for the decision: 200 with the decision (as GET
         /v1/decisions returns it) when it came, else 202 as without ``wait`` (one round trip
         instead of two). 503 UNAVAILABLE when the broker cannot take it (at once when the
-        broker is known to be down), or when it fails during the wait."""
+        broker is known to be down), or when it fails during the wait.
+
+        No credential is needed to submit (the envelope is signed); ``wait`` > 0 reads the
+        decision, so it needs a reader's signature or token (401/403, checked before
+        anything is submitted), and a decision of another tenant is never shown (202).
+        A credential that is given must verify, ``wait`` or not."""
         media = request.headers.get("content-type", "application/json").split(";")[0]
         if not _JSON_TYPES.match(media.strip().lower()):
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
-        done = await backend.submit(await _read_capped(request, MAX_ENVELOPE_BYTES))
+        envelope = await read_body(request, MAX_ENVELOPE_BYTES)
+        who: Principal | None = None
+        if wait > 0:
+            who = auth.reader(request, envelope)
+        elif auth.presented(request):
+            auth.authenticate(request, envelope)
+        done = await backend.submit(envelope)
         submitted = SubmittedBody(event_id=done.event_id, kind=done.kind, topic=done.topic)
-        if wait <= 0:
+        if who is None:
             return submitted
-        decision = await _decision_within(done.event_id, wait)
+        decision = await _decision_within(done.event_id, wait, who)
         if decision is None:
             return submitted
         body = SubmittedAndDecidedBody(**submitted.model_dump(), decision=decision)
         return JSONResponse(body.model_dump(), status_code=200)
 
-    async def _decision_within(subject_id: str, wait: float) -> DecisionBody | None:
-        """The decision about ``subject_id`` within ``wait`` seconds, or None. Raises
-        Unavailable (the lookup hung past its grace, or the backend is down)."""
+    async def _decision_within(subject_id: str, wait: float,
+                               who: Principal) -> DecisionBody | None:
+        """The decision about ``subject_id`` within ``wait`` seconds, or None; None too for
+        a decision ``who`` may not see, after the whole ``wait`` (an unknown id waits that
+        long: the answer and its timing are the same). Raises Unavailable (the lookup hung
+        past its grace, or the backend is down)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         try:
             async with asyncio.timeout(wait + DECISION_GRACE_S):
                 data = await backend.decision(subject_id, wait)
         except TimeoutError as exc:
             raise Unavailable("the decision lookup timed out") from exc
-        return None if data is None else summarize_decision(subject_id, data)
+        if data is None:
+            return None
+        summary = summarize_decision(subject_id, data)  # a wrong envelope is a 500 first
+        if not visible_to(who.tenant, data):
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            return None
+        return summary
 
     @app.get("/v1/decisions/{subject_id}", response_model=DecisionBody,
              summary="Decision for a request id, or verdict for an execution id",
-             responses=errors_doc(404, 422, 500, 503))
-    async def get_decision(subject_id: Hex64, wait: Annotated[float, Query(
+             responses=errors_doc(401, 403, 404, 422, 500, 503))
+    async def get_decision(subject_id: Hex64, who: Principal = signed_in,
+                           wait: Annotated[float, Query(
             ge=0, le=MAX_WAIT_S, description="seconds to wait for it")] = 0.0) -> DecisionBody:
         """The signed decision envelope, waiting up to ``wait`` seconds. 404 PENDING if none
-        yet; 503 UNAVAILABLE (never PENDING) when the broker or the decision consumer is down
-        or the service is stopping, also in the middle of the wait. ``allow`` is a
-        convenience: act only on the envelope after verifying it."""
-        decision = await _decision_within(subject_id, wait)
+        yet, or if it is another tenant's; 503 UNAVAILABLE (never PENDING) when the broker
+        or the decision consumer is down or the service is stopping, also in the middle of
+        the wait. ``allow`` is a convenience: act only on the envelope after verifying it."""
+        decision = await _decision_within(subject_id, wait, who)
         if decision is None:
             raise ApiError(404, "PENDING", f"no decision for {subject_id} yet")
         return decision

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from ledger.core.governance import GovernanceState
@@ -14,6 +15,13 @@ from ledger.log.governance import GovernanceFollower, anchors
 from ledger.log.proofs import inclusion_bundle
 from ledger.log.sequencer import DB_NAME
 from ledger.log.store import LedgerStore
+
+
+def write_genesis(data_dir: Path, now: datetime, *, authority_key: Path | None = None,
+                  ledger_key: Path | None = None) -> int:
+    """processors.genesis.ensure_genesis, for `govledger init --genesis`."""
+    from processors.genesis import ensure_genesis
+    return ensure_genesis(data_dir, now, authority_key=authority_key, ledger_key=ledger_key)
 
 
 def policy_payload(directory: Path) -> tuple[dict[str, str], str]:

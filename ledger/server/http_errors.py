@@ -4,7 +4,8 @@ anything else.
 
 Every error body is ``{"reason": CODE, "detail": text}`` (docs/api.md "Errors"). CODE is a
 :class:`~ledger.errors.Reason` for input the backend rejected, or one of the API codes
-``PENDING``, ``NOT_FOUND``, ``NOT_PUBLISHED``, ``UNSUPPORTED_MEDIA_TYPE``, ``INTERNAL``.
+``PENDING``, ``NOT_FOUND``, ``NOT_PUBLISHED``, ``UNSUPPORTED_MEDIA_TYPE``, ``INTERNAL``,
+``UNAUTHENTICATED`` (401, with ``WWW-Authenticate``), ``FORBIDDEN`` (403).
 Status of a :class:`~ledger.errors.Rejected`: 413 for OVERSIZED; 400 when the bytes are not a
 well-formed v1 envelope (MALFORMED, NON_CANONICAL, UNSUPPORTED_VERSION, SIGNATURE_MISSING);
 422 for every later check (signature, key, identity, ...). ``Unavailable`` is 503 with
@@ -57,9 +58,11 @@ STATUS_OF: Final[tuple[tuple[type[GovLedgerError], int, str], ...]] = (
 class ApiError(Exception):
     """An HTTP-level answer other than a typed error: 404 PENDING, 500 INTERNAL, ..."""
 
-    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+    def __init__(self, status: int, reason: str, detail: str = "",
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {reason}: {detail}")
         self.status, self.reason, self.detail = status, reason, detail
+        self.headers = headers
 
 
 # What the app hands to error_response; anything else (ConfigError, a bug) reaches ObserveHttp.
@@ -85,7 +88,7 @@ def error(status: int, reason: str, detail: str,
 def error_response(exc: Exception) -> JSONResponse:
     """The ``{"reason", "detail"}`` answer to an error a handler raised."""
     if isinstance(exc, ApiError):
-        return error(exc.status, exc.reason, exc.detail)
+        return error(exc.status, exc.reason, exc.detail, exc.headers)
     if isinstance(exc, Rejected):
         return error(rejected_status(exc.reason), exc.reason.value, exc.detail)
     if isinstance(exc, RequestValidationError):

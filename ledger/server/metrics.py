@@ -13,6 +13,8 @@ apps in one process, or two tests, never collide. The names::
     govledger_consumer_lag{component,topic}          gauge
     govledger_sequencer_integration_seconds          histogram: produced -> under a checkpoint
     govledger_ledger_refused_total{reason}           counter: envelopes the sequencer refused
+    govledger_ledger_out_of_order_total{reason}      counter: appended before a cause arrived
+                                                     (reason cause-missing or hold-full)
 
 Label values are bounded so a hostile input cannot blow up the series count: ``reason`` is a
 :class:`~ledger.errors.Reason` value, ``none`` or ``OTHER``; ``route`` is a route template.
@@ -38,9 +40,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 
-from ledger.errors import Reason
+from ledger.errors import ConfigError, Reason
+from ledger.log.holdback import CAUSE_MISSING, HOLD_FULL
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 DECISION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -50,6 +54,9 @@ HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 INTEGRATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                               30.0, 60.0, 120.0, 300.0)
 _REASONS: Final = frozenset(r.value for r in Reason)
+
+
+OUT_OF_ORDER_REASONS = (CAUSE_MISSING, HOLD_FULL)
 
 
 def reason_label(reasons: Sequence[str]) -> str:
@@ -98,6 +105,10 @@ class Metrics:
         self.ledger_refused = Counter(
             "govledger_ledger_refused", "Envelopes the sequencer refused to log, by reason code",
             ("reason",), registry=reg)
+        self.ledger_out_of_order = Counter(
+            "govledger_ledger_out_of_order", "Events the sequencer appended without their "
+            "causes, past a hold-back bound (ledger/log/holdback.py), by reason", ("reason",),
+            registry=reg)
         self._service_sets_ledger = False
         self._seen: tuple[int, float] | None = None
 
@@ -124,6 +135,13 @@ class Metrics:
         is counted as ``OTHER``)."""
         for reason, count in by_reason.items():
             self.ledger_refused.labels(reason=reason_label([reason])).inc(count)
+
+    def observe_out_of_order(self, by_reason: Mapping[str, int]) -> None:
+        """Count events appended without their causes, ``hold-back reason -> count`` (a
+        reason other than the two the hold-back gives is counted as ``OTHER``)."""
+        for reason, count in by_reason.items():
+            label = reason if reason in OUT_OF_ORDER_REASONS else "OTHER"
+            self.ledger_out_of_order.labels(reason=label).inc(count)
 
     def set_lag(self, component: str, topic: str, lag: int) -> None:
         """Consumer lag of ``component`` on ``topic`` (negative values are stored as 0)."""
@@ -158,3 +176,18 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (:data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int) -> Callable[[], None]:
+    """Serve ``metrics`` at http://host:port/ on a thread (a role without the HTTP API);
+    returns the function that stops it. Raises ConfigError if it cannot listen there."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    return stop

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -40,11 +41,12 @@ from pydantic import SecretStr
 
 from ledger.config import Settings
 from ledger.core.keys import KeyRing
-from ledger.datadir import DataDir, InitReport, init_data_dir
+from ledger.datadir import DataDir, InitReport, init_data_dir, require_initialized
 from ledger.errors import ConfigError, Unavailable
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
+from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
 from ledger.log.governance import GovernanceFollower, follow_ledger, governance_verifier
 from ledger.log.sequencer import (
     VKEY_NAME,
@@ -57,10 +59,14 @@ from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
+from ledger.server.auth import ApiAuth
 from ledger.server.backend import ServiceBackend, unless_stopping
-from ledger.server.metrics import Metrics
+from ledger.server.heartbeat import beat
+from ledger.server.metrics import Metrics, serve_metrics
+from ledger.server.tokens import TOKENS_FILE, load_tokens
 from ledger.server.watch import broker_exit, watch
 from ledger.server.webhook import ApprovalWebhook
+from ledger.telemetry import instrument_api
 
 log = logging.getLogger("govledger.service")
 
@@ -100,7 +106,7 @@ class Service:
 
     @property
     def data(self) -> DataDir:
-        return DataDir(self.settings.data_dir)
+        return DataDir.of(self.settings)
 
     @property
     def topics(self) -> Topics:
@@ -110,10 +116,17 @@ class Service:
 
     async def start(self) -> None:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
-        self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin)
-        if "sequencer" in self.components:  # the ledger's writer writes its genesis
-            from processors.genesis import ensure_genesis
-            ensure_genesis(self.settings.data_dir, self.clock())
+        witnesses = parse_witness_endpoints(self.settings.witnesses)  # bad: before anything
+        if set(self.components) == set(COMPONENTS):  # `govledger up`: first start creates
+            self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin,
+                                             authority_key=self.settings.authority_key_file,
+                                             ledger_key=self.settings.ledger_key_file)
+            from processors.genesis import ensure_genesis  # the ledger's first leaves
+            ensure_genesis(self.settings.data_dir, self.clock(),
+                           authority_key=self.settings.authority_key_file,
+                           ledger_key=self.settings.ledger_key_file)
+        else:  # one role of a split deployment: reads only its own key (docs/production.md)
+            require_initialized(self.data)
         with LedgerStore(self.data.ledger_db) as store:
             self.governance = follow_ledger(self.settings.data_dir, store)
         self.keyring = self.governance.keyring  # live: the sequencer's verifier feeds it
@@ -132,18 +145,34 @@ class Service:
                             single=self.topics.single_partition())
         if "sequencer" in self.components:
             await self._start_sequencer()
+            if witnesses:
+                self._start_cosigner(witnesses)
         if "processor" in self.components:
             await self._start_processor()
         if "api" in self.components:
             await self._start_api()
+        self._start_operations()
+
+    def _start_operations(self) -> None:
+        """/metrics for a role without the API; the heartbeat `govledger health` checks."""
+        if self.settings.metrics_port is not None and "api" not in self.components:
+            self._stoppers.append(serve_metrics(self.metrics, self.settings.api_host,
+                                                self.settings.metrics_port))
+        if self.settings.heartbeat_file is not None:
+            tasks = list(self._tasks)  # the components; the heartbeat is not one
+            self._spawn("heartbeat", beat(
+                self.settings.heartbeat_file,
+                lambda: not self.stop_event.is_set() and not any(t.done() for t in tasks),
+                self.stop_event, time.time))
 
     async def _start_sequencer(self) -> None:
         assert self.governance is not None
-        governance, settings = self.governance, self.settings
+        governance, settings, key_file = self.governance, self.settings, self.data.ledger_key
 
         def opener() -> Sequencer:
             return open_ledger(settings.data_dir, governance_verifier(governance),
-                               checkpoint_interval=settings.checkpoint_interval_s)
+                               checkpoint_interval=settings.checkpoint_interval_s,
+                               key_file=key_file)
         metrics = self.metrics
         signed_at = [time.monotonic()]
 
@@ -154,6 +183,8 @@ class Service:
                 log.warning("sequencer refused %d of a batch of %d: %s", len(result.refused),
                             len(result.refused) + result.appended + result.duplicates,
                             ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())))
+            if result.late:  # the worker logs them, one line per commit
+                metrics.observe_out_of_order(result.late_by_reason())
             if result.checkpoint is not None:
                 signed_at[0] = time.monotonic()
             metrics.set_ledger(result.tree_size, time.monotonic() - signed_at[0])
@@ -165,6 +196,14 @@ class Service:
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
+
+    def _start_cosigner(self, witnesses: tuple[WitnessEndpoint, ...]) -> None:
+        """Ask the configured witnesses to cosign each checkpoint: a task of its own, off
+        the append path (ledger/log/cosigning.py)."""
+        cosigner = Cosigner(self.settings.data_dir, witnesses,
+                            interval_s=self.settings.checkpoint_interval_s)
+        self._stoppers.append(cosigner.close)
+        self._spawn("cosigner", cosigner.run(self.stop_event))
 
     async def _start_processor(self) -> None:
         if self.settings.processor_own_process and len(self.components) > 1:
@@ -185,7 +224,10 @@ class Service:
                "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
                "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
                # "auto" settings resolve by embedded-or-not, which the child cannot see.
-               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms)}
+               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms),
+               # --log-level, as this process applied it.
+               "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
+                   logging.getLogger().getEffectiveLevel()).lower()}
         ready_file = self.settings.data_dir / f".processor-ready-{os.getpid()}"
         ready_file.unlink(missing_ok=True)
         proc = await asyncio.create_subprocess_exec(
@@ -235,7 +277,13 @@ class Service:
             hook = ApprovalWebhook(self.settings.approval_webhook, self.clock)
             self.client.on_pending.append(hook.notify)
             self._spawn("approval webhook", watch(self.stop_event, hook.run()))
-        config = uvicorn.Config(make_api(backend, self.metrics), host=self.settings.api_host,
+        # The keyring as the backend holds it now, on every request: the live (governance)
+        # keyring the sequencer's follower feeds is what authenticates callers.
+        auth = ApiAuth(lambda: backend.keyring,
+                       load_tokens(self.settings.data_dir / TOKENS_FILE), clock=self.clock)
+        app = make_api(backend, self.metrics, auth=auth)
+        instrument_api(app)  # server spans, when tracing is configured
+        config = uvicorn.Config(app, host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
         server = _QuietServer(config)
@@ -374,6 +422,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, bool):
             value = str(value).lower()
+        elif isinstance(value, tuple):  # a list setting (witnesses): JSON, as pydantic reads it
+            value = json.dumps(list(value))
         env[f"GOVLEDGER_{name.upper()}"] = str(value)
     return env
 

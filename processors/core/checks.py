@@ -18,6 +18,10 @@ executions:  REPLAY -> ARTIFACT_INVALID -> TENANT_SUSPENDED / PRINCIPAL_SUSPENDE
              ENV_MISMATCH) -> ARTIFACT_CONSUMED
 revocations: ARTIFACT_INVALID -> POLICY_DENY (the signer may not revoke it)
 
+An artifact of another tenant than the signer's (tenant ``*`` excepted) is, for executions
+and revocations, exactly an unknown artifact: ARTIFACT_INVALID with the same detail, so a
+denial never tells another tenant that an artifact id exists (issue 19).
+
 Time rules (``now`` is the processor's arrival clock, never the client's claim):
 
 * ``issued_at`` later than ``now + max_clock_skew`` is NOT_YET_VALID; earlier than
@@ -46,10 +50,10 @@ from ledger.core.events import (
     ExecutionRequested,
 )
 from ledger.core.governance import GovernanceState
-from ledger.core.keys import KeyRing
+from ledger.core.keys import KeyRing, Principal
 from ledger.core.scope import normalise_resource
 from ledger.errors import Reason, Rejected
-from processors.core.lineage import LineageState
+from processors.core.lineage import GrantRecord, LineageState
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +229,30 @@ def _evaluate_policy(policy: PolicyEngine, request: AuthorizationRequested,
     return Verdict(True, (), "", tuple(sorted(determining))), True
 
 
+def check_request_principal(request: AuthorizationRequested,
+                            roles: frozenset[str]) -> Verdict | None:
+    """The request checks that need neither state nor a clock, in :func:`decide_request`'s
+    order: the signer holds the ``requester`` role; the resource pattern is valid."""
+    if "requester" not in roles:
+        return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
+    try:
+        normalise_resource(request.scope.resource)
+    except Rejected as exc:
+        return Verdict.deny(exc.reason, exc.detail)
+    return None
+
+
+def decide_by_policy(policy: PolicyEngine, request: AuthorizationRequested,
+                     roles: frozenset[str], depth: int) -> Verdict:
+    """What :func:`decide_request` answers for a request that passes every check needing
+    state or a clock (replay, holder, time window, lineage, rate limit): the principal
+    checks, then the policy. The offline policy tools (``govledger policy test|explain``)
+    run exactly this, so they and the processor share one rule. Never raises."""
+    if (refused := check_request_principal(request, roles)) is not None:
+        return refused
+    return evaluate_policy(policy, request, roles, depth)
+
+
 def _same_tenant_principal(keyring: KeyRing | None, identity: str, tenant: str) -> bool:
     if keyring is None:
         return False
@@ -272,12 +300,8 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     if (denied := suspended(governance, lineage, request.tenant, request.lineage.parent,
                             request.signer, request.holder_identity)) is not None:
         return denied
-    if "requester" not in verified.principal.roles:
-        return Verdict.deny(Reason.POLICY_DENY, f"{request.signer} has no requester role")
-    try:
-        normalise_resource(request.scope.resource)
-    except Rejected as exc:
-        return Verdict.deny(exc.reason, exc.detail)
+    if (refused := check_request_principal(request, verified.principal.roles)) is not None:
+        return refused
     if replayed:
         return Verdict.deny(Reason.REPLAY, "nonce already used by another request")
     if request.holder is not None and not _same_tenant_principal(keyring, request.holder,
@@ -303,6 +327,19 @@ def decide_request(verified: VerifiedEvent, lineage: LineageState, replay: Repla
     return verdict
 
 
+NO_SUCH_ARTIFACT = Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
+
+
+def _known_to(principal: Principal, lineage: LineageState, artifact_id: str,
+              root: str) -> GrantRecord | None:
+    """The artifact's record if it exists in lineage ``root`` *as far as ``principal`` may
+    know*: another tenant's artifact is answered as an unknown one (module docstring)."""
+    record = lineage.grants.get(artifact_id)
+    if record is None or record.artifact.lineage.root != root:
+        return None
+    return record if principal.tenant in ("*", record.artifact.tenant) else None
+
+
 def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: ReplayMemory,
                      now: datetime, limits: Limits,
                      governance: GovernanceState | None = None) -> Verdict:
@@ -314,14 +351,14 @@ def decide_execution(verified: VerifiedEvent, lineage: LineageState, replay: Rep
         return Verdict.deny(Reason.REPLAY, "nonce already used by another execution request")
     replay.remember(execution.signer, execution.nonce, verified.event_id,
                     limits.nonce_until(execution.issued_at, now), now)
-    record = lineage.grants.get(execution.artifact_id)
-    if record is None or record.artifact.lineage.root != execution.root:
-        return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
+    runtime = verified.principal
+    record = _known_to(runtime, lineage, execution.artifact_id, execution.root)
+    if record is None:
+        return NO_SUCH_ARTIFACT
     art = record.artifact
     if (denied := suspended(governance, lineage, art.tenant, execution.artifact_id,
                             execution.signer)) is not None:
         return denied
-    runtime = verified.principal
     if art.tenant != execution.tenant or (
             execution.signer != art.holder and "executor" not in runtime.roles):
         return Verdict.deny(Reason.IDENTITY_MISMATCH, "runtime identity may not use it")
@@ -350,10 +387,10 @@ def decide_revocation(verified: VerifiedEvent, lineage: LineageState) -> Verdict
     revocation = verified.event
     if not isinstance(revocation, AuthorizationRevoked):
         return Verdict.deny(Reason.MALFORMED, f"{verified.kind} is not a revocation")
-    record = lineage.grants.get(revocation.artifact_id)
-    if record is None or record.artifact.lineage.root != revocation.root:
-        return Verdict.deny(Reason.ARTIFACT_INVALID, "no such artifact in this lineage")
     principal = verified.principal
+    record = _known_to(principal, lineage, revocation.artifact_id, revocation.root)
+    if record is None:
+        return NO_SUCH_ARTIFACT
     if "revoker" in principal.roles and principal.tenant in ("*", record.artifact.tenant):
         return ALLOW
     try:

@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_service import ServiceUnderTest, presign
+from bench_service import ALICE, ServiceUnderTest, SignedRequests, presign
 
 
 def children(pid: int) -> dict[str, int]:
@@ -101,7 +101,8 @@ def main(argv: list[str]) -> int:
             load_after = loadavg()
             after_idle, warm = [], []
             requests = presign(2 * args.tries, "idle")
-            with httpx.Client(base_url=service.api, timeout=30.0) as http:
+            with httpx.Client(base_url=service.api, timeout=30.0,
+                              auth=SignedRequests(ALICE)) as http:
                 for i in range(args.tries):
                     time.sleep(args.idle_s)
                     after_idle.append(one_request(http, *requests[2 * i]))

@@ -711,6 +711,25 @@ def report(results: dict[str, Any]) -> Iterator[str]:
                 yield f"    worker {i} cProfile, worker/journal/engine functions by cumtime:"
                 yield from ("      " + line
                             for line in stats["profile_cumulative"].splitlines())
+    yield from floor_ratios(results.get("pipeline", []))
+
+
+def floor_ratios(runs: list[dict[str, Any]]) -> Iterator[str]:
+    """Each real run against the stub-engine run with as many workers in the same
+    invocation: throughput ratio (the target: >= 0.5) and p99 ratio per offered rate."""
+    floors = {r["workers"]: r for r in runs if r.get("stub_engine")}
+    for run in runs:
+        floor = floors.get(run["workers"])
+        if run.get("stub_engine") or floor is None:
+            continue
+        ratio = run["throughput"]["decisions_per_s"] / floor["throughput"]["decisions_per_s"]
+        line = (f"ratios to the floor, {run['workers']} worker(s): throughput {ratio:.2f} "
+                f"({run['throughput']['decisions_per_s']:,.0f} / "
+                f"{floor['throughput']['decisions_per_s']:,.0f} decisions/s)")
+        for lat, base in zip(run["latency"], floor["latency"], strict=False):  # same --rate
+            line += (f"; p99 at {lat['offered_per_s']:.0f}/s {lat['p99_ms']:.0f} / "
+                     f"{base['p99_ms']:.0f} ms = {lat['p99_ms'] / base['p99_ms']:.1f}x")
+        yield line
 
 
 def main(argv: list[str]) -> int:
@@ -742,6 +761,9 @@ def main(argv: list[str]) -> int:
                         help="the floor: the workers answer every request with one "
                              "pre-signed grant instead of deciding (consume, journal, "
                              "publish and commit stay real)")
+    parser.add_argument("--with-floor", action="store_true",
+                        help="run each pipeline twice, real and --stub-engine, one after the "
+                             "other, and print the ratios to that floor")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
     global DISTINCT_RESOURCES
@@ -756,9 +778,10 @@ def main(argv: list[str]) -> int:
         runs = []
         for workers in args.workers:
             lat_s = args.latency_s if workers == 1 or args.latency_2 else 0.0
-            runs.append(asyncio.run(pipeline(root / f"w{workers}", workers, args.requests,
-                                             args.rate, lat_s, args.profile_worker,
-                                             args.stub_engine)))
+            for stub in ((False, True) if args.with_floor else (args.stub_engine,)):
+                runs.append(asyncio.run(pipeline(root / f"w{workers}{'s' * stub}", workers,
+                                                 args.requests, args.rate, lat_s,
+                                                 args.profile_worker, stub)))
         results["pipeline"] = runs
     finally:
         shutil.rmtree(root, ignore_errors=True)

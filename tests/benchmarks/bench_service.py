@@ -1,26 +1,32 @@
 """Whole-service benchmarks: ``govledger up`` as a subprocess (not a pytest file).
 
-    .venv/bin/python tests/benchmarks/bench_service.py [--requests 1000] [--concurrency 32]
-        [--sdk-requests 2000] [--integration-rate 100] [--integration-s 10]
-        [--checkpoint-interval S] [--json]
+    .venv/bin/python tests/benchmarks/bench_service.py [--requests 3000] [--concurrency 16]
+        [--rate 200] [--latency-s 10] [--sdk-requests 4000] [--integration-s 0] [--json]
 
-Starts ``govledger up --data DIR --api-port 0 --ready-file F`` (embedded broker, processor,
-sequencer and HTTP API in ONE process, as a user runs it) on a data directory holding the test
-agents, waits for the ready file, then measures:
+Starts ``govledger up --data DIR --api-port 0 --ready-file F`` as a user runs it (the API in
+that process; the embedded broker, the processor and the sequencer in child processes) on a
+data directory holding the test agents, waits for the ready file, then measures, every
+request pre-signed and naming a resource of its own (no Cedar verdict reused):
 
-(1) HTTP API, closed loop with ``--concurrency`` clients (httpx.AsyncClient): each submits a
-    pre-signed request (POST /v1/events) and waits for its decision
-    (GET /v1/decisions/{id}?wait=10); decisions/s and p50/p99 of submit -> decision;
-(2) SDK (ledger.sdk.client.Client, in this process, on the service's Kafka): ``submit`` (which
-    signs) then ``decision`` (which verifies), same concurrency; decisions/s and p50/p99;
-(3) sequencer integration delay at a fixed offered load: requests produced straight to the
-    service's ``gov.requests`` (the HTTP path saturates below 100/s here, see (1)); from "the
-    broker acknowledged the produce" to "a signed checkpoint covers its leaf", observed by
-    polling the ledger SQLite file read-only every ``--poll-ms`` ms (late by at most one poll).
+(0) the floor: ``GET /healthz`` in a closed loop on the same connections: what the HTTP
+    stack alone allows, with no submission, decision or Kafka;
+(1) HTTP submit-and-wait, closed loop: ``--concurrency`` clients, each with ONE keep-alive
+    connection of its own (``rawhttp.RawHttp``, a lean asyncio HTTP/1.1 client), each
+    ``POST /v1/events?wait=10`` (submit, and the decision in the same answer);
+(2) the same at a fixed offered load (``--rate``/s for ``--latency-s``): latency from the
+    scheduled send (queueing included) to the decision received; p50/p99;
+(3) the SDK over Kafka (``ledger.sdk.client.Client`` in this process, on the service's
+    broker): ``send_raw`` of the pre-signed envelope then ``decision`` (which verifies),
+    ``--concurrency`` in flight;
+(4) optional, ``--integration-s``: sequencer integration delay at ``--integration-rate``:
+    produced to the service's ``gov.requests``, until a signed checkpoint covers the leaf
+    (the ledger SQLite file polled read-only every ``--poll-ms`` ms).
 
-The per-identity rate limit is raised (every request comes from one agent). The checkpoint
-interval is the service default unless ``--checkpoint-interval`` is given. Everything started
-is stopped (SIGTERM, then SIGKILL after 30 s) and the data directory removed.
+For (0)-(3): CPU per decision of every process, from /proc: the API (``up`` itself), the
+broker, the processor, the sequencer, and this process (the load generator), plus the load
+average before and after. The per-identity rate limit is raised (every request comes from
+one agent). Everything started is stopped (SIGTERM, then SIGKILL after 30 s) and the data
+directory removed. The machine may be shared: compare with the floor of the same run.
 """
 
 from __future__ import annotations
@@ -43,8 +49,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -55,8 +59,11 @@ from ledger.kafka.clients import make_producer  # noqa: E402
 from ledger.kafka.topics import Topics  # noqa: E402
 from ledger.keyfiles import load_keyring  # noqa: E402
 from ledger.sdk.client import Client  # noqa: E402
+from tests.benchmarks.rawhttp import RawHttp  # noqa: E402
 from tests.factories import ALICE, request  # noqa: E402
 from tests.service_support import make_data_dir  # noqa: E402
+
+TOKEN: str | None = None  # the bench agent's API bearer token, made with its data directory
 
 READY_TIMEOUT_S = 90.0
 
@@ -72,11 +79,13 @@ def summary(ms: Sequence[float]) -> dict[str, float]:
 
 
 def presign(count: int, tag: str) -> list[tuple[str, bytes]]:
+    """Pre-signed requests, each for a resource of its own (``db/orders/<tag>-<i>``)."""
     now = datetime.now(UTC)
     out = []
     for i in range(count):
         envelope, request_id = sign_event_with_id(
-            request(nonce=f"svc-{tag}-{i:012d}", issued_at=now), ALICE)
+            request(nonce=f"svc-{tag}-{i:012d}", issued_at=now,
+                    resource=f"db/orders/{tag}-{i}"), ALICE)
         out.append((request_id, envelope))
     return out
 
@@ -89,6 +98,12 @@ class ServiceUnderTest:
         self.root = root
         self.data = root / "data"
         make_data_dir(self.data)
+        token = self.data / "alice.token"  # decisions are read by a reader of their tenant
+        subprocess.run([str(Path(sys.executable).with_name("govledger")), "tokens", "create",
+                        "agent:alice", "--data", str(self.data), "--out", str(token)],
+                       check=True, capture_output=True)
+        global TOKEN
+        TOKEN = token.read_text().strip()
         ready = root / "ready.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOVLEDGER_")}
         env.update(GOVLEDGER_RATE_LIMIT_PER_S="1000000000",
@@ -126,13 +141,29 @@ class ServiceUnderTest:
         parts = fields.split()
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
-    def broker_pid(self) -> int | None:
-        """The embedded broker: the service's child process (None if not found)."""
+    def roles(self) -> dict[str, int]:
+        """role -> pid: ``api`` (up itself), and its children ``processor``, ``sequencer``
+        (by their ``python -m`` module) and ``broker`` (the other child)."""
+        out = {"api": self.proc.pid}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, IndexError, ValueError):
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    return int(stat.parent.name)
-        return None
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != self.proc.pid:
+                    continue
+                argv = stat.parent.joinpath("cmdline").read_bytes().split(b"\0")
+                role = ("processor" if b"processors" in argv else
+                        "sequencer" if b"ledger.server.sequencing" in argv else "broker")
+                out[role] = int(stat.parent.name)
+        return out
+
+    def broker_pid(self) -> int | None:
+        """The embedded broker: the service's child process (None if not found)."""
+        return self.roles().get("broker")
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of every role, and ``load generator`` (this process)."""
+        out = {role: self.cpu_s(pid) for role, pid in self.roles().items()}
+        out["load generator"] = time.process_time()
+        return out
 
     def idle_cpu(self, seconds: float) -> dict[str, float]:
         """Cores used by the service and the broker while nothing is submitted."""
@@ -142,17 +173,6 @@ class ServiceUnderTest:
         out = {"service_cores": (self.cpu_s() - s0) / seconds}
         if broker:
             out["broker_cores"] = (self.cpu_s(broker) - b0) / seconds
-        return out
-
-    def thread_cpu_s(self) -> dict[str, float]:
-        """CPU seconds per thread name of the service process (Linux /proc)."""
-        out: dict[str, float] = {}
-        tick = os.sysconf("SC_CLK_TCK")
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                name, rest = task.joinpath("stat").read_text().split(" (", 1)[1].rsplit(")", 1)
-                fields = rest.split()
-                out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
         return out
 
     def stop(self) -> int | None:
@@ -167,93 +187,95 @@ class ServiceUnderTest:
         return self.proc.returncode
 
 
-# -- (1) HTTP API ---------------------------------------------------------------------------
-async def server_times(api: str) -> dict[str, tuple[float, float]]:
-    """Per route: (sum of seconds, count) from the service's own /metrics histogram."""
-    async with httpx.AsyncClient(base_url=api, timeout=10.0) as http:
-        text = (await http.get("/metrics")).text
-    out: dict[str, tuple[float, float]] = {}
-    for line in text.splitlines():
-        for suffix, slot in (("_sum", 0), ("_count", 1)):
-            head = f"govledger_http_request_seconds{suffix}{{route=\""
-            if line.startswith(head):
-                route = line[len(head):].split('"', 1)[0]
-                pair = list(out.get(route, (0.0, 0.0)))
-                pair[slot] = float(line.rsplit(" ", 1)[1])
-                out[route] = (pair[0], pair[1])
-    return out
+# -- (0)-(2) HTTP API -----------------------------------------------------------------------
+def cpu_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """Microseconds of CPU per decision by role between two :meth:`cpu_by_role` reads."""
+    return {role: (after[role] - before.get(role, after[role])) / count * 1e6
+            for role in after}
 
 
-def server_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
-              ) -> dict[str, float]:
-    """Mean in-app milliseconds per route between two /metrics reads."""
-    out = {}
-    for route, (total, count) in after.items():
-        t0, c0 = before.get(route, (0.0, 0.0))
-        if count > c0:
-            out[route] = (total - t0) / (count - c0) * 1000
-    return out
+async def connections(api: str, count: int) -> list[RawHttp]:
+    return list(await asyncio.gather(*(RawHttp.connect(api, TOKEN) for _ in range(count))))
 
 
-async def http_run(api: str, signed: list[tuple[str, bytes]], concurrency: int
-                   ) -> dict[str, Any]:
-    """Closed loop: ``concurrency`` clients, each POST then GET ?wait=10, until done. A probe
-    GETs /healthz every 50 ms alongside: its latency is the service's event-loop lag."""
-    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-    for item in signed:
-        queue.put_nowait(item)
+async def closed_loop(conns: list[RawHttp], work: list[tuple[str, bytes]] | int,
+                      ) -> tuple[float, list[float]]:
+    """Each connection takes the next item until none is left: submit-and-wait (POST
+    /v1/events?wait=10, expect 200 and a grant), or with an int, that many GET /healthz.
+    Returns (elapsed seconds, per-request milliseconds)."""
+    items = iter(work if isinstance(work, list) else [("", b"")] * work)
     ms: list[float] = []
-    post_ms: list[float] = []
-    get_ms: list[float] = []
-    health_ms: list[float] = []
-    denied: list[str] = []
-    stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=concurrency + 1,
-                          max_keepalive_connections=concurrency + 1)
-    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30.0) as http:
-        async def one_client() -> None:
-            while not queue.empty():
-                request_id, envelope = queue.get_nowait()
-                t0 = time.perf_counter()
-                posted = await http.post("/v1/events", content=envelope,
-                                         headers={"content-type": "application/json"})
-                if posted.status_code != 202:
-                    raise RuntimeError(f"POST /v1/events {posted.status_code}: {posted.text}")
-                t1 = time.perf_counter()
-                got = await http.get(f"/v1/decisions/{request_id}", params={"wait": 10})
-                if got.status_code != 200:
-                    raise RuntimeError(f"GET decision {got.status_code}: {got.text}")
-                t2 = time.perf_counter()
-                ms.append((t2 - t0) * 1000)
-                post_ms.append((t1 - t0) * 1000)
-                get_ms.append((t2 - t1) * 1000)
-                body = got.json()
-                if not body["allow"]:
-                    denied.append(",".join(body["reasons"]))
 
-        async def probe() -> None:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                (await http.get("/healthz")).raise_for_status()
-                health_ms.append((time.perf_counter() - t0) * 1000)
-                await asyncio.sleep(0.05)
-
-        prober = asyncio.create_task(probe())
-        started = time.perf_counter()
-        try:
-            await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        finally:
-            elapsed = time.perf_counter() - started
-            stop.set()
-            await prober
-    return {"requests": len(ms), "concurrency": concurrency,
-            "decisions_per_s": len(ms) / elapsed, "elapsed_s": elapsed,
-            "denied": len(denied), **summary(ms),
-            "post_p50_ms": statistics.median(post_ms), "get_p50_ms": statistics.median(get_ms),
-            "healthz_p50_ms": statistics.median(health_ms), "healthz_p99_ms": pct(health_ms, 99)}
+    async def client(conn: RawHttp) -> None:
+        for _, envelope in items:
+            t0 = time.perf_counter()
+            if envelope:
+                status, body = await conn.request("POST", "/v1/events?wait=10", envelope)
+                if status != 200 or b'"allow":true' not in body:
+                    raise RuntimeError(f"POST /v1/events?wait: {status} {body[:300]!r}")
+            else:
+                status, body = await conn.request("GET", "/healthz")
+                if status != 200:
+                    raise RuntimeError(f"GET /healthz: {status}")
+            ms.append((time.perf_counter() - t0) * 1000)
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    return time.perf_counter() - started, ms
 
 
-# -- (2) SDK --------------------------------------------------------------------------------
+async def open_loop(api: str, signed: list[tuple[str, bytes]], rate: float) -> list[float]:
+    """Send at ``rate``/s on a pool of keep-alive connections (a new one when all are busy);
+    latency from the *scheduled* send time to the decision (queueing included)."""
+    idle: list[RawHttp] = await connections(api, 8)
+    opened = list(idle)
+    ms: list[float] = []
+
+    async def one(due: float, envelope: bytes) -> None:
+        conn = idle.pop() if idle else await RawHttp.connect(api, TOKEN)
+        if conn not in opened:
+            opened.append(conn)
+        status, body = await conn.request("POST", "/v1/events?wait=10", envelope)
+        if status != 200 or b'"allow":true' not in body:
+            raise RuntimeError(f"POST /v1/events?wait: {status} {body[:300]!r}")
+        ms.append((time.perf_counter() - due) * 1000)
+        idle.append(conn)
+    tasks = []
+    t0 = time.perf_counter()
+    for i, (_, envelope) in enumerate(signed):
+        due = t0 + i / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, envelope)))
+    await asyncio.gather(*tasks)
+    await asyncio.gather(*(c.close() for c in opened))
+    return ms
+
+
+async def http_phases(service: ServiceUnderTest, args: argparse.Namespace
+                      ) -> dict[str, Any]:
+    """(0) the /healthz floor, (1) closed-loop submit-and-wait, (2) latency at --rate."""
+    out: dict[str, Any] = {}
+    conns = await connections(service.api, args.concurrency)
+    try:
+        await closed_loop(conns, presign(200, "warm"))   # warm-up, not reported
+        for name, work in (("floor", args.requests), ("http", presign(args.requests, "http"))):
+            cpu0 = service.cpu_by_role()
+            elapsed, ms = await closed_loop(conns, work)
+            out[name] = {"requests": len(ms), "concurrency": args.concurrency,
+                         "per_s": len(ms) / elapsed, **summary(ms),
+                         "cpu_us": cpu_per(cpu0, service.cpu_by_role(), len(ms))}
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+    if args.latency_s > 0:
+        cpu0 = service.cpu_by_role()
+        signed = presign(int(args.rate * args.latency_s), "lat")
+        ms = await open_loop(service.api, signed, args.rate)
+        out["latency"] = {"requests": len(ms), "offered_per_s": args.rate, **summary(ms),
+                          "cpu_us": cpu_per(cpu0, service.cpu_by_role(), len(ms))}
+    return out
+
+
+# -- (3) SDK over Kafka ---------------------------------------------------------------------
 def sdk_settings(service: ServiceUnderTest) -> Settings:
     """Client settings for the service's embedded broker, reached as an external bootstrap:
     no idempotent producer (InitProducerId fails there) and the 10 ms fetch wait."""
@@ -264,25 +286,27 @@ def sdk_settings(service: ServiceUnderTest) -> Settings:
 async def sdk_run(service: ServiceUnderTest, count: int, concurrency: int) -> dict[str, Any]:
     settings = sdk_settings(service)
     keyring = load_keyring(DataDir(service.data).keyring)
+    signed = presign(count, "sdk")
+    work = iter(signed)
     ms: list[float] = []
     denied = 0
-    counter = iter(range(count))
     async with Client(settings, service.kafka, keyring) as client:
         async def one_client() -> None:
             nonlocal denied
-            for i in counter:
+            for request_id, envelope in work:
                 t0 = time.perf_counter()
-                request_id = await client.submit(
-                    request(nonce=f"sdk-{i:016d}", issued_at=datetime.now(UTC)), ALICE)
-                decision = await client.decision(request_id, timeout=10)
+                await client.send_raw("requests", envelope, request_id)
+                decision = await client.decision(request_id, timeout=30)
                 ms.append((time.perf_counter() - t0) * 1000)
                 denied += not decision.allow
 
+        cpu0 = service.cpu_by_role()
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"requests": len(ms), "concurrency": concurrency,
-            "decisions_per_s": len(ms) / elapsed, "denied": denied, **summary(ms)}
+        cpu = cpu_per(cpu0, service.cpu_by_role(), len(ms))
+    return {"requests": len(ms), "concurrency": concurrency, "per_s": len(ms) / elapsed,
+            "denied": denied, **summary(ms), "cpu_us": cpu}
 
 
 # -- (3) integration delay ------------------------------------------------------------------
@@ -363,62 +387,52 @@ async def integration_run(service: ServiceUnderTest, rate: float, seconds: float
 
 
 # -- driver ---------------------------------------------------------------------------------
-async def run_all(service: ServiceUnderTest, args: argparse.Namespace,
-                  idle: float | None) -> dict[str, Any]:
-    """Phases (1)-(3). ``idle`` is the service's idle CPU (cores), to net it out."""
+async def run_all(service: ServiceUnderTest, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    await http_run(service.api, presign(100, "warm"), 8)  # warm-up, not reported
     if args.requests:
-        cpu0, times0 = service.cpu_s(), await server_times(service.api)
-        out["http"] = await http_run(service.api, presign(args.requests, "http"),
-                                     args.concurrency)
-        out["http"]["service_cpu_ms_per_decision"] = (
-            (service.cpu_s() - cpu0) * 1000 / args.requests)
-        if idle is not None:
-            out["http"]["service_cpu_net_of_idle_ms"] = (
-                (service.cpu_s() - cpu0 - idle * out["http"]["elapsed_s"]) * 1000
-                / args.requests)
-        out["http"]["server_mean_ms"] = server_ms(times0, await server_times(service.api))
+        out.update(await http_phases(service, args))
     if args.sdk_requests:
-        cpu0 = service.cpu_s()
         out["sdk"] = await sdk_run(service, args.sdk_requests, args.concurrency)
-        out["sdk"]["service_cpu_ms_per_decision"] = (
-            (service.cpu_s() - cpu0) * 1000 / args.sdk_requests)
     if args.integration_s > 0:
         out["integration"] = await integration_run(service, args.integration_rate,
                                                    args.integration_s, args.poll_ms)
     return out
 
 
+def cpu_line(cpu: dict[str, float]) -> str:
+    roles = ("api", "processor", "sequencer", "broker", "load generator")
+    shown = [f"{r} {cpu[r]:.0f}" for r in roles if r in cpu]
+    return (f"    CPU per decision (us): {', '.join(shown)}; service total "
+            f"{sum(v for k, v in cpu.items() if k != 'load generator'):.0f}, all "
+            f"{sum(cpu.values()):.0f}")
+
+
 def report(results: dict[str, Any]) -> Iterator[str]:
     yield (f"nproc {results['nproc']}, python {results['python']}, load average before "
            f"{results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}")
     yield (f"govledger up ready in {results['startup_s']:.1f} s, checkpoint interval "
-           f"{results['checkpoint_interval']}")
+           f"{results['checkpoint_interval']}, processes {results['roles']}")
     if "idle" in results:
         idle = results["idle"]
-        yield (f"idle CPU: service {idle['service_cores']:.2f} cores, embedded broker "
-               f"{idle.get('broker_cores', float('nan')):.2f} cores")
-    for name, label in (("http", "(1) HTTP API"), ("sdk", "(2) SDK Client")):
-        if name in results:
-            r = results[name]
-            yield (f"{label}: {r['requests']} requests, concurrency {r['concurrency']}: "
-                   f"{r['decisions_per_s']:,.0f} decisions/s, p50 {r['p50_ms']:.0f} ms, "
-                   f"p90 {r['p90_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, max "
-                   f"{r['max_ms']:.0f} ms, denied {r['denied']}, service CPU "
-                   f"{r['service_cpu_ms_per_decision']:.2f} ms/decision")
-            if "post_p50_ms" in r:
-                yield (f"    POST p50 {r['post_p50_ms']:.0f} ms, GET ?wait p50 "
-                       f"{r['get_p50_ms']:.0f} ms; /healthz alongside p50 "
-                       f"{r['healthz_p50_ms']:.0f} ms, p99 {r['healthz_p99_ms']:.0f} ms; "
-                       f"service CPU net of idle "
-                       f"{r.get('service_cpu_net_of_idle_ms', float('nan')):.2f} ms/decision")
-            if "server_mean_ms" in r:
-                inside = ", ".join(f"{k} {v:.1f} ms" for k, v in r["server_mean_ms"].items())
-                yield f"    mean time inside the API app per route: {inside}"
+        yield (f"idle CPU: service {idle['service_cores']:.3f} cores, embedded broker "
+               f"{idle.get('broker_cores', float('nan')):.3f} cores")
+    labels = {"floor": "(0) floor, GET /healthz", "http": "(1) HTTP submit-and-wait",
+              "latency": "(2) HTTP submit-and-wait, open loop", "sdk": "(3) SDK over Kafka"}
+    for name, label in labels.items():
+        if name not in results:
+            continue
+        r = results[name]
+        load = (f"{r['offered_per_s']:.0f}/s offered" if name == "latency" else
+                f"{r['concurrency']} connections/in flight: {r['per_s']:,.0f}/s")
+        yield (f"{label}: {r['requests']} requests, {load}, p50 {r['p50_ms']:.1f} ms, "
+               f"p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms")
+        yield cpu_line(r["cpu_us"])
+        if name == "http" and "floor" in results:
+            yield (f"    HTTP decisions/s over the floor's requests/s: "
+                   f"{r['per_s'] / results['floor']['per_s']:.2f}")
     if "integration" in results:
         r = results["integration"]
-        yield (f"(3) integration delay, {r['events']} events at {r['offered_per_s']:.0f}/s "
+        yield (f"(4) integration delay, {r['events']} events at {r['offered_per_s']:.0f}/s "
                f"(poll {r['poll_ms']:.0f} ms): p50 {r['p50_ms']:.0f} ms, p90 "
                f"{r['p90_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms")
     yield f"service exit code {results['exit_code']}"
@@ -427,22 +441,25 @@ def report(results: dict[str, Any]) -> Iterator[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=1000,
-                        help="requests through the HTTP API (1); 0 skips")
-    parser.add_argument("--sdk-requests", type=int, default=2000,
-                        help="requests through the SDK (2); 0 skips")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="requests in flight in (1) and (2)")
+    parser.add_argument("--requests", type=int, default=3000,
+                        help="requests in (0) and (1); 0 skips (0)-(2)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="connections in (0) and (1), requests in flight in (3)")
+    parser.add_argument("--rate", type=float, default=200.0, help="offered load of (2), /s")
+    parser.add_argument("--latency-s", type=float, default=10.0,
+                        help="duration of (2); 0 skips")
+    parser.add_argument("--sdk-requests", type=int, default=4000,
+                        help="requests through the SDK (3); 0 skips")
     parser.add_argument("--integration-rate", type=float, default=100.0,
-                        help="offered load of (3), events/s")
-    parser.add_argument("--integration-s", type=float, default=10.0,
-                        help="duration of (3); 0 skips")
+                        help="offered load of (4), events/s")
+    parser.add_argument("--integration-s", type=float, default=0.0,
+                        help="duration of (4); 0 (the default) skips")
     parser.add_argument("--poll-ms", type=float, default=10.0,
-                        help="ledger polling interval in (3)")
+                        help="ledger polling interval in (4)")
     parser.add_argument("--checkpoint-interval", type=float, default=None,
                         help="GOVLEDGER_CHECKPOINT_INTERVAL_S for the service "
                         "(default: the service default)")
-    parser.add_argument("--idle-s", type=float, default=5.0,
+    parser.add_argument("--idle-s", type=float, default=0.0,
                         help="first measure idle CPU of service and broker this long; 0 skips")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
@@ -458,8 +475,8 @@ def main(argv: list[str]) -> int:
                                           else Settings().checkpoint_interval_s)
         if args.idle_s > 0:
             results["idle"] = service.idle_cpu(args.idle_s)
-        idle = results.get("idle", {}).get("service_cores")
-        results.update(asyncio.run(run_all(service, args, idle)))
+        results["roles"] = service.roles()
+        results.update(asyncio.run(run_all(service, args)))
     except BaseException:
         if service is not None:
             print(service.log_tail(), file=sys.stderr)

@@ -25,6 +25,7 @@ from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
 from ledger.keyfiles import generate_keypair, load_signer_keys
 from ledger.log.sequencer import read_vkey
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import request, seeded_signer
 from tests.service_support import ServiceProcess, make_data_dir
 
@@ -36,8 +37,8 @@ BEN = seeded_signer("ben")
 PEOPLE = [
     Principal("agent:payer", "acme", PAYER.public_key,
               frozenset({"requester", "payments", "payments-large"})),
-    Principal("human:ann", "acme", ANN.public_key, frozenset({"payments-approver"})),
-    Principal("human:ben", "acme", BEN.public_key, frozenset({"payments-approver"})),
+    *(Principal(who, "acme", key.public_key, frozenset({"payments-approver", "reader"}))
+      for who, key in (("human:ann", ANN), ("human:ben", BEN))),
 ]
 # A short deadline for the SIGKILL test (the shipped example waits 15 minutes).
 QUICK = """@id("write-vault-approved")
@@ -65,6 +66,11 @@ def approve(key: Signer, who: str, request_id: str, nonce: str, *,
                            request_id=request_id, root=request_id), key)
 
 
+def payer_http(api: str) -> httpx.Client:
+    """The API as the payer sees it (its requests' decisions, its tenant's ledger)."""
+    return httpx.Client(base_url=api, timeout=60, auth=SignedRequests(PAYER))
+
+
 def post(http: httpx.Client, envelope: bytes, wait: float) -> httpx.Response:
     answer = http.post("/v1/events", content=envelope, params={"wait": wait})
     assert answer.status_code in (200, 202), answer.text
@@ -81,7 +87,7 @@ def test_two_approvers_grant_and_the_bundle_holds_the_approvals(tmp_path: Path) 
     data = make_data_dir(tmp_path / "data", PEOPLE, genesis=False).root
     service = ServiceProcess(data)
     try:
-        with httpx.Client(base_url=service.api, timeout=60) as http:
+        with payer_http(service.api) as http:
             pending = post(http, sign_event(transfer("payer-nonce-000001"), PAYER), 2)
             assert pending.status_code == 202  # waiting for people, not decided
             rid = pending.json()["event_id"]
@@ -132,7 +138,7 @@ def test_sigkill_while_pending_and_the_deadline_passes_during_downtime(tmp_path:
     asked = request(signer="agent:payer", actions=("write",), resource="vault/keys",
                     nonce="payer-nonce-000002", issued_at=now(), ttl=timedelta(minutes=30))
     try:
-        with httpx.Client(base_url=service.api, timeout=60) as http:
+        with payer_http(service.api) as http:
             rid = post(http, sign_event(asked, PAYER), 0).json()["event_id"]
             counted = post(http, approve(ANN, "human:ann", rid, "ann-nonce-0000003"), 0.5)
             assert counted.status_code == 202, counted.text
@@ -146,7 +152,7 @@ def test_sigkill_while_pending_and_the_deadline_passes_during_downtime(tmp_path:
         time.sleep(0.2)
     service = ServiceProcess(data)
     try:
-        with httpx.Client(base_url=service.api, timeout=60) as http:
+        with payer_http(service.api) as http:
             # the first input after the start ends it: here, the second approval itself
             late = post(http, approve(BEN, "human:ben", rid, "ben-nonce-0000003"), 20)
             assert late.json()["decision"]["reasons"] == ["APPROVAL_EXPIRED"]
@@ -197,13 +203,13 @@ def test_people_approve_and_refuse_from_the_command_line(tmp_path: Path) -> None
     cara, cara_key, _ = generate_keypair("cara", tmp_path)
     dan, dan_key, _ = generate_keypair("dan", tmp_path)
     people = [*PEOPLE, *(Principal(who, "acme", signer.public_key,
-                                   frozenset({"payments-approver"}))
+                                   frozenset({"payments-approver", "reader"}))
                          for who, signer in (("human:cara", cara), ("human:dan", dan)))]
     data = make_data_dir(tmp_path / "data", people, genesis=False).root
     service = ServiceProcess(data)
     try:
-        api = ["--api", service.api]
-        with httpx.Client(base_url=service.api, timeout=60) as http:
+        api = ["--api", service.api, "--key", str(cara_key)]
+        with payer_http(service.api) as http:
             paid = post(http, sign_event(transfer("payer-nonce-000010"), PAYER), 0)
             kept = post(http, sign_event(transfer("payer-nonce-000011", 20_000), PAYER), 0)
             rid, other = paid.json()["event_id"], kept.json()["event_id"]
@@ -212,17 +218,14 @@ def test_people_approve_and_refuse_from_the_command_line(tmp_path: Path) -> None
             assert {(v["state"], v["k"], v["role"]) for v in listed} == {
                 ("pending", 2, "payments-approver")}
             # one approval of two: sent and counted, the request still waits (exit 4)
-            own = cli("approvals", "approve", rid, "--key", str(cara_key), "--as",
-                      "human:cara", *api)
+            own = cli("approvals", "approve", rid, "--as", "human:cara", *api)
             assert own.returncode == 4, own.stdout + own.stderr
-            done = cli("approvals", "approve", rid, "--key", str(dan_key), "--as",
-                       "human:dan", "--reason", "invoice checked", *api)
+            dan = ["--api", service.api, "--key", str(dan_key), "--as", "human:dan"]
+            done = cli("approvals", "approve", rid, "--reason", "invoice checked", *dan)
             assert done.returncode == 0 and done.stdout.startswith("GRANTED"), done.stdout
-            again = cli("approvals", "approve", rid, "--key", str(dan_key), "--as",
-                        "human:dan", *api)
+            again = cli("approvals", "approve", rid, *dan)
             assert again.returncode == 1 and "NOT_PENDING" in again.stdout, again.stdout
-            refused = cli("approvals", "refuse", other, "--key", str(dan_key), "--as",
-                          "human:dan", "--reason", "not this week", *api)
+            refused = cli("approvals", "refuse", other, "--reason", "not this week", *dan)
             assert refused.returncode == 0, refused.stdout + refused.stderr
             assert refused.stdout.startswith("DENIED APPROVAL_REFUSED"), refused.stdout
             wait_for_leaf(http, str(decided(http, other)["event_id"]))

@@ -12,7 +12,10 @@ from rich.console import Console
 from ledger.core.bundles import verify_bundle
 from ledger.demo import Demo, run_demo
 from ledger.keyfiles import load_signer_keys
+from ledger.log.audit import audit_ledger
+from ledger.log.causal import check_order
 from ledger.log.sequencer import read_vkey
+from ledger.log.store import LedgerStore
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +34,22 @@ def test_demo_outcomes_are_all_as_expected_and_logged(tmp_path: Path) -> None:
                            load_signer_keys(keyring=data / "keyring.json"))
     assert len(result.event_ids) >= 8  # execution -> ... -> root request
     assert result.signers_checked
+
+
+def test_the_demo_ledger_is_in_causal_order(tmp_path: Path) -> None:
+    # The real pipeline (processor + sequencer on the embedded broker): requests, grants,
+    # delegations, executions, a revocation cascade; no leaf precedes what it answers.
+    data = tmp_path / "data"
+    assert run_demo(data, Console(file=StringIO(), width=200)) is True
+    report = audit_ledger(data, data / "keyring.json")
+    assert report.ok, report.problems
+    with LedgerStore(data / "ledger.db") as store:
+        order = check_order(store)
+        kinds = {leaf.kind for leaf in store.iter_leaves()}
+    assert order.first_violation is None
+    assert order.leaves_with_causes >= 20 and order.absent_causes == 0
+    assert {"AuthorizationGranted", "ExecutionAllowed", "ExecutionRefused",
+            "RevocationApplied"} <= kinds
 
 
 def test_a_step_with_an_unexpected_outcome_fails_the_demo() -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ledger.core.envelope import sign_event
+from ledger.sdk.httpsig import SignedRequests
 from tests.e2e.test_up import request_id
 from tests.factories import ALICE, ENV, request
 from tests.service_support import Running
@@ -39,7 +40,7 @@ def test_exec_exit_status_separates_the_gate_from_the_command(tmp_path: Path) ->
     try:
         grant = sign_event(request(issued_at=datetime.now(UTC).replace(microsecond=0),
                                    nonce="exec-status-nonce-1"), ALICE)
-        with httpx.Client(base_url=service.api_url, timeout=30) as http:
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=service.api_url, timeout=30) as http:
             assert http.post("/v1/events", content=grant).status_code == 202
             decided = http.get(f"/v1/decisions/{request_id(grant)}", params={"wait": 20})
         assert decided.json()["allow"] is True, decided.text

@@ -15,6 +15,7 @@ import pytest
 
 from ledger.core.envelope import sign_event
 from ledger.log.store import LedgerStore
+from ledger.sdk.httpsig import SignedRequests
 from tests.e2e.test_up import request_id
 from tests.factories import ALICE, request
 from tests.service_support import ServiceProcess, make_data_dir
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def submit_and_wait(api: str, envelope: bytes) -> dict[str, object]:
-    with httpx.Client(base_url=api, timeout=30) as http:
+    with httpx.Client(auth=SignedRequests(ALICE), base_url=api, timeout=30) as http:
         posted = http.post("/v1/events", content=envelope,
                            headers={"content-type": "application/json"})
         assert posted.status_code == 202, posted.text

@@ -24,6 +24,7 @@ from ledger.core.bundles import verify_bundle
 from ledger.core.envelope import event_id, sign_event
 from ledger.keyfiles import load_keyring
 from ledger.sdk.client import Client
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, request
 from tests.service_support import ServiceProcess, make_data_dir
 
@@ -44,7 +45,7 @@ def request_id(envelope: bytes) -> str:
 
 def post_all(api: str, envelopes: list[bytes]) -> int:
     ok = 0
-    with httpx.Client(base_url=api, timeout=10) as http:
+    with httpx.Client(auth=SignedRequests(ALICE), base_url=api, timeout=10) as http:
         for env in envelopes:
             try:
                 response = http.post("/v1/events", content=env,
@@ -58,7 +59,7 @@ def post_all(api: str, envelopes: list[bytes]) -> int:
 
 def decisions_of(api: str, ids: list[str], wait: float = 15) -> dict[str, str]:
     found = {}
-    with httpx.Client(base_url=api, timeout=wait + 10) as http:
+    with httpx.Client(auth=SignedRequests(ALICE), base_url=api, timeout=wait + 10) as http:
         for rid in ids:
             response = http.get(f"/v1/decisions/{rid}", params={"wait": wait})
             if response.status_code == 200:
@@ -91,7 +92,7 @@ def kill_restart_and_check(tmp_path: Path, n: int) -> None:
         posted = post_all(first.api, envelopes[:n // 2])
         before = decisions_of(first.api, ids[:posted])
         assert len(before) == posted
-        with httpx.Client(base_url=first.api) as http:
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=first.api) as http:
             old_checkpoint = wait_checkpoint(http, min_size=1)
         # Load in flight, then SIGKILL.
         loader = subprocess.Popen([sys.executable, "-c", LOADER, first.api, str(n)])
@@ -109,7 +110,7 @@ def kill_restart_and_check(tmp_path: Path, n: int) -> None:
         assert set(after) == set(ids), "every request has a decision"
         for rid, envelope in before.items():
             assert after[rid] == envelope, "a decision changed across the restart"
-        with httpx.Client(base_url=second.api) as http:
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=second.api) as http:
             expected = 1 + 2 * len(ids)  # policy + requests + decisions
             new_checkpoint = wait_checkpoint(http, min_size=expected)
             bundle = http.get("/v1/proofs/consistency",

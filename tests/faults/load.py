@@ -31,6 +31,7 @@ from ledger.core.events import (
     Scope,
     Window,
 )
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, ENV
 from tests.service_support import BOB, RUNNER
 
@@ -96,7 +97,7 @@ class Load:
 
     def connect(self, api: str) -> None:
         self.close()
-        self._http = httpx.Client(base_url=api, timeout=12,
+        self._http = httpx.Client(auth=SignedRequests(ALICE), base_url=api, timeout=12,
                                   limits=httpx.Limits(max_connections=1))
 
     def close(self) -> None:

@@ -18,7 +18,15 @@ import uvicorn
 from ledger.core.bundles import verify_bundle
 from ledger.server.api import make_api
 from tests.factories import signed_request
-from tests.unit.test_api import RID, FakeBackend, Ledger, build_ledger, decision_envelope
+from tests.unit.test_api import (
+    RID,
+    TOKEN,
+    FakeBackend,
+    Ledger,
+    api_auth,
+    build_ledger,
+    decision_envelope,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +47,8 @@ def server(ledger: Ledger) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(make_api(backend), log_level="warning", lifespan="off",
+    config = uvicorn.Config(make_api(backend, auth=api_auth()), log_level="warning",
+                            lifespan="off",
                             access_log=False)
     app_server = uvicorn.Server(config)
     thread = threading.Thread(target=app_server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -72,18 +81,20 @@ def test_docs_show_a_curl_example_for_every_route() -> None:
     for route in ("/v1/events", "/v1/decisions/", "/v1/checkpoint", "/v1/vkey",
                   "/v1/entries/", "/v1/entries?event_id=", "/v1/proofs/inclusion?index=",
                   "/v1/proofs/inclusion?event_id=", "/v1/proofs/consistency",
-                  "/v1/proofs/lineage", "/v1/approvals?", "/v1/approvals/", "/healthz",
-                  "/readyz", "/metrics"):
+                  "/v1/proofs/lineage", "/v1/approvals?", "/v1/approvals/",
+                  "/healthz", "/readyz", "/metrics", "/checkpoint",
+                  "/tile/0/", "/tile/entries/"):
         assert f'$API{route}' in text, route
 
 
 def test_every_doc_curl_example_answers_as_documented(server: str, ledger: Ledger,
                                                       tmp_path: Path) -> None:
     (tmp_path / "request.json").write_bytes(signed_request(nonce="api-doc-example-1"))
-    env = {**os.environ, "API": server, "REQUEST_ID": RID, "UNKNOWN_ID": "ab" * 32,
+    env = {**os.environ, "API": server, "AUTH": f"Authorization: Bearer {TOKEN}",
+           "REQUEST_ID": RID, "UNKNOWN_ID": "ab" * 32,
            "EVENT_ID": ledger.chain[-1], "OLD_SIZE": "5", "NEW_SIZE": "13"}
     examples = doc_curl_lines()
-    assert len(examples) >= 15
+    assert len(examples) >= 17
     for command, want in examples:
         done = subprocess.run(["bash", "-c", command + " -w '\\n%{http_code}'"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=30,

@@ -117,7 +117,9 @@ def test_sasl_ssl_example_uses_real_settings() -> None:
 # --------------------------------------------------------- negative: each check can fail
 
 FAKE_CLI: CliSpec = {r: frozenset({"--help", "--data", "--partitions", "--replication",
-                                   "--api-host", "--api-port"}) for r in ROLES}
+                                   "--api-host", "--api-port",
+                                   *(("--genesis",) if r == ("init",) else ())})
+                     for r in ROLES}
 
 
 def _set(path: str, value: Any) -> Callable[[Compose], None]:
@@ -155,7 +157,7 @@ BROKEN = [
      "ports", "health probe asks port 9999"),
     ("services/processor/depends_on/kafka-9", {"condition": "service_healthy"}, "deps",
      "unknown service kafka-9"),
-    ("services/processor/depends_on/sequencer", {"condition": "service_healthy"}, "deps",
+    ("services/api/depends_on/init", {"condition": "service_healthy"}, "deps",
      "has no healthcheck"),
     ("services/api/depends_on/sequencer", {"condition": "service_completed_successfully"},
      "deps", "which restarts"),

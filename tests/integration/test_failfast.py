@@ -19,6 +19,7 @@ import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from ledger.core.envelope import sign_event
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, request
 from tests.service_support import Running
 
@@ -40,7 +41,8 @@ def test_a_killed_broker_gets_503_from_every_broker_endpoint_then_stops_the_serv
         assert service.broker is not None and service.broker.pid is not None
         envelope = sign_event(request(issued_at=datetime.now(UTC).replace(microsecond=0),
                                       nonce="failfast-nonce-0001"), ALICE)
-        with httpx.Client(base_url=service.api_url, timeout=60) as http, \
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=service.api_url,
+                          timeout=60) as http, \
                 ThreadPoolExecutor(1) as pool:
             assert http.get("/readyz").status_code == 200
             # A long wait in flight (or not yet: both must end in 503 soon after the kill).
@@ -86,7 +88,7 @@ def test_a_failed_decision_consumer_stops_the_service_and_decisions_answer_503(
         running.call(service.stop_event.wait(), 10)
         assert service.failed == "decisions"
         assert service.failure is not None and "TopicAuthorizationFailed" in service.failure
-        with httpx.Client(base_url=service.api_url, timeout=30) as http:
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=service.api_url, timeout=30) as http:
             lookup = http.get(f"/v1/decisions/{secrets.token_hex(32)}", params={"wait": 5})
         assert lookup.status_code == 503, lookup.text
     finally:
@@ -105,7 +107,8 @@ def test_a_broker_frozen_then_killed_under_load_still_stops_the_service_promptly
         envelope = sign_event(request(issued_at=datetime.now(UTC).replace(microsecond=0),
                                       nonce="failfast-nonce-0002"), ALICE)
         os.kill(service.broker.pid, signal.SIGSTOP)
-        with httpx.Client(base_url=service.api_url, timeout=60) as http, \
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=service.api_url,
+                          timeout=60) as http, \
                 ThreadPoolExecutor(1) as pool:
             posting = pool.submit(http.post, "/v1/events", content=envelope,
                                   headers={"content-type": "application/json"})

@@ -20,6 +20,7 @@ from ledger.keyfiles import load_signer
 from ledger.log.sequencer import read_vkey
 from ledger.sdk.client import Client
 from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
+from ledger.sdk.httpsig import SignedRequests
 from ledger.server.service import Service
 from tests.factories import ALICE, ENV, default_ring, request
 from tests.service_support import RUNNER, make_data_dir
@@ -41,7 +42,8 @@ async def scenario(data: Path) -> None:
                                               single_use=True), ALICE)
             grant = await client.decision(rid, timeout=20)
             assert grant.allow
-            logged = http_log_check(service.api_url, read_vkey(data))
+            logged = http_log_check(service.api_url, read_vkey(data),
+                                    auth=SignedRequests(RUNNER))
             gate = Gate(client, RUNNER, runner, service.keyring, measure=lambda: ENV,
                         require_logged=logged)
             ran = []

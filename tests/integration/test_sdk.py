@@ -10,9 +10,10 @@ import pytest
 
 from ledger.core.events import AuthorizationRevoked
 from ledger.core.signers import SignerKeys
-from ledger.errors import ProofError
+from ledger.errors import ConfigError, ProofError
 from ledger.log.sequencer import read_vkey
 from ledger.sdk.client import Client, ProofClient, SyncClient
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, request
 from tests.service_support import Running
 
@@ -36,7 +37,8 @@ def test_sync_client_request_revoke_and_verified_proofs(tmp_path: Path) -> None:
             assert applied.event.revoked == (grant.artifact_id,)  # type: ignore[attr-defined]
 
         proofs = ProofClient(service.api_url, read_vkey(running.settings.data_dir),
-                             signers=SignerKeys(keyring=service.keyring))
+                             signers=SignerKeys(keyring=service.keyring),
+                             auth=SignedRequests(ALICE))
 
         async def fetch() -> None:
             for _ in range(100):  # until the sequencer has logged and signed the grant
@@ -51,9 +53,13 @@ def test_sync_client_request_revoke_and_verified_proofs(tmp_path: Path) -> None:
             note = await proofs.checkpoint()
             vkey = read_vkey(running.settings.data_dir)
             assert note.startswith(vkey.split("+")[0] + "\n")
-            wrong = ProofClient(service.api_url, vkey.replace("govledger.test", "other.example"))
+            wrong = ProofClient(service.api_url, vkey.replace("govledger.test", "other.example"),
+                                auth=SignedRequests(ALICE))
             with pytest.raises(ProofError):
                 await wrong.inclusion(event_id=grant.artifact_id)
+            anonymous = ProofClient(service.api_url, vkey)   # the bundle carries the event
+            with pytest.raises(ConfigError, match="401"):
+                await anonymous.inclusion(event_id=grant.artifact_id)
         asyncio.run(fetch())
     finally:
         running.stop()

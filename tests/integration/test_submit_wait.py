@@ -11,6 +11,7 @@ import pytest
 
 from ledger.core.envelope import sign_event
 from ledger.keyfiles import load_keyring, load_signer
+from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, request
 from tests.service_support import Running
 
@@ -25,7 +26,8 @@ def test_submit_can_wait_for_the_decision_in_the_same_request(tmp_path: Path) ->
         forbidden = sign_event(request(issued_at=now, nonce="submit-wait-nonce-2",
                                        resource="prod/secrets/*"), ALICE)
         later = sign_event(request(issued_at=now, nonce="submit-wait-nonce-3"), ALICE)
-        with httpx.Client(base_url=running.service.api_url, timeout=30) as http:
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=running.service.api_url,
+                          timeout=30) as http:
             answer = http.post("/v1/events", content=granted, params={"wait": 20})
             assert answer.status_code == 200, answer.text
             body = answer.json()
@@ -60,7 +62,8 @@ def test_submit_refuses_an_event_signed_by_the_wrong_kind_of_key(tmp_path: Path)
         misused = sign_event(request(signer=principal.identity, tenant=principal.tenant,
                                      issued_at=datetime.now(UTC).replace(microsecond=0),
                                      nonce="wrong-key-nonce-01"), authority)
-        with httpx.Client(base_url=running.service.api_url, timeout=30) as http:
+        with httpx.Client(auth=SignedRequests(ALICE), base_url=running.service.api_url,
+                          timeout=30) as http:
             answer = http.post("/v1/events", content=misused)
         assert answer.status_code == 422, answer.text
         assert answer.json()["reason"] == "IDENTITY_MISMATCH"

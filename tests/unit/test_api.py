@@ -27,12 +27,23 @@ from ledger.errors import ProofError, Reason, Unavailable
 from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage
 from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
 from ledger.log.store import LedgerStore
+from ledger.sdk.httpsig import SignedRequests
 from ledger.server.api import Submitted, make_api, summarize_decision
+from ledger.server.auth import ApiAuth
 from ledger.server.metrics import Metrics
-from tests.factories import AUTHORITY, MALLORY, T0, default_ring, signed_request
+from ledger.server.tokens import TokenEntry, TokenTable, token_digest
+from tests.factories import ALICE, AUTHORITY, MALLORY, T0, default_ring, signed_request
 from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
 RID = hashlib.sha256(b"some request").hexdigest()
+# agent:alice's API token (the table stores only its hash)
+TOKEN = "glt_" + base64.urlsafe_b64encode(hashlib.sha256(b"alice token").digest()).decode()[:43]
+
+
+def api_auth() -> ApiAuth:
+    """Readers of the test API: the default keyring (agent:alice of acme), alice's token."""
+    tokens = TokenTable((TokenEntry(ALICE.key_id, "agent:alice", token_digest(TOKEN)),))
+    return ApiAuth(default_ring, tokens)
 
 
 # -- a real ledger: 13 leaves under checkpoints at 5, 10, 13, and leaf 13 not yet published ---
@@ -126,14 +137,16 @@ def backend(ledger: Ledger) -> FakeBackend:
 
 
 class Client:
-    """Synchronous calls into the ASGI app (httpx's ASGI transport, no network)."""
+    """Synchronous calls into the ASGI app (httpx's ASGI transport, no network). Requests
+    are signed by agent:alice (tenant acme, whose events the test ledger holds) unless a
+    call says otherwise (``auth=None``: no credential)."""
 
     def __init__(self, backend: FakeBackend, metrics: Metrics | None = None) -> None:
-        self.app = make_api(backend, metrics)
+        self.app = make_api(backend, metrics, auth=api_auth())
 
     def session(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                 base_url="http://api.test")
+                                 base_url="http://api.test", auth=SignedRequests(ALICE))
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
@@ -235,7 +248,7 @@ def test_streamed_oversized_body_is_cut_off_without_reading_it_all(api: Client) 
 
     async def go() -> httpx.Response:
         async with api.session() as session:
-            return await session.post("/v1/events", content=body(),
+            return await session.post("/v1/events", content=body(), auth=None,
                                       headers={"content-type": "application/json"})
     response = asyncio.run(go())
     assert (response.status_code, error_of(response)) == (413, "OVERSIZED")
@@ -540,8 +553,9 @@ def test_openapi_documents_every_route_with_error_models(api: Client) -> None:
     assert set(paths) == {"/v1/events", "/v1/decisions/{subject_id}", "/v1/checkpoint",
                           "/v1/vkey", "/v1/entries/{index}", "/v1/entries",
                           "/v1/proofs/inclusion", "/v1/proofs/consistency",
-                          "/v1/proofs/lineage", "/v1/approvals", "/v1/approvals/{request_id}",
-                          "/healthz", "/readyz", "/metrics"}
+                          "/v1/proofs/lineage", "/v1/approvals",
+                          "/v1/approvals/{request_id}", "/healthz", "/readyz", "/metrics",
+                          "/checkpoint", "/tile/{rest}"}         # C2SP tlog-tiles
     for operations in paths.values():
         for operation in operations.values():
             assert operation["summary"]

@@ -109,3 +109,13 @@ def test_ledger_refusals_are_counted_by_bounded_reason() -> None:
     assert value(metrics, "govledger_ledger_refused_total", reason="IDENTITY_MISMATCH") == 3
     assert value(metrics, "govledger_ledger_refused_total", reason="MALFORMED") == 1
     assert value(metrics, "govledger_ledger_refused_total", reason="OTHER") == 4
+
+
+def test_events_appended_without_their_causes_are_counted_by_bounded_reason() -> None:
+    metrics = Metrics()
+    metrics.observe_out_of_order({"cause-missing": 2, "hold-full": 1})
+    metrics.observe_out_of_order({"cause-missing": 1, "made up": 5})
+    total = "govledger_ledger_out_of_order_total"
+    assert value(metrics, total, reason="cause-missing") == 3
+    assert value(metrics, total, reason="hold-full") == 1
+    assert value(metrics, total, reason="OTHER") == 5

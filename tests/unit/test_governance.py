@@ -290,8 +290,8 @@ def test_a_principal_suspension_refuses_every_artifact_below_it() -> None:
     root = gov.ask(actions=("read",), resource="db/orders/*")
     root_id = event_id(read_stored(root.outputs[0].value).payload)  # type: ignore[union-attr]
     root_grant = grant_of(root)
-    child = gov.ask(actions=("read",), resource="db/orders/1", root=root_grant.artifact.lineage.root,
-                    parent=root_id)
+    child = gov.ask(actions=("read",), resource="db/orders/1",
+                    root=root_grant.artifact.lineage.root, parent=root_id)
     child_grant = grant_of(child)
     child_id = event_id(read_stored(child.outputs[0].value).payload)  # type: ignore[union-attr]
     gov.govern(PrincipalSuspended(signer="op", tenant="acme", nonce=nonce(), issued_at=T0,

@@ -4,7 +4,8 @@ The rules, as the layout fixes them:
 
 - ``processors`` may import from ``ledger`` only ``ledger.core``, ``ledger.kafka``,
   ``ledger.log``, ``ledger.config``, ``ledger.errors``, ``ledger.datadir``,
-  ``ledger.keyfiles`` and ``ledger.clock`` (the wall clock, a shell module): never
+  ``ledger.keyfiles``, ``ledger.clock`` (the wall clock, a shell module) and
+  ``ledger.telemetry`` (traces and log format, a shell module): never
   ``ledger.server``, ``ledger.sdk``, ``ledger.cli``, ``ledger.demo`` (nor the SDK surface
   ``ledger`` itself). ``ledger.log`` is allowed for two things: the SQLite opener the
   journal shares with the store, and the read-only store the processor reconciles its
@@ -13,8 +14,13 @@ The rules, as the layout fixes them:
   them); a lazy import inside a function counts as much as one at the top.
 - ``ledger.core`` imports from this project only ``ledger.core`` and ``ledger.errors``
   (third-party and I/O imports: tests/unit/test_core_purity.py).
+- ``ledger.gateway`` (the MCP gateway, issue 17) imports only ``ledger.gateway``,
+  ``ledger.sdk``, ``ledger.core``, ``ledger.kafka``, ``ledger.config`` and ``ledger.errors``:
+  it is an executor, so it reaches the service through the SDK like any other (the CLI
+  reads its key files and hands them over).
 - The packages ``ledger.core``, ``ledger.log``, ``ledger.kafka``, ``ledger.sdk``,
-  ``ledger.server`` and ``processors`` import each other without a cycle.
+  ``ledger.gateway``, ``ledger.server`` and ``processors`` import each other without a
+  cycle.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ledger.core", "ledger.log", "ledger.kafka", "ledger.sdk", "ledger.server",
-            "processors")
+PACKAGES = ("ledger.core", "ledger.log", "ledger.kafka", "ledger.sdk", "ledger.gateway",
+            "ledger.server", "processors")
 PROCESSORS_MAY_USE = ("ledger.core", "ledger.kafka", "ledger.log", "ledger.config",
-                      "ledger.errors", "ledger.datadir", "ledger.keyfiles", "ledger.clock")
+                      "ledger.errors", "ledger.datadir", "ledger.keyfiles", "ledger.clock",
+                      "ledger.telemetry")
 CORE_MAY_USE = ("ledger.core", "ledger.errors")
+GATEWAY_MAY_USE = ("ledger.gateway", "ledger.sdk", "ledger.core", "ledger.kafka",
+                   "ledger.config", "ledger.errors")
 OURS = ("ledger", "processors")
 
 
@@ -93,6 +102,10 @@ def violations(graph: Mapping[str, Iterable[str]]) -> list[str]:
                 found.append(f"{module} -> {name} (only ledger.server imports processors)")
             if within(module, "ledger.core") and not any(within(name, ok) for ok in CORE_MAY_USE):
                 found.append(f"{module} -> {name} (ledger.core is the pure core)")
+            if within(module, "ledger.gateway") and within(name, "ledger") and not any(
+                    within(name, ok) for ok in GATEWAY_MAY_USE):
+                found.append(f"{module} -> {name} (the gateway reaches the service "
+                             "through the SDK)")
             if len(found) > before:
                 flagged.append(name)
     return found
@@ -152,6 +165,8 @@ def test_the_checker_catches_planted_violations(tmp_path: Path) -> None:
         "ledger/kafka/bad.py": "from ledger.sdk import client\n",
         "ledger/sdk/bad.py": "from ..kafka import clients\n",
         "ledger/server/fine.py": "from processors.app import build_engine\n",
+        "ledger/gateway/bad.py": "from ledger.log.store import LedgerStore\n",
+        "ledger/gateway/fine.py": "from ledger.sdk.gate import Gate\n",
     }
     for rel, text in planted.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +174,8 @@ def test_the_checker_catches_planted_violations(tmp_path: Path) -> None:
     graph = import_graph(tmp_path)
     assert violations(graph) == [
         "ledger.core.bad -> ledger.log (ledger.core is the pure core)",
+        "ledger.gateway.bad -> ledger.log.store (the gateway reaches the service through "
+        "the SDK)",
         "ledger.log.bad -> processors.journal (only ledger.server imports processors)",
         "processors.bad -> ledger.server.api (processors may not use it)",
         "processors.core.bad -> ledger.sdk.client (processors may not use it)",

@@ -11,6 +11,7 @@ import pytest
 
 from ledger.errors import ConfigError
 from processors.policy import PolicyBundle, PolicyDecision, bundle_digest
+from processors.policy_rules import BundleInvalid
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "processors" / "examples" / "policies"
 SCHEMA = (EXAMPLES / "schema.cedarschema").read_text(encoding="utf-8")
@@ -200,7 +201,7 @@ def test_unknown_action_denies(example: PolicyBundle) -> None:
     ({"p.cedar": '@id("x")\npermit (principal, action, resource) when { 1 > };'},
      "does not parse"),
     ({"p.cedar": '@id("x")\npermit (principal, action, resource) when { context.nope };'},
-     "fails schema validation: [x]"),
+     "p.cedar [x]: fails schema validation"),
     ({"p.cedar": '@id("x")\npermit (principal, action == Action::"fly", resource);'},
      "fails schema validation"),
     ({"p.cedar": '@id("x")\npermit (principal, action, resource) '
@@ -221,6 +222,35 @@ def test_invalid_bundle_refuses_to_load(tmp_path: Path, policies: dict[str, str]
     with pytest.raises(ConfigError) as info:
         bundle(tmp_path, policies)
     assert needle in str(info.value)
+
+
+def test_every_problem_is_listed_with_its_file_and_policy_id(tmp_path: Path) -> None:
+    with pytest.raises(BundleInvalid) as info:
+        bundle(tmp_path, {
+            "a.cedar": PERMIT_ALL + '@id("bad-ctx")\npermit (principal, action, resource) '
+                       "when { context.nope };\n",
+            "b.cedar": "permit (principal, action, resource);\n" + PERMIT_ALL,
+            "c.cedar": "permit (",
+        })
+    found = {(p.file, p.policy, p.message.split(":")[0]) for p in info.value.problems}
+    assert found == {("a.cedar", "bad-ctx", "fails schema validation"),
+                     ("b.cedar", "policy0", 'needs an @id("...") matching '
+                      "^[A-Za-z0-9][A-Za-z0-9._"),
+                     ("b.cedar", "permit-all", "duplicate policy id 'permit-all'"),
+                     ("c.cedar", "", "does not parse")}
+    more = len(info.value.problems) - 1
+    assert str(info.value).startswith("policy bundle: ")
+    assert str(info.value).endswith(f"(and {more} more problems)")
+    assert all("policy0" not in p.message for p in info.value.problems
+               if p.policy == "bad-ctx")  # Cedar's position is replaced by the @id
+
+
+def test_a_bad_schema_still_reports_the_policies_problems(tmp_path: Path) -> None:
+    with pytest.raises(BundleInvalid) as info:
+        bundle(tmp_path, {"p.cedar": "permit (principal, action, resource);"},
+               schema="entity Agent = {")
+    assert [(p.file, p.policy) for p in info.value.problems] == [
+        ("schema.cedarschema", ""), ("p.cedar", "policy0")]
 
 
 def test_schema_problems_refuse_to_load(tmp_path: Path) -> None:
