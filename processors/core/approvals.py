@@ -66,6 +66,7 @@ MAX_ENDED = 100_000  # ended request ids remembered, so a late approval says why
 _RULE = re.compile(r"^role=([a-z][a-z0-9_.-]{0,63}),k=([1-9][0-9]?),ttl=([1-9][0-9]{0,6})$")
 _META_ROOM = 1 + MAX_APPROVERS  # metadata entries an approved artifact adds
 _ANSWERS = (ApprovalRequired, AuthorizationGranted, AuthorizationDenied)
+APPROVAL_PREFIX = "approval."
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,15 @@ def rule_for(rules: Mapping[str, ApprovalRule], policy_ids: tuple[str, ...]) -> 
         raise Rejected(Reason.POLICY_DENY, "determining policies ask for different approvals: "
                        + ", ".join(sorted(i for i in policy_ids if i in rules)))
     return next(iter(asked), None)
+
+
+def check_context(context: Mapping[str, object]) -> None:
+    """Refuse a request context naming ``approval.*`` keys: in an artifact they are the
+    authority's record of its approvals (the evidence bundle follows them), never the
+    requester's. Raises Rejected(MALFORMED)."""
+    if any(key.startswith(APPROVAL_PREFIX) for key in context):
+        raise Rejected(Reason.MALFORMED, f"context keys starting {APPROVAL_PREFIX!r} are "
+                       "reserved for the authority's approvals")
 
 
 @dataclass(slots=True)

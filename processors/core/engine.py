@@ -50,7 +50,7 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
-from processors.core.approvals import Approvals, restore_approvals, rule_for
+from processors.core.approvals import Approvals, check_context, restore_approvals, rule_for
 from processors.core.checks import (
     Limits,
     PolicyEngine,
@@ -270,6 +270,7 @@ class Engine:
                                  self.governance, self.shadow_memo)
         if not verdict.allow:
             return self._deny(verified.event_id, request.tenant, root, verdict, now)
+        check_context(request.context)  # Rejected: denied by handle
         artifact = Artifact(
             request_id=verified.event_id, initiator=request.signer,
             holder=request.holder_identity, tenant=request.tenant,

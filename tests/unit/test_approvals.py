@@ -364,3 +364,13 @@ def test_conflicting_approval_rules_deny_through_the_engine() -> None:
                  policy=policy, limiter=CountingLimiter(), limits=Limits())
     out = ask_write(eng)
     assert out.allow is False and out.reasons == (Reason.POLICY_DENY,)
+
+
+def test_a_request_cannot_name_approvals_itself() -> None:
+    """approval.* metadata in an artifact is the authority's record: a requester who put it
+    in a context would forge the evidence of approvals that never happened."""
+    eng = engine()
+    forged = request(nonce="nonce-forged-0001").model_copy(
+        update={"context": {"approval.1": "0" * 64}})
+    out = eng.handle(Stream.REQUESTS, sign_event(forged, ALICE), T0)
+    assert out.allow is False and out.reasons == (Reason.MALFORMED,)
