@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=0, ge=0, le=65_535)
+    # Each request that waits for human approval is POSTed here (ledger/server/webhook.py).
+    approval_webhook: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
     # Operations (docs/production.md). A role without the API serves /metrics on
     # metrics_port (at api_host) when set; heartbeat_file is what `govledger health` checks.

@@ -68,6 +68,14 @@ class Reason(StrEnum):
     AUTHORITY_ROTATION = "AUTHORITY_ROTATION"
     POLICY_INVALID = "POLICY_INVALID"
     GOVERNANCE_CONFLICT = "GOVERNANCE_CONFLICT"
+    # Human approval (processors/core/approvals.py): the first two end a pending request,
+    # the rest refuse an approval that cannot count.
+    APPROVAL_REFUSED = "APPROVAL_REFUSED"
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    NOT_APPROVER = "NOT_APPROVER"
+    SELF_APPROVAL = "SELF_APPROVAL"
+    APPROVAL_DUPLICATE = "APPROVAL_DUPLICATE"
+    NOT_PENDING = "NOT_PENDING"
     # The system, not the input, is at fault. Never a grant.
     UNAVAILABLE = "UNAVAILABLE"
 

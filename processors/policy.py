@@ -59,6 +59,7 @@ from processors.cedar_json import (
     cedar_value,
     shape_key,
 )
+from processors.core.approvals import ApprovalRule, parse_rule
 from processors.policy_rules import (
     POLICY_SUFFIX,
     SCHEMA_FILES,
@@ -93,6 +94,26 @@ def bundle_digest(files: Mapping[str, str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def _approval_rules(policies: Mapping[str, object],
+                    problems: list[BundleProblem]) -> dict[str, ApprovalRule]:
+    """The ``@approval("role=R,k=K,ttl=S")`` annotations by policy id; a problem for one
+    that does not parse or sits on a forbid (only a grant can wait for approvers)."""
+    rules: dict[str, ApprovalRule] = {}
+    for policy_id, policy in policies.items():
+        assert isinstance(policy, dict)
+        text = policy.get("annotations", {}).get("approval")
+        if text is None:
+            continue
+        if policy.get("effect") != "permit":
+            problems.append(BundleProblem("", policy_id, "@approval on a forbid policy"))
+            continue
+        try:
+            rules[policy_id] = parse_rule(text)
+        except ValueError as exc:
+            problems.append(BundleProblem("", policy_id, str(exc)))
+    return rules
+
+
 class PolicyBundle:
     """A loaded, validated, pre-parsed Cedar policy bundle.
 
@@ -102,8 +123,13 @@ class PolicyBundle:
 
     def __init__(self, files: Mapping[str, str], policies: cedarpy.PolicySet,
                  schema: cedarpy.Schema, policy_ids: tuple[str, ...],
-                 validate_requests: bool = True) -> None:
+                 validate_requests: bool = True,
+                 approval_rules: Mapping[str, ApprovalRule] | None = None) -> None:
         """Use :meth:`load` or :meth:`from_files`."""
+        # The permits annotated @approval(...): a grant they determine waits for approvers
+        # (processors/core/approvals.py, docs/approvals.md).
+        self.approval_rules: Mapping[str, ApprovalRule] = MappingProxyType(
+            dict(approval_rules or {}))
         self.validate_requests = validate_requests
         self._files = MappingProxyType(dict(files))
         self._policies = policies
@@ -153,6 +179,7 @@ class PolicyBundle:
     def _build(cls, files: Mapping[str, str], problems: list[BundleProblem],
                validate_requests: bool) -> PolicyBundle:
         schema, combined = check_bundle(files, problems)
+        rules = _approval_rules(combined, problems)
         if problems or schema is None:
             raise BundleInvalid(problems or [BundleProblem("", "", "no usable schema")])
         est = {"staticPolicies": combined, "templates": {}, "templateLinks": []}
@@ -161,7 +188,7 @@ class PolicyBundle:
         except ValueError as exc:
             raise BundleInvalid([BundleProblem("", "", f"cannot build the policy set: {exc}")]
                                 ) from exc
-        return cls(files, policies, schema, tuple(sorted(combined)), validate_requests)
+        return cls(files, policies, schema, tuple(sorted(combined)), validate_requests, rules)
 
     def files(self) -> Mapping[str, str]:
         """The bundle's files, name -> exact text (read-only), for a PolicyPublished event."""

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
+from ledger.core.approval_events import ApprovalRequired
 from ledger.core.envelope import read_stored, verify_stored
 from ledger.core.events import (
     AuthorizationDenied,
@@ -132,6 +133,9 @@ class Rebuild:
         outcome = self.journal.recall(leaf.parent_ref)
         if outcome is None or any(o.value == leaf.leaf for o in outcome.outputs):
             return
+        if any((stored := read_stored(o.value)) is not None and stored.model is ApprovalRequired
+               for o in outcome.outputs):
+            return  # its end (grant or denial) is journaled with an approval or a later input
         if self._decision(leaf) is not None:
             raise Unavailable(
                 f"the ledger's {leaf.kind} at index {leaf.index} about {leaf.parent_ref[:16]} "

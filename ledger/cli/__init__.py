@@ -28,6 +28,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from ledger.cli import (
+    approval_commands,
     client_commands,
     events_commands,
     gateway_commands,
@@ -171,6 +172,14 @@ witness_app.command("serve")(witness_commands.witness_serve)
 app.command("monitor")(monitor_commands.monitor)
 app.command("alerts")(monitor_commands.alerts)
 app.command("unused-grants")(monitor_commands.unused_grants_cmd)
+
+approvals_app = typer.Typer(help="Human approval: requests that wait for people, approve or "
+                            "refuse them (docs/approvals.md).", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+approvals_app.command("list")(approval_commands.approvals_list)
+approvals_app.command("show")(approval_commands.approvals_show)
+approvals_app.command("approve")(approval_commands.approvals_approve)
+approvals_app.command("refuse")(approval_commands.approvals_refuse)
 
 
 def fail(message: str, code: int) -> NoReturn:

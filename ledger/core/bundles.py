@@ -19,7 +19,12 @@ bundle's shape (exact keys, types); each checkpoint's signature under the vkey a
 that the checkpoint's size and root are the bundle's; each leaf hash from the leaf bytes; the
 RFC 9162 proof. For a lineage bundle also: each hop's event id is the SHA-256 of its
 envelope's payload, and each hop's ``parent_ref`` (read from the payload) is the next hop's
-event id, the last hop having none (the lineage root).
+event id, the last hop having none (the lineage root). A lineage whose grants waited for
+human approval (docs/approvals.md) carries ``"approvals"``: one more hop (same shape) per id a
+grant's artifact names in its ``approval.*`` metadata (the ApprovalRequired and each
+ApprovalGiven); the verifier checks each is in the log, signed by a key given, about that
+grant's request, that none is missing, and that the distinct approvers reach the ``k`` of
+the ApprovalRequired and hold its role (in the keyring given).
 
 Who signed each leaf (:class:`SignerKeys`): a Merkle proof only says that some bytes are in
 the log, so a lineage bundle is verified only together with the keys its hops must be signed
@@ -43,8 +48,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.core import merkle
+from ledger.core.approval_events import ApprovalGiven, ApprovalRequired
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
 from ledger.core.envelope import parse_envelope, parse_payload
+from ledger.core.events import AuthorizationGranted, Event
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, ProofError, Rejected
 
@@ -189,7 +196,8 @@ def _parent_of(leaf: bytes) -> tuple[str, str | None]:
 def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier,
                           signers: SignerKeys) -> VerifiedBundle:
     """Verify a lineage bundle and each hop's signer (module docstring). Raises ProofError."""
-    _keys(bundle, LINEAGE_KEYS, "lineage bundle")
+    _keys(bundle, LINEAGE_KEYS | ({"approvals"} if "approvals" in bundle else set()),
+          "lineage bundle")
     if bundle.get("format") != LINEAGE_FORMAT:
         raise ProofError(f"lineage bundle format must be {LINEAGE_FORMAT}")
     size, root = _int(bundle, "tree_size"), _hash(bundle, "root_hash")
@@ -199,12 +207,14 @@ def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier,
         raise ProofError(f"a lineage bundle has 1 to {MAX_HOPS} hops")
     expected: str | None = _str(bundle, "event_id")
     ids: list[str] = []
+    leaves: list[bytes] = []
     for n, hop in enumerate(hops):
         if not isinstance(hop, dict):
             raise ProofError(f"hop {n} is not an object")
         _keys(hop, HOP_KEYS, f"hop {n}")
         try:
-            event_id, parent = _parent_of(_verify_hop(hop, size, root, signers))
+            leaves.append(_verify_hop(hop, size, root, signers))
+            event_id, parent = _parent_of(leaves[-1])
         except ProofError as exc:
             raise ProofError(f"hop {n}: {exc}") from exc
         if event_id != _str(hop, "event_id") or event_id != expected:
@@ -216,8 +226,71 @@ def verify_lineage_bundle(bundle: Mapping[str, object], verifier: NoteVerifier,
         expected = parent
     if expected is not None:
         raise ProofError(f"lineage stops before its root: {expected} is missing")
+    approvals = bundle.get("approvals", [])
+    if not isinstance(approvals, list):
+        raise ProofError("approvals is not a list")
+    _verify_approvals(leaves, approvals, size, root, signers)
     return VerifiedBundle("lineage", _str(bundle, "origin"), size, root.hex(), tuple(ids),
                           signers_checked=True)
+
+
+def approvals_named(leaf: bytes) -> dict[str, str]:
+    """The approval ids a grant leaf names (``approval.*`` metadata) -> the request id they
+    answer; empty for any other leaf. Raises ProofError for a leaf that does not parse."""
+    event = _event(leaf)
+    if not isinstance(event, AuthorizationGranted):
+        return {}
+    return {value: event.request_id for key, value in event.artifact.governance.items()
+            if key.startswith("approval.") and isinstance(value, str)}
+
+
+def _event(leaf: bytes) -> Event:
+    try:
+        parsed = parse_envelope(leaf)
+        return parse_payload(parsed.payload_type, parsed.payload)
+    except Rejected as exc:
+        raise ProofError(f"not a valid envelope: {exc}") from exc
+
+
+def _verify_approvals(leaves: list[bytes], hops: list[object], size: int, root: bytes,
+                      signers: SignerKeys) -> None:
+    """The approval hops of a lineage bundle (module docstring). Raises ProofError."""
+    named: dict[str, str] = {}
+    for leaf in leaves:
+        named |= approvals_named(leaf)
+    found: dict[str, Event] = {}
+    for n, hop in enumerate(hops):
+        if not isinstance(hop, dict):
+            raise ProofError(f"approval {n} is not an object")
+        _keys(hop, HOP_KEYS, f"approval {n}")
+        leaf = _verify_hop(hop, size, root, signers)
+        event_id, _ = _parent_of(leaf)
+        event = _event(leaf)
+        if event_id != _str(hop, "event_id") or event_id not in named or event_id in found:
+            raise ProofError(f"approval {n} is not one a grant of the lineage names, once")
+        if (not isinstance(event, ApprovalRequired | ApprovalGiven)
+                or event.request_id != named[event_id]):
+            raise ProofError(f"approval {n} is not an approval of its grant's request")
+        found[event_id] = event
+    if missing := sorted(set(named) - set(found)):
+        raise ProofError(f"the lineage lacks the approvals its grants name: {missing}")
+    for required in (e for e in found.values() if isinstance(e, ApprovalRequired)):
+        people = {e.signer for e in found.values()
+                  if isinstance(e, ApprovalGiven) and e.request_id == required.request_id
+                  and _holds(signers, e.signer, e.tenant, required.role)}
+        if len(people) < required.k:
+            raise ProofError(f"{len(people)} approvers with role {required.role} for "
+                             f"{required.request_id[:16]}, {required.k} required")
+    if named and not any(isinstance(e, ApprovalRequired) for e in found.values()):
+        raise ProofError("approvals without the ApprovalRequired they answer")
+
+
+def _holds(signers: SignerKeys, identity: str, tenant: str, role: str) -> bool:
+    """Whether the keyring given has ``identity`` of ``tenant`` with ``role``."""
+    ring = signers.keyring
+    return ring is not None and any(
+        p.identity == identity and p.tenant in (tenant, "*") and role in p.roles
+        for p in ring.principals())
 
 
 def verify_bundle(bundle: bytes | Mapping[str, object], vkey: str,

@@ -16,7 +16,9 @@ The rules, by kind:
 
 =======================  ===================================================================
 AuthorizationRequested   a delegation: its parent artifact's grant (``lineage.parent``)
-AuthorizationGranted     its request; with a parent, the parent's grant
+AuthorizationGranted     its request; with a parent, the parent's grant; after human
+                         approval, the ApprovalRequired and approvals its artifact names
+                         (``approval.*`` metadata, docs/approvals.md)
 AuthorizationDenied      its request or revocation, except a denial of input that could not
                          be authenticated: that names the hash of the raw bytes (tenant
                          ``*``, no root), which is never a leaf
@@ -28,6 +30,8 @@ ExecutionCompleted/      its execution request, and the verdict on it
 Failed
 GovernanceApplied        the governance event it applies
 GovernanceApproved       the governance event it approves
+ApprovalRequired,        the request waiting for approval
+ApprovalGiven/Refused
 others                   none (other governance events, kinds this version does not know)
 =======================  ===================================================================
 
@@ -71,7 +75,11 @@ def _request(event: Event) -> tuple[Cause, ...]:
 def _grant(event: Event) -> tuple[Cause, ...]:
     request = Cause(event.request_id, Role.EVENT)  # type: ignore[attr-defined]
     parent: str | None = event.artifact.lineage.parent  # type: ignore[attr-defined]
-    return (request,) if parent is None else (request, Cause(parent, Role.EVENT))
+    found = (request,) if parent is None else (request, Cause(parent, Role.EVENT))
+    meta = event.artifact.governance  # type: ignore[attr-defined]
+    items = meta.items() if isinstance(meta, dict) else vars(meta).items()  # model or view
+    return found + tuple(Cause(value, Role.EVENT) for key, value in sorted(items)
+                         if key.startswith("approval.") and isinstance(value, str))
 
 
 def _denial(event: Event) -> tuple[Cause, ...]:
@@ -106,6 +114,9 @@ _RULES: Final[dict[str, Callable[[Event], tuple[Cause, ...]]]] = {
     "ExecutionFailed": _report,
     "GovernanceApplied": _on("request_id"),
     "GovernanceApproved": _on("governance_id"),
+    "ApprovalRequired": _on("request_id"),
+    "ApprovalGiven": _on("request_id"),
+    "ApprovalRefused": _on("request_id"),
 }
 
 CAUSAL_KINDS: Final = frozenset(_RULES)

@@ -4,6 +4,7 @@ govern (ledger.core.governance_events)."""
 from __future__ import annotations
 
 from ledger.core.alert_events import AlertRaised
+from ledger.core.approval_events import APPROVAL_ANSWERS, ApprovalRequired
 from ledger.core.events import (
     AuthorizationDenied,
     AuthorizationGranted,
@@ -24,12 +25,14 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequested, AuthorizationGranted, AuthorizationDenied, AuthorizationRevoked,
     RevocationApplied, ExecutionRequested, ExecutionAllowed, ExecutionRefused,
     ExecutionCompleted, ExecutionFailed, *GOVERNANCE_TYPES, GovernanceApplied, AlertRaised,
+    ApprovalRequired, *APPROVAL_ANSWERS,
 )
 BY_KIND: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
 
 AUTHORITY_KINDS: frozenset[str] = frozenset({
     AuthorizationGranted.KIND, AuthorizationDenied.KIND, RevocationApplied.KIND,
     ExecutionAllowed.KIND, ExecutionRefused.KIND, GovernanceApplied.KIND, AlertRaised.KIND,
+    ApprovalRequired.KIND,
 })
 """Kinds only the authority signs (decisions, verdicts, acknowledgements, the monitor's
 alerts). The ledger logs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ledger.core.approval_events import APPROVAL_ANSWERS
 from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
@@ -50,7 +51,10 @@ LOGGED_STREAMS = tuple(s for s in Stream if s is not Stream.DEADLETTER)
 DECIDED_STREAM_OF: dict[type[Event], Stream] = {
     AuthorizationRequested: Stream.REQUESTS, AuthorizationRevoked: Stream.REVOCATIONS,
     ExecutionRequested: Stream.EXECUTIONS,
-    **dict.fromkeys(GOVERNANCE_TYPES, Stream.GOVERNANCE)}
+    **dict.fromkeys(GOVERNANCE_TYPES, Stream.GOVERNANCE),
+    # Approvals travel with the request they answer, keyed by its lineage root, so the
+    # worker that holds the pending request decides them in order with its tree.
+    **dict.fromkeys(APPROVAL_ANSWERS, Stream.REQUESTS)}
 
 #: Every kind a client may submit, and its input stream: the decided ones, and the
 #: execution reports the ledger records (nothing to decide).

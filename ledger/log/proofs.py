@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from ledger.core import merkle
-from ledger.core.bundles import LINEAGE_FORMAT, MAX_HOPS, Bundle, VerifiedBundle, verify_bundle
+from ledger.core.bundles import (
+    LINEAGE_FORMAT,
+    MAX_HOPS,
+    Bundle,
+    VerifiedBundle,
+    approvals_named,
+    verify_bundle,
+)
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_checkpoint
 from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
 from ledger.core.signers import SignerKeys
@@ -174,9 +181,28 @@ def lineage_bundle(store: LedgerStore, event_id: str, *, vkey: str | None = None
                            "under a signed checkpoint")
         hops.append(_hop(store, leaf, checkpoint.size))
         current = leaf.parent_ref
-    return {"format": LINEAGE_FORMAT, "origin": checkpoint.origin, "event_id": event_id,
-            "tree_size": checkpoint.size, "root_hash": checkpoint.root_hash.hex(),
-            "checkpoint": note, "hops": hops}
+    bundle: Bundle = {"format": LINEAGE_FORMAT, "origin": checkpoint.origin,
+                      "event_id": event_id, "tree_size": checkpoint.size,
+                      "root_hash": checkpoint.root_hash.hex(), "checkpoint": note, "hops": hops}
+    if approvals := _approval_hops(store, hops, checkpoint.size):
+        bundle["approvals"] = approvals
+    return bundle
+
+
+def _approval_hops(store: LedgerStore, hops: list[Bundle], size: int) -> list[Bundle]:
+    """The approvals the grants of a lineage name (docs/approvals.md), each proved. Raises
+    NotFound for one missing or not yet under the checkpoint."""
+    named: dict[str, str] = {}
+    for hop in hops:
+        named |= approvals_named(base64.b64decode(str(hop["leaf"])))
+    found: list[Bundle] = []
+    for approval_id in named:
+        leaf = store.find(approval_id)
+        if leaf is None or leaf.index >= size:
+            raise NotFound(f"lineage cannot be proved: approval {approval_id} is not in the "
+                           "ledger under a signed checkpoint yet")
+        found.append(_hop(store, leaf, size))
+    return found
 
 
 # -- the data directory: one call per CLI command -------------------------------------------

@@ -32,10 +32,17 @@ from opentelemetry.trace import SpanKind
 
 from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.core.approval_events import ApprovalRequired
 from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed, verify_witnessed
-from ledger.core.envelope import sign_event_with_id
+from ledger.core.envelope import (
+    VerifiedEvent,
+    parse_envelope,
+    payload_type,
+    sign_event_with_id,
+    verify_envelope,
+)
 from ledger.core.events import AuthorizationRequested, AuthorizationRevoked, Event
 from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import SignerKeys
@@ -84,9 +91,12 @@ class Client:
         self._paced: PacedConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._seen: dict[str, Decision] = {}
+        self._pending: dict[str, ApprovalRequired] = {}  # request id -> waiting for people
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
         self._subscribers: list[asyncio.Queue[Decision]] = []
         self.on_decision: list[Callable[[Decision], None]] = []
+        # Called with each verified ApprovalRequired (a request waiting for approvers).
+        self.on_pending: list[Callable[[VerifiedEvent], None]] = []
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -241,12 +251,20 @@ class Client:
             return str(exc)
         return "the decision consumer stopped"
 
-    async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
-        """The verified decision or verdict for a request or execution id.
+    def pending(self, request_id: str) -> ApprovalRequired | None:
+        """The authority's signed ApprovalRequired for ``request_id`` (verified) while the
+        request waits for human approval and no decision was seen; None otherwise
+        (docs/approvals.md). :meth:`decision` follows such a request to its end."""
+        return None if request_id in self._seen else self._pending.get(request_id)
 
-        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant); over
-        the HTTP API, Rejected if the decision it returns does not verify or is about another
-        id.
+    async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
+        """The verified decision or verdict for a request or execution id. A request that
+        waits for human approval is followed to its grant or denial (:meth:`pending` says
+        it waits meanwhile, over Kafka).
+
+        Raises Unavailable if none arrives within ``timeout`` seconds (never a grant; the
+        message says when the request is still waiting for approvers); over the HTTP API,
+        Rejected if the decision it returns does not verify or is about another id.
         """
         if (found := self._seen.get(subject_id)) is not None:
             return found
@@ -257,7 +275,11 @@ class Client:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
-            raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s") from exc
+            asked = self.pending(subject_id)
+            why = ("" if asked is None else f": waiting for {asked.k} approvals by "
+                   f"{asked.role} until {asked.deadline.isoformat()}")
+            raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s{why}") \
+                from exc
         finally:
             waiting = self._waiters.get(subject_id, [])
             if future in waiting:
@@ -312,7 +334,8 @@ class Client:
             log.warning("dropped a decision that does not verify: %s", exc)
             return
         if decision is None:
-            return  # e.g. PolicyPublished
+            self._accept_pending(raw)  # e.g. an ApprovalRequired, or PolicyPublished
+            return
         subject = decision.subject_id
         self._seen[subject] = decision
         if len(self._seen) > 100_000:
@@ -325,6 +348,27 @@ class Client:
             queue.put_nowait(decision)
         for observe in self.on_decision:
             observe(decision)
+
+    def _accept_pending(self, raw: bytes) -> None:
+        """An authority event that answers no subject: kept if it is an ApprovalRequired
+        (a request waiting for approvers), verified again, as :meth:`pending` returns it."""
+        try:
+            if parse_envelope(raw).payload_type != payload_type(ApprovalRequired.KIND):
+                return
+            verified = verify_envelope(raw, self.authority, self.clock())
+        except Rejected as exc:
+            log.warning("dropped a pending answer that does not verify: %s", exc)
+            return
+        event = verified.event
+        if "authority" not in verified.principal.roles or not isinstance(event,
+                                                                         ApprovalRequired):
+            return
+        self._pending[event.request_id] = event
+        if len(self._pending) > 100_000:
+            for old in list(self._pending)[:50_000]:
+                del self._pending[old]
+        for observe_pending in self.on_pending:
+            observe_pending(verified)
 
 
 class ProofClient:

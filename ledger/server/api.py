@@ -8,6 +8,7 @@ Routes (docs/api.md has a curl example for each)::
     GET  /v1/vkey                           the log's C2SP verifier key
     GET  /v1/entries/{index}, /v1/entries?event_id=ID
     GET  /v1/proofs/inclusion, /v1/proofs/consistency, /v1/proofs/lineage
+    GET  /v1/approvals?pending, /v1/approvals/{request_id}   (ledger.server.routes_approvals)
     GET  /healthz, /readyz, /metrics
 
 This module holds the app, the submit and decision routes and the health routes; the ledger
@@ -56,6 +57,7 @@ from ledger.server.bodies import (
 )
 from ledger.server.http_errors import HANDLED, ApiError, ObserveHttp, handle
 from ledger.server.metrics import CONTENT_TYPE, Metrics
+from ledger.server.routes_approvals import add_approval_routes
 from ledger.server.routes_ledger import Hex64, LedgerReads, LedgerSource, add_ledger_routes
 from ledger.server.routes_tiles import add_tile_routes
 
@@ -117,6 +119,7 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None, *,
     reader = reader_dependency(auth)
     _add_event_routes(app, backend, auth, reader)
     add_ledger_routes(app, backend, ledger, reader)
+    add_approval_routes(app, ledger, reader)
     add_tile_routes(app, backend, ledger)       # C2SP tlog-tiles: /checkpoint, /tile/...
     _add_health_routes(app, backend, ledger, metrics)
     return app

@@ -65,6 +65,7 @@ from ledger.server.heartbeat import beat
 from ledger.server.metrics import Metrics, serve_metrics
 from ledger.server.tokens import TOKENS_FILE, load_tokens
 from ledger.server.watch import broker_exit, watch
+from ledger.server.webhook import ApprovalWebhook
 from ledger.telemetry import instrument_api
 
 log = logging.getLogger("govledger.service")
@@ -306,6 +307,10 @@ class Service:
                                  else 0)
         self._stoppers.append(self.client.stop)
         self._spawn("decisions", watch(self.stop_event, self.client.reader_stopped()))
+        if self.settings.approval_webhook:
+            hook = ApprovalWebhook(self.settings.approval_webhook, self.clock)
+            self.client.on_pending.append(hook.notify)
+            self._spawn("approval webhook", watch(self.stop_event, hook.run()))
         # The keyring as the backend holds it now, on every request: the live (governance)
         # keyring the sequencer's follower feeds is what authenticates callers.
         auth = ApiAuth(lambda: backend.keyring,

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 
+from ledger.core.approval_events import APPROVAL_ANSWERS
 from ledger.core.envelope import (
     VerifiedEvent,
-    event_id,
-    read_stored,
     sign_event,
     sign_event_with_id,
-    verify_stored,
 )
 from ledger.core.events import (
     REVOKED_PER_EVENT,
@@ -51,6 +50,7 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
+from processors.core.approvals import Approvals, check_context, restore_approvals, rule_for
 from processors.core.checks import (
     Limits,
     PolicyEngine,
@@ -63,15 +63,9 @@ from processors.core.checks import (
 )
 from processors.core.governing import GOVERNANCE_KEY, Governor, NoPolicy, PolicyCompiler
 from processors.core.outcomes import DecisionState, Outcome, Output, replayed
+from processors.core.restoring import restore_input, restore_output
 
 Recall = Callable[[str], Outcome | None]
-# Authority-signed outputs that change the lineage state when restored.
-_EFFECTS: frozenset[type[Event]] = frozenset({AuthorizationGranted, RevocationApplied,
-                                              ExecutionAllowed})
-# Inputs whose nonce the checks remember: a request on the request stream, an execution
-# request on the execution stream (anything else is denied before any check).
-_NONCE_BEARING = frozenset({(Stream.REQUESTS, AuthorizationRequested),
-                            (Stream.EXECUTIONS, ExecutionRequested)})
 
 
 class Engine:
@@ -100,6 +94,7 @@ class Engine:
         self.limiter = limiter
         self.limits = limits
         self.state = DecisionState()
+        self.approvals = Approvals(authority, authority_identity)
         self.recall = recall
         # Called with a lineage root before anything is decided in that tree, so a shell
         # that keeps some trees' effects waiting (a group's worker) can apply them first.
@@ -148,6 +143,10 @@ class Engine:
             return outcome
         if (earlier := self.earlier(verified.event_id)) is not None:
             return replayed(earlier)
+        # Pending approvals that can no longer be granted end first (deadline, revocation,
+        # suspension); never on the governance stream, whose answers restore re-derives.
+        ended = (self.approvals.sweep(now, self.state.lineage, self.governance, self.keyring)
+                 if stream is not Stream.GOVERNANCE and self.approvals.pending else ())
         try:
             outcome = self._dispatch(stream, verified, now)
         except Rejected as exc:
@@ -157,6 +156,8 @@ class Engine:
             outcome = self._deny(verified.event_id, event.tenant,
                                  event.lineage_root() or verified.event_id,
                                  Verdict.deny(exc.reason, exc.detail), now)
+        if ended:
+            outcome = replace(outcome, outputs=(*ended, *outcome.outputs))
         self.state.remember(verified.event_id, outcome)
         self.state.replay.prune(now)
         return outcome
@@ -184,6 +185,9 @@ class Engine:
         of a group uses this for trees it does not decide (processors/worker.py).
         """
         self.state.remember(outcome.subject, outcome)
+        if effects:  # pending approvals live with their tree's effects (docs/approvals.md)
+            restore_approvals(self.approvals, stream, raw, arrival, outcome, self.keyring,
+                              self.identity)
         if stream is Stream.GOVERNANCE and hashlib.sha256(raw).hexdigest() != outcome.subject:
             self._restore_governance(raw, arrival, outcome)  # pending ones too
             return
@@ -192,14 +196,16 @@ class Engine:
         if stream in INPUT_STREAMS:
             if hashlib.sha256(raw).hexdigest() == outcome.subject:
                 return  # refused on arrival: no effect beyond its stored denial
-            self._restore_input(stream, raw, arrival, outcome)
+            restore_input(self.state, self.limits, self.limiter, stream, raw, arrival,
+                          outcome)
         if effects:
             self.restore_effects(stream, outcome)
 
     def restore_effects(self, stream: Stream, outcome: Outcome) -> None:
         """The lineage effects of a journaled outcome restored with ``effects=False``; call
         in journal order within a lineage tree. Raises Unavailable as :meth:`restore`."""
-        applied = [self._restore_output(output, outcome) for output in outcome.outputs]
+        applied = [restore_output(self.state.lineage, self.keyring, self.identity, output,
+                                  outcome) for output in outcome.outputs]
         if outcome.allow and stream in INPUT_STREAMS and not any(applied):
             raise Unavailable(f"journal entry {outcome.subject[:16]} was allowed but holds no "
                               "signed grant, revocation or allowed execution")
@@ -218,60 +224,6 @@ class Engine:
             raise Unavailable(f"journal entry {outcome.subject[:16]}: deciding its governance "
                               "event again gives other answers than the journaled ones")
 
-    def _restore_input(self, stream: Stream, raw: bytes, arrival: datetime,
-                       outcome: Outcome) -> None:
-        """What a verified input did to the replay memory and the rate limiter."""
-        stored = read_stored(raw)
-        if stored is None or event_id(stored.payload) != outcome.subject:
-            raise Unavailable(f"journal entry {outcome.subject[:16]} does not match its input")
-        if (stream, stored.model) not in _NONCE_BEARING:
-            return
-        fields = stored.fields
-        try:
-            issued = _stored_time(fields["issued_at"])
-            signer, nonce = fields["signer"], fields["nonce"]
-        except (KeyError, ValueError) as exc:  # verified on arrival: the journal was altered
-            raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt: {exc}") from exc
-        if not isinstance(signer, str) or not isinstance(nonce, str):
-            raise Unavailable(f"journal entry {outcome.subject[:16]} is corrupt")
-        self.state.replay.remember(signer, nonce, outcome.subject,
-                                   self.limits.nonce_until(issued, arrival), arrival)
-        if stored.model is AuthorizationRequested and (
-                outcome.allow or outcome.reasons == (Reason.RATE_LIMITED,)):
-            # This request reached the rate limiter (its last check): take the same token
-            # again, so the buckets are as the live run left them. (A grant that could not be
-            # built after the limiter passed it is a denial here: one token of difference.)
-            self.limiter.allow(signer, arrival.timestamp())
-
-    def _restore_output(self, output: Output, outcome: Outcome) -> bool:
-        """Apply one journaled output's effect; True if it had one."""
-        stored = read_stored(output.value)
-        if stored is None or stored.model not in _EFFECTS:
-            return False  # a denial, a refusal, a policy publication, a dead letter
-        where = f"journal entry {outcome.subject[:16]}"
-        try:
-            event, signed_id = verify_stored(stored, self.keyring, self.identity)
-        except Rejected as exc:
-            raise Unavailable(f"{where}: its {stored.model.KIND} does not verify under the "
-                              f"authority key: {exc}") from exc
-        lineage = self.state.lineage
-        if isinstance(event, AuthorizationGranted):
-            parent = event.artifact.lineage.parent
-            if parent is not None and parent not in lineage.grants:
-                raise Unavailable(f"{where}: grant under unknown parent {parent[:16]}")
-            lineage.add_grant(signed_id, event.artifact)
-        elif isinstance(event, RevocationApplied):
-            if event.artifact_id not in lineage.grants:
-                raise Unavailable(f"{where}: revokes unknown artifact {event.artifact_id[:16]}")
-            lineage.revoke(event.artifact_id, event.revocation_id)
-        elif isinstance(event, ExecutionAllowed):
-            record = lineage.grants.get(event.artifact_id)
-            if record is None:
-                raise Unavailable(f"{where}: execution of unknown artifact "
-                                  f"{event.artifact_id[:16]}")
-            record.uses += 1
-        return True
-
     # -- per kind --------------------------------------------------------------------------
 
     def _dispatch(self, stream: Stream, verified: VerifiedEvent, now: datetime) -> Outcome:
@@ -282,6 +234,9 @@ class Engine:
             return self._governance(verified, now)
         if stream is Stream.REQUESTS and isinstance(event, AuthorizationRequested):
             return self._request(verified, event, now)
+        if stream is Stream.REQUESTS and isinstance(event, APPROVAL_ANSWERS):
+            return self.approvals.answer(verified, now, self.limits, self.state.lineage,
+                                         self.governance.position)
         if stream is Stream.EXECUTIONS and isinstance(event, ExecutionRequested):
             return self._execution(verified, event, now)
         if stream is Stream.REVOCATIONS and isinstance(event, AuthorizationRevoked):
@@ -315,6 +270,7 @@ class Engine:
                                  self.governance, self.shadow_memo)
         if not verdict.allow:
             return self._deny(verified.event_id, request.tenant, root, verdict, now)
+        check_context(request.context)  # Rejected: denied by handle
         artifact = Artifact(
             request_id=verified.event_id, initiator=request.signer,
             holder=request.holder_identity, tenant=request.tenant,
@@ -324,6 +280,10 @@ class Engine:
             lineage=Lineage(root=root, parent=request.lineage.parent,
                             depth=self.state.lineage.depth_of_child(request.lineage.parent)),
             governance=request.context)
+        if (rule := rule_for(getattr(self.policy, "approval_rules", {}),
+                             verdict.policy_ids)) is not None:
+            return self.approvals.require(verified.event_id, artifact, rule, verified.key_id,
+                                          now, self.governance.position)
         grant = AuthorizationGranted(signer=self.identity, tenant=request.tenant,
                                      nonce=_nonce("g", verified.event_id), issued_at=now,
                                      request_id=verified.event_id, artifact=artifact,
@@ -408,16 +368,6 @@ def _tree_root(event: Event, own_id: str) -> str:
     if isinstance(event, ExecutionRequested | AuthorizationRevoked):
         return event.root
     return event.lineage_root() or own_id
-
-
-def _stored_time(value: object) -> datetime:
-    """A timestamp as the event model reads it (RFC 3339, UTC)."""
-    if not isinstance(value, str):
-        raise ValueError(f"time {value!r} is not a string")
-    parsed = datetime.fromisoformat(value)
-    if parsed.utcoffset() != timedelta(0):
-        raise ValueError(f"time {value!r} is not UTC")
-    return parsed.astimezone(UTC)
 
 
 def _nonce(prefix: str, subject: str) -> str:

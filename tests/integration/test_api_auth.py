@@ -306,7 +306,8 @@ def test_openapi_declares_both_schemes_on_every_read_route(api: str) -> None:
     doc = get(api, "/openapi.json").json()
     assert set(doc["components"]["securitySchemes"]) == {"httpMessageSignature", "bearerToken"}
     guarded = {"/v1/decisions/{subject_id}", "/v1/entries/{index}", "/v1/entries",
-               "/v1/proofs/inclusion", "/v1/proofs/lineage"}
+               "/v1/proofs/inclusion", "/v1/proofs/lineage", "/v1/approvals",
+               "/v1/approvals/{request_id}"}
     for path, operations in doc["paths"].items():
         security = operations.get("get", {}).get("security")
         if path in guarded:

@@ -81,7 +81,8 @@ def test_docs_show_a_curl_example_for_every_route() -> None:
     for route in ("/v1/events", "/v1/decisions/", "/v1/checkpoint", "/v1/vkey",
                   "/v1/entries/", "/v1/entries?event_id=", "/v1/proofs/inclusion?index=",
                   "/v1/proofs/inclusion?event_id=", "/v1/proofs/consistency",
-                  "/v1/proofs/lineage", "/healthz", "/readyz", "/metrics", "/checkpoint",
+                  "/v1/proofs/lineage", "/v1/approvals?", "/v1/approvals/",
+                  "/healthz", "/readyz", "/metrics", "/checkpoint",
                   "/tile/0/", "/tile/entries/"):
         assert f'$API{route}' in text, route
 

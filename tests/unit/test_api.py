@@ -553,7 +553,8 @@ def test_openapi_documents_every_route_with_error_models(api: Client) -> None:
     assert set(paths) == {"/v1/events", "/v1/decisions/{subject_id}", "/v1/checkpoint",
                           "/v1/vkey", "/v1/entries/{index}", "/v1/entries",
                           "/v1/proofs/inclusion", "/v1/proofs/consistency",
-                          "/v1/proofs/lineage", "/healthz", "/readyz", "/metrics",
+                          "/v1/proofs/lineage", "/v1/approvals",
+                          "/v1/approvals/{request_id}", "/healthz", "/readyz", "/metrics",
                           "/checkpoint", "/tile/{rest}"}         # C2SP tlog-tiles
     for operations in paths.values():
         for operation in operations.values():

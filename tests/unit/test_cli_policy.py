@@ -51,11 +51,11 @@ def copy_examples(tmp_path: Path) -> Path:
 def test_validate_prints_what_it_checked() -> None:
     code, out = run("policy", "validate", str(EXAMPLES))
     assert code == 0
-    assert "11 policies parsed, named and validated against schema.cedarschema" in out
+    assert "12 policies parsed, named and validated against schema.cedarschema" in out
     assert "  forbid-prod-secrets\n" in out and "digest:   sha256:" in out
     code, out = run("policy", "validate", str(EXAMPLES), "--json")
     doc = json.loads(out)
-    assert doc["ok"] and len(doc["policy_ids"]) == 11 and doc["problems"] == []
+    assert doc["ok"] and len(doc["policy_ids"]) == 12 and doc["problems"] == []
 
 
 def test_validate_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_validate_of_a_missing_directory_is_a_usage_error(
 def test_the_shipped_examples_pass_their_cases() -> None:
     code, out = run("policy", "test", str(EXAMPLES), str(CASES))
     assert code == 0, out
-    assert out.splitlines()[-1] == "20 cases: 20 passed, 0 failed"
+    assert out.splitlines()[-1] == "21 cases: 21 passed, 0 failed"
     assert all(line.startswith("PASS  ") for line in out.splitlines()[:-1])
 
 

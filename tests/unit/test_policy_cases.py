@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.core.approval_events import ApprovalRequired
 from ledger.core.envelope import parse_envelope, parse_payload, sign_event
 from ledger.core.events import AuthorizationDenied, AuthorizationGranted
 from ledger.core.keys import KeyRing, Principal
@@ -159,8 +160,8 @@ def engine_verdict(bundle: PolicyBundle, case: PolicyCase) -> tuple[bool, tuple[
     outcome = engine.handle(Stream.REQUESTS, sign_event(live, signer), T0)
     parsed = parse_envelope(outcome.outputs[0].value)
     event = parse_payload(parsed.payload_type, parsed.payload)
-    if isinstance(event, AuthorizationGranted):
-        return True, (), event.artifact.policy_ids
+    if isinstance(event, AuthorizationGranted | ApprovalRequired):  # allowed, or allowed
+        return True, (), event.artifact.policy_ids               # once people approve it
     assert isinstance(event, AuthorizationDenied)
     return False, event.reasons, event.policy_ids
 
