@@ -12,7 +12,7 @@ from datetime import timedelta
 from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.governance import GovernanceState
-from ledger.core.keys import KeyRing, Principal, Signer
+from ledger.core.keys import KeyRing, Principal
 from ledger.datadir import DataDir
 from ledger.errors import ConfigError
 from ledger.kafka.topics import Topics
@@ -22,21 +22,16 @@ from ledger.log.store import LedgerStore
 from processors.core.checks import Limits
 from processors.core.engine import Engine
 from processors.core.ratelimit import TokenBucketLimiter
-from processors.genesis import GENESIS_META, ensure_genesis, restore_from_ledger
+from processors.genesis import (
+    GENESIS_META,
+    authority_identity,
+    ensure_genesis,
+    restore_from_ledger,
+)
 from processors.journal import Journal
 from processors.policy import PolicyBundle
 from processors.reconcile import Reconciler
 from processors.worker import DecisionWorker
-
-
-def authority_identity(keyring: KeyRing, authority: Signer) -> str:
-    """The identity the keyring gives the authority key. Raises ConfigError if none."""
-    if authority.key_id not in keyring:
-        raise ConfigError("the authority key is not in the keyring")
-    principal = keyring.get(authority.key_id)
-    if "authority" not in principal.roles:
-        raise ConfigError(f"{principal.identity} lacks the authority role in the keyring")
-    return principal.identity
 
 
 def limits_from(settings: Settings) -> Limits:

@@ -86,7 +86,7 @@ def genesis_envelopes(operator: Signer, authority: Signer, keyring: KeyRing,
     """The genesis events and the authority's answers, in ledger order (module docstring).
     Raises ConfigError if the engine refuses one of them (a keyring it cannot import)."""
     anchor = Principal(OPERATOR_IDENTITY, "*", operator.public_key, frozenset({"admin"}))
-    engine = Engine(authority=authority, authority_identity=_authority_identity(keyring, authority),
+    engine = Engine(authority=authority, authority_identity=authority_identity(keyring, authority),
                     governance=GovernanceState(), compile_policy=PolicyBundle.from_files,
                     operator=anchor, limiter=TokenBucketLimiter(1.0, 1), limits=Limits())
     events: list[Event] = [_registration(anchor, now, 0)]
@@ -106,10 +106,14 @@ def genesis_envelopes(operator: Signer, authority: Signer, keyring: KeyRing,
     return out
 
 
-def _authority_identity(keyring: KeyRing, authority: Signer) -> str:
-    if authority.key_id in keyring:
-        return keyring.get(authority.key_id).identity
-    raise ConfigError("the authority key is not in the keyring")
+def authority_identity(keyring: KeyRing, authority: Signer) -> str:
+    """The identity the keyring gives the authority key. Raises ConfigError if none."""
+    if authority.key_id not in keyring:
+        raise ConfigError("the authority key is not in the keyring")
+    principal = keyring.get(authority.key_id)
+    if "authority" not in principal.roles:
+        raise ConfigError(f"{principal.identity} lacks the authority role in the keyring")
+    return principal.identity
 
 
 def _registration(principal: Principal, now: datetime, n: int) -> PrincipalRegistered:
@@ -180,5 +184,5 @@ def governance_entries(store: LedgerStore) -> Iterator[tuple[Stream, datetime, b
                Outcome(ack.request_id, (output,), allow=True))
 
 
-__all__ = ["ensure_genesis", "genesis_envelopes", "governance_entries", "has_genesis",
-           "import_genesis", "restore_from_ledger"]
+__all__ = ["authority_identity", "ensure_genesis", "genesis_envelopes", "governance_entries",
+           "has_genesis", "import_genesis", "restore_from_ledger"]

@@ -137,11 +137,11 @@ class GovernanceState:
             return Reason.PRINCIPAL_SUSPENDED
         return None
 
-    def admins(self, tenant: str, now: datetime | None) -> set[str]:
-        """Identities with the admin role in force for ``tenant`` (exactly that tenant)."""
-        return {p.identity for p in self.keyring.principals()
+    def admins(self, tenant: str, now: datetime | None) -> list[Principal]:
+        """The admin keys in force for ``tenant`` (exactly that tenant), not suspended."""
+        return [p for p in self.keyring.principals()
                 if ADMIN in p.roles and p.tenant == tenant and _in_force(p, now)
-                and (p.tenant, p.identity) not in self.suspended_principals}
+                and (p.tenant, p.identity) not in self.suspended_principals]
 
 
 def _in_force(principal: Principal, now: datetime | None) -> bool:
@@ -288,7 +288,7 @@ def _check(state: GovernanceState, event: Event, signer: Principal, now: datetim
         if state.shadow is None or state.shadow.digest != event.policy_digest:
             raise Rejected(Reason.GOVERNANCE_CONFLICT, "no such shadow policy to promote")
     elif (isinstance(event, GovernanceConfigured)
-          and event.quorum > len(state.admins(OPERATOR_TENANT, now))):
+          and event.quorum > len({p.identity for p in state.admins(OPERATOR_TENANT, now)})):
         raise Rejected(Reason.GOVERNANCE_CONFLICT, f"quorum {event.quorum} is more "
                            "than the operator admins in force")
 
@@ -330,10 +330,8 @@ def _check_revocation(state: GovernanceState, event: PrincipalRevoked, now: date
 def _keep_an_operator(state: GovernanceState, now: datetime, *, revoked: str | None = None,
                       suspended: tuple[str, str] | None = None) -> None:
     """Raise Rejected(LAST_ADMIN) if the change leaves no operator admin in force."""
-    left = [p for p in state.keyring.principals()
-            if ADMIN in p.roles and p.tenant == OPERATOR_TENANT and _in_force(p, now)
-            and p.key_id != revoked and (p.tenant, p.identity) != suspended
-            and (p.tenant, p.identity) not in state.suspended_principals]
+    left = [p for p in state.admins(OPERATOR_TENANT, now)
+            if p.key_id != revoked and (p.tenant, p.identity) != suspended]
     if not left:
         raise Rejected(Reason.LAST_ADMIN, "it would leave no operator admin in force")
 

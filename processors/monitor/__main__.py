@@ -20,8 +20,8 @@ from ledger.datadir import DataDir
 from ledger.errors import ConfigError
 from ledger.keyfiles import load_signer
 from ledger.log.governance import LedgerKeyring
-from processors.app import authority_identity
 from processors.core.monitor_rules import RuleConfig
+from processors.genesis import authority_identity
 from processors.monitor.app import build_app
 from processors.monitor.watcher import Watcher
 
