@@ -4,7 +4,8 @@ Each name is re-exported from the module that holds it and loaded on first use (
 ``import ledger`` (which every ``ledger.*`` import runs) stays cheap: it loads no broker
 client, no server and no processor. The modules behind the names:
 
-- ``ledger.sdk.client``: Client (async), SyncClient, ProofClient, Decision
+- ``ledger.sdk.client``: Client (async), ProofClient, Decision; ``ledger.sdk.sync_client``:
+  SyncClient
 - ``ledger.sdk.gate``: Gate, ExecutionRefusedError
 - ``ledger.sdk.httpsig``: SignedRequests (sign API requests with a keyring key, RFC 9421)
 - ``ledger.core.bundles``: verify_bundle, VerifiedBundle (offline bundle verification)
@@ -62,12 +63,12 @@ if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads
     from ledger.sdk.client import Client as Client
     from ledger.sdk.client import Decision as Decision
     from ledger.sdk.client import ProofClient as ProofClient
-    from ledger.sdk.client import SyncClient as SyncClient
     from ledger.sdk.gate import ExecutionRefusedError as ExecutionRefusedError
     from ledger.sdk.gate import Gate as Gate
     from ledger.sdk.httpsig import SignedRequests as SignedRequests
+    from ledger.sdk.sync_client import SyncClient as SyncClient
 
-_SDK = ("Client", "SyncClient", "ProofClient", "Decision")
+_SDK = ("Client", "ProofClient", "Decision")
 _GATE = ("Gate", "ExecutionRefusedError")
 _HTTPSIG = ("SignedRequests",)
 _BUNDLES = ("verify_bundle", "VerifiedBundle")
@@ -90,6 +91,7 @@ _ERRORS = (
 
 _HOME: dict[str, str] = {
     **dict.fromkeys(_SDK, "ledger.sdk.client"),
+    "SyncClient": "ledger.sdk.sync_client",
     **dict.fromkeys(_GATE, "ledger.sdk.gate"),
     **dict.fromkeys(_HTTPSIG, "ledger.sdk.httpsig"),
     **dict.fromkeys(_BUNDLES, "ledger.core.bundles"),

@@ -1,12 +1,13 @@
 """The SDK: build and sign requests, submit them, await verified decisions, revoke, and gate
-executions. Async first; :class:`SyncClient` wraps it for scripts.
+executions. Async first; ``ledger.sdk.sync_client.SyncClient`` wraps it for scripts.
 
 Every decision the SDK returns has been verified against the authority key first (a forged
 or corrupted decision is never handed to the caller: over Kafka it is dropped and logged,
 over HTTP it raises). The same code runs against the embedded service and a Kafka cluster
 (only the bootstrap and settings differ), or over the HTTP API (``Client(api=URL,
 authority=keyring)``; ``request()`` submits and gets the decision in one round trip).
-:class:`SyncClient` is a blocking facade for scripts; :class:`ProofClient` fetches checkpoints
+:class:`~ledger.sdk.sync_client.SyncClient` is a blocking facade for scripts;
+:class:`~ledger.sdk.proof_client.ProofClient` fetches checkpoints
 and proof/evidence bundles over HTTP and verifies them offline before returning them.
 
 ::
@@ -33,9 +34,6 @@ from opentelemetry.trace import SpanKind
 from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.approval_events import ApprovalRequired
-from ledger.core.bundles import verify_bundle
-from ledger.core.checkpoint import parse_vkey, verify_checkpoint
-from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed, verify_witnessed
 from ledger.core.envelope import (
     VerifiedEvent,
     parse_envelope,
@@ -45,8 +43,7 @@ from ledger.core.envelope import (
 )
 from ledger.core.events import AuthorizationRequested, AuthorizationRevoked, Event
 from ledger.core.keys import KeyRing, Signer
-from ledger.core.signers import SignerKeys
-from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
+from ledger.errors import ConfigError, Reason, Rejected, Unavailable
 from ledger.kafka import tracecontext
 from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
@@ -54,8 +51,9 @@ from ledger.kafka.offsets import probe_highwaters, topic_partitions
 from ledger.kafka.topics import Topics
 from ledger.sdk.api_transport import MAX_WAIT_S, ApiTransport
 from ledger.sdk.decisions import Decision, subject_of, verify_decision
+from ledger.sdk.proof_client import ProofClient
 
-__all__ = ["Client", "Decision", "ProofClient", "SyncClient", "subject_of"]
+__all__ = ["Client", "Decision", "ProofClient", "subject_of"]
 
 log = logging.getLogger("govledger.client")
 
@@ -369,128 +367,3 @@ class Client:
                 del self._pending[old]
         for observe_pending in self.on_pending:
             observe_pending(verified)
-
-
-class ProofClient:
-    """Fetch checkpoints, proof and evidence bundles from a govledger API and verify them
-    offline against the log's vkey and ``signers`` (who must have signed each leaf: the
-    authority key at least) before returning them. With ``witnesses`` (a
-    :class:`~ledger.core.cosignature.WitnessPolicy`, "k of these witness keys") it asks for
-    proofs against the latest checkpoint k witnesses cosigned and requires k valid
-    cosignatures by distinct policy keys on it. A bundle that does not verify, or is
-    witnessed by fewer than k, raises ProofError; :meth:`lineage` without ``signers`` raises
-    ConfigError; an unreachable API raises Unavailable.
-
-    Inclusion and lineage bundles carry events, so the API answers them only to a reader
-    of their tenant: ``auth`` signs each request (``SignedRequests(signer)`` from
-    ``ledger.sdk.httpsig``, or ``bearer(token)``). Without it, or refused (401/403), they
-    raise ConfigError; checkpoints and consistency bundles need none."""
-
-    def __init__(self, api_url: str, vkey: str, *, signers: SignerKeys | None = None,
-                 witnesses: WitnessPolicy | None = None, timeout: float = 10.0,
-                 auth: httpx.Auth | None = None) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.vkey = vkey
-        self.signers = signers
-        self.witnesses = witnesses
-        self.timeout = timeout
-        self.auth = auth
-
-    @property
-    def _cosigned(self) -> int | None:
-        return None if self.witnesses is None else self.witnesses.quorum
-
-    async def _get(self, path: str, **params: str | int | None) -> httpx.Response:
-        try:
-            async with httpx.AsyncClient(base_url=self.api_url, timeout=self.timeout,
-                                         auth=self.auth) as http:
-                response = await http.get(path, params={k: v for k, v in params.items()
-                                                        if v is not None})
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach {self.api_url}: {exc}") from exc
-        if response.status_code == 503:
-            raise Unavailable(f"{path}: service unavailable")
-        if response.status_code in (401, 403):
-            raise ConfigError(f"{path}: the API refused the credential "
-                              f"({response.status_code} {response.text[:200]})")
-        if response.status_code != 200:
-            raise ProofError(f"{path}: {response.status_code} {response.text[:200]}")
-        return response
-
-    def _verified(self, bundle: dict[str, object]) -> dict[str, object]:
-        verify_bundle(bundle, self.vkey, self.signers)
-        if self.witnesses is not None:
-            verify_bundle_witnessed(bundle, self.witnesses, now=int(utc_now().timestamp()))
-        return bundle
-
-    async def checkpoint(self) -> str:
-        """The latest signed checkpoint note (with ``witnesses``: the latest that k of them
-        cosigned), verified against the vkey and the witness policy."""
-        note = (await self._get("/v1/checkpoint", cosigned=self._cosigned)).text
-        verify_checkpoint(note, parse_vkey(self.vkey))
-        if self.witnesses is not None:
-            verify_witnessed(note, self.witnesses, now=int(utc_now().timestamp()))
-        return note
-
-    async def inclusion(self, *, event_id: str | None = None, index: int | None = None
-                        ) -> dict[str, object]:
-        return self._verified((await self._get(
-            "/v1/proofs/inclusion", event_id=event_id, index=index,
-            cosigned=self._cosigned)).json())
-
-    async def consistency(self, old_size: int, new_size: int | None = None
-                          ) -> dict[str, object]:
-        return self._verified((await self._get(
-            "/v1/proofs/consistency", old_size=old_size, new_size=new_size,
-            cosigned=self._cosigned)).json())
-
-    async def lineage(self, event_id: str) -> dict[str, object]:
-        """The evidence bundle of ``event_id`` back to its lineage root, verified."""
-        return self._verified((await self._get("/v1/proofs/lineage", event_id=event_id,
-                                                cosigned=self._cosigned)).json())
-
-
-class SyncClient:
-    """A blocking facade over :class:`Client` for scripts: one private event loop.
-
-    ::
-
-        with SyncClient(settings, bootstrap, keyring) as client:
-            decision = client.request(event, signer, timeout=10)
-    """
-
-    def __init__(self, settings: Settings | None = None, bootstrap: str = "",
-                 authority: KeyRing | None = None, *, api: str | None = None,
-                 api_auth: httpx.Auth | None = None) -> None:
-        self._client = Client(settings, bootstrap, authority, api=api,  # ConfigError first
-                              api_auth=api_auth)
-        self._loop = asyncio.new_event_loop()
-
-    def __enter__(self) -> SyncClient:
-        self._loop.run_until_complete(self._client.start())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self._client.stop())
-            self._loop.close()
-
-    def submit(self, request: AuthorizationRequested, signer: Signer) -> str:
-        return self._loop.run_until_complete(self._client.submit(request, signer))
-
-    def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
-        return self._loop.run_until_complete(self._client.decision(subject_id, timeout))
-
-    def request(self, request: AuthorizationRequested, signer: Signer,
-                timeout: float = 10.0) -> Decision:
-        """Submit and wait for the verified decision. Raises Unavailable on timeout."""
-        return self._loop.run_until_complete(self._client.request(request, signer, timeout))
-
-    def revoke(self, revocation: AuthorizationRevoked, signer: Signer,
-               timeout: float = 10.0) -> Decision:
-        """Submit a revocation and wait for RevocationApplied (or its denial)."""
-        return self.decision(self._loop.run_until_complete(
-            self._client.revoke(revocation, signer)), timeout)

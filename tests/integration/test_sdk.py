@@ -12,8 +12,9 @@ from ledger.core.events import AuthorizationRevoked
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, ProofError
 from ledger.log.sequencer import read_vkey
-from ledger.sdk.client import Client, ProofClient, SyncClient
+from ledger.sdk.client import Client, ProofClient
 from ledger.sdk.httpsig import SignedRequests
+from ledger.sdk.sync_client import SyncClient
 from tests.factories import ALICE, request
 from tests.service_support import Running
 

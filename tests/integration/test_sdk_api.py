@@ -10,8 +10,8 @@ import pytest
 
 from ledger.core.events import AuthorizationRevoked
 from ledger.errors import Reason, Rejected
-from ledger.sdk.client import SyncClient
 from ledger.sdk.httpsig import SignedRequests
+from ledger.sdk.sync_client import SyncClient
 from tests.factories import ALICE, MALLORY, request
 from tests.service_support import Running
 

@@ -24,9 +24,10 @@ from ledger.errors import ProofError
 from ledger.kafka.broker import free_port
 from ledger.log.sequencer import read_vkey
 from ledger.log.witness import add_log, init_witness
-from ledger.sdk.client import ProofClient, SyncClient
+from ledger.sdk.client import ProofClient
 from ledger.sdk.gate import http_log_check
 from ledger.sdk.httpsig import SignedRequests
+from ledger.sdk.sync_client import SyncClient
 from tests.factories import ALICE, request
 from tests.integration.test_witness_http import GOVLEDGER, WitnessProcess
 from tests.service_support import Running
