@@ -44,6 +44,13 @@ def write_row(database: str, table: str, row: str) -> str:
 
 
 @server.tool()
+def drop_table(database: str, table: str) -> str:
+    """Drop a table (the gateway's policy sends it to an approver first)."""
+    record("drop_table", database=database, table=table)
+    return f"dropped {database}/{table}"
+
+
+@server.tool()
 def unmapped() -> str:
     """A tool the gateway has no rule for."""
     record("unmapped")

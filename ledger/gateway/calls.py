@@ -5,7 +5,8 @@
 2. the arguments fit: canonical JSON within ``max_argument_bytes`` (OVERSIZED, MALFORMED),
    and the rule's resource template renders (ARGUMENT_MISMATCH);
 3. an artifact for the agent (:mod:`ledger.gateway.grants`): a denial carries the
-   processor's reason code, no decision in time is UNAVAILABLE;
+   processor's reason code, no decision in time is UNAVAILABLE, a request that waits for
+   people past ``approval_wait_s`` is APPROVAL_PENDING (retry);
 4. the executor gate (:class:`ledger.sdk.gate.Gate`): the artifact verified offline, proven
    logged, then the processor's signed ExecutionAllowed;
 5. only now the upstream is called (within ``call_timeout_s``);
@@ -14,7 +15,8 @@
 
 Nothing before step 5 reaches the upstream. :meth:`CallPipeline.call` raises
 :class:`CallRefused` (steps 1-2), :class:`~ledger.errors.Rejected` (3-4),
-:class:`~ledger.errors.Unavailable` (3-4) or :class:`UpstreamError` (1, 5).
+:class:`~ledger.errors.Unavailable` (3-4), :class:`~ledger.gateway.grants.ApprovalPending`
+(3) or :class:`UpstreamError` (1, 5).
 """
 
 from __future__ import annotations

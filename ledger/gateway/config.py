@@ -100,6 +100,7 @@ class GatewayConfig(_Strict):
     hide_unmapped_tools: bool = False
     grant_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     decision_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    approval_wait_s: Annotated[float, Field(ge=0, le=3_600)] = 20.0
     call_timeout_s: Annotated[float, Field(gt=0, le=3_600)] = 30.0
     connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 20.0
     max_argument_bytes: Annotated[int, Field(ge=64, le=16 * 1024 * 1024)] = 64 * 1024

@@ -66,7 +66,7 @@ async def run_gateway(loaded: Loaded, *, transport: Literal["stdio", "http"],
                     require_logged=check, allow_unlogged=config.allow_unlogged)
         grants = Grants(client, agent, loaded.keyring, environment=environment,
                         ttl_s=config.grant_ttl_s, timeout_s=config.decision_timeout_s,
-                        parent=loaded.parent)
+                        parent=loaded.parent, approval_wait_s=config.approval_wait_s)
         async with links(dict(config.upstreams),
                          connect_timeout=config.connect_timeout_s) as upstreams:
             server = GatewayServer(CallPipeline(config, upstreams, grants, gate))
@@ -80,7 +80,8 @@ async def run_gateway(loaded: Loaded, *, transport: Literal["stdio", "http"],
                 else:
                     await server.serve_http(host, port, stop)
             finally:
-                await server.drain(config.call_timeout_s + config.decision_timeout_s)
+                await server.drain(config.call_timeout_s + config.decision_timeout_s
+                                   + config.approval_wait_s)
 
 
 def remember_logged(check: LogCheck, limit: int = 4096) -> LogCheck:

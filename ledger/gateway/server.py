@@ -12,7 +12,12 @@ JSON-RPC    reasons                                                 the upstream
 -32010      TOOL_NOT_MAPPED, a denial's or the gate's reason code   no
 -32011      UNAVAILABLE (no decision or verdict in time)            no
 -32012      UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR  yes: ExecutionFailed
+-32013      APPROVAL_PENDING (people have not decided yet: retry)   no
 ==========  ======================================================  =====================
+
+APPROVAL_PENDING's ``data`` also holds ``request_id``, ``root`` (what ``govledger approvals
+approve`` needs), ``role``, ``k``, ``deadline`` and ``retry: true``: the same call, retried,
+waits for that request again (:mod:`ledger.gateway.grants`).
 
 A call runs in a task of its own, shielded from the client: a client that disconnects or
 cancels mid-call does not cut the call short between the upstream and the ledger, so every
@@ -37,12 +42,13 @@ from mcp_types import INVALID_PARAMS
 
 from ledger.errors import Rejected, Unavailable
 from ledger.gateway.calls import CallPipeline
+from ledger.gateway.grants import ApprovalPending
 from ledger.gateway.rules import CallCode, CallRefused
 from ledger.gateway.upstreams import UpstreamError
 
 log = logging.getLogger("govledger.gateway")
 
-DENIED, UNAVAILABLE, UPSTREAM = -32010, -32011, -32012
+DENIED, UNAVAILABLE, UPSTREAM, PENDING = -32010, -32011, -32012, -32013
 
 
 def mcp_error(exc: Exception) -> MCPError:
@@ -56,12 +62,17 @@ def mcp_error(exc: Exception) -> MCPError:
         return _error(UNAVAILABLE, "UNAVAILABLE", str(exc))
     if isinstance(exc, UpstreamError):
         return _error(UPSTREAM, exc.code, exc.detail)
+    if isinstance(exc, ApprovalPending):
+        asked = exc.asked
+        return _error(PENDING, "APPROVAL_PENDING", exc.detail, request_id=exc.request_id,
+                      root=exc.root, role=asked.role, k=asked.k,
+                      deadline=asked.deadline.isoformat(), retry=True)
     raise TypeError(f"not a call failure: {exc!r}")
 
 
-def _error(code: int, reason: str, detail: str) -> MCPError:
+def _error(code: int, reason: str, detail: str, **more: object) -> MCPError:
     return MCPError(code, f"{reason}: {detail}" if detail else reason,
-                    {"reason": reason, "detail": detail})
+                    {"reason": reason, "detail": detail, **more})
 
 
 class GatewayServer:
@@ -89,7 +100,7 @@ class GatewayServer:
         task.add_done_callback(self._finished)
         try:
             return await asyncio.shield(task)
-        except (CallRefused, Rejected, Unavailable, UpstreamError) as exc:
+        except (CallRefused, Rejected, Unavailable, UpstreamError, ApprovalPending) as exc:
             raise mcp_error(exc) from exc
 
     def _finished(self, task: asyncio.Task[types.CallToolResult]) -> None:

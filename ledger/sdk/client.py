@@ -91,6 +91,7 @@ class Client:
         self._seen: dict[str, Decision] = {}
         self._pending: dict[str, ApprovalRequired] = {}  # request id -> waiting for people
         self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
+        self._askers: dict[str, list[asyncio.Future[Decision | ApprovalRequired]]] = {}
         self._subscribers: list[asyncio.Queue[Decision]] = []
         self.on_decision: list[Callable[[Decision], None]] = []
         # Called with each verified ApprovalRequired (a request waiting for approvers).
@@ -285,6 +286,33 @@ class Client:
             if not waiting:
                 self._waiters.pop(subject_id, None)
 
+    async def answer(self, request_id: str, timeout: float = 10.0
+                     ) -> Decision | ApprovalRequired:
+        """The first answer to a request: its verified decision, or the verified
+        ApprovalRequired that says it waits for people (then :meth:`decision` follows it).
+        Over the HTTP API, only the decision (the API holds a pending request's answer).
+
+        Raises Unavailable if neither arrives within ``timeout`` seconds."""
+        if (found := self._seen.get(request_id)) is not None:
+            return found
+        if self._api is not None:
+            return await self._api_decision(request_id, timeout)
+        if (asked := self.pending(request_id)) is not None:
+            return asked
+        future: asyncio.Future[Decision | ApprovalRequired] = \
+            asyncio.get_running_loop().create_future()
+        self._askers.setdefault(request_id, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise Unavailable(f"no answer to {request_id[:16]} within {timeout}s") from exc
+        finally:
+            asking = self._askers.get(request_id, [])
+            if future in asking:
+                asking.remove(future)
+            if not asking:
+                self._askers.pop(request_id, None)
+
     async def _api_decision(self, subject_id: str, timeout: float) -> Decision:
         assert self._api is not None
         loop = asyncio.get_running_loop()
@@ -342,6 +370,7 @@ class Client:
         for future in self._waiters.pop(subject, []):
             if not future.done():
                 future.set_result(decision)
+        self._answered(subject, decision)
         for queue in self._subscribers:
             queue.put_nowait(decision)
         for observe in self.on_decision:
@@ -365,5 +394,11 @@ class Client:
         if len(self._pending) > 100_000:
             for old in list(self._pending)[:50_000]:
                 del self._pending[old]
+        self._answered(event.request_id, event)
         for observe_pending in self.on_pending:
             observe_pending(verified)
+
+    def _answered(self, request_id: str, answer: Decision | ApprovalRequired) -> None:
+        for asker in self._askers.pop(request_id, []):
+            if not asker.done():
+                asker.set_result(answer)
