@@ -4,8 +4,10 @@ It starts the embedded stack (broker, processor, sequencer, API) in a temporary 
 directory, registers a few agents with their own keys, and plays a scenario: a root grant, a
 delegation chain two levels deep with narrowing scopes, five kinds of denial, executions
 through the gate, a revocation in the middle of the chain after which everything below it is
-refused, an execution reported without an allowance (which the governance monitor raises a
-signed alert about), and finally a lineage evidence bundle exported and verified offline.
+refused, governance applied live (a key registered, a policy published, the kill switch), a
+large transfer that waits for two human approvals (ledger/demo_scenes.py), an execution
+reported without an allowance (which the governance monitor raises a signed alert about),
+and finally lineage evidence bundles exported and verified offline.
 Every step has an expected outcome; the demo exits 0 only if every one happened.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,10 +25,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ledger import demo_scenes as scenes
 from ledger.config import Settings
 from ledger.core.bundles import verify_bundle
-from ledger.core.envelope import event_id as envelope_event_id
-from ledger.core.envelope import parse_envelope
 from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
@@ -40,17 +40,14 @@ from ledger.core.events import (
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError
-from ledger.keyfiles import load_signer, load_signer_keys
-from ledger.log.governance import OPERATOR_IDENTITY
+from ledger.keyfiles import load_signer_keys
 from ledger.log.proofs import prove_lineage
 from ledger.log.reports import read_alerts
 from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client, Decision
 from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
-from ledger.sdk.governance import Admin
 from ledger.sdk.httpsig import SignedRequests
-from ledger.server.governance_tools import policy_payload
 from ledger.server.service import Service
 
 RUNTIME = "sha256:" + hashlib.sha256(b"govledger demo runtime image v1").hexdigest()
@@ -90,12 +87,13 @@ AGENTS = {
     "security": Agent("ops:security", frozenset({"revoker"})),
     # Not in keyring.json: registered live by a governance event during the demo.
     "newcomer": Agent("agent:newcomer", frozenset({"requester", "reader"})),
+    # Human approval: the payer's large transfers wait for two of the approvers.
+    "payer": Agent("agent:payer", frozenset({"requester", "reader", "payments",
+                                             "payments-large"})),
+    "ann": Agent("human:ann", frozenset({"payments-approver"})),
+    "ben": Agent("human:ben", frozenset({"payments-approver"})),
 }
 LIVE_ONLY = ("newcomer",)
-REPORTS_POLICY = ('@id("read-reports")\npermit (principal, action == Action::"read", '
-                  'resource in Resource::"reports/*")\n'
-                  'when { principal.roles.contains("reader") };\n')
-
 
 class Demo:
     def __init__(self, data: Path, console: Console) -> None:
@@ -106,6 +104,7 @@ class Demo:
         self.service: Service | None = None
         self.client: Client | None = None
         self.alert_event_id: str | None = None
+        self.agents = AGENTS
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -186,8 +185,9 @@ class Demo:
 
     # -- the scenario ------------------------------------------------------------------------
 
-    async def scenario(self) -> str:
-        """Play every step; return the event id whose lineage bundle is exported."""
+    async def scenario(self) -> tuple[str, str | None]:
+        """Play every step; return the event ids whose lineage bundles are exported (the
+        delegation chain's execution, the approved transfer's)."""
         assert self.client is not None
         root = await self.ask("root grant: planner reads/writes db/orders/*", "ALLOWED",
                               "planner", self.request("planner", ("read", "write"),
@@ -243,53 +243,10 @@ class Demo:
                                                parent=mid, root=r))
         await self.execute("gate: planner's root artifact still works", "ALLOWED", "planner",
                            root, "read", "db/orders/us/1")
-        await self.governance(root)
+        await scenes.governance(self, root)
+        approved = await scenes.approvals(self)
         await self.rogue_report(root)
-        return evidence
-
-    async def governance(self, root: Decision) -> None:
-        """Governance applied live (docs/governance.md): a key registered, a policy
-        published, the kill switch for the tenant, each a signed event of the operator."""
-        admin = Admin(OPERATOR_IDENTITY, "*", load_signer(DataDir(self.data).operator_key))
-        newcomer = AGENTS["newcomer"]
-        await self.govern("register agent:newcomer's key, live", admin.register(
-            newcomer.identity, newcomer.signer.public_key, tuple(newcomer.roles),
-            tenant="acme", reason="demo: a new agent joins"))
-        await self.ask("newcomer reads db/orders/* under its new key", "ALLOWED", "newcomer",
-                       self.request("newcomer", ("read",), "db/orders/*"))
-        await self.ask("planner reads reports/q4 (no policy permits it yet)",
-                       "DENIED POLICY_DENY", "planner",
-                       self.request("planner", ("read",), "reports/q4"))
-        with tempfile.TemporaryDirectory() as scratch:
-            policies = Path(scratch) / "policies"
-            shutil.copytree(DataDir(self.data).policies, policies)
-            (policies / "reports.cedar").write_text(REPORTS_POLICY)
-            files, digest = policy_payload(policies)
-        await self.govern("publish policy v2 (reports readable), live",
-                          admin.publish_policy(files, digest, "v2", reason="demo"))
-        await self.ask("planner reads reports/q4 under policy v2", "ALLOWED", "planner",
-                       self.request("planner", ("read",), "reports/q4"))
-        await self.govern("suspend tenant acme (the kill switch)",
-                          admin.suspend_tenant("acme", reason="demo: incident drill"))
-        await self.execute("gate after the suspension: planner's root artifact",
-                           "REFUSED TENANT_SUSPENDED", "planner", root, "read", "db/orders/us/2")
-        await self.govern("resume tenant acme", admin.resume_tenant("acme"))
-
-    async def govern(self, name: str, envelope: bytes) -> None:
-        """Send a governance event and wait until it is in force, the ledger's follower
-        included (the sequencer admits the next events under it)."""
-        assert self.client is not None
-        assert self.service is not None
-        event_id = envelope_event_id(parse_envelope(envelope).payload)
-        await self.client.send_raw("governance", envelope, "governance")
-        decision = await self.client.decision(event_id, timeout=20)
-        position = getattr(decision.event, "position", None)
-        follower = self.service.governance
-        deadline = time.monotonic() + 20
-        while (follower is not None and isinstance(position, int)
-               and follower.state.position < position and time.monotonic() < deadline):
-            await asyncio.sleep(0.05)
-        self.record(name, "ALLOWED", decision)
+        return evidence, approved
 
     async def rogue_report(self, root: Decision) -> None:
         """An executor reports an execution that never went through the gate: the
@@ -334,14 +291,17 @@ class Demo:
                     else:
                         await asyncio.sleep(0.1)
 
-    async def evidence(self, event_id: str) -> Step:
+    async def evidence(self, event_id: str, name: str = "evidence.json") -> Step:
         bundle = prove_lineage(self.data, event_id)
         result = verify_bundle(json.loads(json.dumps(bundle)), read_vkey(self.data),
                                load_signer_keys(keyring=DataDir(self.data).keyring))
-        step = self.record(f"lineage evidence bundle: {len(result.event_ids)} hops verified "
+        approvals = bundle.get("approvals", [])
+        with_them = (f" with {len(approvals)} approval events"
+                     if isinstance(approvals, list) and approvals else "")
+        step = self.record(f"{name}: {len(result.event_ids)} hops{with_them} verified "
                            "offline", "VERIFIED", None, "VERIFIED")
         step.event_id = event_id
-        (self.data / "evidence.json").write_text(json.dumps(bundle, indent=2) + "\n")
+        (self.data / name).write_text(json.dumps(bundle, indent=2) + "\n")
         return step
 
     def table(self) -> Table:
@@ -365,10 +325,13 @@ class Demo:
             async with Client(settings, self.service.bootstrap,
                               self.service.keyring) as client:
                 self.client = client
-                evidence = await self.scenario()
+                evidence, approved = await self.scenario()
             await self.locate()
-            await self.wait_checkpointed(evidence)
-            await self.evidence(evidence)
+            for event_id, name in ((evidence, "evidence.json"),
+                                   (approved, "evidence-approved.json")):
+                if event_id:
+                    await self.wait_checkpointed(event_id)
+                    await self.evidence(event_id, name)
         finally:
             await self.service.stop()
         self.console.print(self.table())

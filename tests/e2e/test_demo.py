@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from io import StringIO
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from ledger.core.bundles import verify_bundle
+from ledger.core.envelope import parse_envelope
 from ledger.demo import Demo, run_demo
 from ledger.keyfiles import load_signer_keys
 from ledger.log.audit import audit_ledger
@@ -27,7 +29,9 @@ def test_demo_outcomes_are_all_as_expected_and_logged(tmp_path: Path) -> None:
     assert run_demo(data, Console(file=out, width=200)) is True, out.getvalue()
     text = out.getvalue()
     for reason in ("POLICY_DENY", "REPLAY", "SCOPE_WIDENING", "ENV_MISMATCH", "EXPIRED",
-                   "ARTIFACT_REVOKED", "PARENT_REVOKED", "ALERT execution-without-allowance"):
+                   "ARTIFACT_REVOKED", "PARENT_REVOKED", "ALERT execution-without-allowance",
+                   "PENDING payments-approver", "NOT_APPROVER", "ARTIFACT_CONSUMED",
+                   "APPROVAL_REFUSED", "TENANT_SUSPENDED"):
         assert reason in text
     assert "all outcomes as expected" in text
     with LedgerStore(data / "ledger.db") as store:  # the honest steps raised no alert
@@ -37,6 +41,12 @@ def test_demo_outcomes_are_all_as_expected_and_logged(tmp_path: Path) -> None:
                            load_signer_keys(keyring=data / "keyring.json"))
     assert len(result.event_ids) >= 8  # execution -> ... -> root request
     assert result.signers_checked
+    # the approved transfer's evidence holds its approvals: the pending answer and two
+    approved = json.loads((data / "evidence-approved.json").read_text())
+    verify_bundle(approved, read_vkey(data), load_signer_keys(keyring=data / "keyring.json"))
+    kinds = sorted(json.loads(parse_envelope(base64.b64decode(hop["leaf"])).payload)["kind"]
+                   for hop in approved["approvals"])
+    assert kinds == ["ApprovalGiven", "ApprovalGiven", "ApprovalRequired"]
 
 
 def test_the_demo_ledger_is_in_causal_order(tmp_path: Path) -> None:
