@@ -100,7 +100,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(topics_app, name="topics")
 policy_app = typer.Typer(help="Cedar policy bundles: validate, test and explain offline, on "
                          "the processor's own entity model and decision rule; publish and "
-                         "promote them live.",
+                         "promote them live; compare a shadow policy with the enforced one.",
                          no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
@@ -163,6 +163,7 @@ governance_app.command("state")(governance_commands.governance_state)
 policy_app.command("validate")(policy_commands.policy_validate)
 policy_app.command("test")(policy_commands.policy_test)
 policy_app.command("explain")(policy_commands.policy_explain)
+policy_app.command("shadow-report")(policy_commands.policy_shadow_report)
 witness_app = typer.Typer(help="Run a C2SP tlog-witness that cosigns logs' checkpoints.",
                           no_args_is_help=True)
 app.add_typer(witness_app, name="witness")

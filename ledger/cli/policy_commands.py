@@ -5,6 +5,8 @@ principal, resource and context entities).
 - ``validate DIR``: load the bundle as the processor does; list every problem (exit 1).
 - ``test DIR CASES``: run a cases file through the processor's rule (exit 1 on a mismatch).
 - ``explain REQUEST``: the verdict on one request, its determining policies and reason.
+- ``shadow-report``: how often the shadow policy agreed with the enforced one, per policy
+  id, from the ledger's decisions.
 
 The commands run through ledger/server/policy_tools.py (the CLI may not import processors,
 tests/unit/test_layout.py). Exit codes: 0 ok / allowed, 1 problems / mismatch / denied,
@@ -20,6 +22,7 @@ import typer
 
 from ledger.cli.options import EXIT_INVALID, DataOpt, JsonFlag, emit, settings_from
 from ledger.datadir import DataDir
+from ledger.errors import ConfigError
 
 if TYPE_CHECKING:  # the tools load Cedar and the decision rules: only when a command runs
     from ledger.server.policy_tools import (
@@ -196,4 +199,50 @@ def policy_explain(
                                  "not_judged": list(NOT_CHECKED)}
     emit(result, as_json, _explain_text(found, digest))
     if not found.verdict.allow:
+        raise typer.Exit(EXIT_INVALID)
+
+
+def policy_shadow_report(
+    data: DataOpt = None,
+    since: Annotated[int, typer.Option(
+        "--since", min=0, help="First leaf index to read (default: the whole ledger).")] = 0,
+    fail_on_disagreement: Annotated[bool, typer.Option(
+        "--fail-on-disagreement", help="Exit 1 if any decision's shadow outcome differs "
+        "(a gate before `policy promote`).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Shadow policy against the enforced one: agreements and disagreements per policy id.
+
+    Reads the grants and denials in DATA/ledger.db (offline) that carry a shadow outcome:
+    those decided while a policy published with --shadow was in force. A decision counts
+    under every policy id that determined it or the shadow's outcome; (default) is Cedar's
+    default deny. The same counts are live on /metrics (govledger_shadow_decisions_total).
+
+    Example: govledger policy shadow-report --data ./data --fail-on-disagreement
+    """
+    from rich.progress import Progress
+
+    from ledger.log.reports import shadow_report
+    from ledger.log.sequencer import DB_NAME
+    from ledger.log.store import LedgerStore
+    path = settings_from(data).data_dir / DB_NAME
+    if not path.exists():
+        raise ConfigError(f"no ledger at {path}")
+    with LedgerStore(path) as store:
+        size = store.tree_size()
+        with Progress(transient=True, disable=as_json or size - since < 100_000) as progress:
+            task = progress.add_task("reading decisions", total=size - since)
+            tally = shadow_report(store, since, lambda index: progress.update(
+                task, completed=index - since))
+    summary = tally.summary()
+    lines = [f"no decision with a shadow outcome in leaves {since}..{size - 1}"]
+    if tally.totals:
+        lines = [f"{'shadow policy':<20} {'policy id':<40} {'agree':>8} {'disagree':>8}"]
+        for digest, policy_id, counts in tally.rows():
+            lines.append(f"{digest[:20]:<20} {policy_id:<40} {counts.agree:>8} "
+                         f"{counts.disagree:>8}")
+        for digest, total in sorted(tally.totals.items()):
+            lines.append(f"{digest}: {total.agree} agree, {total.disagree} disagree")
+    emit(dict(summary), as_json, "\n".join(lines))
+    if fail_on_disagreement and any(t.disagree for t in tally.totals.values()):
         raise typer.Exit(EXIT_INVALID)

@@ -1,5 +1,6 @@
 """Read-only reports over the ledger for auditors: the monitor's alerts (``govledger
-alerts``) and the grants that expired unused (``govledger unused-grants``).
+alerts``), the grants that expired unused (``govledger unused-grants``) and the shadow
+policy's agreement with the enforced one (``govledger policy shadow-report``).
 
 The sequencer admitted every leaf (signature and signer kind, ledger.core.signers), so the
 leaves are parsed here, not verified again; ``govledger ledger audit`` re-verifies them all.
@@ -7,13 +8,19 @@ leaves are parsed here, not verified again; ``govledger ledger audit`` re-verifi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.core.alert_events import AlertRaised
 from ledger.core.envelope import parse_envelope, parse_payload
-from ledger.core.events import AuthorizationGranted, Event, ExecutionRequested
+from ledger.core.events import (
+    AuthorizationDenied,
+    AuthorizationGranted,
+    Event,
+    ExecutionRequested,
+)
+from ledger.core.shadow import ShadowTally, agreement
 from ledger.log.store import LedgerStore
 
 
@@ -62,3 +69,22 @@ def unused_grants(store: LedgerStore, now: datetime) -> list[UnusedGrant]:
              for aid, g in grants.items()
              if aid not in used and g.artifact.window.not_after <= now]
     return sorted(found, key=lambda u: (u.not_after, u.artifact_id))
+
+
+def shadow_report(store: LedgerStore, start: int = 0,
+                  progress: Callable[[int], None] | None = None) -> ShadowTally:
+    """The shadow tally (ledger.core.shadow) of every grant and denial from leaf ``start``.
+    ``progress`` gets the leaf index reached every 10,000 decisions. Raises Unavailable or
+    Rejected."""
+    tally = ShadowTally()
+    kinds = [AuthorizationGranted.KIND, AuthorizationDenied.KIND]
+    for n, leaf in enumerate(store.iter_kinds(kinds, start), 1):
+        if progress is not None and n % 10_000 == 0:
+            progress(int(leaf.index))
+        parsed = parse_envelope(leaf.leaf)
+        if b'"shadow":' not in parsed.payload:
+            continue  # no shadow outcome: not parsed into a model (the common case)
+        found = agreement(parse_payload(parsed.payload_type, parsed.payload))
+        if found is not None:
+            tally.add(found)
+    return tally

@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 from ledger.config import Settings
 from ledger.core.governance_events import GovernanceApplied
 from ledger.core.keys import KeyRing
+from ledger.core.shadow import agreement
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAM_OF
 from ledger.errors import Reason, Rejected, Unavailable
@@ -102,6 +103,8 @@ class ServiceBackend:
         self.metrics.observe_decision(
             "allow" if decision.allow else "deny", decision.reasons,
             None if submitted is None else time.monotonic() - submitted)
+        if (found := agreement(decision.event)) is not None:
+            self.metrics.observe_shadow(found)
 
     async def decision(self, subject_id: str, wait_s: float) -> bytes | None:
         """The decision, None if none within ``wait_s``. Raises Unavailable when the broker

@@ -16,9 +16,14 @@ apps in one process, or two tests, never collide. The names::
     govledger_ledger_out_of_order_total{reason}      counter: appended before a cause arrived
                                                      (reason cause-missing or hold-full)
     govledger_alerts_total{rule}                     counter: the monitor's alerts in the ledger
+    govledger_shadow_decisions_total{policy_id,agreement}
+                                                     counter: decisions with a shadow outcome,
+                                                     agree/disagree (ledger.core.shadow)
 
 Label values are bounded so a hostile input cannot blow up the series count: ``reason`` is a
-:class:`~ledger.errors.Reason` value, ``none`` or ``OTHER``; ``route`` is a route template.
+:class:`~ledger.errors.Reason` value, ``none`` or ``OTHER``; ``route`` is a route template;
+``policy_id`` comes from authority-signed decisions (admin-published policies), and past
+:data:`MAX_POLICY_LABELS` distinct ids the rest count as ``OTHER``.
 
 ``govledger_checkpoint_age_seconds``: C2SP checkpoints carry no timestamp, so the age is what
 the sequencer reports through :meth:`Metrics.set_ledger`. A process that only reads the ledger
@@ -44,6 +49,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from ledger.core.shadow import Agreement
 from ledger.errors import ConfigError, Reason
 from ledger.log.holdback import CAUSE_MISSING, HOLD_FULL
 from processors.core.monitor_rules import RULES as KNOWN_RULES
@@ -59,6 +65,7 @@ _REASONS: Final = frozenset(r.value for r in Reason)
 
 
 OUT_OF_ORDER_REASONS = (CAUSE_MISSING, HOLD_FULL)
+MAX_POLICY_LABELS: Final = 256
 
 
 def reason_label(reasons: Sequence[str]) -> str:
@@ -114,6 +121,11 @@ class Metrics:
             "govledger_ledger_out_of_order", "Events the sequencer appended without their "
             "causes, past a hold-back bound (ledger/log/holdback.py), by reason", ("reason",),
             registry=reg)
+        self.shadow = Counter(
+            "govledger_shadow_decisions", "Decisions carrying a shadow policy's outcome, by "
+            "policy id and whether the shadow agreed", ("policy_id", "agreement"),
+            registry=reg)
+        self._policy_labels: set[str] = set()
         self._service_sets_ledger = False
         self._seen: tuple[int, float] | None = None
 
@@ -133,6 +145,17 @@ class Metrics:
         self.decisions.labels(outcome=outcome, reason=reason_label(reasons)).inc()
         if latency_s is not None and _usable(latency_s):
             self.decision_latency.observe(latency_s)
+
+    def observe_shadow(self, found: Agreement) -> None:
+        """Count one decision's shadow outcome under each of its policy ids."""
+        agreed = "agree" if found.agrees else "disagree"
+        for policy_id in found.policy_ids:
+            if policy_id not in self._policy_labels:
+                if len(self._policy_labels) >= MAX_POLICY_LABELS:
+                    policy_id = "OTHER"
+                else:
+                    self._policy_labels.add(policy_id)
+            self.shadow.labels(policy_id=policy_id, agreement=agreed).inc()
 
     def set_ledger(self, size: int, checkpoint_age_s: float) -> None:
         """Ledger size and checkpoint age as the sequencer knows them. From the first call on,
