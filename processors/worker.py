@@ -14,6 +14,10 @@ The loop, per batch of records (``getmany``, partition order preserved):
    journal's published watermark;
 6. commit the consumed offsets.
 
+When no record arrives, a single worker (not a group member) ends the pending approvals that
+can no longer be granted (``Engine.expire``: a deadline passed, also while it was down) and
+journals and publishes their denials the same way, in order with the batches.
+
 A crash between any two steps is safe: before 4, Kafka redelivers and the batch is decided
 afresh; after 4, the restored engine answers redeliveries with the stored bytes, and on
 start :meth:`DecisionWorker.start` re-publishes journal outputs past the watermark.
@@ -239,10 +243,10 @@ class DecisionWorker:
                 if reconciling.done() and not stop.is_set():
                     reconciling.result()  # raises what stopped it (Unavailable)
                 records = [r for part in batches.values() for r in part]
-                if not records:
-                    continue
                 started = time.perf_counter()
-                handled = await self._decide(records)
+                handled = await self._decide(records) if records else self._expired()
+                if not handled:
+                    continue
                 put = asyncio.ensure_future(queue.put(_Decided(records, handled, started)))
                 await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
                 if not put.done():
@@ -287,6 +291,15 @@ class DecisionWorker:
         started = time.perf_counter()
         return await self._finish(records, await self._decide(records), started)
 
+    def _expired(self) -> list[Handled]:
+        """Pending approvals ended without an input (``Engine.expire``), as journal entries.
+        Not in a group: there a tree's worker can change between two batches, and only the
+        one deciding the tree may answer for it (its next input ends them)."""
+        if self.use_group:
+            return []
+        now = self.clock()
+        return [(Stream.DECISIONS, now, raw, outcome) for raw, outcome in self.engine.expire(now)]
+
     async def _decide(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Handled]:
         """Steps 1-3: decide every record of the batch at one arrival time."""
         now = self.clock()
@@ -322,7 +335,8 @@ class DecisionWorker:
         await self._publish([o for *_, outcome in handled for o in outcome.outputs])
         self._published = max(last, self._published or 0)  # written with a later batch
         if self.use_group:
-            await self._commit(records)
+            if records:
+                await self._commit(records)
         else:
             self.catchup.applied_seq = max(last, self.catchup.applied_seq)
         outcomes = [outcome for *_, outcome in handled]

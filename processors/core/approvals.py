@@ -19,12 +19,17 @@ valid refusal denies the request APPROVAL_REFUSED.
 :meth:`Approvals.sweep` ends pending requests whose deadline passed (APPROVAL_EXPIRED),
 whose tenant, requester or holder is suspended, whose parent artifact was revoked
 (PARENT_REVOKED), or whose requester's key is no longer in force (KEY_REVOKED). The engine
-runs it before every input on a tree stream, so a pending request ends at the first such
-input at or after its deadline (after a restart too: the journal restores it).
+runs it before every input on a tree stream, and :meth:`Approvals.expire` does the same
+without an input: the worker calls it when no input arrives, and so at start, so a deadline
+that passed while the processor was down denies as soon as it runs again (the journal
+restores the pending requests first). Each request ended that way is journaled as an entry of
+its own: its ``ApprovalRequired`` as the input, the denial as the output
+(:func:`ended_subject` names it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,6 +124,7 @@ class Pending:
     required: ApprovalRequired
     required_id: str
     requester_key: str
+    envelope: bytes
     approvals: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -149,7 +155,7 @@ class Approvals:
             deadline=min(now + rule.ttl, artifact.window.not_after),
             policy_ids=artifact.policy_ids, governance=position)
         envelope, required_id = sign_event_with_id(required, self.authority)
-        self.pending[request_id] = Pending(required, required_id, requester_key)
+        self.pending[request_id] = Pending(required, required_id, requester_key, envelope)
         return Outcome(request_id, (Output(Stream.DECISIONS, artifact.lineage.root.encode(),
                                            envelope),))
 
@@ -157,12 +163,18 @@ class Approvals:
               keyring: KeyRing) -> tuple[Output, ...]:
         """End every pending request that can no longer be granted (module docstring): the
         signed denials, in request order."""
-        outputs: list[Output] = []
+        return tuple(output for *_, output in self.expire(now, lineage, governance, keyring))
+
+    def expire(self, now: datetime, lineage: LineageState, governance: GovernanceState,
+               keyring: KeyRing) -> list[tuple[Pending, Reason, Output]]:
+        """:meth:`sweep`, with each ended request's pending state and reason beside its
+        denial."""
+        ended: list[tuple[Pending, Reason, Output]] = []
         for request_id, pending in list(self.pending.items()):
-            if (ended := _why_ended(pending, now, lineage, governance, keyring)) is not None:
-                outputs.append(self._end(request_id, ended[0], ended[1], now,
-                                         governance.position))
-        return tuple(outputs)
+            if (why := _why_ended(pending, now, lineage, governance, keyring)) is not None:
+                ended.append((pending, why[0], self._end(request_id, why[0], why[1], now,
+                                                         governance.position)))
+        return ended
 
     def answer(self, verified: VerifiedEvent, now: datetime, limits: Limits,
                lineage: LineageState, position: int) -> Outcome:
@@ -254,6 +266,13 @@ class Approvals:
     # -- restore (the engine's journal replay) -------------------------------------------
 
 
+def ended_subject(required_id: str) -> str:
+    """The journal subject of a pending request ended without an input (:meth:`Approvals.
+    expire`): derived from its ApprovalRequired's id, so it names no event and meets no
+    other subject."""
+    return hashlib.sha256(b"govledger.approval-ended\x00" + required_id.encode()).hexdigest()
+
+
 def restore_approvals(approvals: Approvals, stream: Stream, raw: bytes, arrival: datetime,
                       outcome: Outcome, keyring: KeyRing, identity: str) -> None:
     """Re-apply what one journaled outcome did to the pending approvals (never re-decide):
@@ -275,7 +294,8 @@ def restore_approvals(approvals: Approvals, stream: Stream, raw: bytes, arrival:
                 raise Unavailable(f"journal entry {outcome.subject[:16]}: an ApprovalRequired "
                                   "without its request")
             approvals.pending[event.request_id] = Pending(event, signed_id,
-                                                          _key_id_of(raw, outcome))
+                                                          _key_id_of(raw, outcome),
+                                                          output.value)
         elif isinstance(event, AuthorizationGranted):
             approvals.close(event.request_id, None)
         elif isinstance(event, AuthorizationDenied):

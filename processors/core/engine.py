@@ -50,7 +50,13 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Reason, Rejected, Unavailable
-from processors.core.approvals import Approvals, check_context, restore_approvals, rule_for
+from processors.core.approvals import (
+    Approvals,
+    check_context,
+    ended_subject,
+    restore_approvals,
+    rule_for,
+)
 from processors.core.checks import (
     Limits,
     PolicyEngine,
@@ -161,6 +167,23 @@ class Engine:
         self.state.remember(verified.event_id, outcome)
         self.state.replay.prune(now)
         return outcome
+
+    def expire(self, now: datetime) -> list[tuple[bytes, Outcome]]:
+        """End the pending approvals that can no longer be granted (deadline, suspension,
+        revocation) without waiting for an input: the worker calls it when none arrives.
+        Per request, what the journal keeps (processors/core/approvals.py): its
+        ApprovalRequired envelope as the input (stream ``decisions``) and the outcome with
+        the signed denial; :meth:`restore` replays it like any entry."""
+        if not self.approvals.pending:
+            return []
+        ended = []
+        for pending, reason, denial in self.approvals.expire(
+                now, self.state.lineage, self.governance, self.keyring):
+            outcome = Outcome(ended_subject(pending.required_id), (denial,), allow=False,
+                              reasons=(reason,))
+            self.state.remember(outcome.subject, outcome)
+            ended.append((pending.envelope, outcome))
+        return ended
 
     def restore(self, stream: Stream, raw: bytes, arrival: datetime, outcome: Outcome, *,
                 effects: bool = True) -> None:

@@ -153,11 +153,11 @@ def test_sigkill_while_pending_and_the_deadline_passes_during_downtime(tmp_path:
     service = ServiceProcess(data)
     try:
         with payer_http(service.api) as http:
-            # the first input after the start ends it: here, the second approval itself
-            late = post(http, approve(BEN, "human:ben", rid, "ben-nonce-0000003"), 20)
-            assert late.json()["decision"]["reasons"] == ["APPROVAL_EXPIRED"]
+            # the processor ends it on start, before any input arrives
             ended = decided(http, rid)
             assert (ended["allow"], ended["reasons"]) == (False, ["APPROVAL_EXPIRED"])
+            late = post(http, approve(BEN, "human:ben", rid, "ben-nonce-0000003"), 20)
+            assert late.json()["decision"]["reasons"] == ["APPROVAL_EXPIRED"]
     finally:
         assert service.terminate() == 0, service.output()
 

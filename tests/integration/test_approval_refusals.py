@@ -36,6 +36,11 @@ VAULT = """@id("vault-write-approved")
 @approval("role=payments-approver,k=1,ttl=600")
 permit (principal, action == Action::"write", resource in Resource::"vault/*")
 when { principal.roles.contains("payments-large") };
+
+@id("deploy-approved-quickly")
+@approval("role=payments-approver,k=1,ttl=2")
+permit (principal, action == Action::"deploy", resource in Resource::"vault/*")
+when { principal.roles.contains("payments-large") };
 """
 MORE = [
     Principal("agent:selfish", "acme", SELFISH.public_key,
@@ -170,4 +175,22 @@ def test_a_suspension_or_a_revoked_parent_while_pending_ends_the_request_denied(
             ended_held = await client.decision(held, 30)
             assert (ended_child.allow, ended_child.reasons) == (False, ("PARENT_REVOKED",))
             assert (ended_held.allow, ended_held.reasons) == (False, ("PRINCIPAL_SUSPENDED",))
+    asyncio.run(flow())
+
+
+def test_a_deadline_ends_the_request_with_no_input_arriving(running: Running) -> None:
+    """The deploy policy gives approvers 2 seconds; nobody answers and nothing else is sent:
+    the processor ends the request APPROVAL_EXPIRED on its own, journaled and ledgered."""
+    service = running.service
+
+    async def flow() -> None:
+        async with Client(running.settings, service.bootstrap, service.keyring) as client:
+            rid = await pending_request(client, request(
+                signer="agent:payer", nonce="idle-deploy-000001", actions=("deploy",),
+                resource="vault/app", issued_at=now()), PAYER)
+            asked = client.pending(rid)
+            assert asked is not None
+            ended = await client.decision(rid, 30)
+            assert (ended.allow, ended.reasons) == (False, ("APPROVAL_EXPIRED",))
+            assert ended.event.issued_at >= asked.deadline  # not before the deadline
     asyncio.run(flow())

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from ledger.core.approval_events import ApprovalGiven, ApprovalRefused, ApprovalRequired
-from ledger.core.envelope import parse_envelope, parse_payload, sign_event, verify_envelope
+from ledger.core.envelope import (
+    event_id,
+    parse_envelope,
+    parse_payload,
+    sign_event,
+    verify_envelope,
+)
 from ledger.core.events import (
     AuthorizationDenied,
     AuthorizationGranted,
@@ -20,7 +26,7 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.streams import Stream
 from ledger.errors import ConfigError, Reason, Rejected, Unavailable
-from processors.core.approvals import ApprovalRule, parse_rule, rule_for
+from processors.core.approvals import ApprovalRule, ended_subject, parse_rule, rule_for
 from processors.core.checks import Limits
 from processors.core.engine import Engine
 from processors.core.outcomes import Outcome
@@ -317,6 +323,37 @@ def test_a_deadline_that_passed_while_down_denies_at_the_first_input() -> None:
     out = answer(after, pending, ANN, "human:ann", now=late)
     assert [e.reasons for e in events(out) if isinstance(e, AuthorizationDenied)] == [
         (Reason.APPROVAL_EXPIRED,), (Reason.APPROVAL_EXPIRED,)]
+
+
+def test_expire_ends_a_request_past_its_deadline_without_an_input() -> None:
+    eng = engine()
+    pending = ask_write(eng)
+    assert eng.expire(T0 + timedelta(minutes=14)) == []  # not yet
+    late = T0 + timedelta(minutes=15)
+    [(raw, ended)] = eng.expire(late)
+    [denial] = events(ended)
+    assert isinstance(denial, AuthorizationDenied)
+    assert (denial.request_id, denial.reasons) == (pending.subject, (Reason.APPROVAL_EXPIRED,))
+    assert (ended.allow, ended.reasons) == (False, (Reason.APPROVAL_EXPIRED,))
+    required = parse_payload(parse_envelope(raw).payload_type, parse_envelope(raw).payload)
+    assert isinstance(required, ApprovalRequired) and raw == pending.outputs[0].value
+    assert ended.subject == ended_subject(event_id(parse_envelope(raw).payload))
+    assert eng.expire(late) == []  # ended once
+    assert refusal(answer(eng, pending, ANN, "human:ann", now=late)) is Reason.APPROVAL_EXPIRED
+
+
+def test_a_request_expired_without_an_input_stays_ended_after_restore() -> None:
+    live = engine()
+    raw = sign_event(request(actions=("write",)), ALICE)
+    pending = live.handle(Stream.REQUESTS, raw, T0)
+    late = T0 + timedelta(hours=1)
+    [(required, ended)] = live.expire(late)
+    after = engine()
+    after.restore(Stream.REQUESTS, raw, T0, pending)
+    after.restore(Stream.DECISIONS, required, late, ended)
+    assert after.approvals.pending == {}
+    assert after.expire(late) == []
+    assert refusal(answer(after, pending, ANN, "human:ann", now=late)) is Reason.APPROVAL_EXPIRED
 
 
 def test_a_closed_request_stays_closed_after_restore() -> None:
