@@ -27,7 +27,7 @@ from ledger.log.sequencer import open_ledger, read_vkey
 from ledger.log.store import LeafRecord
 from ledger.server.api import make_api
 from tests.ledger_support import make_ledger
-from tests.unit.test_api import FakeBackend, api_auth
+from tests.unit.test_api import AUDIT_TOKEN, FakeBackend, api_auth
 
 _TYPE = payload_type("PolicyPublished").encode()
 
@@ -96,9 +96,11 @@ def serve(data_dir: Path) -> Iterator[str]:
 
 
 def fetch_all(base: str, paths: Sequence[str]) -> dict[str, bytes]:
-    """GET each path under ``base`` (8 at a time: each loopback round trip here costs ~40 ms
-    of delayed ACK, not CPU); every answer must be 200."""
-    with httpx.Client(timeout=60) as http, ThreadPoolExecutor(8) as pool:
+    """GET each path under ``base`` as the test auditor (tenant *: entry bundles need it), 8
+    at a time (each loopback round trip here costs ~40 ms of delayed ACK, not CPU); every
+    answer must be 200."""
+    with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}) as http, \
+            ThreadPoolExecutor(8) as pool:
         def one(path: str) -> bytes:
             answer = http.get(f"{base}/{path}")
             assert answer.status_code == 200, (path, answer.text[:200])

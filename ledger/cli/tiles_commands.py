@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
+from ledger.cli.client_commands import ApiKey, TokenFile, api_auth
 from ledger.cli.ledger_commands import vkey_text
 from ledger.cli.options import DataOpt, JsonFlag, emit, settings_from
 from ledger.cli.remote import RemoteLog
@@ -51,9 +52,15 @@ def mirror_cmd(
     origin: Annotated[str | None, typer.Option(
         help="The log's origin (default: the name in the vkey; afterwards: the origin the "
         "mirror holds).")] = None,
+    key: ApiKey = None,
+    token_file: TokenFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Mirror a log's tiles into DIR over HTTP, verifying every step from what DIR holds.
+
+    The entry bundles hold every tenant's events: a govledger API serves them only to a
+    principal of tenant * (an operator or auditor key with --key, or --token-file); the
+    checkpoint and hash tiles are public.
 
     The checkpoint under --vkey,
     consistency from the checkpoint DIR holds to the new one, every changed tile rebuilt
@@ -62,8 +69,10 @@ def mirror_cmd(
     and is the verified state the next run starts from.
 
     Example: govledger ledger mirror ./mirror --api http://127.0.0.1:8080 --vkey ledger.vkey
+    --key keys/auditor.key
     """
-    with RemoteLog(api) as remote, Progress(transient=True, disable=as_json) as progress:
+    with RemoteLog(api, auth=api_auth(key, token_file)) as remote, \
+            Progress(transient=True, disable=as_json) as progress:
         task = progress.add_task("mirroring", total=None)
         report = mirror_log(remote.get, out, vkey_text(vkey), origin=origin,
                             progress=lambda done, total: progress.update(

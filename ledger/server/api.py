@@ -120,7 +120,7 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None, *,
     _add_event_routes(app, backend, auth, reader)
     add_ledger_routes(app, backend, ledger, reader)
     add_approval_routes(app, ledger, reader)
-    add_tile_routes(app, backend, ledger)       # C2SP tlog-tiles: /checkpoint, /tile/...
+    add_tile_routes(app, backend, ledger, auth)  # C2SP tlog-tiles: /checkpoint, /tile/...
     _add_health_routes(app, backend, ledger, metrics)
     return app
 

@@ -308,10 +308,13 @@ def test_openapi_declares_both_schemes_on_every_read_route(api: str) -> None:
     guarded = {"/v1/decisions/{subject_id}", "/v1/entries/{index}", "/v1/entries",
                "/v1/proofs/inclusion", "/v1/proofs/lineage", "/v1/approvals",
                "/v1/approvals/{request_id}"}
+    optional = {"/tile/{rest}"}  # hash tiles public; entry bundles for tenant * only
     for path, operations in doc["paths"].items():
         security = operations.get("get", {}).get("security")
         if path in guarded:
             assert security == [{"httpMessageSignature": []}, {"bearerToken": []}], path
+        elif path in optional:
+            assert security == [{}, {"httpMessageSignature": []}, {"bearerToken": []}], path
         elif "get" in operations:
             assert security is None, path
     assert doc["paths"]["/v1/events"]["post"]["security"] == [           # optional

@@ -19,6 +19,7 @@ from ledger.core.bundles import verify_bundle
 from ledger.server.api import make_api
 from tests.factories import signed_request
 from tests.unit.test_api import (
+    AUDIT_TOKEN,
     RID,
     TOKEN,
     FakeBackend,
@@ -91,6 +92,7 @@ def test_every_doc_curl_example_answers_as_documented(server: str, ledger: Ledge
                                                       tmp_path: Path) -> None:
     (tmp_path / "request.json").write_bytes(signed_request(nonce="api-doc-example-1"))
     env = {**os.environ, "API": server, "AUTH": f"Authorization: Bearer {TOKEN}",
+           "AUDITOR": f"Authorization: Bearer {AUDIT_TOKEN}",
            "REQUEST_ID": RID, "UNKNOWN_ID": "ab" * 32,
            "EVENT_ID": ledger.chain[-1], "OLD_SIZE": "5", "NEW_SIZE": "13"}
     examples = doc_curl_lines()

@@ -22,7 +22,7 @@ from ledger.log.store import LedgerStore
 from tests.integration.test_api_auth import key_file
 from tests.ledger_support import write_keyring
 from tests.tiles_support import grow, serve, tiles_ledger
-from tests.unit.test_api import TOKEN, build_ledger
+from tests.unit.test_api import AUDIT_TOKEN, TOKEN, build_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -120,8 +120,17 @@ def test_remote_commands_report_an_unreachable_api_as_unavailable(tmp_path: Path
         assert "unavailable: cannot reach" in done.stderr
 
 
-def mirror(out: Path, api: str, vkey: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return cli("ledger", "mirror", str(out), "--api", api, "--vkey", vkey, "--json", *extra)
+def mirror(out: Path, api: str, vkey: str, *extra: str,
+           auditor: bool = True) -> subprocess.CompletedProcess[str]:
+    """``govledger ledger mirror`` as the test auditor (tenant *: the entry bundles' reader),
+    or with no credential."""
+    credential = []
+    if auditor:
+        token = out.parent / "auditor.token"
+        token.write_text(AUDIT_TOKEN + "\n")
+        credential = ["--token-file", str(token)]
+    return cli("ledger", "mirror", str(out), "--api", api, "--vkey", vkey, "--json",
+               *credential, *extra)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -137,6 +146,9 @@ def test_mirror_follows_the_log_and_refuses_it_once_it_rewrote_history(tmp_path:
     shutil.copytree(log, fork)
     vkey, out = read_vkey(log), tmp_path / "mirror"
     with serve(log) as api:
+        anonymous = mirror(out, api, vkey, auditor=False)   # entry bundles need tenant *
+        assert anonymous.returncode == 2 and "needs a credential" in anonymous.stderr
+        assert not (out / "checkpoint").exists()
         first = mirror(out, api, vkey)
         assert first.returncode == 0, first.stderr
         assert json.loads(first.stdout) | {"old_size": 0, "new_size": 600} == \

@@ -27,7 +27,7 @@ from ledger.core.tiles import (
 from ledger.log.sequencer import read_vkey
 from tests.reference_merkle import mth
 from tests.tiles_support import fake_leaf, fetch_all, grow, serve, tiles_ledger
-from tests.unit.test_api import build_ledger
+from tests.unit.test_api import AUDIT_TOKEN, TOKEN, build_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +46,12 @@ def api(data_dir: Path) -> Iterator[str]:
         yield url
 
 
+AUDITOR_HEADERS = {"Authorization": f"Bearer {AUDIT_TOKEN}"}
+
+
 def get(url: str) -> httpx.Response:
-    return httpx.get(url, timeout=30)
+    """GET as the auditor (tenant *): the entry bundles' reader; hash tiles need nobody."""
+    return httpx.get(url, timeout=30, headers=AUDITOR_HEADERS)
 
 
 def test_checkpoint_is_the_signed_note_with_a_short_cache(api: str) -> None:
@@ -60,17 +64,33 @@ def test_checkpoint_is_the_signed_note_with_a_short_cache(api: str) -> None:
 
 
 def test_full_tiles_are_immutable_and_partial_tiles_short_lived(api: str) -> None:
-    for path, length in [("tile/0/000", 8192), ("tile/1/000", 8192), ("tile/entries/000", 0)]:
+    for path, length, scope in [("tile/0/000", 8192, "public"), ("tile/1/000", 8192, "public"),
+                                ("tile/entries/000", 0, "private")]:
         answer = get(f"{api}/{path}")
         assert answer.status_code == 200, path
-        assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert answer.headers["cache-control"] == f"{scope}, max-age=31536000, immutable"
         assert answer.headers["content-type"] == "application/octet-stream"
         assert not length or len(answer.content) == length
-    for path in ("tile/0/273.p/112", "tile/1/001.p/17", "tile/2/000.p/1",
-                 "tile/entries/273.p/112", "tile/0/273.p/5"):
+    for path, scope in (("tile/0/273.p/112", "public"), ("tile/1/001.p/17", "public"),
+                        ("tile/2/000.p/1", "public"), ("tile/entries/273.p/112", "private"),
+                        ("tile/0/273.p/5", "public")):
         answer = get(f"{api}/{path}")
         assert answer.status_code == 200, path
-        assert answer.headers["cache-control"] == "public, max-age=5"
+        assert answer.headers["cache-control"] == f"{scope}, max-age=5"
+
+
+def test_hash_tiles_are_public_and_entry_bundles_only_for_tenant_star(api: str) -> None:
+    """Entry bundles carry every tenant's envelopes: an auditor or operator of tenant *
+    reads them; without a credential 401, a reader of one tenant 403."""
+    assert httpx.get(f"{api}/checkpoint", timeout=30).status_code == 200
+    assert httpx.get(f"{api}/tile/0/000", timeout=30).status_code == 200
+    nobody = httpx.get(f"{api}/tile/entries/000", timeout=30)
+    assert (nobody.status_code, nobody.json()["reason"]) == (401, "UNAUTHENTICATED")
+    alice = httpx.get(f"{api}/tile/entries/000", timeout=30,
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (alice.status_code, alice.json()["reason"]) == (403, "FORBIDDEN")
+    assert "tenant *" in alice.json()["detail"]
+    assert get(f"{api}/tile/entries/000").status_code == 200
 
 
 @pytest.mark.parametrize(("accept", "gzipped"), [
@@ -78,7 +98,7 @@ def test_full_tiles_are_immutable_and_partial_tiles_short_lived(api: str) -> Non
     ("gzip;q=nope", False), ("", False)])
 def test_entry_bundles_are_gzipped_for_clients_that_accept_it(api: str, accept: str,
                                                              gzipped: bool) -> None:
-    with httpx.Client(timeout=30, headers={"accept-encoding": accept}) as http:
+    with httpx.Client(timeout=30, headers={"accept-encoding": accept, **AUDITOR_HEADERS}) as http:
         answer = http.get(f"{api}/tile/entries/001")
         tile = http.get(f"{api}/tile/0/001")
     assert answer.status_code == 200

@@ -27,6 +27,7 @@ from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.log.tiles import export_tiles
 from tests.tiles_support import serve, tiles_ledger
+from tests.unit.test_api import AUDIT_TOKEN
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,9 @@ def run_go(tilecheck: Path, base: str, data_dir: Path) -> dict[str, object]:
     args = [str(tilecheck), "-base", base, "-vkey", read_vkey(data_dir).strip()]
     for old in olds:
         args += ["-old", old]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, "TILECHECK_AUTHORIZATION": f"Bearer {AUDIT_TOKEN}"}  # tenant *
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False,
+                          env=env)
     result: dict[str, object] = json.loads(done.stdout)
     assert (done.returncode == 0) == result["ok"], done
     return result

@@ -22,6 +22,7 @@ from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import build_vkey, parse_vkey, verify_checkpoint
 from ledger.core.envelope import MAX_ENVELOPE_BYTES, sign_event_with_id, verify_envelope
 from ledger.core.events import AuthorizationDenied, ExecutionRefused
+from ledger.core.keys import KeyRing, Principal
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Reason, Unavailable
 from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage
@@ -32,7 +33,15 @@ from ledger.server.api import Submitted, make_api, summarize_decision
 from ledger.server.auth import ApiAuth
 from ledger.server.metrics import Metrics
 from ledger.server.tokens import TokenEntry, TokenTable, token_digest
-from tests.factories import ALICE, AUTHORITY, MALLORY, T0, default_ring, signed_request
+from tests.factories import (
+    ALICE,
+    AUTHORITY,
+    MALLORY,
+    T0,
+    default_ring,
+    seeded_signer,
+    signed_request,
+)
 from tests.ledger_support import ORIGIN, envelopes, grant, lineage_chain, make_ledger
 
 RID = hashlib.sha256(b"some request").hexdigest()
@@ -40,10 +49,23 @@ RID = hashlib.sha256(b"some request").hexdigest()
 TOKEN = "glt_" + base64.urlsafe_b64encode(hashlib.sha256(b"alice token").digest()).decode()[:43]
 
 
+# auditor:ops reads every tenant (tenant *): the only reader of the tiles' entry bundles
+AUDITOR = seeded_signer("auditor")
+AUDIT_TOKEN = "glt_" + base64.urlsafe_b64encode(
+    hashlib.sha256(b"auditor token").digest()).decode()[:43]
+
+
+def readers_ring() -> KeyRing:
+    """The default keyring (agent:alice of acme) and auditor:ops of tenant *."""
+    return KeyRing([*default_ring().principals(),
+                    Principal("auditor:ops", "*", AUDITOR.public_key, frozenset({"auditor"}))])
+
+
 def api_auth() -> ApiAuth:
-    """Readers of the test API: the default keyring (agent:alice of acme), alice's token."""
-    tokens = TokenTable((TokenEntry(ALICE.key_id, "agent:alice", token_digest(TOKEN)),))
-    return ApiAuth(default_ring, tokens)
+    """Readers of the test API: alice (acme) and the auditor (*), each also by token."""
+    tokens = TokenTable((TokenEntry(ALICE.key_id, "agent:alice", token_digest(TOKEN)),
+                         TokenEntry(AUDITOR.key_id, "auditor:ops", token_digest(AUDIT_TOKEN))))
+    return ApiAuth(readers_ring, tokens)
 
 
 # -- a real ledger: 13 leaves under checkpoints at 5, 10, 13, and leaf 13 not yet published ---

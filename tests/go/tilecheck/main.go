@@ -9,7 +9,8 @@
 // for a sample of leaves and consistency proofs (tlog.ProveTree/CheckTree) to each older
 // tree given with -old SIZE:HEXROOT. Tile paths come from Go's own Tile.Path with the
 // height element dropped (tile/8/0/x001/234 -> tile/0/x001/234; tile/8/data/... ->
-// tile/entries/...). Prints one JSON line; exits 1 on the first failure.
+// tile/entries/...). Over HTTP, $TILECHECK_AUTHORIZATION (if set) is sent as the
+// Authorization header. Prints one JSON line; exits 1 on the first failure.
 package main
 
 import (
@@ -41,7 +42,16 @@ func fetch(base, path string) ([]byte, error) {
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return os.ReadFile(filepath.Join(base, filepath.FromSlash(path)))
 	}
-	resp, err := http.Get(strings.TrimSuffix(base, "/") + "/" + path)
+	req, err := http.NewRequest("GET", strings.TrimSuffix(base, "/")+"/"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Entry bundles hold every tenant's events: govledger serves them to a reader of
+	// tenant * only (its Authorization header value, e.g. "Bearer glt_...").
+	if auth := os.Getenv("TILECHECK_AUTHORIZATION"); auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
