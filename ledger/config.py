@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # DATA/keys/authority.key and DATA/keys/ledger.key.
     authority_key_file: Path | None = None
     ledger_key_file: Path | None = None
+    # The operator's admin key (signs the governance genesis; a person's key, not a
+    # service's): only `init --genesis` or the first `up` reads it. Unset:
+    # DATA/keys/operator.key; set it to keep the key off the data volume every role mounts.
+    operator_key_file: Path | None = None
 
     # Kafka: where and how.
     kafka_bootstrap: str | None = None
@@ -102,7 +106,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_key_files(self) -> Settings:
         # init writes NAME.key and NAME.pub beside it (ledger.keyfiles.generate_keypair).
-        for path in (self.authority_key_file, self.ledger_key_file):
+        for path in (self.authority_key_file, self.ledger_key_file, self.operator_key_file):
             if path is not None and path.suffix != ".key":
                 raise ValueError(f"key file {path}: the name must end in .key")
         return self

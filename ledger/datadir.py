@@ -8,11 +8,12 @@
       keys/ledger.key      ledger signing key (checkpoints), 0600; only the sequencer
                            loads it (elsewhere: Settings.ledger_key_file)
       keys/operator.key    the operator's admin key (signs the governance genesis), 0600;
-                           keep it offline after the first start (admins use it to govern)
+                           keep it offline after the first start (admins use it to govern;
+                           elsewhere: Settings.operator_key_file)
       keys/operator.pub, keys/authority.pub
                            the trust anchors every follower of the ledger's governance
-                           starts from (ledger.log.governance.anchors); authority.pub is
-                           here too when the authority key lives elsewhere
+                           starts from (ledger.log.governance.anchors); here too when the
+                           key lives elsewhere
       keyring.json         trusted principals (ledger.core.keys documents the format)
       policies/            Cedar policies + schema (processors/policy.py)
       ledger.db            the Merkle ledger (the sequencer is its only writer)
@@ -81,11 +82,13 @@ class DataDir:
     root: Path
     authority_key_file: Path | None = None
     ledger_key_file: Path | None = None
+    operator_key_file: Path | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> DataDir:
         """The data directory and key files ``settings`` name."""
-        return cls(settings.data_dir, settings.authority_key_file, settings.ledger_key_file)
+        return cls(settings.data_dir, settings.authority_key_file, settings.ledger_key_file,
+                   settings.operator_key_file)
 
     @property
     def keys(self) -> Path:
@@ -101,7 +104,7 @@ class DataDir:
 
     @property
     def operator_key(self) -> Path:
-        return self.keys / "operator.key"
+        return self.operator_key_file or self.keys / "operator.key"
 
     @property
     def keyring(self) -> Path:
@@ -141,12 +144,13 @@ def example_policies() -> Path:
 
 
 def init_data_dir(root: Path, origin: str, *, authority_key: Path | None = None,
-                  ledger_key: Path | None = None) -> InitReport:
+                  ledger_key: Path | None = None,
+                  operator_key: Path | None = None) -> InitReport:
     """Create what is missing in ``root`` (and the key files, when given elsewhere) and
     finish a setup a crash interrupted (module docstring). Raises ConfigError (a file that
     does not check out, named with what to do), ProofError (ledger.db's checkpoint does not
     verify) or Unavailable (disk, another init)."""
-    data = DataDir(root, authority_key, ledger_key)
+    data = DataDir(root, authority_key, ledger_key, operator_key)
     report = InitReport()
     for directory in _key_dirs(data):
         try:
@@ -201,7 +205,8 @@ def require_initialized(data: DataDir) -> None:
 
 def _key_dirs(data: DataDir) -> list[Path]:
     """DATA/keys and the directories of key files kept elsewhere, each once."""
-    return list(dict.fromkeys((data.keys, data.authority_key.parent, data.ledger_key.parent)))
+    return list(dict.fromkeys((data.keys, data.authority_key.parent, data.ledger_key.parent,
+                               data.operator_key.parent)))
 
 
 def _remove_temporaries(data: DataDir, report: InitReport) -> None:
@@ -222,7 +227,7 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
     signer = read_key_file(path)
     if signer is not None:
         _public_key(path, signer, report)
-        _authority_anchor(data, signer, report)
+        _anchor(data, path, "authority.pub", signer, report)
         report.kept.append(str(path))
         return signer
     if data.keyring.exists() and _names_authority(data.keyring):
@@ -232,18 +237,19 @@ def _authority_key(data: DataDir, report: InitReport) -> Signer:
             f"so decisions may be signed with that key: restore {path} from a backup (or, if "
             f"this directory never ran, remove {data.keyring} and {path} and run init again)")
     signer = _new_key(path, report)
-    _authority_anchor(data, signer, report, new=True)
+    _anchor(data, path, "authority.pub", signer, report, new=True)
     return signer
 
 
-def _authority_anchor(data: DataDir, signer: Signer, report: InitReport, *,
-                      new: bool = False) -> None:
-    """DATA/keys/authority.pub, the trust anchor the roles without the authority key (the
-    sequencer, the API) follow governance from, when the key lives elsewhere. For a ``new``
-    key it is written over whatever is there (nothing was signed with a key no keyring
-    names); for a kept one a different anchor is refused."""
-    anchor = data.keys / "authority.pub"
-    if data.authority_key.with_suffix(".pub") == anchor:
+def _anchor(data: DataDir, key_path: Path, name: str, signer: Signer, report: InitReport, *,
+            new: bool = False) -> None:
+    """DATA/keys/``name`` (authority.pub, operator.pub), the trust anchor the roles without
+    that key (the sequencer, the API; every role for the operator's) follow governance
+    from, when the key lives elsewhere. For a ``new`` key it is written over whatever is
+    there (nothing can have been signed with it); for a kept one a different anchor is
+    refused."""
+    anchor = data.keys / name
+    if key_path.with_suffix(".pub") == anchor:
         return  # beside the key: _public_key and _new_key write it
     if new:
         existed = anchor.exists()
@@ -251,24 +257,30 @@ def _authority_anchor(data: DataDir, signer: Signer, report: InitReport, *,
         (report.repaired if existed else report.created).append(str(anchor))
         return
     if _derived_file(anchor, public_key_text(signer), report,
-                     f"it does not match {data.authority_key}: remove {anchor} and run init "
+                     f"it does not match {key_path}: remove {anchor} and run init "
                      "again to have it written from the key"):
         report.kept.append(str(anchor))
 
 
 def _operator_key(data: DataDir, report: InitReport) -> None:
     """Keep a usable operator key; make one while no governance genesis was signed with
-    one (the ledger has no governance leaf yet; ledger.db comes after this step)."""
+    one (the ledger has no governance leaf yet; ledger.db comes after this step). After the
+    genesis the key may be gone from here (kept offline, or mounted only into ``init``):
+    its anchor DATA/keys/operator.pub is what every role reads."""
     path = data.operator_key
     signer = read_key_file(path)
     if signer is not None:
         _public_key(path, signer, report)
+        _anchor(data, path, "operator.pub", signer, report)
         report.kept.append(str(path))
         return
     if data.ledger_db.exists() and _has_genesis(data.ledger_db):
+        if (data.keys / "operator.pub").exists():  # the key is offline or not mounted here
+            report.kept.append(str(data.keys / "operator.pub"))
+            return  # the genesis is written: from now on only its anchor is read
         raise ConfigError(f"{path} is missing or only partly written, but the ledger's "
                           "governance genesis was signed with it: restore it from a backup")
-    _new_key(path, report)
+    _anchor(data, path, "operator.pub", _new_key(path, report), report, new=True)
 
 
 def _has_genesis(path: Path) -> bool:

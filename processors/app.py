@@ -26,6 +26,7 @@ from processors.genesis import (
     GENESIS_META,
     authority_identity,
     ensure_genesis,
+    has_genesis,
     restore_from_ledger,
 )
 from processors.journal import Journal
@@ -64,11 +65,13 @@ def build_engine(settings: Settings, journal: Journal | None = None) -> Engine:
 
 def check_files(settings: Settings) -> None:
     """What the first start reads: the keys, keyring.json and policies/ (the genesis
-    import formats). Raises ConfigError naming the problem."""
+    import formats); the operator key only while no genesis is written (after it, the key
+    may be offline). Raises ConfigError naming the problem."""
     data = DataDir.of(settings)
     keyring = load_keyring(data.keyring)
     authority_identity(keyring, load_signer(data.authority_key))
-    load_signer(data.operator_key)
+    if not data.ledger_db.exists() or not _genesis_written(data):
+        load_signer(data.operator_key)
     PolicyBundle.load(data.policies)
     build_engine(settings)
 
@@ -85,7 +88,8 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
     if journal.meta(GENESIS_META) is None and data.operator_key.exists():
         # first start: nothing else is logged yet
         ensure_genesis(settings.data_dir, utc_now(), authority_key=settings.authority_key_file,
-                       ledger_key=settings.ledger_key_file)
+                       ledger_key=settings.ledger_key_file,
+                       operator_key=settings.operator_key_file)
     engine = build_engine(settings, journal)
     authority = Principal(AUTHORITY_IDENTITY, "*", engine.authority.public_key,
                           frozenset({"authority"}))
@@ -97,3 +101,8 @@ def build_worker(settings: Settings, bootstrap: str) -> DecisionWorker:
     # workers scale with partitions.
     return DecisionWorker(settings, bootstrap, Topics(settings.topic_prefix), engine, journal,
                           use_group=settings.use_processor_group, reconciler=reconciler)
+
+
+def _genesis_written(data: DataDir) -> bool:
+    with LedgerStore(data.ledger_db) as store:
+        return has_genesis(store)

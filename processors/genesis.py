@@ -57,13 +57,13 @@ def has_genesis(store: LedgerStore) -> bool:
 
 
 def ensure_genesis(data_dir: Path, now: datetime, *, authority_key: Path | None = None,
-                   ledger_key: Path | None = None) -> int:
+                   ledger_key: Path | None = None, operator_key: Path | None = None) -> int:
     """Write the genesis into DATA/ledger.db unless it holds one; returns the leaves written.
-    Signs with the operator key, the authority key and the ledger key (a checkpoint), the
-    latter two where the settings name them (``authority_key``, ``ledger_key``; default
-    DATA/keys). Takes the ledger's writer lock (call before the sequencer starts). Raises
-    ConfigError (keys, keyring, policies), Unavailable or ProofError."""
-    data = DataDir(data_dir, authority_key, ledger_key)
+    Signs with the operator key, the authority key and the ledger key (a checkpoint), each
+    where the settings name it (``operator_key``, ``authority_key``, ``ledger_key``;
+    default DATA/keys). Takes the ledger's writer lock (call before the sequencer starts).
+    Raises ConfigError (keys, keyring, policies), Unavailable or ProofError."""
+    data = DataDir(data_dir, authority_key, ledger_key, operator_key)
     with LedgerStore(data.ledger_db) as store:
         if has_genesis(store):
             return 0

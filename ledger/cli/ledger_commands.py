@@ -50,23 +50,26 @@ def init(data: DataOpt = None, as_json: JsonFlag = False,
     """Create what the service needs in the data directory; keep what works.
 
     Authority, operator (admin) and ledger keys (0600; elsewhere than DATA/keys with
-    GOVLEDGER_AUTHORITY_KEY_FILE and GOVLEDGER_LEDGER_KEY_FILE), a keyring with the
-    authority, the example Cedar policies and an empty signed ledger. The first start writes
-    the governance genesis from keyring.json and policies/ (docs/governance.md). A setup a
-    crash interrupted is finished; a file that does not work is named, with what to do
+    GOVLEDGER_AUTHORITY_KEY_FILE, GOVLEDGER_OPERATOR_KEY_FILE and
+    GOVLEDGER_LEDGER_KEY_FILE), a keyring with the authority, the example Cedar policies
+    and an empty signed ledger. The first start writes the governance genesis from
+    keyring.json and policies/ (docs/governance.md). A setup a crash interrupted is
+    finished; a file that does not work is named, with what to do
     (exit 2). Example: govledger init --data ./govledger-data
     """
     settings = settings_from(data)
     report = init_data_dir(settings.data_dir, settings.log_origin,
                            authority_key=settings.authority_key_file,
-                           ledger_key=settings.ledger_key_file)
+                           ledger_key=settings.ledger_key_file,
+                           operator_key=settings.operator_key_file)
     check_decision_side(settings)  # what the processor loads at start, checked now
     if genesis:
         from ledger.clock import utc_now
         from ledger.server.governance_tools import write_genesis
         if written := write_genesis(settings.data_dir, utc_now(),
                                     authority_key=settings.authority_key_file,
-                                    ledger_key=settings.ledger_key_file):
+                                    ledger_key=settings.ledger_key_file,
+                                    operator_key=settings.operator_key_file):
             report.created.append(f"{settings.data_dir / 'ledger.db'}: governance genesis, "
                                   f"{written} leaves")
     emit({"created": report.created, "kept": report.kept, "repaired": report.repaired,

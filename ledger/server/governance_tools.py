@@ -18,10 +18,11 @@ from ledger.log.store import LedgerStore
 
 
 def write_genesis(data_dir: Path, now: datetime, *, authority_key: Path | None = None,
-                  ledger_key: Path | None = None) -> int:
+                  ledger_key: Path | None = None, operator_key: Path | None = None) -> int:
     """processors.genesis.ensure_genesis, for `govledger init --genesis`."""
     from processors.genesis import ensure_genesis
-    return ensure_genesis(data_dir, now, authority_key=authority_key, ledger_key=ledger_key)
+    return ensure_genesis(data_dir, now, authority_key=authority_key, ledger_key=ledger_key,
+                          operator_key=operator_key)
 
 
 def policy_payload(directory: Path) -> tuple[dict[str, str], str]:

@@ -119,13 +119,13 @@ class Service:
         """Start every configured component. Raises ConfigError, Unavailable or ProofError."""
         witnesses = parse_witness_endpoints(self.settings.witnesses)  # bad: before anything
         if {"processor", "sequencer"} <= set(self.components):  # `up`: first start creates
+            keys = {"authority_key": self.settings.authority_key_file,
+                    "ledger_key": self.settings.ledger_key_file,
+                    "operator_key": self.settings.operator_key_file}
             self.init_report = init_data_dir(self.settings.data_dir, self.settings.log_origin,
-                                             authority_key=self.settings.authority_key_file,
-                                             ledger_key=self.settings.ledger_key_file)
+                                             **keys)
             from processors.genesis import ensure_genesis  # the ledger's first leaves
-            ensure_genesis(self.settings.data_dir, self.clock(),
-                           authority_key=self.settings.authority_key_file,
-                           ledger_key=self.settings.ledger_key_file)
+            ensure_genesis(self.settings.data_dir, self.clock(), **keys)
         else:  # one role of a split deployment: reads only its own key (docs/production.md)
             require_initialized(self.data)
         with LedgerStore(self.data.ledger_db) as store:

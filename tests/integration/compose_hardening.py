@@ -29,12 +29,14 @@ from tests.integration.compose_checks import (
     subcommand,
 )
 
-KEY_TARGETS = {"authority": "/keys/authority", "ledger": "/keys/ledger"}
+KEY_TARGETS = {"authority": "/keys/authority", "ledger": "/keys/ledger",
+               "operator": "/keys/operator"}
 ROLE_KEYS = {("processor",): {"authority"}, ("sequencer",): {"ledger"},
              ("monitor",): {"authority"},  # it signs its alerts (authority kinds, DESIGN 7)
-             ("init",): {"authority", "ledger"}}
+             ("init",): {"authority", "ledger", "operator"}}  # operator: signs the genesis
 KEY_SETTINGS = {"authority": "GOVLEDGER_AUTHORITY_KEY_FILE",
-                "ledger": "GOVLEDGER_LEDGER_KEY_FILE"}
+                "ledger": "GOVLEDGER_LEDGER_KEY_FILE",
+                "operator": "GOVLEDGER_OPERATOR_KEY_FILE"}
 
 
 def mounts(svc: Service) -> list[tuple[str, str, bool]]:

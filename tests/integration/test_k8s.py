@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32.0"
-KEY_VOLUMES = {"authority-key": {"processor", "init"}, "ledger-key": {"sequencer", "init"}}
+KEY_VOLUMES = {"authority-key": {"processor", "init"}, "ledger-key": {"sequencer", "init"},
+               "operator-key": {"init"}}
 Doc = dict[str, Any]
 
 
@@ -153,6 +154,9 @@ BROKEN = [
     ("replicas", lambda d: of_kind(d, "StatefulSet")[0]["spec"].update(replicas=2),
      check_containers, "replicas must be 1"),
     ("api-key", _break_api_mount, check_keys, "api: mounts ledger-key"),
+    ("operator-key", lambda d: _container(d, "processor")["volumeMounts"].append(
+        {"name": "operator-key", "mountPath": "/keys/operator", "readOnly": True}),
+     check_keys, "processor: mounts operator-key"),
     ("rw-key", _unprotect_processor_key, check_keys, "authority-key is not read-only"),
     ("pdb", lambda d: of_kind(d, "PodDisruptionBudget")[0]["spec"]["selector"].update(
         matchLabels={"app": "other"}), check_disruption_and_network, "no PodDisruptionBudget"),

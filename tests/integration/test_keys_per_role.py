@@ -29,18 +29,17 @@ def split_settings(tmp_path: Path, broker: EmbeddedBroker, topics: Topics) -> Se
     return Settings(data_dir=tmp_path / "data", kafka_bootstrap=broker.bootstrap,
                     topic_prefix=topics.prefix, partitions=4, kafka_idempotent=False,
                     authority_key_file=tmp_path / "authority" / "authority.key",
-                    ledger_key_file=tmp_path / "ledger" / "ledger.key")
+                    ledger_key_file=tmp_path / "ledger" / "ledger.key",
+                    operator_key_file=tmp_path / "operator" / "operator.key")
 
 
 def init_split(settings: Settings) -> None:
     """What `govledger init --genesis` does in a split deployment: no `govledger up` writes
     the governance genesis there, and every role follows governance from it."""
-    init_data_dir(settings.data_dir, settings.log_origin,
-                  authority_key=settings.authority_key_file,
-                  ledger_key=settings.ledger_key_file)
-    assert write_genesis(settings.data_dir, utc_now(),
-                         authority_key=settings.authority_key_file,
-                         ledger_key=settings.ledger_key_file) > 0
+    keys = {"authority_key": settings.authority_key_file,
+            "ledger_key": settings.ledger_key_file, "operator_key": settings.operator_key_file}
+    init_data_dir(settings.data_dir, settings.log_origin, **keys)
+    assert write_genesis(settings.data_dir, utc_now(), **keys) > 0
 
 
 @contextmanager
@@ -63,15 +62,23 @@ def test_init_writes_each_key_where_the_settings_name_it(
     assert settings.authority_key_file is not None and settings.ledger_key_file is not None
     assert settings.authority_key_file.is_file()
     assert settings.ledger_key_file.is_file()
+    assert settings.operator_key_file is not None and settings.operator_key_file.is_file()
     keys = DataDir(settings.data_dir).keys
-    # Neither signing key is in the data directory; the operator's admin key (which signed
-    # the genesis) is, until the operator moves it offline (docs/production.md "Hardening
-    # not done yet"). The public trust anchors every role follows governance from are there.
-    assert sorted(p.name for p in keys.glob("*.key")) == ["operator.key"]
-    assert (keys / "operator.pub").is_file()
-    assert (keys / "authority.pub").read_bytes() == \
-        settings.authority_key_file.with_suffix(".pub").read_bytes()
+    # No private key is in the data directory every role mounts, not even the operator's
+    # admin key that signed the genesis; the public trust anchors every role follows
+    # governance from are.
+    assert sorted(p.name for p in keys.glob("*.key")) == []
+    for name, key in (("authority.pub", settings.authority_key_file),
+                      ("operator.pub", settings.operator_key_file)):
+        assert (keys / name).read_bytes() == key.with_suffix(".pub").read_bytes()
     assert DataDir.of(settings).ledger_key == settings.ledger_key_file
+    # A later init (the operator key offline now) keeps everything and needs only the anchor.
+    with absent(settings.operator_key_file):
+        again = init_data_dir(settings.data_dir, settings.log_origin,
+                              authority_key=settings.authority_key_file,
+                              ledger_key=settings.ledger_key_file,
+                              operator_key=settings.operator_key_file)
+    assert again.created == [] and again.repaired == []
 
 
 def test_api_role_starts_without_either_signing_key(
@@ -90,7 +97,8 @@ def test_api_role_starts_without_either_signing_key(
         finally:
             await service.stop()
 
-    with absent(settings.authority_key_file, settings.ledger_key_file):
+    with absent(settings.authority_key_file, settings.ledger_key_file,
+                settings.operator_key_file):
         status, ready = asyncio.run(scenario())
     assert status == 200
     assert ready["decisions"] is True and ready["ledger"] is True
@@ -109,7 +117,7 @@ def test_processor_role_starts_without_the_ledger_key(
         finally:
             await service.stop()
 
-    with absent(settings.ledger_key_file):
+    with absent(settings.ledger_key_file, settings.operator_key_file):
         assert asyncio.run(scenario())
 
 
@@ -126,7 +134,7 @@ def test_sequencer_role_starts_without_the_authority_key(
         finally:
             await service.stop()
 
-    with absent(settings.authority_key_file):
+    with absent(settings.authority_key_file, settings.operator_key_file):
         assert asyncio.run(scenario())
 
 
