@@ -20,7 +20,8 @@ from ledger.cli.options import (
     settings_from,
 )
 from ledger.errors import ConfigError
-from ledger.keyfiles import load_keyring, load_signer
+from ledger.keyfiles import load_signer
+from ledger.log.governance import keyring_in_force
 from ledger.log.sequencer import read_vkey
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def mcp_gateway(
     govledger before it reaches the upstream, and its execution is reported to the ledger.
 
     The config maps each tool to an action and a resource template over its arguments
-    (unmapped tools are denied); the agent's key signs the requests; --data's keyring and
+    (unmapped tools are denied); the agent's key signs the requests; the keys in force in
+    --data's ledger (read at start; keyring.json on a host without the ledger) and its
     ledger.vkey verify the decisions and prove each artifact is logged. See docs/gateway.md.
 
     Example: govledger mcp-gateway --config gateway.toml --data govledger-data
@@ -61,7 +63,7 @@ def mcp_gateway(
     if settings.kafka_bootstrap is None:
         raise ConfigError("the gateway talks to a running service: give --kafka, kafka in "
                           "the config, or GOVLEDGER_KAFKA_BOOTSTRAP")
-    keyring = load_keyring(settings.data_dir / "keyring.json")
+    keyring = keyring_in_force(settings.data_dir)
     agent = load_signer(cfg.agent_key)
     runtime = load_signer(cfg.runtime_key) if cfg.runtime_key is not None else agent
     loaded = Loaded(

@@ -1,4 +1,5 @@
-"""``govledger tokens create``: an API bearer token for one principal of the keyring."""
+"""``govledger tokens create``: an API bearer token for one principal in force (the keys the
+ledger's governance has registered and not revoked, a key registered live included)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Annotated
 import typer
 
 from ledger.cli.options import DataOpt, JsonFlag, emit, settings_from
-from ledger.datadir import DataDir
 from ledger.errors import ConfigError
-from ledger.keyfiles import load_keyring, write_atomic
+from ledger.keyfiles import write_atomic
+from ledger.log.governance import keyring_in_force
 from ledger.server.tokens import TOKENS_FILE, create_token
 
 
 def tokens_create(
-    identity: Annotated[str, typer.Argument(help="The principal's identity in the keyring.")],
+    identity: Annotated[str, typer.Argument(
+        help="The principal's identity, as registered in the ledger's governance.")],
     out: Annotated[Path, typer.Option(
         help="Where to write the token (created 0600; never overwritten).")],
     data: DataOpt = None,
@@ -30,11 +32,12 @@ def tokens_create(
     Example: govledger tokens create agent:alice --data ./data --out alice.token
     """
     settings = settings_from(data)
-    ring = load_keyring(DataDir(settings.data_dir).keyring)
-    matches = [p for p in ring.principals() if p.identity == identity]
+    ring = keyring_in_force(settings.data_dir)
+    matches = [p for p in ring.principals()
+               if p.identity == identity and p.revoked_at is None]
     if len(matches) != 1:
-        raise ConfigError(f"{identity} has {len(matches)} keys in the keyring; a token is "
-                          "bound to exactly one")
+        raise ConfigError(f"{identity} has {len(matches)} keys in force in the ledger's "
+                          "governance; a token is bound to exactly one")
     if out.exists():
         raise ConfigError(f"{out} exists; a token file is never overwritten")
     principal = matches[0]

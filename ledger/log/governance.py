@@ -25,7 +25,7 @@ from ledger.core.keys import KeyRing, Principal
 from ledger.core.kinds import GOVERNANCE_KINDS
 from ledger.core.signers import verify_loggable
 from ledger.errors import ConfigError, ProofError, Rejected
-from ledger.keyfiles import load_public_key
+from ledger.keyfiles import load_keyring, load_public_key
 from ledger.log.store import LeafRecord, LedgerStore
 
 log = logging.getLogger("govledger.governance")
@@ -144,6 +144,23 @@ class LedgerKeyring:
                 self.read_upto = self.follower.feed_ledger(store, self.read_upto)
             self.checked = self.clock()
         return self.follower.keyring
+
+
+def keyring_in_force(data_dir: Path) -> KeyRing:
+    """The keys a tool of the data directory trusts (``tokens create``, the MCP gateway):
+    those in force at the head of DATA/ledger.db, followed from the genesis with the trust
+    anchors, so a key registered live is known. Before the genesis is written (or on a host
+    without the ledger), DATA/keyring.json: the import format the genesis will read. Raises
+    ConfigError, ProofError."""
+    path = data_dir / "ledger.db"
+    if path.is_file():
+        operator, authority = anchors(data_dir)
+        follower = GovernanceFollower(operator, authority)
+        with LedgerStore(path) as store:
+            follower.feed_ledger(store)
+        if follower.state.position > 0:
+            return follower.keyring
+    return load_keyring(data_dir / "keyring.json")
 
 
 def follow_ledger(data_dir: Path, store: LedgerStore) -> GovernanceFollower:
