@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from types import TracebackType
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -55,6 +56,7 @@ from ledger.sdk.proof_client import ProofClient
 
 __all__ = ["Client", "Decision", "ProofClient", "subject_of"]
 
+_F = TypeVar("_F", bound=asyncio.Future[Any])
 log = logging.getLogger("govledger.client")
 
 
@@ -280,11 +282,7 @@ class Client:
             raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s{why}") \
                 from exc
         finally:
-            waiting = self._waiters.get(subject_id, [])
-            if future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._waiters.pop(subject_id, None)
+            _forget(self._waiters, subject_id, future)
 
     async def answer(self, request_id: str, timeout: float = 10.0
                      ) -> Decision | ApprovalRequired:
@@ -307,11 +305,7 @@ class Client:
         except TimeoutError as exc:
             raise Unavailable(f"no answer to {request_id[:16]} within {timeout}s") from exc
         finally:
-            asking = self._askers.get(request_id, [])
-            if future in asking:
-                asking.remove(future)
-            if not asking:
-                self._askers.pop(request_id, None)
+            _forget(self._askers, request_id, future)
 
     async def _api_decision(self, subject_id: str, timeout: float) -> Decision:
         assert self._api is not None
@@ -402,3 +396,12 @@ class Client:
         for asker in self._askers.pop(request_id, []):
             if not asker.done():
                 asker.set_result(answer)
+
+
+def _forget(waiting: dict[str, list[_F]], subject: str, future: _F) -> None:
+    """Drop one waiter of ``subject`` (answered, timed out or cancelled)."""
+    futures = waiting.get(subject, [])
+    if future in futures:
+        futures.remove(future)
+    if not futures:
+        waiting.pop(subject, None)
