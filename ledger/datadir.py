@@ -42,7 +42,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -50,18 +50,23 @@ from ledger.config import Settings
 from ledger.core.checkpoint import build_vkey
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.errors import ConfigError, Unavailable
+from ledger.init_keys import (
+    InitReport,
+    derived_file,
+    keep_authority_key,
+    keep_operator_key,
+    new_key,
+    public_key_file,
+)
 from ledger.keyfiles import (
     file_error,
-    generate_keypair,
     is_temp_name,
     load_keyring,
     place,
-    public_key_text,
     read_key_file,
     remove_temp,
     temp_path,
     write_atomic,
-    write_derived,
 )
 from ledger.log.sequencer import DB_NAME, VKEY_NAME, create_ledger_db, ledger_info
 
@@ -127,17 +132,6 @@ class DataDir:
         return self.root / "processor.db"
 
 
-@dataclass(slots=True)
-class InitReport:
-    """What :func:`init_data_dir` did. ``repaired``: files an interrupted setup left unusable,
-    written again; ``removed``: temporary files it left behind."""
-
-    created: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-
-
 def example_policies() -> Path:
     """The example Cedar policy set shipped with the package."""
     return Path(str(resources.files("processors") / "examples" / "policies"))
@@ -159,8 +153,9 @@ def init_data_dir(root: Path, origin: str, *, authority_key: Path | None = None,
             raise file_error(directory, exc) from exc
     with _locked(root):
         _remove_temporaries(data, report)
-        authority = _authority_key(data, report)
-        _operator_key(data, report)
+        authority = keep_authority_key(data, report)
+        keep_operator_key(data, report, genesis_signed=data.ledger_db.exists()
+                          and _has_genesis(data.ledger_db))
         _ledger(data, origin, report)
         _keyring(data, authority, report)
         _policies(data, report)
@@ -220,69 +215,6 @@ def _remove_temporaries(data: DataDir, report: InitReport) -> None:
                 report.removed.append(str(path))
 
 
-def _authority_key(data: DataDir, report: InitReport) -> Signer:
-    """Keep a usable authority key; make one when there is none (or only a cut-off write)
-    and no keyring names an authority, which is what the processor signs under."""
-    path = data.authority_key
-    signer = read_key_file(path)
-    if signer is not None:
-        _public_key(path, signer, report)
-        _anchor(data, path, "authority.pub", signer, report)
-        report.kept.append(str(path))
-        return signer
-    if data.keyring.exists() and _names_authority(data.keyring):
-        state = "only partly written" if path.exists() else "missing"
-        raise ConfigError(
-            f"{path} is {state}, but {data.keyring} names an authority (or cannot be read), "
-            f"so decisions may be signed with that key: restore {path} from a backup (or, if "
-            f"this directory never ran, remove {data.keyring} and {path} and run init again)")
-    signer = _new_key(path, report)
-    _anchor(data, path, "authority.pub", signer, report, new=True)
-    return signer
-
-
-def _anchor(data: DataDir, key_path: Path, name: str, signer: Signer, report: InitReport, *,
-            new: bool = False) -> None:
-    """DATA/keys/``name`` (authority.pub, operator.pub), the trust anchor the roles without
-    that key (the sequencer, the API; every role for the operator's) follow governance
-    from, when the key lives elsewhere. For a ``new`` key it is written over whatever is
-    there (nothing can have been signed with it); for a kept one a different anchor is
-    refused."""
-    anchor = data.keys / name
-    if key_path.with_suffix(".pub") == anchor:
-        return  # beside the key: _public_key and _new_key write it
-    if new:
-        existed = anchor.exists()
-        write_atomic(anchor, public_key_text(signer), replace=True)
-        (report.repaired if existed else report.created).append(str(anchor))
-        return
-    if _derived_file(anchor, public_key_text(signer), report,
-                     f"it does not match {key_path}: remove {anchor} and run init "
-                     "again to have it written from the key"):
-        report.kept.append(str(anchor))
-
-
-def _operator_key(data: DataDir, report: InitReport) -> None:
-    """Keep a usable operator key; make one while no governance genesis was signed with
-    one (the ledger has no governance leaf yet; ledger.db comes after this step). After the
-    genesis the key may be gone from here (kept offline, or mounted only into ``init``):
-    its anchor DATA/keys/operator.pub is what every role reads."""
-    path = data.operator_key
-    signer = read_key_file(path)
-    if signer is not None:
-        _public_key(path, signer, report)
-        _anchor(data, path, "operator.pub", signer, report)
-        report.kept.append(str(path))
-        return
-    if data.ledger_db.exists() and _has_genesis(data.ledger_db):
-        if (data.keys / "operator.pub").exists():  # the key is offline or not mounted here
-            report.kept.append(str(data.keys / "operator.pub"))
-            return  # the genesis is written: from now on only its anchor is read
-        raise ConfigError(f"{path} is missing or only partly written, but the ledger's "
-                          "governance genesis was signed with it: restore it from a backup")
-    _anchor(data, path, "operator.pub", _new_key(path, report), report, new=True)
-
-
 def _has_genesis(path: Path) -> bool:
     try:
         with _connection(path) as conn:
@@ -294,46 +226,6 @@ def _has_genesis(path: Path) -> bool:
     except sqlite3.Error:
         return True  # unreadable: assume the worst, refuse to make a new key
     return bool(found[0])
-
-
-def _names_authority(keyring: Path) -> bool:
-    """Whether the keyring names an authority; a keyring that does not load may, too."""
-    try:
-        ring = load_keyring(keyring)
-    except ConfigError:
-        return True
-    return bool(ring.with_role("authority"))
-
-
-def _new_key(key_path: Path, report: InitReport) -> Signer:
-    """Generate DIR/NAME.key (and NAME.pub beside it), replacing a cut-off one and a .pub of
-    a key that is gone."""
-    pub_path = key_path.with_suffix(".pub")
-    repaired = key_path.exists()
-    try:
-        key_path.unlink(missing_ok=True)
-        pub_path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise file_error(key_path, exc) from exc
-    signer, _, _ = generate_keypair(key_path.stem, key_path.parent)
-    (report.repaired if repaired else report.created).append(str(key_path))
-    return signer
-
-
-def _public_key(key_path: Path, signer: Signer, report: InitReport) -> None:
-    """Write NAME.pub from the key when it is missing or cut off; refuse a different one."""
-    pub_path = key_path.with_suffix(".pub")
-    _derived_file(pub_path, public_key_text(signer), report,
-                  f"it does not match {key_path}: remove {pub_path} and run init again to "
-                  "have it written from the key")
-
-
-def _derived_file(path: Path, content: bytes, report: InitReport, wrong: str) -> bool:
-    """:func:`ledger.keyfiles.write_derived`, reported. Returns whether it was kept."""
-    done = write_derived(path, content, wrong)
-    if done != "kept":
-        (report.created if done == "created" else report.repaired).append(str(path))
-    return done == "kept"
 
 
 def _ledger(data: DataDir, origin: str, report: InitReport) -> None:
@@ -354,9 +246,9 @@ def _ledger(data: DataDir, origin: str, report: InitReport) -> None:
     _remove_database(data.ledger_db)
     (report.repaired if state == "empty" else report.created).append(str(data.ledger_db))
     if signer is None:
-        signer = _new_key(data.ledger_key, report)
+        signer = new_key(data.ledger_key, report)
     else:
-        _public_key(data.ledger_key, signer, report)
+        public_key_file(data.ledger_key, signer, report)
         report.kept.append(str(data.ledger_key))
     # No checkpoint exists yet, so a vkey of another key or origin has verified nothing.
     vkey = (build_vkey(origin, signer.public_key) + "\n").encode()
@@ -445,8 +337,8 @@ def _check_ledger(data: DataDir, report: InitReport) -> None:
     if not origin or vkey != build_vkey(origin, signer.public_key):
         raise ConfigError(f"{data.ledger_key} is not the key {data.ledger_db} was created "
                           f"with: restore the ledger's own key from a backup")
-    _public_key(data.ledger_key, signer, report)
-    if _derived_file(data.vkey, (vkey + "\n").encode(), report,
+    public_key_file(data.ledger_key, signer, report)
+    if derived_file(data.vkey, (vkey + "\n").encode(), report,
                      f"it is not the verifier key of {data.ledger_db}: remove {data.vkey} "
                      "and run init again to have it written from the ledger"):
         report.kept.append(str(data.vkey))
@@ -465,7 +357,7 @@ def _keyring(data: DataDir, authority: Signer, report: InitReport) -> None:
         try:
             load_keyring(data.keyring)
         except ConfigError as exc:
-            _derived_file(data.keyring, content, report,
+            derived_file(data.keyring, content, report,
                           f"{exc}; fix it, or remove {data.keyring} and run init again to "
                           "have one written that names only the authority")
             return

@@ -41,8 +41,9 @@ from pydantic import SecretStr
 
 from ledger.config import Settings
 from ledger.core.keys import KeyRing
-from ledger.datadir import DataDir, InitReport, init_data_dir, require_initialized
+from ledger.datadir import DataDir, init_data_dir, require_initialized
 from ledger.errors import ConfigError, Unavailable
+from ledger.init_keys import InitReport
 from ledger.kafka.broker import EmbeddedBroker, die_with_parent
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics

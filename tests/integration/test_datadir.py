@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from ledger.config import load_settings
-from ledger.datadir import DataDir, InitReport, init_data_dir
+from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, Unavailable
+from ledger.init_keys import InitReport
 from ledger.keyfiles import generate_keypair, is_temp_name, load_keyring, load_signer
 from ledger.log.sequencer import keyring_verifier, ledger_info, open_ledger
 from ledger.log.store import LedgerStore
