@@ -26,25 +26,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import uvicorn
-from pydantic import SecretStr
 
 from ledger.config import Settings
 from ledger.core.keys import KeyRing
 from ledger.datadir import DataDir, init_data_dir, require_initialized
 from ledger.errors import ConfigError, Unavailable
 from ledger.init_keys import InitReport
-from ledger.kafka.broker import EmbeddedBroker, die_with_parent
+from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
@@ -62,6 +58,7 @@ from ledger.sdk.client import Client
 from ledger.server.api import make_api
 from ledger.server.auth import ApiAuth
 from ledger.server.backend import ServiceBackend, unless_stopping
+from ledger.server.children import Child, child_env
 from ledger.server.heartbeat import beat
 from ledger.server.metrics import Metrics, serve_metrics
 from ledger.server.tokens import TOKENS_FILE, load_tokens
@@ -223,80 +220,30 @@ class Service:
         """The decision worker in a child process (``govledger processor``): it gets a core
         of its own instead of sharing this event loop with the API and the sequencer. The
         child dies with this process (PR_SET_PDEATHSIG), and this service stops if it dies."""
-        env = {**os.environ, **settings_env(self.settings),
-               "GOVLEDGER_KAFKA_BOOTSTRAP": self.bootstrap,
-               "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
-               "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
-               # "auto" settings resolve by embedded-or-not, which the child cannot see.
-               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms),
-               # --log-level, as this process applied it.
-               "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
-                   logging.getLogger().getEffectiveLevel()).lower()}
-        ready_file = self.settings.data_dir / f".processor-ready-{os.getpid()}"
-        ready_file.unlink(missing_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "processors", "--ready-file", str(ready_file), env=env,
-            preexec_fn=die_with_parent(os.getpid()))
-        self.processor_pid = proc.pid
-
-        async def stop_child() -> None:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                # A clean stop lets the child finish its batch and publications. After a
-                # failure (the broker is gone) it cannot publish anything: its journal is
-                # durable before any publication, so it is killed after a short grace
-                # rather than left waiting on Kafka's request timeout.
-                grace = 20 if self.failed is None else CHILD_GRACE_AFTER_FAILURE_S
-                try:
-                    await asyncio.wait_for(proc.wait(), grace)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-        self._stoppers.append(stop_child)  # before the wait: a start cut short stops it too
-        # Ready means ready: wait for the child to be restored and connected (or to fail).
-        deadline = asyncio.get_running_loop().time() + 120
-        while not ready_file.exists():
-            if proc.returncode is not None:
-                raise Unavailable(f"the processor process exited with status {proc.returncode}")
-            if asyncio.get_running_loop().time() > deadline:
-                raise Unavailable("the processor process did not become ready in 120 s")
-            await asyncio.sleep(0.05)
-        ready_file.unlink(missing_ok=True)
-
-        async def exited() -> str:
-            return f"the processor process (pid {proc.pid}) exited with status {await proc.wait()}"
-        self._spawn("processor", watch(self.stop_event, exited()))
+        child = Child("processor", "processors", self.settings.data_dir)
+        self.processor_pid = await child.start(child_env(self.settings, self.bootstrap, {
+            "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
+            "GOVLEDGER_LOG_LEVEL": logging.getLevelName(  # --log-level, as applied here
+                logging.getLogger().getEffectiveLevel()).lower()}))
+        # A clean stop lets the child finish its batch and publications. After a failure
+        # (the broker is gone) it cannot publish anything: its journal is durable before any
+        # publication, so it is killed after a short grace rather than left waiting on
+        # Kafka's request timeout. Registered before the wait: a start cut short stops it.
+        self._stoppers.append(lambda: child.stop(
+            20 if self.failed is None else CHILD_GRACE_AFTER_FAILURE_S))
+        await child.wait_ready(120)  # restored and connected (or failed)
+        self._spawn("processor", watch(self.stop_event, child.exited()))
 
     async def _start_monitor_process(self) -> None:
         """The governance monitor (``python -m processors.monitor``, a faust app) in a child
         process, off the decision path: not awaited for readiness (it rebuilds from the
         ledger, then joins its consumer group), but watched like every component. Its ready
         file is ``.monitor-ready-<pid>`` in the data directory."""
-        env = {**os.environ, **settings_env(self.settings),
-               "GOVLEDGER_KAFKA_BOOTSTRAP": self.bootstrap,
-               "GOVLEDGER_KAFKA_IDEMPOTENT": str(self.settings.idempotent_producer).lower(),
-               "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms)}
-        ready_file = self.settings.data_dir / f".monitor-ready-{os.getpid()}"
-        ready_file.unlink(missing_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "processors.monitor", "--ready-file", str(ready_file),
-            env=env, preexec_fn=die_with_parent(os.getpid()))
-        self.monitor_pid = proc.pid
-
-        async def stop_child() -> None:
-            ready_file.unlink(missing_ok=True)
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:  # nothing durable in it: the ledger is its state
-                    await asyncio.wait_for(proc.wait(), CHILD_GRACE_AFTER_FAILURE_S * 5)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-        self._stoppers.append(stop_child)  # started last, stopped first
-
-        async def exited() -> str:
-            return f"the monitor process (pid {proc.pid}) exited with status {await proc.wait()}"
-        self._spawn("monitor", watch(self.stop_event, exited()))
+        child = Child("monitor", "processors.monitor", self.settings.data_dir)
+        self.monitor_pid = await child.start(child_env(self.settings, self.bootstrap))
+        # Nothing durable in it (the ledger is its state); started last, stopped first.
+        self._stoppers.append(lambda: child.stop(CHILD_GRACE_AFTER_FAILURE_S * 5))
+        self._spawn("monitor", watch(self.stop_event, child.exited()))
 
     async def _start_api(self) -> None:
         assert self.keyring is not None
@@ -444,23 +391,6 @@ def check_decision_side(settings: Settings) -> None:
         check_files(settings)
     except ConfigError as exc:
         raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``GOVLEDGER_*`` variables that reproduce ``settings`` in a child process."""
-    env = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        elif isinstance(value, tuple):  # a list setting (witnesses): JSON, as pydantic reads it
-            value = json.dumps(list(value))
-        env[f"GOVLEDGER_{name.upper()}"] = str(value)
-    return env
 
 
 async def _stop_then(first: Callable[[], object], then: Callable[[], object]) -> None:

@@ -38,7 +38,7 @@ from ledger.datadir import DataDir  # noqa: E402
 from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
 from ledger.kafka.topics import Topics, ensure_topics  # noqa: E402
 from ledger.keyfiles import load_signer  # noqa: E402
-from ledger.server.service import settings_env  # noqa: E402
+from ledger.server.children import settings_env  # noqa: E402
 from tests.factories import ALICE  # noqa: E402
 from tests.monitor_scenarios import Scenario  # noqa: E402
 from tests.service_support import RUNNER, make_data_dir  # noqa: E402

@@ -593,7 +593,7 @@ class MonitorChild:
     ``govledger up`` starts) consuming the same topics while the pipeline is measured."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
-        from ledger.server.service import settings_env
+        from ledger.server.children import settings_env
         self.ready = settings.data_dir / ".bench-monitor-ready"
         env = {**os.environ, **settings_env(settings), "GOVLEDGER_KAFKA_BOOTSTRAP": bootstrap}
         self.proc = subprocess.Popen([sys.executable, "-m", "processors.monitor",

@@ -32,7 +32,7 @@ from ledger.log.reports import read_alerts
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client
 from ledger.sdk.gate import Gate
-from ledger.server.service import settings_env
+from ledger.server.children import settings_env
 from processors.core.monitor_rules import (
     AFTER_REVOCATION,
     DENIAL_BURST,

@@ -10,7 +10,7 @@ from ledger.core.cosignature import build_witness_vkey
 from ledger.core.keys import Signer
 from ledger.errors import ConfigError
 from ledger.log.cosigning import parse_witness_endpoints
-from ledger.server.service import settings_env
+from ledger.server.children import settings_env
 
 KEY = Signer.from_private_bytes(bytes(range(32))).public_key  # fixed: test ids name it
 VKEY = build_witness_vkey("w1.test", KEY)
