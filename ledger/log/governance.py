@@ -57,6 +57,7 @@ class GovernanceFollower:
     events: dict[str, VerifiedEvent] = field(default_factory=dict)
     waiting: dict[int, tuple[GovernanceApplied, str]] = field(default_factory=dict)
     used: list[tuple[str, str]] = field(default_factory=list)  # (event id, its ack's id)
+    fed_upto: int = 0  # the ledger leaves fed by feed_ledger: [0, fed_upto)
 
     def __post_init__(self) -> None:
         # The anchors verify from the start: the authority's acknowledgements of the genesis
@@ -110,7 +111,15 @@ class GovernanceFollower:
                 raise ProofError(f"leaf {leaf.index} ({leaf.kind}) does not verify under the "
                                  f"keys in force: {exc}") from exc
             self.feed(verified)
+        self.fed_upto = max(self.fed_upto, size)
         return size
+
+    def catch_up(self, path: Path) -> None:
+        """Feed the leaves of the ledger at ``path`` logged since the last feed (a process
+        that follows a ledger another process writes). The keyring and state change in
+        place, so every holder sees them. Raises ProofError or Unavailable."""
+        with LedgerStore(path) as store:
+            self.feed_ledger(store, self.fed_upto)
 
 
 def governance_verifier(follower: GovernanceFollower) -> Callable[[bytes], LeafRecord]:
@@ -135,13 +144,11 @@ class LedgerKeyring:
         self.every_s, self.clock = every_s, clock
         with LedgerStore(self.path) as store:
             self.follower = follow_ledger(data_dir, store)
-            self.read_upto: int = store.tree_size()
         self.checked = clock()
 
     def __call__(self) -> KeyRing:
         if self.clock() - self.checked >= self.every_s:
-            with LedgerStore(self.path) as store:
-                self.read_upto = self.follower.feed_ledger(store, self.read_upto)
+            self.follower.catch_up(self.path)
             self.checked = self.clock()
         return self.follower.keyring
 

@@ -70,6 +70,7 @@ log = logging.getLogger("govledger.service")
 
 COMPONENTS = ("processor", "sequencer", "api", "monitor")
 CHILD_GRACE_AFTER_FAILURE_S = 2.0
+GOVERNANCE_FOLLOW_S = 1.0  # how often a role without the sequencer reads the ledger's keys
 STOP_GRACE_AFTER_FAILURE_S = 5.0
 
 
@@ -146,6 +147,8 @@ class Service:
             await self._start_sequencer()
             if witnesses:
                 self._start_cosigner(witnesses)
+        else:
+            self._spawn("governance", self._follow_ledger())
         if "processor" in self.components:
             await self._start_processor()
         if "api" in self.components:
@@ -197,6 +200,21 @@ class Service:
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
+
+    async def _follow_ledger(self) -> None:
+        """A role without the sequencer (the API alone): the keys in force come from the
+        ledger the sequencer's process writes, read every ``GOVERNANCE_FOLLOW_S``, so a key
+        registered or revoked live authenticates or is refused here too within about that
+        long. The keyring changes in place under the API's auth and backend. Raises
+        ProofError or Unavailable (then the service stops: it never serves stale keys)."""
+        assert self.governance is not None
+        follower, path = self.governance, self.data.ledger_db
+        while not self.stop_event.is_set():
+            # On the loop, not a thread: the keyring must not change under a request that
+            # is reading it. Only the leaves since the last read: a few, cheap.
+            follower.catch_up(path)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), GOVERNANCE_FOLLOW_S)
 
     def _start_cosigner(self, witnesses: tuple[WitnessEndpoint, ...]) -> None:
         """Ask the configured witnesses to cosign each checkpoint: a task of its own, off

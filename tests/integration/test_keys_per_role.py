@@ -6,6 +6,7 @@ broker; the key a role must not hold is moved off the file system while it start
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,17 @@ import pytest
 
 from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.core.envelope import event_id, parse_envelope
+from ledger.core.keys import Signer
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
+from ledger.keyfiles import load_signer
+from ledger.log.governance import OPERATOR_IDENTITY
+from ledger.sdk.client import Client
+from ledger.sdk.governance import Admin
+from ledger.sdk.httpsig import SignedRequests
 from ledger.server.governance_tools import write_genesis
 from ledger.server.service import Service
 
@@ -158,3 +166,48 @@ def test_one_role_refuses_a_data_directory_init_never_finished(
 def test_key_file_settings_must_name_a_dot_key_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"must end in \.key"):
         Settings(data_dir=tmp_path, authority_key_file=tmp_path / "authority")
+
+
+def test_the_api_role_follows_keys_registered_and_revoked_live(
+        tmp_path: Path, broker: EmbeddedBroker, topics: Topics) -> None:
+    """A split deployment: the API in a service of its own, the sequencer and the processor
+    in another. A key registered live authenticates at the API, and once revoked live it is
+    refused, without restarting the API (it follows the keys in force from the ledger)."""
+    settings = split_settings(tmp_path, broker, topics)
+    init_split(settings)
+    newcomer = Signer.generate()
+    assert settings.operator_key_file is not None
+    admin = Admin(OPERATOR_IDENTITY, "*", load_signer(settings.operator_key_file))
+
+    async def answered(api: str, want: int, timeout_s: float = 30) -> None:
+        give_up = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=api, auth=SignedRequests(newcomer)) as http:
+            while (status := (await http.get("/v1/approvals")).status_code) != want:
+                assert time.monotonic() < give_up, f"still {status}, not {want}"
+                await asyncio.sleep(0.1)
+
+    async def govern(client: Client, envelope: bytes) -> None:
+        await client.send_raw("governance", envelope, "governance")
+        done = await client.decision(event_id(parse_envelope(envelope).payload), 30)
+        assert done.allow, done.reasons
+
+    async def scenario() -> None:
+        core = Service(settings, components=("sequencer", "processor"))
+        api = Service(settings, components=("api",))
+        try:
+            await core.start()
+            await api.start()
+            assert api.keyring is not None and api.api_url is not None
+            await answered(api.api_url, 401)  # unknown key
+            async with Client(settings, core.bootstrap, api.keyring) as client:
+                await govern(client, admin.register("agent:live", newcomer.public_key,
+                                                    ("reader",), tenant="acme"))
+                await answered(api.api_url, 200)
+                await govern(client, admin.revoke(newcomer.key_id, tenant="acme"))
+                await answered(api.api_url, 401)
+        finally:
+            await api.stop()
+            await core.stop()
+
+    with absent(settings.operator_key_file):  # the roles never read it; the test signs
+        asyncio.run(scenario())
