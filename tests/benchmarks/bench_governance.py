@@ -1,36 +1,31 @@
-"""Governance over the whole service (issue 13): ``govledger up`` as a subprocess, the SDK
-``Client`` on its embedded broker (not a pytest file, not a timed test).
+"""Governance over the whole service (issue 13): ``govledger up`` as a subprocess (fresh
+data directory each: the test agents, the example policies, the rate limit raised since every
+request comes from one agent), the SDK ``Client`` on its embedded broker. Not a timed test.
 
     .venv/bin/python tests/benchmarks/bench_governance.py [--artifacts 10000]
         [--requests 20000] [--floor-requests N] [--window 400] [--only suspension|policy]
 
-Each measurement gets a ``govledger up`` of its own (fresh data directory: the test agents,
-the example policies, the rate limit raised since every request comes from one agent).
+(1) **Suspension to refusal.** ``--artifacts`` grants (agent:alice; half are children of
+    one root grant). *Floor*: an ExecutionRequested (runner:1) per artifact, timed until
+    every ExecutionAllowed arrived; then, once the ledger holds them, a TenantSuspended signed
+    with ``keys/operator.key`` (govledger:operator) is produced and timed (a) until its
+    GovernanceApplied arrives (and is a leaf, and under a checkpoint), (b) until an
+    ExecutionRefused TENANT_SUSPENDED arrived for every artifact (the executions produced
+    once (a) arrived). Floor verdicts must name a position below the suspension's, refusals
+    one at or above it.
+(2) **Decisions/s while a policy is published.** ``--requests`` requests, a resource each
+    (even: ``db/orders/..``, permitted by the examples; odd: ``reports/..``, denied), at most
+    ``--window`` undecided. When half are produced, a PolicyPublished of the examples plus a
+    rule permitting ``reports/*`` reads. Decisions/s before, during (0.5 s before the publish
+    to 0.5 s after its GovernanceApplied) and after. *Floors*: the same stream
+    (``--floor-requests``) under the old policy before it, under the new one after it. Every
+    request must have one decision; one naming a position below the publish's (P) must have
+    the old policy's outcome and digest, one at P or above the new one's.
 
-(1) **Suspension to refusal.** ``--artifacts`` grants are obtained (AuthorizationRequested
-    signed by agent:alice; half of them children of one root grant). Then:
-    *floor*: an ExecutionRequested (signed by runner:1) for every artifact, timed from the
-    first produce until every ExecutionAllowed arrived; then a TenantSuspended signed by the
-    operator (``keys/operator.key``, govledger:operator) is produced, and timed:
-    (a) until its GovernanceApplied arrives at the client ("in force");
-    (b) until an ExecutionRefused TENANT_SUSPENDED arrived for every artifact (the
-        executions are produced once (a) arrived: what an operator waiting for "in force"
-        then sees). Every refusal must name a position >= the suspension's, every floor
-        verdict one below it.
-(2) **Decisions/s while a policy is published.** ``--requests`` requests (every one a
-    resource of its own; even ones ``db/orders/...``, which the example policy permits, odd
-    ones ``reports/...``, which it denies) with at most ``--window`` undecided at a time.
-    When half are produced, a PolicyPublished of the examples plus one rule permitting
-    ``reports/*`` reads. Decisions/s before, during (from 0.5 s before the publish to 0.5 s
-    after its GovernanceApplied arrived) and after; then every request must have exactly one
-    decision, and each decision named position P-1 or less must be the old policy's outcome
-    (and digest), each naming P or more the new one's (P: the publish's position).
-    *floor*: the same stream (``--floor-requests``, default ``--requests``) with no publish.
-
-Printed with each: CPU per decision of every process (from /proc: ``up`` itself, with the API
-and the sequencer; the embedded broker; the processor child; the monitor child; this process,
-the load generator) and the load average. Exits 1 on a lost, duplicated or misdecided
-decision. The machine may be shared: compare with the floor of the same run.
+Printed: CPU per decision of every process (/proc: ``api`` is ``up`` itself, with the
+sequencer; the broker, processor and monitor children; the load generator, this process),
+the load average. Exit 1 on a lost, duplicated or misdecided decision. The machine may be
+shared: compare with the floors of the same run.
 """
 
 from __future__ import annotations
@@ -44,13 +39,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ledger.core.envelope import event_id, parse_envelope, sign_event_with_id  # noqa: E402
+from ledger.core.envelope import sign_event_with_id  # noqa: E402
 from ledger.core.events import (  # noqa: E402
     AuthorizationDenied,
     AuthorizationGranted,
@@ -63,11 +57,18 @@ from ledger.keyfiles import load_keyring, load_signer  # noqa: E402
 from ledger.sdk.client import Client, Decision  # noqa: E402
 from ledger.sdk.governance import Admin  # noqa: E402
 from ledger.server.governance_tools import policy_payload  # noqa: E402
-from tests.benchmarks.bench_service import (  # noqa: E402
-    LedgerWatcher,
-    ServiceUnderTest,
-    cpu_per,
-    sdk_settings,
+from processors.policy import PolicyBundle  # noqa: E402
+from tests.benchmarks.bench_service import ServiceUnderTest, cpu_per, sdk_settings  # noqa: E402
+from tests.benchmarks.service_watch import (  # noqa: E402
+    Item,
+    Stamps,
+    cpu_text,
+    decided,
+    envelope_id,
+    in_ledger,
+    now,
+    send_all,
+    settled,
 )
 from tests.factories import ALICE, ENV, request  # noqa: E402
 from tests.service_support import RUNNER  # noqa: E402
@@ -83,67 +84,6 @@ when { principal.roles.contains("reader") };
 """
 
 
-class Service(ServiceUnderTest):
-    """``govledger up``; its processes by role, the monitor child named apart (the parent's
-    ``roles`` counts any child that is not the processor as the broker)."""
-
-    def roles(self) -> dict[str, int]:
-        out = {"up (api, sequencer)": self.proc.pid}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != self.proc.pid:
-                    continue
-                argv = stat.parent.joinpath("cmdline").read_bytes().split(b"\0")
-                role = ("processor" if b"processors" in argv else
-                        "monitor" if b"processors.monitor" in argv else "broker")
-                out[role] = int(stat.parent.name)
-        return out
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def envelope_id(envelope: bytes) -> str:
-    return event_id(parse_envelope(envelope).payload)
-
-
-def cpu_text(cpu: dict[str, float]) -> str:
-    parts = [f"{role} {us:.0f}" for role, us in cpu.items()]
-    service = sum(us for role, us in cpu.items() if role != "load generator")
-    return (f"    CPU per decision (us): {', '.join(parts)}; service total {service:.0f}, "
-            f"all {sum(cpu.values()):.0f}")
-
-
-class Stamps:
-    """Arrival time and decision ids of every decision the client receives, by subject."""
-
-    def __init__(self, client: Client) -> None:
-        self.at: dict[str, float] = {}
-        self.first: dict[str, Decision] = {}
-        self.ids: dict[str, set[str]] = {}
-        self.deliveries = 0
-        client.on_decision.append(self._seen)
-
-    def _seen(self, decision: Decision) -> None:
-        self.at.setdefault(decision.subject_id, time.perf_counter())
-        self.first.setdefault(decision.subject_id, decision)
-        self.ids.setdefault(decision.subject_id, set()).add(decision.verified.event_id)
-        self.deliveries += 1
-
-
-async def send_all(client: Client, stream: str, items: Sequence[tuple[str, bytes, str]],
-                   chunk: int = 500) -> None:
-    """Produce (id, envelope, key) items, ``chunk`` sends in flight at a time."""
-    for i in range(0, len(items), chunk):
-        await asyncio.gather(*(client.send_raw(stream, env, key)
-                               for _, env, key in items[i:i + chunk]))
-
-
-async def decided(client: Client, ids: Sequence[str], timeout: float) -> list[Decision]:
-    return list(await asyncio.gather(*(client.decision(i, timeout) for i in ids)))
-
-
 # -- (1) suspension to refusal --------------------------------------------------------------
 async def grant(client: Client, count: int) -> list[tuple[str, str]]:
     """(artifact id, lineage root) of ``count`` grants: a root, then half children of it."""
@@ -153,7 +93,7 @@ async def grant(client: Client, count: int) -> list[tuple[str, str]]:
     assert first.allow and first.artifact_id is not None, first.reasons
     root_id = first.artifact_id
     root = first.event.lineage_root() or ""
-    items: list[tuple[str, bytes, str]] = []
+    items: list[Item] = []
     for n in range(1, count):
         child = n % 2 == 0
         envelope, rid = sign_event_with_id(request(
@@ -168,50 +108,21 @@ async def grant(client: Client, count: int) -> list[tuple[str, str]]:
     return out
 
 
-def executions(artifacts: Sequence[tuple[str, str]], tag: str) -> list[tuple[str, bytes, str]]:
+def executions(artifacts: Sequence[tuple[str, str]], tag: str) -> list[Item]:
     out = []
     for n, (artifact_id, root) in enumerate(artifacts):
         envelope, eid = sign_event_with_id(ExecutionRequested(
-            signer="runner:1", tenant="acme", nonce=f"{tag}-{n:010d}", issued_at=now(),
+            signer="runner:1", tenant="acme", nonce=f"exec-{tag}-{n:010d}", issued_at=now(),
             artifact_id=artifact_id, root=root, action="read", resource="db/orders/1",
             environment=ENV), RUNNER)
         out.append((eid, envelope, root))
     return out
 
 
-async def verdict_round(client: Client, items: Sequence[tuple[str, bytes, str]],
+async def verdict_round(client: Client, items: Sequence[Item],
                         ) -> list[Decision]:
     await send_all(client, "executions", items)
     return await decided(client, [eid for eid, _, _ in items], 180)
-
-
-async def settled(service: Service, leaf_ids: Sequence[str]) -> float:
-    """Seconds until a signed checkpoint covers every one of ``leaf_ids`` (polled)."""
-    watcher = LedgerWatcher(service.data / "ledger.db")
-    t0, left = time.perf_counter(), list(leaf_ids)
-    try:
-        while left:
-            left = sorted(set(left) - set(await asyncio.to_thread(watcher.covered, left)))
-            await asyncio.sleep(0.02 if left else 0)
-    finally:
-        watcher.close()
-    return time.perf_counter() - t0
-
-
-async def in_ledger(service: Service, leaf_id: str, t0: float) -> tuple[float, float]:
-    """Seconds from ``t0`` until ``leaf_id`` is a leaf of ledger.db, and until a signed
-    checkpoint covers it (polled read-only every 5 ms, as the verdict round runs)."""
-    watcher = LedgerWatcher(service.data / "ledger.db")
-    appended = 0.0
-    try:
-        while not await asyncio.to_thread(watcher.covered, [leaf_id]):
-            if not appended and leaf_id in watcher.index:
-                appended = time.perf_counter() - t0
-            await asyncio.sleep(0.005)
-    finally:
-        watcher.close()
-    covered = time.perf_counter() - t0
-    return appended or covered, covered
 
 
 def positions(verdicts: Sequence[Decision]) -> tuple[int, int]:
@@ -221,33 +132,37 @@ def positions(verdicts: Sequence[Decision]) -> tuple[int, int]:
     return min(seen), max(seen)
 
 
-async def suspension(service: Service, count: int) -> tuple[list[str], bool]:
+async def floor_round(service: ServiceUnderTest, client: Client, stamps: Stamps,
+                      items: Sequence[Item]) -> tuple[list[str], list[Decision]]:
+    """Every artifact's verdict with no suspension, then wait until the ledger holds them."""
+    cpu0 = service.cpu_by_role()
+    t0 = time.perf_counter()
+    floor = await verdict_round(client, items)
+    took = max(stamps.at[v.subject_id] for v in floor) - t0
+    cpu = cpu_per(cpu0, service.cpu_by_role(), len(floor))
+    settle_s = await settled(service, [v.verified.event_id for v in floor])
+    return [f"  floor, no suspension: {sum(v.allow for v in floor)}/{len(floor)} "
+            f"ExecutionAllowed in {took:.2f} s ({len(floor) / took:,.0f} verdicts/s), "
+            f"positions {positions(floor)}", cpu_text(cpu),
+            f"  the ledger held every floor verdict under a signed checkpoint {settle_s:.2f} s "
+            f"after the last arrived (the sequencer's backlog; the suspension comes after)"
+            ], floor
+
+
+async def suspension(service: ServiceUnderTest, count: int) -> tuple[list[str], bool]:
     data = DataDir(service.data)
     operator = Admin("govledger:operator", "*", load_signer(data.operator_key))
-    lines: list[str] = []
     async with Client(sdk_settings(service), service.kafka, load_keyring(data.keyring)) as c:
         stamps = Stamps(c)
         t0 = time.perf_counter()
         artifacts = await grant(c, count)
-        lines.append(f"(1) {len(artifacts)} artifacts granted in "
-                     f"{time.perf_counter() - t0:.1f} s (half children of one root)")
+        lines = [f"(1) {len(artifacts)} artifacts granted in {time.perf_counter() - t0:.1f} s"
+                 f" (half children of one root)"]
         floor_items, items = executions(artifacts, "floor"), executions(artifacts, "after")
-        cpu0 = service.cpu_by_role()
-        t0 = time.perf_counter()
-        floor = await verdict_round(c, floor_items)
-        floor_s = max(stamps.at[v.subject_id] for v in floor) - t0
-        cpu1 = service.cpu_by_role()
-        allowed = sum(v.allow for v in floor)
-        lines.append(f"  floor, no suspension: {allowed}/{len(floor)} ExecutionAllowed in "
-                     f"{floor_s:.2f} s ({len(floor) / floor_s:,.0f} verdicts/s), positions "
-                     f"{positions(floor)}")
-        lines.append(cpu_text(cpu_per(cpu0, cpu1, len(floor))))
-        settle_s = await settled(service, [v.verified.event_id for v in floor])
-        lines.append(f"  the ledger held every floor verdict under a signed checkpoint "
-                     f"{settle_s:.2f} s after the last arrived (the sequencer's backlog; the "
-                     f"suspension is produced after that)")
+        more, floor = await floor_round(service, c, stamps, floor_items)
         envelope = operator.suspend_tenant("acme", reason="bench_governance")
         suspend_id = envelope_id(envelope)
+        cpu0 = service.cpu_by_role()
         t0 = time.perf_counter()
         await c.send_raw("governance", envelope, suspend_id)
         ack = await c.decision(suspend_id, 60)
@@ -256,29 +171,67 @@ async def suspension(service: Service, count: int) -> tuple[list[str], bool]:
         logged = asyncio.create_task(in_ledger(service, ack.verified.event_id, t0))
         refused = await verdict_round(c, items)
         last_s = max(stamps.at[v.subject_id] for v in refused) - t0
-        cpu2 = service.cpu_by_role()
+        cpu = cpu_per(cpu0, service.cpu_by_role(), len(refused))
         appended_s, covered_s = await logged
+        race_lines, race_ok = await race(c, stamps, operator, artifacts)
     n_refused = sum(not v.allow and v.reasons == ("TENANT_SUSPENDED",) for v in refused)
-    low, high = positions(refused)
-    floor_high = positions(floor)[1]
-    ok = (allowed == len(floor) and n_refused == len(refused) and low >= ack.event.position
-          and 0 <= floor_high < ack.event.position)
-    lines += [f"  (a) TenantSuspended produced -> GovernanceApplied (position "
-              f"{ack.event.position}) at the client: {in_force_s * 1e3:.0f} ms; that "
-              f"acknowledgement a leaf of the ledger at {appended_s * 1e3:.0f} ms, under a "
-              f"signed checkpoint at {covered_s * 1e3:.0f} ms (polled every 5 ms)",
-              f"  (b) -> every outstanding artifact refused: {n_refused}/{len(refused)} "
-              f"ExecutionRefused TENANT_SUSPENDED, last at {last_s:.2f} s (the verdict round "
-              f"alone {last_s - in_force_s:.2f} s, {len(refused) / (last_s - in_force_s):,.0f}"
-              f" verdicts/s), positions ({low}, {high})",
-              cpu_text(cpu_per(cpu1, cpu2, len(refused))),
-              f"  check: {'ok' if ok else 'FAILED'} (floor all allowed below the suspension's "
-              f"position, every later verdict refused at or above it)"]
-    return lines, ok
+    (low, high), position = positions(refused), ack.event.position
+    ok = (all(v.allow for v in floor) and n_refused == len(refused) and low >= position
+          and 0 <= positions(floor)[1] < position)
+    round_s = last_s - in_force_s
+    return [*lines, *more,
+            f"  (a) TenantSuspended produced -> GovernanceApplied (position {position}) at the"
+            f" client: {in_force_s * 1e3:.0f} ms; that acknowledgement a leaf of the ledger at "
+            f"{appended_s * 1e3:.0f} ms, under a signed checkpoint at {covered_s * 1e3:.0f} ms"
+            f" (polled every 5 ms)",
+            f"  (b) -> every outstanding artifact refused: {n_refused}/{len(refused)} "
+            f"ExecutionRefused TENANT_SUSPENDED, the last at {last_s:.2f} s (the verdict round "
+            f"alone {round_s:.2f} s, {len(refused) / round_s:,.0f} verdicts/s), positions "
+            f"({low}, {high})", cpu_text(cpu),
+            f"  check: {'ok' if ok else 'FAILED'} (floor all allowed below the suspension's "
+            f"position, every later verdict refused at or above it)", *race_lines
+            ], ok and race_ok
+
+
+async def race(client: Client, stamps: Stamps, operator: Admin,
+               artifacts: Sequence[tuple[str, str]]) -> tuple[list[str], bool]:
+    """(c) TenantResumed, then a verdict round with a TenantSuspended produced when half of
+    it is: its acknowledgement under that backlog, and the cut-over by position."""
+    items = executions(artifacts, "race")  # signed first: the processor is not left idle
+    resume = operator.resume_tenant("acme", reason="bench_governance")
+    await client.send_raw("governance", resume, envelope_id(resume))
+    resumed = await client.decision(envelope_id(resume), 60)
+    assert isinstance(resumed.event, GovernanceApplied), resumed.reasons
+    half = len(items) // 2
+    again = operator.suspend_tenant("acme", reason="bench_governance again")
+    again_id = envelope_id(again)
+    await send_all(client, "executions", items[:half])
+    t0 = time.perf_counter()
+    await client.send_raw("governance", again, again_id)
+    acked_s = time.perf_counter() - t0
+    await send_all(client, "executions", items[half:])  # produced after the broker's ack
+    ack = await client.decision(again_id, 60)
+    verdicts = await decided(client, [eid for eid, _, _ in items], 180)
+    p_resume = resumed.event.position  # type: ignore[attr-defined]
+    p_again = ack.event.position  # type: ignore[attr-defined]
+    wrong = [v for v in verdicts if v.event.governance is None  # type: ignore[attr-defined]
+             or v.event.governance < p_resume  # type: ignore[attr-defined]
+             or v.allow != (v.event.governance < p_again)]  # type: ignore[attr-defined]
+    late = sum(v.allow for v in verdicts[half:])
+    allowed = sum(v.allow for v in verdicts)
+    return [f"  (c) resumed (position {p_resume}), then {len(items)} "
+            f"executions, a TenantSuspended produced after {half} (broker ack "
+            f"{acked_s * 1e3:.0f} ms): its "
+            f"GovernanceApplied (position {p_again}) arrived "
+            f"{(stamps.at[again_id] - t0) * 1e3:.0f} ms after it was produced; "
+            f"{allowed} allowed, {len(items) - allowed} refused; produced after the "
+            f"suspension's broker ack yet allowed: {late}",
+            f"  check: {'ok' if not wrong else 'FAILED'} ({len(wrong)} verdicts whose outcome "
+            f"is not that of their position)"], not wrong
 
 
 # -- (2) decisions/s while a policy is published --------------------------------------------
-def stream_requests(count: int, tag: str) -> list[tuple[str, bytes, str]]:
+def stream_requests(count: int, tag: str) -> list[Item]:
     out = []
     for i in range(count):
         resource = f"db/orders/{tag}-{i}" if i % 2 == 0 else f"reports/{tag}-{i}"
@@ -288,7 +241,7 @@ def stream_requests(count: int, tag: str) -> list[tuple[str, bytes, str]]:
     return out
 
 
-async def stream(client: Client, items: Sequence[tuple[str, bytes, str]], window: int,
+async def stream(client: Client, items: Sequence[Item], window: int,
                  at_half: Callable[[], None] | None = None) -> list[str]:
     """Produce ``items`` with at most ``window`` undecided; call ``at_half`` once half are
     produced. Returns the ids with no decision (lost)."""
@@ -319,7 +272,7 @@ def rate(stamps: Stamps, ids: Sequence[str], start: float, end: float) -> str:
     return f"{n / max(end - start, 1e-9):,.0f}/s ({n} in {end - start:.2f} s)"
 
 
-def check(stamps: Stamps, items: Sequence[tuple[str, bytes, str]], position: int,
+def check(stamps: Stamps, items: Sequence[Item], position: int,
           digests: tuple[str, str]) -> tuple[dict[str, int], list[str]]:
     """Count decisions by policy and outcome; list every one that is not as expected."""
     decisions = stamps.first
@@ -345,7 +298,7 @@ def check(stamps: Stamps, items: Sequence[tuple[str, bytes, str]], position: int
     return counts, bad
 
 
-async def floor_stream(service: Service, client: Client, items: Sequence[tuple[str, bytes, str]],
+async def floor_stream(service: ServiceUnderTest, client: Client, items: Sequence[Item],
                        window: int, label: str) -> tuple[list[str], list[str]]:
     """A stream with no publish: its rate and CPU lines, and the ids it lost."""
     cpu0 = service.cpu_by_role()
@@ -357,12 +310,15 @@ async def floor_stream(service: Service, client: Client, items: Sequence[tuple[s
             ], lost
 
 
-async def policy_run(service: Service, count: int, floor_count: int, window: int,
+async def policy_run(service: ServiceUnderTest, count: int, floor_count: int, window: int,
                      ) -> tuple[list[str], bool]:
     data = DataDir(service.data)
     operator = Admin("govledger:operator", "*", load_signer(data.operator_key))
     old_digest = policy_payload(data.policies)[1]
     files, new_digest = new_policy(data.policies, service.root / "policies-new")
+    t0 = time.perf_counter()
+    assert PolicyBundle.from_files(files).digest == new_digest
+    compile_ms = (time.perf_counter() - t0) * 1e3
     envelope = operator.publish_policy(files, new_digest, "bench-1", reason="bench_governance")
     publish_id = envelope_id(envelope)
     runs = {"old": stream_requests(floor_count, "old"), "run": stream_requests(count, "run"),
@@ -396,7 +352,9 @@ async def policy_run(service: Service, count: int, floor_count: int, window: int
     ok = not bad and not lost and not lost_new
     ids = [rid for rid, _, _ in runs["run"]]
     lines = [f"(2) {count} requests, a PolicyPublished when half were produced:",
-             *publish_lines(stamps, ids, marks, ack, cpu), *lines, *more,
+             *publish_lines(stamps, ids, marks, ack, cpu),
+             f"  (the new policy set compiled and validated in this process: "
+             f"{compile_ms:.0f} ms)", *lines, *more,
              f"  decisions: {len(stamps.first) - 1} for {count + 2 * floor_count} requests "
              f"(three runs), lost {len(lost) + len(lost_new)}, deliveries {stamps.deliveries};"
              f" by policy (position < {ack.event.position} or not) and outcome: " +
@@ -427,12 +385,12 @@ def publish_lines(stamps: Stamps, ids: Sequence[str], marks: dict[str, float],
 
 
 # -- driver ---------------------------------------------------------------------------------
-def measure(name: str, run: Callable[[Service], object]) -> tuple[list[str], bool]:
+def measure(name: str, run: Callable[[ServiceUnderTest], object]) -> tuple[list[str], bool]:
     root = Path(tempfile.mkdtemp(prefix=f"govledger-gov-bench-{name}-"))
-    service: Service | None = None
+    service: ServiceUnderTest | None = None
     load = os.getloadavg()
     try:
-        service = Service(root, None)
+        service = ServiceUnderTest(root, None)
         roles = service.roles()
         lines, ok = asyncio.run(run(service))  # type: ignore[arg-type]
     except BaseException:
