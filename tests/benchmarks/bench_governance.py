@@ -38,8 +38,9 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -52,7 +53,6 @@ from ledger.core.events import (  # noqa: E402
 )
 from ledger.core.governance_events import GovernanceApplied  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
-from ledger.errors import Unavailable  # noqa: E402
 from ledger.keyfiles import load_keyring, load_signer  # noqa: E402
 from ledger.sdk.client import Client, Decision  # noqa: E402
 from ledger.sdk.governance import Admin  # noqa: E402
@@ -67,11 +67,16 @@ from tests.benchmarks.service_watch import (  # noqa: E402
     envelope_id,
     in_ledger,
     now,
+    positions,
+    rate,
     send_all,
     settled,
+    stream,
 )
 from tests.factories import ALICE, ENV, request  # noqa: E402
 from tests.service_support import RUNNER  # noqa: E402
+
+Outcome = tuple[list[str], bool]  # the lines to print, and whether every check passed
 
 EXTRA_RULE = """// bench_governance.py: reads under reports/ become permitted.
 @id("bench-reports-read")
@@ -123,13 +128,6 @@ async def verdict_round(client: Client, items: Sequence[Item],
                         ) -> list[Decision]:
     await send_all(client, "executions", items)
     return await decided(client, [eid for eid, _, _ in items], 180)
-
-
-def positions(verdicts: Sequence[Decision]) -> tuple[int, int]:
-    seen = [v.event.governance for v in verdicts]  # type: ignore[attr-defined]
-    if None in seen:
-        return -1, -1
-    return min(seen), max(seen)
 
 
 async def floor_round(service: ServiceUnderTest, client: Client, stamps: Stamps,
@@ -212,7 +210,7 @@ async def race(client: Client, stamps: Stamps, operator: Admin,
     await send_all(client, "executions", items[half:])  # produced after the broker's ack
     ack = await client.decision(again_id, 60)
     verdicts = await decided(client, [eid for eid, _, _ in items], 180)
-    p_resume = resumed.event.position  # type: ignore[attr-defined]
+    p_resume = resumed.event.position
     p_again = ack.event.position  # type: ignore[attr-defined]
     wrong = [v for v in verdicts if v.event.governance is None  # type: ignore[attr-defined]
              or v.event.governance < p_resume  # type: ignore[attr-defined]
@@ -241,35 +239,10 @@ def stream_requests(count: int, tag: str) -> list[Item]:
     return out
 
 
-async def stream(client: Client, items: Sequence[Item], window: int,
-                 at_half: Callable[[], None] | None = None) -> list[str]:
-    """Produce ``items`` with at most ``window`` undecided; call ``at_half`` once half are
-    produced. Returns the ids with no decision (lost)."""
-    work = iter(enumerate(items))
-    lost: list[str] = []
-
-    async def one() -> None:
-        for i, (rid, envelope, key) in work:
-            await client.send_raw("requests", envelope, key)
-            if i == len(items) // 2 and at_half is not None:
-                at_half()
-            try:
-                await client.decision(rid, 120)
-            except Unavailable:
-                lost.append(rid)
-    await asyncio.gather(*(one() for _ in range(window)))
-    return lost
-
-
 def new_policy(old: Path, into: Path) -> tuple[dict[str, str], str]:
     shutil.copytree(old, into)
     (into / "bench.cedar").write_text(EXTRA_RULE)
     return policy_payload(into)
-
-
-def rate(stamps: Stamps, ids: Sequence[str], start: float, end: float) -> str:
-    n = sum(start <= stamps.at[i] < end for i in ids if i in stamps.at)
-    return f"{n / max(end - start, 1e-9):,.0f}/s ({n} in {end - start:.2f} s)"
 
 
 def check(stamps: Stamps, items: Sequence[Item], position: int,
@@ -385,14 +358,15 @@ def publish_lines(stamps: Stamps, ids: Sequence[str], marks: dict[str, float],
 
 
 # -- driver ---------------------------------------------------------------------------------
-def measure(name: str, run: Callable[[ServiceUnderTest], object]) -> tuple[list[str], bool]:
+def measure(name: str, run: Callable[[ServiceUnderTest], Coroutine[Any, Any, Outcome]],
+            ) -> Outcome:
     root = Path(tempfile.mkdtemp(prefix=f"govledger-gov-bench-{name}-"))
     service: ServiceUnderTest | None = None
     load = os.getloadavg()
     try:
         service = ServiceUnderTest(root, None)
         roles = service.roles()
-        lines, ok = asyncio.run(run(service))  # type: ignore[arg-type]
+        lines, ok = asyncio.run(run(service))
     except BaseException:
         if service is not None:
             print(service.log_tail(), file=sys.stderr)

@@ -1,15 +1,16 @@
 """What a benchmark client of ``govledger up`` sees: when each decision arrived (and which
-decisions), sends in bulk through the SDK, and when the ledger holds a leaf (polled
-read-only). Used by bench_governance.py; not a pytest file."""
+decisions), sends in bulk or as a stream with a bounded window through the SDK, and when the
+ledger holds a leaf (polled read-only). Used by bench_governance.py; not a pytest file."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from ledger.core.envelope import event_id, parse_envelope
+from ledger.errors import Unavailable
 from ledger.sdk.client import Client, Decision
 from tests.benchmarks.bench_service import LedgerWatcher, ServiceUnderTest
 
@@ -62,6 +63,41 @@ async def send_all(client: Client, stream: str, items: Sequence[Item], chunk: in
 async def decided(client: Client, ids: Sequence[str], timeout: float) -> list[Decision]:
     """The verified decision for every id. Raises Unavailable if one is not there in time."""
     return list(await asyncio.gather(*(client.decision(i, timeout) for i in ids)))
+
+
+def positions(verdicts: Sequence[Decision]) -> tuple[int, int]:
+    """The lowest and highest governance position the decisions name; (-1, -1) when one
+    names none."""
+    seen = [v.event.governance for v in verdicts]  # type: ignore[attr-defined]
+    if None in seen:
+        return -1, -1
+    return min(seen), max(seen)
+
+
+async def stream(client: Client, items: Sequence[Item], window: int,
+                 at_half: Callable[[], None] | None = None) -> list[str]:
+    """Produce ``items`` with at most ``window`` undecided; call ``at_half`` once half are
+    produced. Returns the ids with no decision (lost)."""
+    work = iter(enumerate(items))
+    lost: list[str] = []
+
+    async def one() -> None:
+        for i, (rid, envelope, key) in work:
+            await client.send_raw("requests", envelope, key)
+            if i == len(items) // 2 and at_half is not None:
+                at_half()
+            try:
+                await client.decision(rid, 120)
+            except Unavailable:
+                lost.append(rid)
+    await asyncio.gather(*(one() for _ in range(window)))
+    return lost
+
+
+def rate(stamps: Stamps, ids: Sequence[str], start: float, end: float) -> str:
+    """Decisions/s of ``ids`` that arrived in [start, end), and how many."""
+    n = sum(start <= stamps.at[i] < end for i in ids if i in stamps.at)
+    return f"{n / max(end - start, 1e-9):,.0f}/s ({n} in {end - start:.2f} s)"
 
 
 async def settled(service: ServiceUnderTest, leaf_ids: Sequence[str]) -> float:
