@@ -142,8 +142,8 @@ class ServiceUnderTest:
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
     def roles(self) -> dict[str, int]:
-        """role -> pid: ``api`` (up itself), and its children ``processor``, ``sequencer``
-        (by their ``python -m`` module) and ``broker`` (the other child)."""
+        """role -> pid: ``api`` (up itself), and its children ``processor``, ``monitor``,
+        ``sequencer`` (by their ``python -m`` module) and ``broker`` (the other child)."""
         out = {"api": self.proc.pid}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, IndexError, ValueError):
@@ -151,6 +151,7 @@ class ServiceUnderTest:
                     continue
                 argv = stat.parent.joinpath("cmdline").read_bytes().split(b"\0")
                 role = ("processor" if b"processors" in argv else
+                        "monitor" if b"processors.monitor" in argv else
                         "sequencer" if b"ledger.server.sequencing" in argv else "broker")
                 out[role] = int(stat.parent.name)
         return out
@@ -400,7 +401,7 @@ async def run_all(service: ServiceUnderTest, args: argparse.Namespace) -> dict[s
 
 
 def cpu_line(cpu: dict[str, float]) -> str:
-    roles = ("api", "processor", "sequencer", "broker", "load generator")
+    roles = ("api", "processor", "monitor", "sequencer", "broker", "load generator")
     shown = [f"{r} {cpu[r]:.0f}" for r in roles if r in cpu]
     return (f"    CPU per decision (us): {', '.join(shown)}; service total "
             f"{sum(v for k, v in cpu.items() if k != 'load generator'):.0f}, all "
