@@ -5,6 +5,7 @@ topic holds, waiting on a condition with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,8 +17,8 @@ from ledger.config import Settings
 from ledger.core.envelope import event_id, parse_envelope, parse_payload, payload_bytes
 from ledger.core.events import AuthorizationDenied, AuthorizationGranted, Event
 from ledger.core.governance_events import GovernanceApplied
-from ledger.keyfiles import load_signer
 from ledger.kafka.offsets import probe_highwaters, topic_partitions
+from ledger.keyfiles import load_signer
 from ledger.log.governance import OPERATOR_IDENTITY
 from ledger.log.store import LedgerStore
 from ledger.sdk.governance import Admin
@@ -84,11 +85,19 @@ async def wait_for_events(bootstrap: str, topic: str, what: str,
         await asyncio.sleep(0.2)
 
 
-def decision_about(events: list[Event], request_id: str
+def subjects(envelope: bytes) -> set[str]:
+    """What a decision about ``envelope`` names: its event id, or the hash of its bytes
+    when it was refused on arrival (an unknown key, a bad signature)."""
+    return {id_of(envelope), hashlib.sha256(envelope).hexdigest()}
+
+
+def decision_about(events: list[Event], envelope: bytes
                    ) -> AuthorizationGranted | AuthorizationDenied | None:
+    """The one decision about the request ``envelope`` among ``events``, or None."""
+    names = subjects(envelope)
     found = [e for e in events if isinstance(e, AuthorizationGranted | AuthorizationDenied)
-             and e.request_id == request_id]
-    assert len(found) <= 1, f"{len(found)} decisions about {request_id[:16]}"
+             and e.request_id in names]
+    assert len(found) <= 1, f"{len(found)} decisions about {id_of(envelope)[:16]}"
     return found[0] if found else None
 
 

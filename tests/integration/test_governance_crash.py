@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -97,7 +98,7 @@ main()
 class Processor:
     """``python -m processors`` (or the crashing variant) as a child process."""
 
-    started: list[Processor] = []
+    started: ClassVar[list[Processor]] = []
 
     def __init__(self, settings: Settings, bootstrap: str, log: Path,
                  crash: tuple[str, str] | None = None) -> None:
@@ -162,9 +163,9 @@ def test_a_crash_around_a_suspension_applies_it_once_and_loses_nothing(
         before = sign_event(request(issued_at=now(), nonce="before-the-crash-1"), ALICE)
         asyncio.run(produce(bootstrap, topics.requests, [(id_of(before).encode(), before)]))
         events = asyncio.run(wait_for_events(bootstrap, decisions, "the first decision",
-                                             lambda es: decision_about(es, id_of(before))
+                                             lambda es: decision_about(es, before)
                                              is not None))
-        granted = decision_about(events, id_of(before))
+        granted = decision_about(events, before)
         assert isinstance(granted, AuthorizationGranted)
         assert first.stop() == 0
         position = granted.governance
@@ -182,7 +183,7 @@ def test_a_crash_around_a_suspension_applies_it_once_and_loses_nothing(
         assert journaled(data, suspension_id) == (1 if point == "journaled" else 0)
         published = asyncio.run(topic_events(bootstrap, decisions))
         assert applied_of(published, suspension_id) == []  # nothing left the dead process
-        assert decision_about(published, id_of(behind)) is None
+        assert decision_about(published, behind) is None
 
         # Restarted: the suspension is in force, once, and governs what follows.
         again = Processor(settings, bootstrap, tmp_path / "processor.log")
@@ -190,9 +191,9 @@ def test_a_crash_around_a_suspension_applies_it_once_and_loses_nothing(
         asyncio.run(produce(bootstrap, topics.requests, [(id_of(after).encode(), after)]))
         events = asyncio.run(wait_for_events(
             bootstrap, decisions, "the decisions after the restart",
-            lambda es: all(decision_about(es, id_of(r)) is not None for r in (behind, after))))
+            lambda es: all(decision_about(es, r) is not None for r in (behind, after))))
         for raw in (behind, after):
-            denied = decision_about(events, id_of(raw))
+            denied = decision_about(events, raw)
             assert isinstance(denied, AuthorizationDenied), denied
             assert denied.reasons == (Reason.TENANT_SUSPENDED,)
             assert denied.governance == position + 1
