@@ -95,10 +95,10 @@ def decision_about(events: list[Event], envelope: bytes
                    ) -> AuthorizationGranted | AuthorizationDenied | None:
     """The one decision about the request ``envelope`` among ``events``, or None."""
     names = subjects(envelope)
-    found = [e for e in events if isinstance(e, AuthorizationGranted | AuthorizationDenied)
-             and e.request_id in names]
-    assert len(found) <= 1, f"{len(found)} decisions about {id_of(envelope)[:16]}"
-    return found[0] if found else None
+    found = {id_of(e): e for e in events  # copies of one decision (a re-publication) are one
+             if isinstance(e, AuthorizationGranted | AuthorizationDenied) and e.request_id in names}
+    assert len(found) <= 1, f"{len(found)} decisions about {id_of(envelope)[:16]}: {found}"
+    return next(iter(found.values()), None)
 
 
 def applied_of(events: list[Event], governance_id: str) -> list[GovernanceApplied]:
