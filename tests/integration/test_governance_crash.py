@@ -2,10 +2,10 @@
 SQLite files: the event is applied exactly once, the next decisions are made under it, and
 nothing is lost (issue 13, "Bad input and faults").
 
-The processor runs as the child ``govledger up`` starts (``python -m processors``, one
-worker owning every partition, its offsets in the journal), with the real sequencer beside
-it in this process. The first run kills itself (SIGKILL, no clean-up of any kind) at one
-point of the batch that holds the operator's TenantSuspended:
+The processor runs as the child ``govledger up`` starts (``python -m processors``), with
+the real sequencer beside it in this process. The first run kills itself (SIGKILL, no
+clean-up of any kind) at one point of the batch that holds the operator's TenantSuspended
+(tests/processor_child.py):
 
 * ``decided``: the engine applied the suspension in memory, nothing is journaled;
 * ``in-transaction``: the journal transaction holds the batch's rows, not yet committed;
@@ -20,12 +20,8 @@ journal).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -37,7 +33,6 @@ from ledger.errors import Reason
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
 from ledger.log.audit import audit_ledger
-from ledger.server.service import settings_env
 from processors.app import build_engine
 from processors.catchup import CatchUp
 from processors.journal import Journal
@@ -54,88 +49,10 @@ from tests.governance_support import (
     wait_for_events,
     wait_until,
 )
+from tests.processor_child import Processor
 from tests.service_support import Running, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-ROOT = Path(__file__).resolve().parents[2]
-
-# The processor's own entry point, with a crash point in Journal.append: SIGKILL (the process
-# dies on the spot, from the journal's writer thread) at CRASH_POINT of the batch whose
-# outcome for CRASH_SUBJECT is being journaled.
-CRASHING_PROCESSOR = """
-import os, signal, sys
-from processors.journal import Journal
-subject, point = os.environ["CRASH_SUBJECT"], os.environ["CRASH_POINT"]
-append = Journal.append
-
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-class KillAtCommit:
-    def __init__(self, conn):
-        self.conn = conn
-    def execute(self, sql, *args):
-        if sql == "COMMIT":
-            die()
-        return self.conn.execute(sql, *args)
-    def __getattr__(self, name):
-        return getattr(self.conn, name)
-
-def crashing_append(self, batch, *args, **kwargs):
-    batch = list(batch)
-    if not any(outcome.subject == subject for *_, outcome in batch):
-        return append(self, batch, *args, **kwargs)
-    if point == "decided":
-        die()
-    if point == "in-transaction":
-        self._writer = KillAtCommit(self._writer)
-    append(self, batch, *args, **kwargs)
-    die()  # journaled
-
-Journal.append = crashing_append
-from processors.__main__ import main
-main()
-"""
-
-
-class Processor:
-    """``python -m processors`` (or the crashing variant) as a child process."""
-
-    started: ClassVar[list[Processor]] = []
-
-    def __init__(self, settings: Settings, bootstrap: str, log: Path,
-                 crash: tuple[str, str] | None = None) -> None:
-        Processor.started.append(self)
-        self.ready = settings.data_dir / f".processor-ready-test-{os.getpid()}"
-        self.ready.unlink(missing_ok=True)
-        env = {**os.environ, **settings_env(settings), "GOVLEDGER_KAFKA_BOOTSTRAP": bootstrap}
-        code = ["-m", "processors"]
-        if crash is not None:
-            env |= {"CRASH_SUBJECT": crash[0], "CRASH_POINT": crash[1]}
-            code = ["-c", CRASHING_PROCESSOR]
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, *code, "--ready-file", str(self.ready)],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until("the processor ready", lambda: self.ready.exists() or
-                   self.proc.poll() is not None, timeout_s=60)
-        assert self.proc.poll() is None, log.read_text()
-
-    def died(self, timeout_s: float = 30) -> int:
-        code = self.proc.wait(timeout=timeout_s)
-        self.log.close()
-        return code
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.died()
-
-    def kill(self) -> None:
-        """After a failed test: nothing left running."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self.log.close()
 
 
 def settings_for(data: Path, bootstrap: str, topics: Topics, group: bool) -> Settings:
@@ -187,9 +104,7 @@ class Scene:
             lambda es: all(decision_about(es, r) is not None for r in about)))
 
     def close(self) -> None:
-        for child in Processor.started:
-            child.kill()
-        Processor.started.clear()
+        Processor.kill_all()
         self.sequencer.stop()
 
 
