@@ -5,9 +5,9 @@ nothing is lost (issue 13, "Bad input and faults").
 The processor runs as the child ``govledger up`` starts (``python -m processors``), with
 the real sequencer beside it in this process. The first run kills itself (SIGKILL, no
 clean-up of any kind) at one point of the batch that holds the operator's TenantSuspended
-(tests/processor_child.py):
+or PrincipalRegistered (tests/processor_child.py):
 
-* ``decided``: the engine applied the suspension in memory, nothing is journaled;
+* ``decided``: the engine applied the event in memory, nothing is journaled;
 * ``in-transaction``: the journal transaction holds the batch's rows, not yet committed;
 * ``journaled``: the journal committed, nothing published (no GovernanceApplied on Kafka).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,15 +30,17 @@ from ledger.config import Settings
 from ledger.core.envelope import read_stored, sign_event
 from ledger.core.events import AuthorizationDenied, AuthorizationGranted, Event
 from ledger.core.governance_events import GovernanceApplied
+from ledger.core.keys import Signer
 from ledger.errors import Reason
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
 from ledger.log.audit import audit_ledger
 from processors.app import build_engine
 from processors.catchup import CatchUp
+from processors.core.engine import Engine
 from processors.journal import Journal
 from tests.conftest import TEST_PARTITIONS
-from tests.factories import ALICE, request
+from tests.factories import ALICE, request, seeded_signer
 from tests.governance_support import (
     applied_of,
     decision_about,
@@ -53,6 +56,7 @@ from tests.processor_child import Processor
 from tests.service_support import Running, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+CAROL = seeded_signer("carol")
 
 
 def settings_for(data: Path, bootstrap: str, topics: Topics, group: bool) -> Settings:
@@ -91,9 +95,10 @@ class Scene:
     def processor(self, crash: tuple[str, str] | None = None) -> Processor:
         return Processor(self.settings, self.bootstrap, self.log, crash)
 
-    def request(self, nonce: str) -> bytes:
-        """A signed request of alice, produced keyed by its own id."""
-        raw = sign_event(request(issued_at=now(), nonce=nonce), ALICE)
+    def request(self, nonce: str, asker: tuple[str, Signer] = ("agent:alice", ALICE)
+                ) -> bytes:
+        """A signed request (of alice), produced keyed by its own id."""
+        raw = sign_event(request(signer=asker[0], issued_at=now(), nonce=nonce), asker[1])
         asyncio.run(produce(self.bootstrap, self.topics.requests, [(id_of(raw).encode(), raw)]))
         return raw
 
@@ -108,84 +113,130 @@ class Scene:
         self.sequencer.stop()
 
 
-def crash_around_a_suspension(scene: Scene, point: str) -> list[GovernanceApplied]:
-    """Grant, crash at ``point`` with the suspension and a request behind it, restart, and
-    check the decisions (module docstring); returns the copies of the suspension's
+@dataclass(frozen=True, slots=True)
+class Governed:
+    """An operator's governance event for the crash, and what it changes for a request."""
+
+    kind: str
+    asker: tuple[str, Signer]  # who asks once it is in force
+    allowed: bool  # that request, and alice's, once it is in force
+    reasons: tuple[Reason, ...]
+
+    def envelope(self, data: Path) -> bytes:
+        admin = operator(data)
+        if self.kind == "TenantSuspended":
+            return admin.suspend_tenant("acme", reason="incident 13")
+        return admin.register("agent:carol", CAROL.public_key, ("reader", "requester"),
+                              tenant="acme", reason="a new agent")
+
+    def in_force(self, engine: Engine) -> bool:
+        if self.kind == "TenantSuspended":
+            return engine.governance.suspended_tenants == {"acme"}
+        return CAROL.key_id in engine.governance.keyring
+
+
+SUSPENSION = Governed("TenantSuspended", ("agent:alice", ALICE), False,
+                      (Reason.TENANT_SUSPENDED,))
+REGISTRATION = Governed("PrincipalRegistered", ("agent:carol", CAROL), True, ())
+
+
+def expect(decision: Event | None, allowed: bool, reasons: tuple[Reason, ...],
+           position: int) -> None:
+    if allowed:
+        assert isinstance(decision, AuthorizationGranted), decision
+    else:
+        assert isinstance(decision, AuthorizationDenied), decision
+        assert decision.reasons == reasons
+    assert decision.governance == position
+
+
+def crash_around(scene: Scene, point: str, governed: Governed) -> list[GovernanceApplied]:
+    """Grant, crash at ``point`` with the governance event and a request behind it, restart,
+    and check the decisions (module docstring); returns the copies of the event's
     GovernanceApplied on Kafka."""
     first = scene.processor()
     before = scene.request("before-the-crash-1")
     granted = decision_about(scene.decisions("the first decision", before), before)
-    assert isinstance(granted, AuthorizationGranted)
+    assert isinstance(granted, AuthorizationGranted) and granted.governance
     assert first.stop() == 0
     position = granted.governance
-    assert position is not None and position > 0
 
-    # The crashing run: the suspension and a request right behind it.
-    suspension = operator(scene.data).suspend_tenant("acme", reason="incident 13")
-    crashing = scene.processor(crash=(id_of(suspension), point))
-    asyncio.run(produce(scene.bootstrap, scene.topics.governance, [(b"governance", suspension)]))
+    # The crashing run: the governance event and a request right behind it.
+    envelope = governed.envelope(scene.data)
+    crashing = scene.processor(crash=(id_of(envelope), point))
+    asyncio.run(produce(scene.bootstrap, scene.topics.governance, [(b"governance", envelope)]))
     behind = scene.request("behind-the-crash-1")
     assert crashing.died() == -signal.SIGKILL, scene.log.read_text()
-    assert journaled(scene.data, id_of(suspension)) == (1 if point == "journaled" else 0)
+    assert journaled(scene.data, id_of(envelope)) == (1 if point == "journaled" else 0)
     published = asyncio.run(topic_events(scene.bootstrap, scene.topics.decisions))
-    assert applied_of(published, id_of(suspension)) == []  # nothing left the dead process
+    assert applied_of(published, id_of(envelope)) == []  # nothing left the dead process
     assert decision_about(published, behind) is None
 
-    # Restarted: the suspension is in force, once, and governs what follows.
+    # Restarted: the event is applied once; from its answer on it governs every decision.
     again = scene.processor()
-    after = scene.request("after-the-restart1")
-    events = scene.decisions("the decisions after the restart", behind, after)
-    for raw in (behind, after):
-        denied = decision_about(events, raw)
-        assert isinstance(denied, AuthorizationDenied), denied
-        assert denied.reasons == (Reason.TENANT_SUSPENDED,)
-        assert denied.governance == position + 1
-    assert again.stop() == 0
-    acks = applied_of(events, id_of(suspension))
-    assert {id_of(a) for a in acks} == {id_of(acks[0])}  # one answer (maybe sent twice)
+    acks = applied_of(asyncio.run(wait_for_events(
+        scene.bootstrap, scene.topics.decisions, "the event's answer",
+        lambda es: bool(applied_of(es, id_of(envelope))))), id_of(envelope))
     assert acks[0].position == position + 1
-    check_ledger(scene.data, suspension, acks[0], [before, behind, after])
-    check_journal(scene.settings, suspension, position + 1)
+    after = scene.request("after-the-restart1", governed.asker)
+    events = scene.decisions("the decisions after the restart", behind, after)
+    expect(decision_about(events, after), governed.allowed, governed.reasons, position + 1)
+    # Behind it, not lost: decided under the event (applied first in a batch) or, from
+    # another batch, before it (the decision names which).
+    decision = decision_about(events, behind)
+    assert decision is not None and decision.governance in (position, position + 1)
+    if decision.governance == position + 1:
+        expect(decision, governed.allowed, governed.reasons, position + 1)
+    else:
+        expect(decision, True, (), position)
+    assert again.stop() == 0
+    acks = applied_of(asyncio.run(topic_events(scene.bootstrap, scene.topics.decisions)),
+                      id_of(envelope))
+    assert {id_of(a) for a in acks} == {id_of(acks[0])}  # one answer (maybe sent twice)
+    check_ledger(scene.data, envelope, acks[0], [before, behind, after])
+    check_journal(scene.settings, governed, envelope, position + 1)
     return acks
 
 
-def check_ledger(data: Path, suspension: bytes, ack: GovernanceApplied,
+def check_ledger(data: Path, envelope: bytes, ack: GovernanceApplied,
                  requests: list[bytes]) -> None:
-    """The ledger holds the suspension once, one GovernanceApplied for it, every request."""
-    wanted = {id_of(suspension), id_of(ack), *(id_of(r) for r in requests)}
-    wait_until("the ledger to hold the suspension and the requests", lambda: wanted <= {
-        e for e, _, _ in ledger_leaves(data / "ledger.db", [
-            "TenantSuspended", "GovernanceApplied", "AuthorizationRequested"])})
+    """The ledger holds the governance event, one GovernanceApplied for it (``ack``), and
+    every request."""
+    kinds = [ack.applied_kind, "GovernanceApplied", "AuthorizationRequested"]
+    wanted = {id_of(envelope), id_of(ack), *(id_of(r) for r in requests)}
+    wait_until("the ledger to hold the event, its answer and the requests", lambda: wanted <= {
+        e for e, _, _ in ledger_leaves(data / "ledger.db", kinds)})
     applied = [leaf for _, parent, leaf in ledger_leaves(data / "ledger.db",
                                                          ["GovernanceApplied"])
-               if parent == id_of(suspension)]
+               if parent == id_of(envelope)]
     assert len(applied) == 1
     stored = read_stored(applied[0])
     assert stored is not None
     assert GovernanceApplied.model_validate_json(stored.payload) == ack
-    assert [e for e, _, _ in ledger_leaves(data / "ledger.db", ["TenantSuspended"])] == [
-        id_of(suspension)]
 
 
-def check_journal(settings: Settings, suspension: bytes, position: int) -> None:
-    """The journal alone restores the suspension, once, at ``position``."""
+def check_journal(settings: Settings, governed: Governed, envelope: bytes,
+                  position: int) -> None:
+    """The journal alone restores the event, once, at ``position``."""
     journal = Journal(settings.data_dir / "processor.db")
     try:
         engine = build_engine(settings, journal)
         CatchUp(engine, journal, group=False).run()
         assert engine.governance.position == position
-        assert engine.governance.suspended_tenants == {"acme"}
-        assert engine.governance.last_event == id_of(suspension)
+        assert engine.governance.last_event == id_of(envelope)
+        assert governed.in_force(engine)
     finally:
         journal.close()
 
 
+@pytest.mark.parametrize("governed", [SUSPENSION, REGISTRATION], ids=lambda g: g.kind)
 @pytest.mark.parametrize("point", POINTS)
-def test_a_crash_around_a_suspension_applies_it_once_and_loses_nothing(
-        tmp_path: Path, broker: EmbeddedBroker, topics: Topics, point: str) -> None:
+def test_a_crash_around_a_governance_event_applies_it_once_and_loses_nothing(
+        tmp_path: Path, broker: EmbeddedBroker, topics: Topics, point: str,
+        governed: Governed) -> None:
     scene = Scene(tmp_path, broker, topics, group=False)
     try:
-        acks = crash_around_a_suspension(scene, point)
+        acks = crash_around(scene, point, governed)
     finally:
         scene.close()
     # Offsets are journaled with the batch: nothing is redelivered, so the answer is
@@ -202,7 +253,7 @@ def test_a_crash_around_a_suspension_in_a_consumer_group_applies_it_once(
         tmp_path: Path, broker: EmbeddedBroker, topics: Topics, point: str) -> None:
     scene = Scene(tmp_path, broker, topics, group=True)
     try:
-        acks = crash_around_a_suspension(scene, point)
+        acks = crash_around(scene, point, SUSPENSION)
     finally:
         scene.close()
     # Offsets are committed after publishing: after "journaled" the batch is redelivered

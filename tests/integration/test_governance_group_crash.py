@@ -35,7 +35,12 @@ from tests.governance_support import (
     wait_for_events,
     wait_until,
 )
-from tests.integration.test_governance_crash import Scene, check_journal, check_ledger
+from tests.integration.test_governance_crash import (
+    SUSPENSION,
+    Scene,
+    check_journal,
+    check_ledger,
+)
 from tests.processor_child import Processor
 from tests.service_support import produce
 
@@ -118,7 +123,7 @@ def test_the_survivor_of_a_group_applies_the_suspension_its_peer_died_on_once(
         assert {id_of(a) for a in acks} == {id_of(acks[0])}  # one answer (maybe sent twice)
         assert survivor.stop() == 0 and restarted.stop() == 0
         check_ledger(scene.data, suspension, acks[0], alone + together)
-        check_journal(scene.settings, suspension, position + 1)
+        check_journal(scene.settings, SUSPENSION, suspension, position + 1)
     finally:
         scene.close()
     assert audit_ledger(scene.data).ok
