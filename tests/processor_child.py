@@ -116,6 +116,7 @@ class Processor:
         wait_until("the processor ready", lambda: self.ready.exists() or
                    self.proc.poll() is not None, timeout_s=60)
         assert self.proc.poll() is None, log.read_text()
+        self.ready.unlink()
 
     def decided(self) -> set[str]:
         """The subjects this process decided (RECORD), so far."""
