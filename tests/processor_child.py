@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ledger.config import Settings
-from ledger.server.service import settings_env
+from ledger.server.children import settings_env
 from tests.governance_support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
