@@ -52,7 +52,8 @@ def format_time(value: datetime) -> str:
 
 UtcTime = Annotated[datetime, AfterValidator(_require_utc), PlainSerializer(format_time)]
 Identity = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]
-Tenant = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z0-9][a-z0-9._-]{0,63})$")]
+TENANT_PATTERN = r"^(\*|[a-z0-9][a-z0-9._-]{0,63})$"
+Tenant = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 Nonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
 EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 _DIGEST = r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$"

@@ -55,7 +55,7 @@ from ledger.server.bodies import (
     summarize_decision,
     text_doc,
 )
-from ledger.server.http_errors import HANDLED, ApiError, ObserveHttp, handle
+from ledger.server.http_errors import HANDLED, ApiError, ObserveHttp, SingleQueryValues, handle
 from ledger.server.metrics import CONTENT_TYPE, Metrics
 from ledger.server.routes_approvals import add_approval_routes
 from ledger.server.routes_ledger import Hex64, LedgerReads, LedgerSource, add_ledger_routes
@@ -112,7 +112,8 @@ def make_api(backend: ApiBackend, metrics: Metrics | None = None, *,
                   description="Pre-execution authorization: submit signed events, read "
                   "decisions, fetch checkpoints and offline-verifiable proofs.")
     app.state.metrics, app.state.backend = metrics, backend
-    app.add_middleware(ObserveHttp, metrics=metrics)
+    app.add_middleware(SingleQueryValues)
+    app.add_middleware(ObserveHttp, metrics=metrics)  # outermost: it sees every answer
     for handled in HANDLED:
         app.add_exception_handler(handled, handle)
     ledger = LedgerReads(backend)

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from ledger.clock import utc_now
+from ledger.core.events import TENANT_PATTERN
 from ledger.core.keys import Principal
 from ledger.core.tenancy import ALL_TENANTS
 from ledger.errors import NotFound
@@ -30,7 +31,9 @@ def add_approval_routes(app: FastAPI, ledger: LedgerReads, reader: Reader) -> No
              responses=errors_doc(401, 403, 422, 503))
     async def approvals(pending: Annotated[bool, Query(
             description="only the requests still waiting")] = True,
-            tenant: Annotated[str | None, Query(max_length=64)] = None,
+            tenant: Annotated[str | None, Query(
+                pattern=TENANT_PATTERN, description="only this tenant's (a tenant id)")
+            ] = None,
             who: Principal = signed_in) -> JSONResponse:
         now = utc_now()
         if who.tenant != ALL_TENANTS:

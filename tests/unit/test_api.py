@@ -208,6 +208,24 @@ def decision_envelope(kind: str, subject: str) -> tuple[bytes, str]:
         reasons=(Reason.ARTIFACT_REVOKED, Reason.SCOPE_MISMATCH)), AUTHORITY)
 
 
+# -- every route ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "/v1/approvals?tenant=acme&tenant=globex",       # which tenant? refused, not guessed
+    f"/v1/decisions/{RID}?wait=0&wait=30",
+    "/v1/checkpoint?x=1&x=",
+])
+def test_a_query_parameter_given_twice_is_refused(api: Client, url: str) -> None:
+    response = api.get(url)
+    assert (response.status_code, error_of(response)) == (422, "MALFORMED")
+    assert "given more than once" in response.json()["detail"]
+
+
+def test_distinct_query_parameters_are_served(api: Client) -> None:
+    assert api.get("/v1/approvals?tenant=acme&pending=true").status_code == 200
+
+
 # -- POST /v1/events -----------------------------------------------------------------------
 
 
