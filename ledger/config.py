@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     monitor_storm_limit: int = Field(default=10, ge=1)
     monitor_tick_s: float = Field(default=1.0, gt=0, le=60)
     monitor_nice: int = Field(default=10, ge=0, le=19)
+    # Linux SCHED_IDLE for the monitor: it runs only on CPU nobody else wants, so it never
+    # takes a cycle from a decision; under saturation it lags (govledger_monitor_lag).
+    monitor_sched_idle: bool = True
     monitor_ledger_wait_s: float = Field(default=60.0, gt=0, le=3_600)
 
     @model_validator(mode="after")

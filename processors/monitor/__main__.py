@@ -62,8 +62,11 @@ def main() -> None:
             raise ConfigError("the monitor needs GOVLEDGER_KAFKA_BOOTSTRAP")
         watcher = build_watcher(settings)
         # Off the decision path: on a shared host the scheduler serves the processor, the
-        # sequencer and the broker first; the monitor catches up when they idle.
+        # sequencer and the broker first; the monitor catches up when they idle. Before any
+        # thread starts: the threads faust and aiokafka make inherit the policy.
         os.nice(settings.monitor_nice)
+        if settings.monitor_sched_idle and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         if settings.monitor_metrics_port:
             watcher.metrics.serve(settings.monitor_metrics_port, settings.api_host)
     except (ConfigError, OSError) as exc:
