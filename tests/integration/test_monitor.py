@@ -264,6 +264,15 @@ def test_govledger_alerts_follow_prints_an_alert_logged_after_it_started(
             follow.terminate()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies only")
+def test_the_monitor_runs_only_on_idle_cpu(stack: tuple[Running, MonitorProcess]) -> None:
+    """It never takes CPU from decisions (docs/monitor.md): SCHED_IDLE, every thread."""
+    pid = stack[1].proc.pid
+    threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    assert len(threads) > 1  # faust and aiokafka started theirs after the policy was set
+    assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+
+
 def test_forged_events_are_counted_and_ignored(stack: tuple[Running, MonitorProcess]) -> None:
     running, monitor = stack
     forged = Scenario(scenario_for(running).runner, "govledger:authority", ALICE, RUNNER)
