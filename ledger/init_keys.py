@@ -43,11 +43,7 @@ def keep_authority_key(data: DataDir, report: InitReport) -> Signer:
     """Keep a usable authority key; make one when there is none (or only a cut-off write)
     and no keyring names an authority, which is what the processor signs under."""
     path = data.authority_key
-    signer = read_key_file(path)
-    if signer is not None:
-        public_key_file(path, signer, report)
-        write_anchor(data, path, "authority.pub", signer, report)
-        report.kept.append(str(path))
+    if (signer := kept_key(data, path, "authority.pub", report)) is not None:
         return signer
     if data.keyring.exists() and names_authority(data.keyring):
         state = "only partly written" if path.exists() else "missing"
@@ -60,8 +56,20 @@ def keep_authority_key(data: DataDir, report: InitReport) -> Signer:
     return signer
 
 
-def write_anchor(data: DataDir, key_path: Path, name: str, signer: Signer, report: InitReport, *,
-            new: bool = False) -> None:
+def kept_key(data: DataDir, path: Path, anchor: str, report: InitReport) -> Signer | None:
+    """The usable key at ``path``, kept, its public key beside it and its ``anchor`` in
+    DATA/keys checked (written when missing); None when there is none or only a cut-off
+    write. Raises ConfigError for a public key or anchor of another key."""
+    signer = read_key_file(path)
+    if signer is not None:
+        public_key_file(path, signer, report)
+        write_anchor(data, path, anchor, signer, report)
+        report.kept.append(str(path))
+    return signer
+
+
+def write_anchor(data: DataDir, key_path: Path, name: str, signer: Signer,
+                 report: InitReport, *, new: bool = False) -> None:
     """DATA/keys/``name`` (authority.pub, operator.pub), the trust anchor the roles without
     that key (the sequencer, the API; every role for the operator's) follow governance
     from, when the key lives elsewhere. For a ``new`` key it is written over whatever is
@@ -69,7 +77,7 @@ def write_anchor(data: DataDir, key_path: Path, name: str, signer: Signer, repor
     refused."""
     anchor = data.keys / name
     if key_path.with_suffix(".pub") == anchor:
-        return  # beside the key: _public_key and _new_key write it
+        return  # beside the key: public_key_file and new_key write it
     if new:
         existed = anchor.exists()
         write_atomic(anchor, public_key_text(signer), replace=True)
@@ -88,11 +96,7 @@ def keep_operator_key(data: DataDir, report: InitReport, *, genesis_signed: bool
     its anchor DATA/keys/operator.pub is what every role reads. ``genesis_signed``: the
     ledger holds a governance genesis."""
     path = data.operator_key
-    signer = read_key_file(path)
-    if signer is not None:
-        public_key_file(path, signer, report)
-        write_anchor(data, path, "operator.pub", signer, report)
-        report.kept.append(str(path))
+    if kept_key(data, path, "operator.pub", report) is not None:
         return
     if genesis_signed:
         if (data.keys / "operator.pub").exists():  # the key is offline or not mounted here
