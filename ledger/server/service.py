@@ -44,16 +44,12 @@ from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
-from ledger.log.governance import GovernanceFollower, follow_ledger, governance_verifier
+from ledger.log.governance import GovernanceFollower, follow_ledger
 from ledger.log.sequencer import (
     VKEY_NAME,
-    Sequencer,
-    SubmitResult,
-    open_ledger,
     read_vkey,
 )
 from ledger.log.store import LedgerStore
-from ledger.log.worker import SequencerWorker
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
 from ledger.server.auth import ApiAuth
@@ -61,6 +57,7 @@ from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.children import Child, child_env
 from ledger.server.heartbeat import beat
 from ledger.server.metrics import Metrics, serve_metrics
+from ledger.server.sequencing import follow_governance, open_sequencer
 from ledger.server.tokens import TOKENS_FILE, load_tokens
 from ledger.server.watch import broker_exit, watch
 from ledger.server.webhook import ApprovalWebhook
@@ -70,7 +67,6 @@ log = logging.getLogger("govledger.service")
 
 COMPONENTS = ("processor", "sequencer", "api", "monitor")
 CHILD_GRACE_AFTER_FAILURE_S = 2.0
-GOVERNANCE_FOLLOW_S = 1.0  # how often a role without the sequencer reads the ledger's keys
 STOP_GRACE_AFTER_FAILURE_S = 5.0
 
 
@@ -147,8 +143,10 @@ class Service:
             await self._start_sequencer()
             if witnesses:
                 self._start_cosigner(witnesses)
-        else:
-            self._spawn("governance", self._follow_ledger())
+        else:  # the keys in force come from the ledger the sequencer's process writes
+            assert self.governance is not None
+            self._spawn("governance", follow_governance(self.governance, self.data.ledger_db,
+                                                        self.stop_event))
         if "processor" in self.components:
             await self._start_processor()
         if "api" in self.components:
@@ -171,50 +169,11 @@ class Service:
 
     async def _start_sequencer(self) -> None:
         assert self.governance is not None
-        governance, settings, key_file = self.governance, self.settings, self.data.ledger_key
-
-        def opener() -> Sequencer:
-            return open_ledger(settings.data_dir, governance_verifier(governance),
-                               checkpoint_interval=settings.checkpoint_interval_s,
-                               key_file=key_file)
-        metrics = self.metrics
-        signed_at = [time.monotonic()]
-
-        def on_batch(result: SubmitResult) -> None:
-            if result.refused:  # one line per batch, not per event: a flood stays readable
-                by_reason = result.refused_by_reason()
-                metrics.observe_refused(by_reason)
-                log.warning("sequencer refused %d of a batch of %d: %s", len(result.refused),
-                            len(result.refused) + result.appended + result.duplicates,
-                            ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())))
-            if result.late:  # the worker logs them, one line per commit
-                metrics.observe_out_of_order(result.late_by_reason())
-            if result.checkpoint is not None:
-                signed_at[0] = time.monotonic()
-            metrics.set_ledger(result.tree_size, time.monotonic() - signed_at[0])
-
-        def on_lag(topic: str, lag: int) -> None:
-            metrics.set_lag("sequencer", topic, lag)
-        worker = await SequencerWorker.open(self.settings, self.bootstrap, self.topics, opener,
-                                            on_batch=on_batch, on_lag=on_lag)
+        worker = await open_sequencer(self.settings, self.bootstrap, self.topics,
+                                      self.governance, self.data.ledger_key, self.metrics)
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
-
-    async def _follow_ledger(self) -> None:
-        """A role without the sequencer (the API alone): the keys in force come from the
-        ledger the sequencer's process writes, read every ``GOVERNANCE_FOLLOW_S``, so a key
-        registered or revoked live authenticates or is refused here too within about that
-        long. The keyring changes in place under the API's auth and backend. Raises
-        ProofError or Unavailable (then the service stops: it never serves stale keys)."""
-        assert self.governance is not None
-        follower, path = self.governance, self.data.ledger_db
-        while not self.stop_event.is_set():
-            # On the loop, not a thread: the keyring must not change under a request that
-            # is reading it. Only the leaves since the last read: a few, cheap.
-            follower.catch_up(path)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), GOVERNANCE_FOLLOW_S)
 
     def _start_cosigner(self, witnesses: tuple[WitnessEndpoint, ...]) -> None:
         """Ask the configured witnesses to cosign each checkpoint: a task of its own, off
