@@ -87,7 +87,7 @@ class Child:
         self.ready_file.unlink(missing_ok=True)
 
     async def stop(self, grace_s: float) -> None:
-        """SIGTERM, then SIGKILL after ``grace_s``."""
+        """SIGTERM, then SIGKILL after ``grace_s`` (or at once if this wait is cancelled)."""
         self.ready_file.unlink(missing_ok=True)
         proc = self._proc()
         if proc.returncode is None:
@@ -97,6 +97,9 @@ class Child:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+            except asyncio.CancelledError:  # the caller's own bound ran out: never leave it
+                proc.kill()
+                raise
 
     async def exited(self) -> str:
         """Waits for the child to end; says how (the service's watch reports it)."""

@@ -218,8 +218,11 @@ class Service:
         file is ``.monitor-ready-<pid>`` in the data directory."""
         child = Child("monitor", "processors.monitor", self.settings.data_dir)
         self.monitor_pid = await child.start(child_env(self.settings, self.bootstrap))
-        # Nothing durable in it (the ledger is its state); started last, stopped first.
-        self._stoppers.append(lambda: child.stop(CHILD_GRACE_AFTER_FAILURE_S * 5))
+        # Nothing durable in it (the ledger is its state); started last, stopped first. After
+        # a failure the whole stop is bounded (STOP_GRACE_AFTER_FAILURE_S): its grace too.
+        self._stoppers.append(lambda: child.stop(
+            CHILD_GRACE_AFTER_FAILURE_S * 5 if self.failed is None
+            else CHILD_GRACE_AFTER_FAILURE_S))
         self._spawn("monitor", watch(self.stop_event, child.exited()))
 
     async def _start_api(self) -> None:
