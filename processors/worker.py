@@ -58,6 +58,7 @@ from ledger.kafka.topics import Topics
 from processors.catchup import CatchUp, freeze_survivors
 from processors.core.engine import Engine
 from processors.core.outcomes import Outcome, Output
+from processors.intake import governance_ahead
 from processors.journal import Journal
 from processors.reconcile import Reconciler
 from processors.reconcile_loop import RECONCILE_GRACE_S, ReconcileLoop
@@ -70,7 +71,6 @@ GROUP_ID = "govledger-processors"
 YIELD_EVERY = 64
 MAX_IN_FLIGHT = 4  # decided batches waiting for the committer
 FREEZE_EVERY_S = 1.0
-GOVERNANCE_CATCH_UP_S = 10.0  # longest wait for governance records the broker holds
 Handled = tuple[Stream, datetime, bytes, Outcome]
 
 
@@ -244,7 +244,10 @@ class DecisionWorker:
                 if reconciling.done() and not stop.is_set():
                     reconciling.result()  # raises what stopped it (Unavailable)
                 records = [r for part in batches.values() for r in part]
-                records = await self._governance_ahead(records)
+                if records:  # governance first, also what the fetch buffer still holds
+                    records = await governance_ahead(
+                        self._consumer, self._topic_of[Stream.GOVERNANCE], records,
+                        self.max_batch)
                 started = time.perf_counter()
                 handled = await self._decide(records) if records else self._expired()
                 if not handled:
@@ -292,40 +295,6 @@ class DecisionWorker:
         """Steps 1-6 of the module docstring for one batch, not pipelined."""
         started = time.perf_counter()
         return await self._finish(records, await self._decide(records), started)
-
-    async def _governance_ahead(self, records: list[ConsumerRecord[bytes, bytes]]
-                                ) -> list[ConsumerRecord[bytes, bytes]]:
-        """``records`` plus the governance records the consumer knows of and has not handed
-        out (issue 13: governance is consumed ahead of requests). The fetch buffer hands out
-        records partition by partition, and at start the governance partition may not be
-        fetched yet while a backlog of requests is. So, before a batch is decided, the
-        governance partition is read up to its high watermark as of the last fetch (no
-        request to the broker when it is already there; at start, until its first fetch
-        answers); ``_decide`` applies them first. A fetch that brings a request produced
-        after the broker acknowledged a governance event brings that event too, so the
-        request is decided under it. Raises Unavailable if the records do not come within
-        ``GOVERNANCE_CATCH_UP_S``."""
-        assert self._consumer is not None
-        if not records:
-            return records
-        governance = self._topic_of[Stream.GOVERNANCE]
-        mine = [tp for tp in self._consumer.assignment() if tp.topic == governance]
-        ahead: list[ConsumerRecord[bytes, bytes]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + GOVERNANCE_CATCH_UP_S
-        try:
-            for tp in mine:  # none: another worker of the group holds it (docs/governance.md)
-                while (high := self._consumer.highwater(tp)) is None or \
-                        await self._consumer.position(tp) < high:
-                    if loop.time() > deadline:
-                        raise Unavailable("the governance topic's records did not arrive in "
-                                          f"{GOVERNANCE_CATCH_UP_S:.0f} s")
-                    got = await self._consumer.getmany(tp, timeout_ms=100,
-                                                       max_records=self.max_batch)
-                    ahead += got.get(tp, [])
-        except KafkaError as exc:
-            raise Unavailable(f"processor consume failed: {exc}") from exc
-        return ahead + records
 
     def _expired(self) -> list[Handled]:
         """Pending approvals ended without an input (``Engine.expire``), as journal entries.
