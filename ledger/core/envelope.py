@@ -159,6 +159,14 @@ def sign_event_with_id(event: Event, signer: Signer) -> tuple[bytes, str]:
     return build_envelope(payload_type(event.KIND), payload, signer), event_id(payload)
 
 
+def sign_payload_with_id(kind: str, payload: bytes, signer: Signer) -> tuple[bytes, str]:
+    """:func:`sign_event_with_id` for a payload already encoded as :func:`payload_bytes`
+    would encode an event of ``kind`` (e.g. processors.core.grants.grant_payload). Raises
+    InvalidEvent on what a verifier would refuse, as :func:`sign_event_with_id`."""
+    _check_signable(payload)
+    return build_envelope(payload_type(kind), payload, signer), event_id(payload)
+
+
 def _check_signable(payload: bytes) -> None:
     """What :func:`parse_payload` would refuse in bytes we encoded ourselves.
 
