@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Processes.
     processor_group: bool | None = None
     processor_own_process: bool = True
+    # `govledger up` runs the sequencer in a child process too (issue 14); False keeps it on
+    # the service's event loop (tests that patch it in process).
+    sequencer_own_process: bool = True
 
     # HTTP API.
     api_host: str = "127.0.0.1"

@@ -2,22 +2,19 @@
 
 What ``govledger up`` starts as its processor child process: it imports only the decision side
 (no HTTP stack), so it is ready quickly, and it writes ``--ready-file`` once restored and
-connected. SIGTERM/SIGINT stop it cleanly; Unavailable exits 3, a configuration error 2.
+connected. SIGTERM/SIGINT stop it cleanly; Unavailable exits 3, a configuration error 2, any
+other error 1 (ledger.entrypoint).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import os
 import signal
-import sys
 from pathlib import Path
 
-from ledger.config import Settings, load_settings
-from ledger.errors import ConfigError, GovLedgerError, Unavailable
-from ledger.telemetry import configure_tracing, log_handler
+from ledger.config import Settings
+from ledger.entrypoint import child_main
+from ledger.errors import ConfigError
 from processors.app import build_worker
 
 
@@ -40,32 +37,8 @@ async def serve(settings: Settings, ready_file: Path | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m processors", description=__doc__)
-    parser.add_argument("--ready-file", type=Path, default=None)
-    args = parser.parse_args()
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        logging.basicConfig(level=logging.INFO, handlers=[log_handler("text")])
-        logging.getLogger("govledger.processor").error("%s", exc)
-        sys.exit(2)
-    # The level `govledger --log-level` chose reaches this child as GOVLEDGER_LOG_LEVEL.
-    level = os.environ.get("GOVLEDGER_LOG_LEVEL", "info").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        handlers=[log_handler(settings.log_format)])
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    configure_tracing("govledger-processor")
-    try:
-        asyncio.run(serve(settings, args.ready_file))
-    except Unavailable as exc:
-        logging.getLogger("govledger.processor").error("unavailable: %s", exc)
-        sys.exit(3)
-    except ConfigError as exc:
-        logging.getLogger("govledger.processor").error("%s", exc)
-        sys.exit(2)
-    except GovLedgerError as exc:
-        logging.getLogger("govledger.processor").error("%s", exc)
-        sys.exit(1)
+    child_main("python -m processors", __doc__, "govledger.processor",
+               "govledger-processor", serve)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from ledger.log.proofs import (
     verify_bundle_file,
 )
 from ledger.log.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info
-from ledger.server.service import check_decision_side
+from ledger.server.children import check_decision_side
 
 
 def ledger_init(data: DataOpt = None, as_json: JsonFlag = False) -> None:

@@ -4,8 +4,11 @@ told its settings, awaited and stopped; the service (ledger/server/service.py) w
 A child is ``python -m MODULE --ready-file FILE`` with the service's settings in its
 environment (:func:`settings_env`, plus what only the parent can resolve: the broker it
 started, the embedded-or-not defaults). It dies with its parent (PR_SET_PDEATHSIG) and
-writes FILE once it is ready; a child that exits first, or is not ready in time, is an
-Unavailable. Stopping sends SIGTERM and kills it after a grace.
+writes FILE once it is ready. A child that exits first fails the start as its exit status
+says (ledger.entrypoint.child_main sets it, :func:`child_failed` reads it); one not
+ready in time is Unavailable. Stopping sends SIGTERM and kills it after a grace.
+:func:`check_decision_side` checks, for ``govledger init``, what the processor child will
+load at its start.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ledger.config import Settings
-from ledger.errors import Unavailable
+from ledger.entrypoint import EXIT_CONFIG, EXIT_FAILED_CHECK
+from ledger.errors import ConfigError, GovLedgerError, ProofError, Unavailable
 from ledger.kafka.broker import die_with_parent
 
 
@@ -62,13 +66,22 @@ class Child:
         self.ready_file = data_dir / f".{name}-ready-{os.getpid()}"
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, env: Mapping[str, str]) -> int:
-        """Start it; returns its pid."""
+    async def start(self, env: Mapping[str, str], *, stdout: int | None = None) -> int:
+        """Start it (``stdout=asyncio.subprocess.PIPE`` to read what it writes there, else
+        it inherits ours); returns its pid."""
         self.ready_file.unlink(missing_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module, "--ready-file", str(self.ready_file),
-            env=dict(env), preexec_fn=die_with_parent(os.getpid()))
+            env=dict(env), stdout=stdout, preexec_fn=die_with_parent(os.getpid()))
         return self.proc.pid
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        """What the child writes to stdout (started with ``stdout=PIPE``)."""
+        stream = self._proc().stdout
+        if stream is None:
+            raise Unavailable(f"the {self.name} process's stdout is not piped")
+        return stream
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Until the child wrote its ready file. Raises Unavailable if it exits first or
@@ -78,8 +91,7 @@ class Child:
         deadline = loop.time() + timeout_s
         while not self.ready_file.exists():
             if proc.returncode is not None:
-                raise Unavailable(f"the {self.name} process exited with status "
-                                  f"{proc.returncode}")
+                raise child_failed(self.name, proc.returncode)
             if loop.time() > deadline:
                 raise Unavailable(f"the {self.name} process did not become ready in "
                                   f"{timeout_s:.0f} s")
@@ -99,6 +111,7 @@ class Child:
                 await proc.wait()
             except asyncio.CancelledError:  # the caller's own bound ran out: never leave it
                 proc.kill()
+                await proc.wait()  # at once after SIGKILL; the bound's wait_for awaits this
                 raise
 
     async def exited(self) -> str:
@@ -110,3 +123,25 @@ class Child:
         if self.proc is None:
             raise Unavailable(f"the {self.name} process was never started")
         return self.proc
+
+
+def child_failed(name: str, status: int) -> GovLedgerError:
+    """What a child that exited during its start means, by the status
+    ledger.entrypoint.child_main gave it (the child logged the reason itself)."""
+    message = f"the {name} process exited with status {status} (its log says why)"
+    if status == EXIT_FAILED_CHECK:
+        return ProofError(message)
+    if status == EXIT_CONFIG:
+        return ConfigError(message)
+    return Unavailable(message)
+
+
+def check_decision_side(settings: Settings) -> None:
+    """Load what the processor loads at start (its key, keyring, policies and limits), so
+    that ``govledger init`` says now what ``govledger up`` would refuse later. Raises
+    ConfigError naming the data directory."""
+    from processors.app import check_files  # the decision side is optional per process
+    try:
+        check_files(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc

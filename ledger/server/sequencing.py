@@ -1,7 +1,9 @@
 """The sequencer's side of the service: the worker that appends every event to the ledger,
 verifying it under the keys in force (the governance follower it feeds) and reporting to the
-metrics; and, for a role that runs no sequencer (the API alone), the follower fed from the
-ledger another process writes, so the keys in force stay live there too."""
+metrics (in the service's process, or in its own: ledger/server/sequencer_process.py); and,
+for a process that runs no sequencer (the API of ``govledger up``, whose sequencer is a
+child, or the API role alone), the follower fed from the ledger another process writes, so
+the keys in force stay live there too."""
 
 from __future__ import annotations
 
@@ -9,23 +11,37 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from ledger.config import Settings
 from ledger.kafka.topics import Topics
 from ledger.log.governance import GovernanceFollower, governance_verifier
 from ledger.log.sequencer import Sequencer, SubmitResult, open_ledger
+from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
-from ledger.server.metrics import Metrics
 
 log = logging.getLogger("govledger.service")
 
-GOVERNANCE_FOLLOW_S = 1.0  # how often a role without the sequencer reads the ledger's keys
+# How often a process without the sequencer reads the ledger's keys: a key revoked live is
+# refused by its API within about this long (the processor refuses it in decisions at once).
+GOVERNANCE_FOLLOW_S = 0.25
+
+
+class SequencerMetrics(Protocol):
+    """What the sequencer reports (ledger.server.metrics.Metrics, or the child's
+    ledger.server.sequencer_process.MetricsLines)."""
+
+    def observe_refused(self, by_reason: Mapping[str, int]) -> None: ...
+    def observe_out_of_order(self, by_reason: Mapping[str, int]) -> None: ...
+    def set_ledger(self, size: int, checkpoint_age_s: float) -> None: ...
+    def set_lag(self, component: str, topic: str, lag: int) -> None: ...
 
 
 async def open_sequencer(settings: Settings, bootstrap: str, topics: Topics,
                          governance: GovernanceFollower, key_file: Path,
-                         metrics: Metrics) -> SequencerWorker:
+                         metrics: SequencerMetrics) -> SequencerWorker:
     """The sequencer worker over ``settings.data_dir``: each event verified under the keys
     ``governance`` holds (and fed to it), refusals, out-of-order appends, the ledger's size,
     checkpoint age and lag reported to ``metrics``. Raises ProofError (the ledger does not
@@ -62,9 +78,10 @@ async def follow_governance(follower: GovernanceFollower, ledger_db: Path,
     within about that long. The keyring changes in place under its holders (the API's auth
     and backend). Raises ProofError or Unavailable: the service then stops rather than serve
     stale keys."""
-    while not stop.is_set():
-        # On the loop, not a thread: the keyring must not change under a request that is
-        # reading it. Only the leaves since the last read: a few, cheap.
-        follower.catch_up(ledger_db)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), GOVERNANCE_FOLLOW_S)
+    with LedgerStore(ledger_db) as store:  # one reader: each read sees the last commit (WAL)
+        while not stop.is_set():
+            # On the loop, not a thread: the keyring must not change under a request that
+            # is reading it. Only the leaves since the last read: a few, cheap.
+            follower.feed_ledger(store, follower.fed_upto)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), GOVERNANCE_FOLLOW_S)

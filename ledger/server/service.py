@@ -1,8 +1,9 @@
 """The composition root: builds, starts, watches and stops broker, topics, processor,
 sequencer and the HTTP API (the API's backend is ``ledger.server.backend``).
 
-``govledger up`` runs every component in one process; ``govledger processor``,
-``sequencer`` and ``api`` run one each (docker-compose scales them). Start order:
+``govledger up`` runs the API in this process and the processor, the sequencer and the
+monitor each in a child process of its own (ledger/server/children.py); ``govledger
+processor``, ``sequencer`` and ``api`` run one each (docker-compose scales them). Start order:
 
 1. the data directory (``govledger init`` material is created if missing, and said where);
 2. the broker: the embedded Tansu broker on a free loopback port, or ``kafka_bootstrap``;
@@ -11,7 +12,7 @@ sequencer and the HTTP API (the API's backend is ``ledger.server.backend``).
    refuses to start), the processor (restored from its journal), the API.
 
 SIGINT/SIGTERM set the stop event; components stop in reverse order. Fail fast: every
-component is watched (the embedded broker process, the processor child, the sequencer task,
+component is watched (the embedded broker process, the processor and sequencer children,
 the HTTP server and its decision consumer); one that ends or fails stops the whole service
 with exit 3 and one log line naming it and why. A supervisor restarts it, and the journal and
 ledger make the restart lossless. The embedded broker is not restarted in place: it is
@@ -29,26 +30,21 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import uvicorn
 
 from ledger.config import Settings
 from ledger.core.keys import KeyRing
 from ledger.datadir import DataDir, init_data_dir, require_initialized
-from ledger.errors import ConfigError, Unavailable
+from ledger.errors import Unavailable
 from ledger.init_keys import InitReport
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
 from ledger.log.governance import GovernanceFollower, follow_ledger
-from ledger.log.sequencer import (
-    VKEY_NAME,
-    read_vkey,
-)
+from ledger.log.sequencer import VKEY_NAME, read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client
 from ledger.server.api import make_api
@@ -56,7 +52,9 @@ from ledger.server.auth import ApiAuth
 from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.children import Child, child_env
 from ledger.server.heartbeat import beat
+from ledger.server.http_server import HttpServer
 from ledger.server.metrics import Metrics, serve_metrics
+from ledger.server.sequencer_process import relay_metrics
 from ledger.server.sequencing import follow_governance, open_sequencer
 from ledger.server.tokens import TOKENS_FILE, load_tokens
 from ledger.server.watch import broker_exit, watch
@@ -68,14 +66,6 @@ log = logging.getLogger("govledger.service")
 COMPONENTS = ("processor", "sequencer", "api", "monitor")
 CHILD_GRACE_AFTER_FAILURE_S = 2.0
 STOP_GRACE_AFTER_FAILURE_S = 5.0
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the service owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 @dataclass(slots=True)
@@ -94,6 +84,7 @@ class Service:
     failure: str | None = None
     _kafka_log_level: int | None = None
     processor_pid: int | None = None
+    sequencer_pid: int | None = None
     monitor_pid: int | None = None
     metrics: Metrics = field(default_factory=Metrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -143,7 +134,8 @@ class Service:
             await self._start_sequencer()
             if witnesses:
                 self._start_cosigner(witnesses)
-        else:  # the keys in force come from the ledger the sequencer's process writes
+        if self.sequencer_pid is not None or "sequencer" not in self.components:
+            # the keys in force come from the ledger another process's sequencer writes
             assert self.governance is not None
             self._spawn("governance", follow_governance(self.governance, self.data.ledger_db,
                                                         self.stop_event))
@@ -168,12 +160,47 @@ class Service:
                 self.stop_event, time.time))
 
     async def _start_sequencer(self) -> None:
+        if self.settings.sequencer_own_process and len(self.components) > 1:
+            await self._start_sequencer_process()
+            return
         assert self.governance is not None
         worker = await open_sequencer(self.settings, self.bootstrap, self.topics,
                                       self.governance, self.data.ledger_key, self.metrics)
         self._stoppers.append(worker.close)
         await worker.start()
         self._spawn("sequencer", worker.run(self.stop_event))
+
+    async def _start_sequencer_process(self) -> None:
+        """The sequencer in a child process (ledger/server/sequencer_process.py): a core of
+        its own instead of this event loop and GIL, shared with the API. Its metrics arrive
+        as lines on its stdout, relayed into this process's /metrics; it dies with this
+        process, and this service stops if it dies. It verifies the ledger against its
+        checkpoint before it is ready: a ledger that does not is its exit status 1, raised
+        here as ProofError."""
+        child = Child("sequencer", "ledger.server.sequencer_process", self.settings.data_dir)
+        self.sequencer_pid = await child.start(child_env(self.settings, self.bootstrap, {
+            "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
+                logging.getLogger().getEffectiveLevel()).lower()}),
+            stdout=asyncio.subprocess.PIPE)
+        # Read until the child's stdout closes, i.e. until it exited (also after our stop
+        # event: a child blocked on a full pipe would not stop in its grace).
+        relay = asyncio.create_task(relay_metrics(child.stdout, self.metrics,
+                                                  frozenset(self.topics.all())),
+                                    name="sequencer metrics")
+
+        async def stop_child() -> None:
+            # It stops after the processor (registered before it): what the processor
+            # publishes on its way out is still sequenced.
+            try:
+                await child.stop(20 if self.failed is None else CHILD_GRACE_AFTER_FAILURE_S)
+            finally:  # also when this stop is cut short (the child is dead either way)
+                # Its stdout closes as it exits: the relay reads to the end, so the pipe is
+                # closed with it and no transport is left open.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(relay, 5)
+        self._stoppers.append(stop_child)
+        await child.wait_ready(120)  # the ledger verified, connected (or failed)
+        self._spawn("sequencer", watch(self.stop_event, child.exited()))
 
     def _start_cosigner(self, witnesses: tuple[WitnessEndpoint, ...]) -> None:
         """Ask the configured witnesses to cosign each checkpoint: a task of its own, off
@@ -190,7 +217,11 @@ class Service:
         from processors.app import build_worker  # the decision side is optional per process
         worker = build_worker(self.settings, self.bootstrap)
         await worker.start()
-        self._stoppers.append(lambda: _stop_then(worker.stop, worker.journal.close))
+
+        async def stop_worker() -> None:
+            await worker.stop()
+            worker.journal.close()
+        self._stoppers.append(stop_worker)
         self._spawn("processor", worker.run(self.stop_event))
 
     async def _start_processor_process(self) -> None:
@@ -245,28 +276,10 @@ class Service:
                        load_tokens(self.settings.data_dir / TOKENS_FILE), clock=self.clock)
         app = make_api(backend, self.metrics, auth=auth)
         instrument_api(app)  # server spans, when tracing is configured
-        config = uvicorn.Config(app, host=self.settings.api_host,
-                                port=self.settings.api_port, log_level="warning",
-                                lifespan="off", access_log=False)
-        server = _QuietServer(config)
-        task = asyncio.create_task(server.serve(), name="api")
-        while not server.started:
-            if task.done():
-                task.result()
-                raise Unavailable("HTTP API did not start")
-            await asyncio.sleep(0.02)
-        host, port = server.servers[0].sockets[0].getsockname()[:2]
-        self.api_url = f"http://{host}:{port}"
-
-        async def stop_api() -> None:
-            server.should_exit = True
-            await task
-        self._stoppers.append(stop_api)
-
-        async def served() -> str:
-            await asyncio.shield(task)  # raises what stopped the server, if anything did
-            return "the HTTP server stopped"
-        self._spawn("api", watch(self.stop_event, served()))
+        server = HttpServer(app, self.settings.api_host, self.settings.api_port)
+        self.api_url = await server.start()
+        self._stoppers.append(server.stop)
+        self._spawn("api", watch(self.stop_event, server.served()))
 
     def _spawn(self, name: str, work: Coroutine[object, object, None]) -> None:
         async def guarded() -> None:
@@ -360,24 +373,6 @@ class Service:
     def running(self, component: str) -> bool:
         """False once the named component's task has ended (the backend's readiness)."""
         return not any(t.get_name() == component and t.done() for t in self._tasks)
-
-
-def check_decision_side(settings: Settings) -> None:
-    """Load what the processor loads at start (its key, keyring, policies and limits), so
-    that ``govledger init`` says now what ``govledger up`` would refuse later. Raises
-    ConfigError naming the data directory."""
-    from processors.app import check_files  # the decision side is optional per process
-    try:
-        check_files(settings)
-    except ConfigError as exc:
-        raise ConfigError(f"{settings.data_dir} is not ready for the processor: {exc}") from exc
-
-
-async def _stop_then(first: Callable[[], object], then: Callable[[], object]) -> None:
-    result = first()
-    if asyncio.iscoroutine(result):
-        await result
-    then()
 
 
 async def run_service(settings: Settings, components: Iterable[str] = COMPONENTS,

@@ -60,7 +60,7 @@ async def until(condition: Callable[[], bool], what: str, timeout_s: float = 30.
 async def running(data: Path) -> Service:
     make_data_dir(data)
     service = Service(Settings(data_dir=data, api_port=0, checkpoint_interval_s=0.1,
-                               processor_own_process=False))
+                               processor_own_process=False, sequencer_own_process=False))
     await service.start()
     return service
 

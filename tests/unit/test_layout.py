@@ -5,7 +5,8 @@ The rules, as the layout fixes them:
 - ``processors`` may import from ``ledger`` only ``ledger.core``, ``ledger.kafka``,
   ``ledger.log``, ``ledger.config``, ``ledger.errors``, ``ledger.datadir``,
   ``ledger.keyfiles``, ``ledger.clock`` (the wall clock, a shell module) and
-  ``ledger.telemetry`` (traces and log format, a shell module): never
+  ``ledger.telemetry`` (traces and log format, a shell module) and ``ledger.entrypoint``
+  (how a component runs as a process of its own, a shell module): never
   ``ledger.server``, ``ledger.sdk``, ``ledger.cli``, ``ledger.demo`` (nor the SDK surface
   ``ledger`` itself). ``ledger.log`` is allowed for two things: the SQLite opener the
   journal shares with the store, and the read-only store the processor reconciles its
@@ -36,7 +37,7 @@ PACKAGES = ("ledger.core", "ledger.log", "ledger.kafka", "ledger.sdk", "ledger.g
             "ledger.server", "processors")
 PROCESSORS_MAY_USE = ("ledger.core", "ledger.kafka", "ledger.log", "ledger.config",
                       "ledger.errors", "ledger.datadir", "ledger.keyfiles", "ledger.clock",
-                      "ledger.telemetry")
+                      "ledger.telemetry", "ledger.entrypoint")
 CORE_MAY_USE = ("ledger.core", "ledger.errors")
 GATEWAY_MAY_USE = ("ledger.gateway", "ledger.sdk", "ledger.core", "ledger.kafka",
                    "ledger.config", "ledger.errors")

@@ -1,0 +1,57 @@
+"""The HTTP API's server inside the service: uvicorn on the service's own event loop, with
+httptools as its HTTP/1.1 parser (issue 14: the parser was a measurable part of the API's
+CPU per request), and without uvicorn's signal handling (the service owns SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from ledger.errors import Unavailable
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    """``app`` served at ``host:port`` (0: a free port) on the running loop."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+        self._server = _QuietServer(uvicorn.Config(
+            app, host=host, port=port, http="httptools", log_level="warning",
+            lifespan="off", access_log=False))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> str:
+        """Listen; returns the base URL. Raises what failed the start, or Unavailable."""
+        self._task = task = asyncio.create_task(self._server.serve(), name="api")
+        while not self._server.started:
+            if task.done():
+                task.result()
+                raise Unavailable("HTTP API did not start")
+            await asyncio.sleep(0.02)
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        """Stop accepting, finish what is in flight."""
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    async def served(self) -> str:
+        """Waits until the server stops; raises what stopped it, if anything did."""
+        if self._task is None:
+            raise Unavailable("the HTTP server was never started")
+        await asyncio.shield(self._task)
+        return "the HTTP server stopped"

@@ -1,0 +1,54 @@
+"""The sequencer's child process reports its metrics as JSON lines on stdout, which the
+service applies to its own /metrics (ledger/server/sequencer_process.py): what the child
+writes is what the parent applies, and anything else changes nothing."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ledger.server.metrics import Metrics
+from ledger.server.sequencer_process import MetricsLines, apply_metrics_line
+
+TOPICS = frozenset({"gov.requests", "gov.decisions"})
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return metrics.registry.get_sample_value(name, labels or {})
+
+
+def test_what_the_child_writes_the_parent_applies() -> None:
+    out = io.StringIO()
+    child = MetricsLines(out)
+    child.observe_refused({"KEY_UNKNOWN": 2, "not-a-reason": 1})
+    child.observe_out_of_order({"cause_never_arrived": 3})
+    child.set_ledger(7, 0.25)
+    child.set_lag("sequencer", "gov.requests", 3)
+    parent = Metrics()
+    lines = out.getvalue().encode().splitlines(keepends=True)
+    assert len(lines) == 4
+    assert all(apply_metrics_line(line, parent, TOPICS) for line in lines)
+    assert sample(parent, "govledger_ledger_refused_total", {"reason": "KEY_UNKNOWN"}) == 2
+    assert sample(parent, "govledger_ledger_refused_total", {"reason": "OTHER"}) == 1
+    assert sample(parent, "govledger_ledger_out_of_order_total",
+                  {"reason": "OTHER"}) == 3  # not one of the hold-back's two reasons
+    assert sample(parent, "govledger_ledger_size") == 7
+    assert sample(parent, "govledger_checkpoint_age_seconds") == 0.25
+    assert sample(parent, "govledger_consumer_lag",
+                  {"component": "sequencer", "topic": "gov.requests"}) == 3
+
+
+@pytest.mark.parametrize("line", [
+    b"not json\n", b"[1]\n", b"{}\n", b"\n",
+    b'{"refused": {"X": "1"}}\n', b'{"refused": {"X": -1}}\n', b'{"refused": {"X": true}}\n',
+    b'{"late": ["x"]}\n',
+    b'{"size": "9", "age_s": 1}\n', b'{"size": -1, "age_s": 1}\n', b'{"size": 9}\n',
+    b'{"topic": 1, "lag": 2}\n', b'{"topic": ["gov.requests"], "lag": 2}\n',
+    b'{"topic": "other.topic", "lag": 2}\n', b'{"topic": "gov.requests", "lag": "2"}\n',
+])
+def test_a_line_that_is_not_a_metric_changes_nothing(line: bytes) -> None:
+    metrics = Metrics()
+    before = metrics.render()
+    assert not apply_metrics_line(line, metrics, TOPICS)
+    assert metrics.render() == before
