@@ -5,8 +5,9 @@
 
 Starts ``govledger up`` on a temporary data directory (embedded broker), waits for its ready
 file and ``--settle-s`` more, then reads utime+stime (/proc/PID/stat) of the ``up`` process,
-the processor child and the broker child over ``--measure-s`` seconds with nothing submitted:
-cores per process and in total, and the load average (/proc/loadavg) before and after.
+the processor, sequencer and monitor children and the broker child over ``--measure-s``
+seconds with nothing submitted: cores per process and in total, and the load average
+(/proc/loadavg) before and after.
 Then ``--tries`` times: stay idle ``--idle-s`` seconds, submit one pre-signed request over the
 HTTP API (POST /v1/events, then GET /v1/decisions/{id}?wait=10) and time submit -> decision;
 right after each, one more request on a warm service for comparison. Prints numbers; it is not
@@ -29,7 +30,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_service import ALICE, ServiceUnderTest, SignedRequests, presign
+from bench_service import ALICE, ServiceUnderTest, presign
+
+from ledger.sdk.httpsig import SignedRequests
 
 
 def children(pid: int) -> dict[str, int]:
@@ -41,6 +44,8 @@ def children(pid: int) -> dict[str, int]:
                 continue
             cmdline = stat.parent.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
             role = ("broker" if "tansu" in cmdline
+                    else "monitor" if "processors.monitor" in cmdline
+                    else "sequencer" if "ledger.server.sequencer_process" in cmdline
                     else "processor" if "processors" in cmdline else cmdline[:40])
             out[role] = int(stat.parent.name)
     return out
