@@ -9,16 +9,12 @@ as the ledger benchmark does, so a 70,000-leaf ledger takes seconds, not minutes
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from ledger.core.envelope import payload_type
 from ledger.errors import Reason, Rejected
@@ -26,6 +22,7 @@ from ledger.log.recompute import leaf_columns
 from ledger.log.sequencer import open_ledger, read_vkey
 from ledger.log.store import LeafRecord
 from ledger.server.api import make_api
+from tests.http_support import served
 from tests.ledger_support import make_ledger
 from tests.unit.test_api import AUDIT_TOKEN, FakeBackend, api_auth
 
@@ -74,25 +71,9 @@ def serve(data_dir: Path) -> Iterator[str]:
     """The API over ``data_dir`` (a fake backend, the real ledger routes, the test readers
     of ``tests.unit.test_api.api_auth``) in a uvicorn thread on a free loopback port;
     yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     backend = FakeBackend(data_dir, read_vkey(data_dir))
-    server = uvicorn.Server(uvicorn.Config(make_api(backend, auth=api_auth()),
-                                           log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:                       # wait for the condition, bounded
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(make_api(backend, auth=api_auth())) as url:
+        yield url
 
 
 def fetch_all(base: str, paths: Sequence[str]) -> dict[str, bytes]:

@@ -11,10 +11,8 @@ import asyncio
 import base64
 import hashlib
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from http_message_signatures import HTTPMessageSigner
@@ -38,6 +35,7 @@ from ledger.server.api import make_api
 from ledger.server.auth import ApiAuth
 from ledger.server.tokens import TokenEntry, TokenTable, token_digest
 from tests.factories import ALICE, AUTHORITY, MALLORY, default_ring, seeded_signer
+from tests.http_support import served
 from tests.unit.test_api import RID, TOKEN, FakeBackend, Ledger, build_ledger, decision_envelope
 
 pytestmark = pytest.mark.integration
@@ -83,22 +81,8 @@ def api(backend: FakeBackend) -> Iterator[str]:
                          TokenEntry(REVOKED.key_id, "reader:old",
                                     token_digest(REVOKED_TOKEN))))
     app = make_api(backend, auth=ApiAuth(lambda: Keys.ring, tokens))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:                        # wait for the condition, bounded
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(app) as url:
+        yield url
 
 
 def get(api: str, path: str, auth: httpx.Auth | None = None, **params: object) -> httpx.Response:

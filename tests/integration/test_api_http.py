@@ -7,17 +7,15 @@ import os
 import re
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from ledger.core.bundles import verify_bundle
 from ledger.server.api import make_api
 from tests.factories import signed_request
+from tests.http_support import served
 from tests.unit.test_api import (
     AUDIT_TOKEN,
     RID,
@@ -45,25 +43,8 @@ def server(ledger: Ledger) -> Iterator[str]:
     backend = FakeBackend(ledger.data_dir, ledger.vkey)
     backend.wait_cap = 0.5
     backend.publish(RID, decision_envelope("grant", RID)[0])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(make_api(backend, auth=api_auth()), log_level="warning",
-                            lifespan="off",
-                            access_log=False)
-    app_server = uvicorn.Server(config)
-    thread = threading.Thread(target=app_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not app_server.started:                   # wait for the condition, bounded
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        app_server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(make_api(backend, auth=api_auth())) as url:
+        yield url
 
 
 def doc_curl_lines() -> list[tuple[str, int]]:
