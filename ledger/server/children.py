@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -50,8 +51,10 @@ def child_env(settings: Settings, bootstrap: str,
               extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: this one, the settings, and what the child cannot
     resolve itself (the broker this process started; "auto" settings that depend on
-    whether the broker is embedded)."""
+    whether the broker is embedded; the log level ``govledger --log-level`` applied here)."""
     return {**os.environ, **settings_env(settings),
+            "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
+                logging.getLogger().getEffectiveLevel()).lower(),
             "GOVLEDGER_KAFKA_BOOTSTRAP": bootstrap,
             "GOVLEDGER_KAFKA_IDEMPOTENT": str(settings.idempotent_producer).lower(),
             "GOVLEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),

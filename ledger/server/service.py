@@ -178,10 +178,8 @@ class Service:
         checkpoint before it is ready: a ledger that does not is its exit status 1, raised
         here as ProofError."""
         child = Child("sequencer", "ledger.server.sequencer_process", self.settings.data_dir)
-        self.sequencer_pid = await child.start(child_env(self.settings, self.bootstrap, {
-            "GOVLEDGER_LOG_LEVEL": logging.getLevelName(
-                logging.getLogger().getEffectiveLevel()).lower()}),
-            stdout=asyncio.subprocess.PIPE)
+        self.sequencer_pid = await child.start(child_env(self.settings, self.bootstrap),
+                                               stdout=asyncio.subprocess.PIPE)
         # Read until the child's stdout closes, i.e. until it exited (also after our stop
         # event: a child blocked on a full pipe would not stop in its grace).
         relay = asyncio.create_task(relay_metrics(child.stdout, self.metrics,
@@ -230,9 +228,7 @@ class Service:
         child dies with this process (PR_SET_PDEATHSIG), and this service stops if it dies."""
         child = Child("processor", "processors", self.settings.data_dir)
         self.processor_pid = await child.start(child_env(self.settings, self.bootstrap, {
-            "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower(),
-            "GOVLEDGER_LOG_LEVEL": logging.getLevelName(  # --log-level, as applied here
-                logging.getLogger().getEffectiveLevel()).lower()}))
+            "GOVLEDGER_PROCESSOR_GROUP": str(self.settings.use_processor_group).lower()}))
         # A clean stop lets the child finish its batch and publications. After a failure
         # (the broker is gone) it cannot publish anything: its journal is durable before any
         # publication, so it is killed after a short grace rather than left waiting on
