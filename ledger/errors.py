@@ -139,3 +139,29 @@ class ConfigError(GovLedgerError):
 
 class Unavailable(GovLedgerError):
     """The system is at fault (broker, ledger, key store, policy load). Retry; never grant."""
+
+
+# Exit statuses, by whose fault (the CLI, and the children of `govledger up`, which the
+# service reads back with :func:`error_for_exit`): 1 the input or a check (a rejected event,
+# a proof or ledger that does not verify), 2 the operator (configuration), 3 the system
+# (a dependency down, or an error no component expects: retry; never grant).
+EXIT_INVALID, EXIT_CONFIG, EXIT_UNAVAILABLE = 1, 2, 3
+
+
+def exit_status(exc: GovLedgerError) -> int:
+    """The exit status of a command or process that failed with ``exc``."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, Unavailable):
+        return EXIT_UNAVAILABLE
+    return EXIT_INVALID
+
+
+def error_for_exit(status: int, message: str) -> GovLedgerError:
+    """The error a process that exited with ``status`` failed with (:func:`exit_status`
+    read back): ProofError for 1 (a failed check), ConfigError for 2, else Unavailable."""
+    if status == EXIT_INVALID:
+        return ProofError(message)
+    if status == EXIT_CONFIG:
+        return ConfigError(message)
+    return Unavailable(message)

@@ -43,13 +43,10 @@ from ledger.cli import (
 )
 from ledger.cli.events_commands import add_to_keyring
 from ledger.cli.options import (
-    EXIT_INVALID,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
     LogLevel,
     set_log_level,
 )
-from ledger.errors import ConfigError, GovLedgerError, ProofError, Rejected, Unavailable
+from ledger.errors import GovLedgerError, ProofError, Unavailable, exit_status
 
 __all__ = ["add_to_keyring", "app", "main"]
 
@@ -192,13 +189,7 @@ def main() -> None:
     """Console entry point: the one place GovLedgerError becomes an exit code."""
     try:
         app(standalone_mode=True)
-    except Rejected as exc:
-        fail(str(exc), EXIT_INVALID)
-    except ProofError as exc:
-        fail(f"verification failed: {exc}", EXIT_INVALID)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except Unavailable as exc:
-        fail(f"unavailable: {exc}", EXIT_UNAVAILABLE)
     except GovLedgerError as exc:
-        fail(str(exc), EXIT_INVALID)
+        prefix = ("verification failed: " if isinstance(exc, ProofError)
+                  else "unavailable: " if isinstance(exc, Unavailable) else "")
+        fail(f"{prefix}{exc}", exit_status(exc))

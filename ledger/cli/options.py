@@ -12,10 +12,12 @@ from typing import Annotated
 import typer
 
 from ledger.config import Settings, load_settings
-from ledger.errors import ConfigError
+from ledger.errors import EXIT_CONFIG, ConfigError
+from ledger.errors import EXIT_INVALID as EXIT_INVALID  # re-exported: the CLI's codes
+from ledger.errors import EXIT_UNAVAILABLE as EXIT_UNAVAILABLE
 from ledger.telemetry import log_handler
 
-EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+EXIT_USAGE = EXIT_CONFIG  # the CLI's name for it: a bad option or setting
 # `govledger exec` runs a command whose own status passes through, so its own outcomes use
 # codes a command rarely does (the convention of env, timeout, nice): 124 no verdict (the
 # service unavailable), 125 refused by the gate, 126 not executable, 127 not found.

@@ -5,7 +5,7 @@ A child is ``python -m MODULE --ready-file FILE`` with the service's settings in
 environment (:func:`settings_env`, plus what only the parent can resolve: the broker it
 started, the embedded-or-not defaults). It dies with its parent (PR_SET_PDEATHSIG) and
 writes FILE once it is ready. A child that exits first fails the start as its exit status
-says (ledger.entrypoint.child_main sets it, :func:`child_failed` reads it); one not
+says (ledger.entrypoint.child_main sets it, ledger.errors.error_for_exit reads it); one not
 ready in time is Unavailable. Stopping sends SIGTERM and kills it after a grace.
 :func:`check_decision_side` checks, for ``govledger init``, what the processor child will
 load at its start.
@@ -25,8 +25,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ledger.config import Settings
-from ledger.entrypoint import EXIT_CONFIG, EXIT_FAILED_CHECK
-from ledger.errors import ConfigError, GovLedgerError, ProofError, Unavailable
+from ledger.errors import ConfigError, Unavailable, error_for_exit
 from ledger.kafka.broker import die_with_parent
 
 
@@ -94,7 +93,8 @@ class Child:
         deadline = loop.time() + timeout_s
         while not self.ready_file.exists():
             if proc.returncode is not None:
-                raise child_failed(self.name, proc.returncode)
+                raise error_for_exit(proc.returncode, f"the {self.name} process exited with "
+                                     f"status {proc.returncode} (its log says why)")
             if loop.time() > deadline:
                 raise Unavailable(f"the {self.name} process did not become ready in "
                                   f"{timeout_s:.0f} s")
@@ -126,17 +126,6 @@ class Child:
         if self.proc is None:
             raise Unavailable(f"the {self.name} process was never started")
         return self.proc
-
-
-def child_failed(name: str, status: int) -> GovLedgerError:
-    """What a child that exited during its start means, by the status
-    ledger.entrypoint.child_main gave it (the child logged the reason itself)."""
-    message = f"the {name} process exited with status {status} (its log says why)"
-    if status == EXIT_FAILED_CHECK:
-        return ProofError(message)
-    if status == EXIT_CONFIG:
-        return ConfigError(message)
-    return Unavailable(message)
 
 
 def check_decision_side(settings: Settings) -> None:

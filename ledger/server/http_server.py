@@ -33,8 +33,9 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
-        """Listen; returns the base URL. Raises what failed the start, or Unavailable."""
-        self._task = task = asyncio.create_task(self._server.serve(), name="api")
+        """Listen; returns the base URL. Raises Unavailable when it cannot (uvicorn exits
+        the process on a port it cannot bind: that is turned into the error here)."""
+        self._task = task = asyncio.create_task(self._serve(), name="api")
         while not self._server.started:
             if task.done():
                 task.result()
@@ -43,11 +44,19 @@ class HttpServer:
         host, port = self._server.servers[0].sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
+    async def _serve(self) -> None:
+        config = self._server.config
+        try:
+            await self._server.serve()
+        except SystemExit as exc:  # uvicorn's answer to a failed bind or start
+            raise Unavailable(f"the HTTP API could not listen on {config.host}:{config.port} "
+                              f"(uvicorn exited with {exc.code})") from exc
+
     async def stop(self) -> None:
         """Stop accepting, finish what is in flight."""
         self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        if self._task is not None:  # what failed it was raised by start() or served()
+            await asyncio.wait({self._task})
 
     async def served(self) -> str:
         """Waits until the server stops; raises what stopped it, if anything did."""

@@ -62,21 +62,37 @@ class MetricsLines:
         self._line({"topic": topic, "lag": lag})
 
 
-def _counts(value: object) -> dict[str, int] | None:
-    if isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool)
-                                       and v >= 0 for v in value.values()):
-        return {str(k): v for k, v in value.items()}
+_MAX_COUNT = 2**53 - 1  # what JSON carries exactly; more is not a count this child sends
+_MAX_AGE_S = 1e9
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT:
+        return value
     return None
+
+
+def _counts(value: object) -> dict[str, int] | None:
+    if not isinstance(value, dict):
+        return None
+    counts: dict[str, int] = {}
+    for key, item in value.items():
+        if (count := _count(item)) is None:
+            return None
+        counts[str(key)] = count
+    return counts
 
 
 def apply_metrics_line(line: bytes, metrics: SequencerMetrics,
                        topics: Collection[str]) -> bool:
     """Apply one :class:`MetricsLines` line to ``metrics``; False (nothing applied) for a
-    line that is not one. Labels stay bounded: the metrics map reasons to their own bounded
-    label sets, and a lag is taken only for one of ``topics`` (the service's)."""
+    line that is not one, whatever its bytes. Labels stay bounded: the metrics map reasons
+    to their own bounded label sets, and a lag is taken only for one of ``topics`` (the
+    service's); numbers only within what the child sends (counts up to 2**53 - 1, ages as
+    finite seconds)."""
     try:
         item = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return False
     if not isinstance(item, dict):
         return False
@@ -84,11 +100,12 @@ def apply_metrics_line(line: bytes, metrics: SequencerMetrics,
         metrics.observe_refused(refused)
     elif (late := _counts(item.get("late"))) is not None:
         metrics.observe_out_of_order(late)
-    elif (isinstance(size := item.get("size"), int) and size >= 0
-          and isinstance(age := item.get("age_s"), int | float)):
+    elif ((size := _count(item.get("size"))) is not None
+          and isinstance(age := item.get("age_s"), int | float) and not isinstance(age, bool)
+          and 0 <= age <= _MAX_AGE_S):
         metrics.set_ledger(size, float(age))
     elif (isinstance(topic := item.get("topic"), str) and topic in topics
-          and isinstance(lag := item.get("lag"), int) and not isinstance(lag, bool)):
+          and (lag := _count(item.get("lag"))) is not None):
         metrics.set_lag("sequencer", topic, lag)
     else:
         return False
@@ -98,18 +115,24 @@ def apply_metrics_line(line: bytes, metrics: SequencerMetrics,
 async def relay_metrics(lines: asyncio.StreamReader, metrics: SequencerMetrics,
                         topics: Collection[str]) -> None:
     """Apply the child's metrics lines (lags of ``topics`` only) until its stdout closes (it
-    exited)."""
+    exited). It must read to the end whatever a line holds: a reader that stopped would
+    leave the child blocked on a full pipe, and its exit unseen."""
     while True:
         try:
             line = await lines.readline()
         except ValueError:  # a line past the reader's limit: dropped, the next one is read
-            log.debug("the sequencer process wrote an overlong line")
+            log.warning("the sequencer process wrote an overlong line")
             continue
         if not line:
             return
-        if not apply_metrics_line(line, metrics, topics):
-            log.debug("the sequencer process wrote a line that is not a metric: %r",
-                      line[:200])
+        try:
+            applied = apply_metrics_line(line, metrics, topics)
+        except Exception:  # a bug here must not stop the draining: logged, never silent
+            log.exception("the sequencer's metrics line %r could not be applied", line[:200])
+            continue
+        if not applied:
+            log.warning("the sequencer process wrote a line that is not a metric: %r",
+                        line[:200])
 
 
 async def serve(settings: Settings, ready_file: Path | None) -> None:

@@ -273,8 +273,8 @@ class Service:
         app = make_api(backend, self.metrics, auth=auth)
         instrument_api(app)  # server spans, when tracing is configured
         server = HttpServer(app, self.settings.api_host, self.settings.api_port)
+        self._stoppers.append(server.stop)  # before the start: a start cut short stops it
         self.api_url = await server.start()
-        self._stoppers.append(server.stop)
         self._spawn("api", watch(self.stop_event, server.served()))
 
     def _spawn(self, name: str, work: Coroutine[object, object, None]) -> None:

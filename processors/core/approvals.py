@@ -48,6 +48,7 @@ from ledger.core.envelope import (
     read_stored,
     sign_event,
     sign_event_with_id,
+    sign_payload_with_id,
     verify_stored,
 )
 from ledger.core.events import (
@@ -63,6 +64,7 @@ from ledger.core.signers import verify_loggable
 from ledger.core.streams import Stream
 from ledger.errors import Reason, Rejected, Unavailable
 from processors.core.checks import Limits, suspended
+from processors.core.grants import grant_payload
 from processors.core.lineage import LineageState
 from processors.core.outcomes import Outcome, Output
 
@@ -232,11 +234,11 @@ class Approvals:
         names = {"approval.required": pending.required_id}
         names |= {f"approval.{n}": eid for n, eid in enumerate(pending.approvals.values(), 1)}
         artifact = artifact.model_copy(update={"governance": {**artifact.governance, **names}})
-        grant = AuthorizationGranted(signer=self.identity, tenant=artifact.tenant,
-                                     nonce=f"g-{request_id}", issued_at=now,
-                                     request_id=request_id, artifact=artifact,
-                                     governance=position)
-        envelope, artifact_id = sign_event_with_id(grant, self.authority)
+        payload = grant_payload(signer=self.identity, tenant=artifact.tenant,
+                                nonce=f"g-{request_id}", issued_at=now, request_id=request_id,
+                                artifact=artifact, governance=position)
+        envelope, artifact_id = sign_payload_with_id(AuthorizationGranted.KIND, payload,
+                                                     self.authority)
         lineage.add_grant(artifact_id, artifact)
         self.close(request_id, None)
         return Output(Stream.DECISIONS, artifact.lineage.root.encode(), envelope)

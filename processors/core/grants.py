@@ -1,7 +1,8 @@
 """The canonical payload of an AuthorizationGranted, written without the grant model.
 
 ``payload_bytes(AuthorizationGranted(...))`` builds a pydantic model, dumps it to a dict and
-encodes that; the engine signs one grant per granted request, so it writes the same dict
+encodes that; the engine signs one grant per granted request, so it (and the approval quorum,
+processors/core/approvals.py: one encoder of grants in the processor) writes the same dict
 directly from the (already validated) :class:`~ledger.core.events.Artifact` and encodes it
 with the same RFC 8785 encoder. The published bytes are the contract: the result must equal
 the model path byte for byte (``tests/property/test_grant_payload_properties.py`` checks it
@@ -13,10 +14,11 @@ configuration and the verified request, the same values the model would have val
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ledger.core.canonical import canonical_bytes_of_safe
 from ledger.core.events import Artifact, AuthorizationGranted, Shadow, format_time
+from ledger.errors import InvalidEvent, Reason
 
 
 def grant_payload(*, signer: str, tenant: str, nonce: str, issued_at: datetime,
@@ -24,7 +26,14 @@ def grant_payload(*, signer: str, tenant: str, nonce: str, issued_at: datetime,
                   shadow: Shadow | None = None) -> bytes:
     """``payload_bytes(AuthorizationGranted(signer=..., ..., artifact=artifact,
     governance=..., shadow=...))``: ``governance`` and ``shadow`` are absent when None, as
-    the model omits them."""
+    the model omits them. Raises InvalidEvent where the model would refuse what the
+    engine's own values cannot otherwise get wrong: a time that is not UTC, a negative
+    position (the artifact is a validated model; signer, tenant, nonce and request id are
+    the engine's configured identity and the verified request's)."""
+    if issued_at.utcoffset() != timedelta(0):
+        raise InvalidEvent(Reason.MALFORMED, "issued_at must be UTC with an explicit offset")
+    if governance is not None and governance < 0:
+        raise InvalidEvent(Reason.MALFORMED, "the governance position is negative")
     window, lineage, scope = artifact.window, artifact.lineage, artifact.scope
     body = {
         "request_id": artifact.request_id, "initiator": artifact.initiator,

@@ -29,7 +29,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.streams import Stream
-from ledger.errors import GovLedgerError
+from ledger.errors import EXIT_UNAVAILABLE, GovLedgerError
 from ledger.kafka.topics import Topics
 from processors.core.monitor_rules import Alert
 from processors.monitor.replay import consumed_offsets, replay, wait_for_ledger
@@ -41,7 +41,6 @@ log = logging.getLogger("govledger.monitor")
 WATCHED = (Stream.REQUESTS, Stream.DECISIONS, Stream.REVOCATIONS, Stream.EXECUTIONS,
            Stream.VERDICTS)
 TAKE, WITHIN_S = 500, 0.05
-EXIT_UNAVAILABLE = 3
 
 
 def lower_fetch_wait(wait_ms: int) -> None:

@@ -11,10 +11,12 @@ position and the shadow outcome (both omitted from the encoding when absent).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from ledger.core.envelope import payload_bytes, sign_event_with_id, sign_payload_with_id
 from ledger.core.events import Artifact, AuthorizationGranted, Lineage, Scope, Shadow, Window
@@ -88,3 +90,19 @@ def outcome(sign: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str] | str:
         return sign()
     except InvalidEvent as exc:
         return f"refused: {exc.reason}"
+
+
+@SETTINGS
+@given(artifacts(), times, st.sampled_from([None, timezone(timedelta(hours=2)),
+                                            timezone(timedelta(hours=-5))]))
+def test_a_time_the_model_refuses_is_refused_too(artifact: Artifact, issued_at: datetime,
+                                                 zone: timezone | None) -> None:
+    """Naive or non-UTC: the model refuses it, and the direct path does not read it as some
+    other instant (a naive time would be taken as the host's local time)."""
+    shifted = issued_at.replace(tzinfo=zone)
+    with pytest.raises(ValidationError):
+        AuthorizationGranted(signer="authority", tenant="acme", nonce="g-" + "0" * 16,
+                             issued_at=shifted, request_id="0" * 64, artifact=artifact)
+    with pytest.raises(InvalidEvent, match="UTC"):
+        grant_payload(signer="authority", tenant="acme", nonce="g-" + "0" * 16,
+                      issued_at=shifted, request_id="0" * 64, artifact=artifact)

@@ -4,12 +4,13 @@ writes is what the parent applies, and anything else changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
 
 from ledger.server.metrics import Metrics
-from ledger.server.sequencer_process import MetricsLines, apply_metrics_line
+from ledger.server.sequencer_process import MetricsLines, apply_metrics_line, relay_metrics
 
 TOPICS = frozenset({"gov.requests", "gov.decisions"})
 
@@ -46,9 +47,29 @@ def test_what_the_child_writes_the_parent_applies() -> None:
     b'{"size": "9", "age_s": 1}\n', b'{"size": -1, "age_s": 1}\n', b'{"size": 9}\n',
     b'{"topic": 1, "lag": 2}\n', b'{"topic": ["gov.requests"], "lag": 2}\n',
     b'{"topic": "other.topic", "lag": 2}\n', b'{"topic": "gov.requests", "lag": "2"}\n',
+    # valid JSON the metrics cannot take: numbers past a float, nesting past the parser
+    b'{"size": 1' + b"0" * 400 + b', "age_s": 1}\n', b'{"size": 1, "age_s": 1e400}\n',
+    b'{"refused": {"X": 1' + b"0" * 400 + b'}}\n', b'{"topic": "gov.requests", "lag": 1'
+    + b"0" * 400 + b"}\n", b"[" * 100_000 + b"]" * 100_000 + b"\n",
 ])
 def test_a_line_that_is_not_a_metric_changes_nothing(line: bytes) -> None:
     metrics = Metrics()
     before = metrics.render()
     assert not apply_metrics_line(line, metrics, TOPICS)
     assert metrics.render() == before
+
+
+def test_the_relay_reads_to_the_end_whatever_the_lines_hold() -> None:
+    """A reader that stopped would leave the child blocked on a full pipe: every line is
+    read, the valid ones applied, whatever comes before them."""
+    async def relay() -> Metrics:
+        reader = asyncio.StreamReader(limit=1024)
+        for line in (b"[" * 100_000 + b"\n", b'{"size": 1' + b"0" * 400 + b', "age_s": 1}\n',
+                     b"x" * 5000 + b"\n", b"not json\n", b'{"size": 42, "age_s": 0.5}\n'):
+            reader.feed_data(line)
+        reader.feed_eof()
+        metrics = Metrics()
+        await asyncio.wait_for(relay_metrics(reader, metrics, TOPICS), 10)
+        return metrics
+    metrics = asyncio.run(relay())
+    assert sample(metrics, "govledger_ledger_size") == 42
