@@ -102,7 +102,9 @@ def run(coro):  # type: ignore[no-untyped-def]
 class ServiceProcess:
     """``govledger up`` as a subprocess on free ports; stops it (or kills it) on exit."""
 
-    def __init__(self, data: Path, *args: str) -> None:
+    def __init__(self, data: Path, *args: str, new_session: bool = False) -> None:
+        """``new_session``: in a process group of its own, as a terminal runs it (a
+        Ctrl-C can then be sent to the group without reaching the tests)."""
         import os
         import subprocess
         import sys
@@ -113,7 +115,8 @@ class ServiceProcess:
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "govledger"), "up", "--data", str(data),
-             "--api-port", "0", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+             "--api-port", "0", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=new_session)
         self.api = self._wait_for("api")
 
     def _wait_for(self, key: str, timeout_s: float = 60.0) -> str:

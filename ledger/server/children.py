@@ -1,12 +1,14 @@
-"""Child processes of ``govledger up`` (the processor, the monitor): how each is started,
+"""Child processes of ``govledger up`` (processor, sequencer, monitor): how each is started,
 told its settings, awaited and stopped; the service (ledger/server/service.py) watches them.
 
 A child is ``python -m MODULE --ready-file FILE`` with the service's settings in its
 environment (:func:`settings_env`, plus what only the parent can resolve: the broker it
-started, the embedded-or-not defaults). It dies with its parent (PR_SET_PDEATHSIG) and
-writes FILE once it is ready. A child that exits first fails the start as its exit status
-says (ledger.entrypoint.child_main sets it, ledger.errors.error_for_exit reads it); one not
-ready in time is Unavailable. Stopping sends SIGTERM and kills it after a grace.
+started, the embedded-or-not defaults). It runs in a session of its own (a terminal's
+Ctrl-C reaches only the service, which stops its children in order), dies with its parent
+(PR_SET_PDEATHSIG) and writes FILE once it is ready. A child that exits first fails the
+start as its exit status says (ledger.entrypoint.child_main sets it,
+ledger.errors.error_for_exit reads it); one not ready in time is Unavailable. Stopping
+sends SIGTERM and kills it after a grace.
 :func:`check_decision_side` checks, for ``govledger init``, what the processor child will
 load at its start.
 """
@@ -74,7 +76,8 @@ class Child:
         self.ready_file.unlink(missing_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module, "--ready-file", str(self.ready_file),
-            env=dict(env), stdout=stdout, preexec_fn=die_with_parent(os.getpid()))
+            env=dict(env), stdout=stdout, start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()))
         return self.proc.pid
 
     @property

@@ -193,6 +193,7 @@ def the_child(up: ServiceProcess, marker: str) -> int:
     ("tansu", "broker failed: the embedded broker"),
     ("-m processors --ready-file", "processor failed: the processor process"),
     ("-m processors.monitor", "monitor failed: the monitor process"),
+    ("-m ledger.server.sequencer_process", "sequencer failed: the sequencer process"),
 ])
 def test_up_exits_3_naming_the_component_when_its_process_is_killed(
         tmp_path: Path, marker: str, named: str) -> None:
@@ -213,3 +214,24 @@ def test_up_exits_3_naming_the_component_when_its_process_is_killed(
     assert len(failures) == 1, up.output()
     assert named in failures[0]
     assert "exited with status -9" in failures[0]
+
+
+def test_ctrl_c_stops_up_and_every_child_in_order_with_exit_0(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground group: `up` stops with 0, no child
+    is left and none is reported failed. (The children run in sessions of their own, so
+    only `up` gets the signal and stops them in order; this test does not tell that apart:
+    with the children in `up`'s group it passes as well.)"""
+    data = tmp_path / "data"
+    make_data_dir(data)
+    up = ServiceProcess(data, new_session=True)
+    try:
+        children = children_of(up.proc.pid)
+        assert len(children) == 4, children  # broker, sequencer, processor, monitor
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(timeout=60) == 0, up.output()
+    finally:
+        if up.proc.poll() is None:
+            up.kill()
+        up.log.close()
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+    assert "stopping the service" not in up.output()
