@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Final
 from urllib.parse import parse_qsl
 
@@ -130,9 +131,9 @@ class SingleQueryValues:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("query_string"):
-            names = [name for name, _ in parse_qsl(scope["query_string"].decode("latin-1"),
-                                                   keep_blank_values=True)]
-            repeated = sorted({n for n in names if names.count(n) > 1})
+            counts = Counter(name for name, _ in parse_qsl(
+                scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            repeated = sorted(name for name, n in counts.items() if n > 1)
             if repeated:
                 await error(422, Reason.MALFORMED.value, "query parameter given more than "
                             f"once: {', '.join(repeated)[:200]}")(scope, receive, send)
