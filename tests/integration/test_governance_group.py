@@ -39,7 +39,7 @@ from tests.governance_support import (
     subjects,
     wait_for_events,
 )
-from tests.integration.test_group import owned, until
+from tests.integration.test_group import owned, stop_workers, until
 from tests.service_support import make_data_dir, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -191,14 +191,7 @@ async def scenario(settings: Settings, bootstrap: str, topics: Topics) -> None:
         assert a.engine.policy_digest == bundle_digest(files)
         assert [owned(w, topics.requests) for w in workers] == split
     finally:
-        for stop in stops:
-            stop.set()
-        for task in tasks:
-            if not task.done():
-                await task
-        for worker in workers:
-            await worker.stop()
-            worker.journal.close()
+        await stop_workers(stops, tasks, workers)
 
 
 def test_two_workers_of_a_group_apply_the_same_governance_sequence(

@@ -44,6 +44,19 @@ def event_of(raw: bytes) -> Event:
     return parse_payload(parsed.payload_type, parsed.payload)
 
 
+async def stop_workers(stops: list[asyncio.Event], tasks: list[asyncio.Task[None]],
+                       workers: list[DecisionWorker]) -> None:
+    """Stop running workers: their run loops first, then each worker and its journal."""
+    for stop in stops:
+        stop.set()
+    for task in tasks:
+        if not task.done():
+            await task
+    for worker in workers:
+        await worker.stop()
+        worker.journal.close()
+
+
 def owned(worker: DecisionWorker, topic: str) -> set[int]:
     consumer = worker._consumer  # which partitions the group gave it
     if consumer is None:
@@ -173,13 +186,7 @@ async def scenario(settings: Settings, bootstrap: str, topics: Topics) -> None:
         assert isinstance(refused, AuthorizationDenied)
         assert refused.reasons == (Reason.PARENT_REVOKED,)
     finally:
-        for stop in stops:
-            stop.set()
-        for task in tasks:
-            if not task.done():
-                await task
-        for worker in workers:
-            await worker.stop()
+        await stop_workers(stops, tasks, workers)
 
 
 def test_a_group_keeps_replay_across_workers_and_history_across_a_rebalance(
