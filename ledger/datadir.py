@@ -68,7 +68,7 @@ from ledger.keyfiles import (
     temp_path,
     write_atomic,
 )
-from ledger.log.sequencer import DB_NAME, VKEY_NAME, create_ledger_db, ledger_info
+from ledger.log.ledger_dir import DB_NAME, VKEY_NAME, create_ledger_db, ledger_info
 
 log = logging.getLogger(__name__)
 AUTHORITY_IDENTITY = "govledger:authority"

@@ -41,9 +41,9 @@ from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError
 from ledger.keyfiles import load_signer_keys
+from ledger.log.ledger_dir import read_vkey
 from ledger.log.proofs import prove_lineage
 from ledger.log.reports import read_alerts
-from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client, Decision
 from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check

@@ -37,7 +37,8 @@ from ledger.datadir import DataDir
 from ledger.errors import ConfigError, Unavailable
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.governance import FOLLOWED_KINDS, OPERATOR_IDENTITY, anchors
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
 from processors.core.checks import Limits
 from processors.core.engine import Engine

@@ -16,7 +16,7 @@ from ledger.core.events import (
     Window,
 )
 from ledger.core.keys import Signer, principal_document
-from ledger.log.sequencer import init_ledger
+from ledger.log.ledger_dir import init_ledger
 from tests.factories import ALICE, AUTHORITY, ENV, T0, default_ring, request, signed_request
 
 ORIGIN = "govledger.test/log"

@@ -31,7 +31,7 @@ from ledger.config import Settings
 from ledger.core.keys import Signer
 from ledger.errors import ConfigError, ProofError, Rejected, Unavailable
 from ledger.keyfiles import load_keyring, load_signer
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from ledger.sdk.httpsig import SignedRequests, bearer
 
 ApiUrl = Annotated[str, typer.Option("--api", envvar="GOVLEDGER_API",

@@ -22,7 +22,7 @@ from ledger.cli.options import (
 from ledger.errors import ConfigError
 from ledger.keyfiles import load_signer
 from ledger.log.governance import keyring_in_force
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 
 if TYPE_CHECKING:
     from ledger.gateway.run import Loaded

@@ -21,6 +21,7 @@ from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, ProofError
 from ledger.keyfiles import load_signer_keys
 from ledger.log.audit import audit_ledger
+from ledger.log.ledger_dir import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info
 from ledger.log.proofs import (
     bundle_json,
     prove_consistency,
@@ -29,7 +30,6 @@ from ledger.log.proofs import (
     verify_bundle_bytes,
     verify_bundle_file,
 )
-from ledger.log.sequencer import VKEY_NAME, append_jsonl, latest_checkpoint, ledger_info
 from ledger.server.children import check_decision_side
 
 

@@ -222,8 +222,8 @@ def policy_shadow_report(
     """
     from rich.progress import Progress
 
+    from ledger.log.ledger_dir import DB_NAME
     from ledger.log.reports import shadow_report
-    from ledger.log.sequencer import DB_NAME
     from ledger.log.store import LedgerStore
     path = settings_from(data).data_dir / DB_NAME
     if not path.exists():

@@ -188,7 +188,8 @@ def audit_ledger(data_dir: Path, keyring_path: Path | None = None) -> AuditRepor
     # Imported here: the sequencer imports this module for its start-up check.
     from ledger.keyfiles import load_keyring
     from ledger.log.governance import GovernanceFollower, anchors, governance_verifier
-    from ledger.log.sequencer import DB_NAME, keyring_verifier, read_vkey
+    from ledger.log.ledger_dir import DB_NAME, read_vkey
+    from ledger.log.sequencer import keyring_verifier
 
     verify = None if keyring_path is None else keyring_verifier(load_keyring(keyring_path))
     if (data_dir / "keys" / "operator.pub").exists():

@@ -44,7 +44,7 @@ from ledger.core.cosignature import (
 )
 from ledger.core.witnessing import SIZE_CONTENT_TYPE, build_add_checkpoint
 from ledger.errors import ConfigError, GovLedgerError, NotFound, ProofError, Unavailable
-from ledger.log.sequencer import DB_NAME
+from ledger.log.ledger_dir import DB_NAME
 from ledger.log.sqlite import Transaction, open_sqlite
 from ledger.log.store import LedgerStore
 

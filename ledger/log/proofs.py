@@ -28,7 +28,7 @@ from ledger.core.checkpoint import Checkpoint, NoteVerifier, parse_vkey, verify_
 from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, InvalidRange, NotFound, NotPublished, ProofError, Unavailable
-from ledger.log.sequencer import DB_NAME, read_vkey
+from ledger.log.ledger_dir import DB_NAME, read_vkey
 from ledger.log.store import LedgerStore, StoredLeaf
 
 # -- export -----------------------------------------------------------------------------------

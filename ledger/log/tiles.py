@@ -36,8 +36,8 @@ from ledger.core.tiles import (
     tiles_for_size,
 )
 from ledger.errors import ConfigError, ProofError, Unavailable
+from ledger.log.ledger_dir import DB_NAME
 from ledger.log.proofs import published_note
-from ledger.log.sequencer import DB_NAME
 from ledger.log.store import LedgerStore
 
 CHECKPOINT_FILE: Final = "checkpoint"

@@ -29,7 +29,7 @@ from ledger.core.streams import INPUT_STREAM_OF
 from ledger.errors import Reason, Rejected, Unavailable
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
-from ledger.log.sequencer import DB_NAME, read_vkey
+from ledger.log.ledger_dir import DB_NAME, read_vkey
 from ledger.sdk.client import Client, Decision
 from ledger.server.api import Submitted
 from ledger.server.metrics import Metrics

@@ -12,8 +12,8 @@ from pathlib import Path
 from ledger.core.governance import GovernanceState
 from ledger.errors import ConfigError
 from ledger.log.governance import GovernanceFollower, anchors
+from ledger.log.ledger_dir import DB_NAME
 from ledger.log.proofs import inclusion_bundle
-from ledger.log.sequencer import DB_NAME
 from ledger.log.store import LedgerStore
 
 

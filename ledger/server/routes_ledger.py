@@ -36,6 +36,7 @@ from ledger.core.keys import Principal
 from ledger.core.tenancy import visible_to
 from ledger.errors import ConfigError, Reason, Unavailable
 from ledger.log.cosigning import CosignatureStore, attach, attach_to_bundle, witnessed_size
+from ledger.log.ledger_dir import DB_NAME
 from ledger.log.proofs import (
     consistency_bundle,
     entry,
@@ -44,7 +45,6 @@ from ledger.log.proofs import (
     not_found,
     published_note,
 )
-from ledger.log.sequencer import DB_NAME
 from ledger.log.store import LedgerStore
 from ledger.server.auth import Reader
 from ledger.server.bodies import (

@@ -18,7 +18,8 @@ from typing import Protocol
 from ledger.config import Settings
 from ledger.kafka.topics import Topics
 from ledger.log.governance import GovernanceFollower, governance_verifier
-from ledger.log.sequencer import Sequencer, SubmitResult, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import Sequencer, SubmitResult
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 

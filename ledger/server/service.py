@@ -44,7 +44,7 @@ from ledger.kafka.clients import client_options
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.log.cosigning import Cosigner, WitnessEndpoint, parse_witness_endpoints
 from ledger.log.governance import GovernanceFollower, follow_ledger
-from ledger.log.sequencer import VKEY_NAME, read_vkey
+from ledger.log.ledger_dir import VKEY_NAME, read_vkey
 from ledger.log.store import LedgerStore
 from ledger.sdk.client import Client
 from ledger.server.api import make_api

@@ -28,7 +28,8 @@ from ledger.core.envelope import sign_event
 from ledger.core.streams import Stream
 from ledger.datadir import DataDir
 from ledger.keyfiles import load_keyring
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import keyring_verifier
 from processors.app import build_engine
 from processors.journal import Journal
 from processors.reconcile import Reconciler

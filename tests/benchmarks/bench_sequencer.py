@@ -42,7 +42,8 @@ from ledger.kafka.broker import EmbeddedBroker  # noqa: E402
 from ledger.kafka.clients import make_consumer  # noqa: E402
 from ledger.kafka.topics import Topics, ensure_topics  # noqa: E402
 from ledger.keyfiles import load_keyring, load_signer  # noqa: E402
-from ledger.log.sequencer import keyring_verifier, open_ledger  # noqa: E402
+from ledger.log.ledger_dir import open_ledger  # noqa: E402
+from ledger.log.sequencer import keyring_verifier  # noqa: E402
 from ledger.log.store import LedgerStore  # noqa: E402
 from ledger.log.worker import SequencerWorker  # noqa: E402
 from tests.factories import ALICE, request  # noqa: E402

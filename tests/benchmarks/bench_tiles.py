@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ledger.core.tiles import TileId, parse_tile_path, tiles_for_size  # noqa: E402
+from ledger.log.ledger_dir import DB_NAME, read_vkey  # noqa: E402
 from ledger.log.mirror import mirror_log  # noqa: E402
-from ledger.log.sequencer import DB_NAME, read_vkey  # noqa: E402
 from ledger.log.store import LedgerStore  # noqa: E402
 from ledger.log.tiles import CHECKPOINT_FILE, export_tiles, published, read_path  # noqa: E402
 from tests.tiles_support import tiles_ledger  # noqa: E402

@@ -24,7 +24,7 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
 from ledger.keyfiles import generate_keypair, load_signer_keys
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from ledger.sdk.httpsig import SignedRequests
 from tests.factories import request, seeded_signer
 from tests.service_support import ServiceProcess, make_data_dir

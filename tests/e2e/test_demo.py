@@ -16,8 +16,8 @@ from ledger.demo import Demo, run_demo
 from ledger.keyfiles import load_signer_keys
 from ledger.log.audit import audit_ledger
 from ledger.log.causal import check_order
+from ledger.log.ledger_dir import read_vkey
 from ledger.log.reports import read_alerts
-from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 
 pytestmark = pytest.mark.e2e

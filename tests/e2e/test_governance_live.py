@@ -19,7 +19,7 @@ from ledger.core.events import ExecutionRequested
 from ledger.core.governance_events import TenantSuspended
 from ledger.datadir import example_policies
 from ledger.keyfiles import generate_keypair
-from ledger.log.sequencer import DB_NAME
+from ledger.log.ledger_dir import DB_NAME
 from ledger.log.store import LedgerStore
 from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, ENV, request

@@ -23,7 +23,8 @@ import pytest
 
 from ledger.config import load_settings
 from ledger.keyfiles import is_temp_name, load_keyring, load_signer
-from ledger.log.sequencer import keyring_verifier, ledger_info, open_ledger
+from ledger.log.ledger_dir import ledger_info, open_ledger
+from ledger.log.sequencer import keyring_verifier
 from processors.app import build_engine
 from tests.service_support import ServiceProcess
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ledger.keyfiles import load_keyring
-from ledger.log.sequencer import DB_NAME, keyring_verifier, open_ledger
+from ledger.log.ledger_dir import DB_NAME, open_ledger
+from ledger.log.sequencer import keyring_verifier
 from tests.ledger_support import envelopes
 from tests.service_support import make_data_dir
 

@@ -12,8 +12,9 @@ from ledger.core import merkle
 from ledger.core.envelope import sign_event
 from ledger.core.merkle import CompactRange
 from ledger.log.audit import audit_ledger
+from ledger.log.ledger_dir import DB_NAME, open_ledger
 from ledger.log.pages import PAGE
-from ledger.log.sequencer import DB_NAME, keyring_verifier, open_ledger
+from ledger.log.sequencer import keyring_verifier
 from tests.factories import MALLORY, default_ring, request
 from tests.ledger_support import envelopes, make_ledger, write_keyring
 

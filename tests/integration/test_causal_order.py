@@ -10,7 +10,8 @@ import pytest
 
 from ledger.core.envelope import sign_event_with_id
 from ledger.log.audit import audit_ledger
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import keyring_verifier
 from tests.factories import ALICE, T0, default_ring
 from tests.ledger_support import (
     grant,

@@ -28,7 +28,8 @@ from ledger.log.audit import audit_ledger
 from ledger.log.causal import check_order
 from ledger.log.governance import OPERATOR_IDENTITY
 from ledger.log.holdback import Holdback
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from tests.factories import ALICE, ENV, T0, request

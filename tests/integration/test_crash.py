@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.log.audit import audit_ledger
-from ledger.log.sequencer import append_jsonl, ledger_info
+from ledger.log.ledger_dir import append_jsonl, ledger_info
 from ledger.log.store import LedgerStore
 from tests.ledger_support import envelopes, make_ledger, write_keyring
 

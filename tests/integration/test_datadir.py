@@ -26,7 +26,8 @@ from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import ConfigError, Unavailable
 from ledger.init_keys import InitReport
 from ledger.keyfiles import generate_keypair, is_temp_name, load_keyring, load_signer
-from ledger.log.sequencer import keyring_verifier, ledger_info, open_ledger
+from ledger.log.ledger_dir import ledger_info, open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
 from processors.app import build_engine
 

@@ -17,7 +17,7 @@ from ledger.core.envelope import sign_event
 from ledger.core.events import AuthorizationGranted
 from ledger.errors import ConfigError, Reason
 from ledger.keyfiles import load_signer
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from ledger.sdk.client import Client
 from ledger.sdk.gate import ExecutionRefusedError, Gate, http_log_check
 from ledger.sdk.httpsig import SignedRequests

@@ -11,8 +11,8 @@ import pytest
 
 from ledger.core.tiles import decode_bundle, encode_bundle, parse_tile_path
 from ledger.errors import ProofError
+from ledger.log.ledger_dir import DB_NAME, read_vkey
 from ledger.log.mirror import Fetch, mirror_log
-from ledger.log.sequencer import DB_NAME, read_vkey
 from ledger.log.store import LedgerStore
 from ledger.log.tiles import CHECKPOINT_FILE, export_tiles, published, read_path
 from tests.tiles_support import grow, tiles_ledger

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
 from processors.core.monitor_rules import RuleConfig
 from processors.monitor.replay import first_needed, replay

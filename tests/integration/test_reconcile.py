@@ -38,7 +38,8 @@ from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.offsets import probe_highwaters
 from ledger.kafka.topics import Topics, ensure_topics
 from ledger.keyfiles import load_keyring
-from ledger.log.sequencer import keyring_verifier, open_ledger
+from ledger.log.ledger_dir import open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 from processors.app import build_engine

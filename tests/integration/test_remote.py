@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from ledger.log.store import LedgerStore
 from tests.integration.test_api_auth import key_file
 from tests.ledger_support import write_keyring

@@ -11,7 +11,7 @@ import pytest
 from ledger.core.events import AuthorizationRevoked
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, ProofError
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from ledger.sdk.client import Client, ProofClient
 from ledger.sdk.httpsig import SignedRequests
 from ledger.sdk.sync_client import SyncClient

@@ -11,16 +11,15 @@ import pytest
 from ledger.core.checkpoint import parse_vkey, verify_checkpoint
 from ledger.core.envelope import sign_event
 from ledger.errors import ConfigError, ProofError, Reason, Unavailable
-from ledger.log.sequencer import (
+from ledger.log.ledger_dir import (
     DB_NAME,
-    Sequencer,
     append_jsonl,
     init_ledger,
-    keyring_verifier,
     ledger_info,
     open_ledger,
     read_vkey,
 )
+from ledger.log.sequencer import Sequencer, keyring_verifier
 from tests.factories import MALLORY, default_ring, request, signed_request
 from tests.ledger_support import ORIGIN, envelopes, make_ledger, write_keyring
 

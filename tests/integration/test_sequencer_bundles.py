@@ -14,6 +14,7 @@ from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import build_vkey
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
+from ledger.log.ledger_dir import open_ledger, read_vkey
 from ledger.log.proofs import (
     bundle_json,
     prove_consistency,
@@ -21,7 +22,7 @@ from ledger.log.proofs import (
     prove_lineage,
     verify_bundle_file,
 )
-from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.log.sequencer import keyring_verifier
 from tests.factories import MALLORY, default_ring
 from tests.ledger_support import ORIGIN, envelopes, lineage_chain, make_ledger
 

@@ -23,9 +23,10 @@ from ledger.core.events import (
 from ledger.errors import ProofError, Reason
 from ledger.keyfiles import load_signer
 from ledger.log.index import ROLE_EVENT, ROLE_SUBJECT
+from ledger.log.ledger_dir import DB_NAME, open_ledger
 from ledger.log.pages import PAGE
 from ledger.log.recompute import leaf_columns
-from ledger.log.sequencer import DB_NAME, Sequencer, keyring_verifier, open_ledger
+from ledger.log.sequencer import Sequencer, keyring_verifier
 from ledger.log.store import LedgerStore
 from tests.factories import ALICE, AUTHORITY, T0, default_ring
 from tests.ledger_support import ORIGIN, envelopes, lineage_chain, make_ledger

@@ -17,7 +17,8 @@ from ledger.config import Settings
 from ledger.core.envelope import sign_event_with_id
 from ledger.errors import ProofError
 from ledger.keyfiles import load_keyring
-from ledger.log.sequencer import DB_NAME, keyring_verifier, open_ledger
+from ledger.log.ledger_dir import DB_NAME, open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.server.children import Child, child_env
 from tests.factories import ALICE, request
 from tests.integration.test_failfast import kill_and_wait_dead

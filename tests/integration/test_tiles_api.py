@@ -24,7 +24,7 @@ from ledger.core.tiles import (
     split_tile,
     tiles_for_size,
 )
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from tests.reference_merkle import mth
 from tests.tiles_support import fake_leaf, fetch_all, grow, serve, tiles_ledger
 from tests.unit.test_api import AUDIT_TOKEN, TOKEN, build_ledger

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import ProofError
+from ledger.log.ledger_dir import read_vkey
 from ledger.log.mirror import mirror_log
-from ledger.log.sequencer import read_vkey
 from ledger.log.store import LedgerStore
 from ledger.log.tiles import export_tiles
 from tests.tiles_support import serve, tiles_ledger

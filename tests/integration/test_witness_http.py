@@ -30,7 +30,8 @@ from ledger.errors import ProofError
 from ledger.kafka.broker import free_port
 from ledger.keyfiles import load_signer
 from ledger.log.cosigning import CosignatureStore, Cosigner, parse_witness_endpoints
-from ledger.log.sequencer import KEY_DIR, KEY_NAME, init_ledger, keyring_verifier, open_ledger
+from ledger.log.ledger_dir import KEY_DIR, KEY_NAME, init_ledger, open_ledger
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.witness import add_log, init_witness
 from tests.factories import default_ring
 from tests.ledger_support import envelopes

@@ -22,7 +22,7 @@ from ledger.core.keys import Signer
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError
 from ledger.kafka.broker import free_port
-from ledger.log.sequencer import read_vkey
+from ledger.log.ledger_dir import read_vkey
 from ledger.log.witness import add_log, init_witness
 from ledger.sdk.client import ProofClient
 from ledger.sdk.gate import http_log_check

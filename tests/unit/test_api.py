@@ -25,8 +25,9 @@ from ledger.core.events import AuthorizationDenied, ExecutionRefused
 from ledger.core.keys import KeyRing, Principal
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Reason, Unavailable
+from ledger.log.ledger_dir import open_ledger, read_vkey
 from ledger.log.proofs import prove_consistency, prove_inclusion, prove_lineage
-from ledger.log.sequencer import keyring_verifier, open_ledger, read_vkey
+from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
 from ledger.sdk.httpsig import SignedRequests
 from ledger.server.api import Submitted, make_api, summarize_decision
