@@ -19,8 +19,8 @@ from ledger.kafka.topics import Topics
 from ledger.keyfiles import load_keyring, load_signer
 from ledger.log.governance import AUTHORITY_IDENTITY, anchors
 from ledger.log.store import LedgerStore
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.ratelimit import TokenBucketLimiter
 from processors.genesis import (
     GENESIS_META,

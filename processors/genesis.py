@@ -40,8 +40,8 @@ from ledger.log.governance import FOLLOWED_KINDS, OPERATOR_IDENTITY, anchors
 from ledger.log.ledger_dir import open_ledger
 from ledger.log.sequencer import keyring_verifier
 from ledger.log.store import LedgerStore
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.governing import GOVERNANCE_KEY
 from processors.core.outcomes import Outcome, Output
 from processors.core.ratelimit import TokenBucketLimiter

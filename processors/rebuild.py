@@ -40,7 +40,7 @@ from ledger.core.keys import KeyRing
 from ledger.core.streams import DECIDED_STREAM_OF, Stream
 from ledger.errors import Reason, Rejected, Unavailable
 from ledger.log.store import LedgerStore, StoredLeaf
-from processors.core.checks import Limits
+from processors.core.freshness import Limits
 from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 

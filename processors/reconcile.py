@@ -36,7 +36,7 @@ from ledger.core.signers import verify_loggable
 from ledger.core.streams import INPUT_STREAMS, Stream
 from ledger.errors import Rejected, Unavailable
 from ledger.log.store import LedgerStore
-from processors.core.checks import Limits
+from processors.core.freshness import Limits
 from processors.core.outcomes import Output
 from processors.journal import Entry, Journal
 from processors.rebuild import Rebuild, chunks

@@ -63,7 +63,8 @@ from ledger.core.keys import KeyRing, Signer
 from ledger.core.signers import verify_loggable
 from ledger.core.streams import Stream
 from ledger.errors import Reason, Rejected, Unavailable
-from processors.core.checks import Limits, suspended
+from processors.core.checks import suspended
+from processors.core.freshness import Limits
 from processors.core.grants import grant_payload
 from processors.core.lineage import LineageState
 from processors.core.outcomes import Outcome, Output

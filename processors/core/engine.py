@@ -58,7 +58,6 @@ from processors.core.approvals import (
     rule_for,
 )
 from processors.core.checks import (
-    Limits,
     PolicyEngine,
     PolicyMemo,
     RateLimiter,
@@ -67,6 +66,7 @@ from processors.core.checks import (
     decide_request,
     decide_revocation,
 )
+from processors.core.freshness import Limits
 from processors.core.governing import GOVERNANCE_KEY, Governor, NoPolicy, PolicyCompiler
 from processors.core.grants import grant_payload
 from processors.core.outcomes import DecisionState, Outcome, Output, replayed

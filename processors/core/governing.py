@@ -26,7 +26,8 @@ from ledger.core.governance import (
 from ledger.core.governance_events import GovernanceApplied
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, Reason, Rejected
-from processors.core.checks import Limits, PolicyEngine, PolicyResult
+from processors.core.checks import PolicyEngine, PolicyResult
+from processors.core.freshness import Limits
 
 PolicyCompiler = Callable[[Mapping[str, str]], PolicyEngine]
 GOVERNANCE_KEY = b"governance"  # the partition key of every governance answer

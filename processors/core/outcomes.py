@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ledger.core.streams import Stream
 from ledger.errors import Reason
-from processors.core.checks import ReplayMemory
+from processors.core.freshness import ReplayMemory
 from processors.core.lineage import LineageState
 
 

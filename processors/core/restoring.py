@@ -19,7 +19,8 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing
 from ledger.core.streams import Stream
 from ledger.errors import Reason, Rejected, Unavailable
-from processors.core.checks import Limits, RateLimiter
+from processors.core.checks import RateLimiter
+from processors.core.freshness import Limits
 from processors.core.lineage import LineageState
 from processors.core.outcomes import DecisionState, Outcome, Output
 

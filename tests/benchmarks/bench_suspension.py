@@ -33,8 +33,8 @@ from ledger.core.governance_events import PolicyPublished, PrincipalRegistered, 
 from ledger.core.keys import Principal
 from ledger.core.streams import Stream
 from ledger.datadir import example_policies
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.policy import PolicyBundle
 from tests.factories import ALICE, AUTHORITY, ENV, T0, request, seeded_signer
 

@@ -27,8 +27,8 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.streams import Stream
 from ledger.errors import ConfigError, Reason, Rejected, Unavailable
 from processors.core.approvals import ApprovalRule, ended_subject, parse_rule, rule_for
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.outcomes import Outcome
 from processors.policy import PolicyBundle
 from tests.factories import ALICE, AUTHORITY, T0, request, seeded_signer

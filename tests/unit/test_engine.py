@@ -23,8 +23,8 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.streams import Stream
 from ledger.errors import Reason
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.outcomes import Outcome
 from tests.factories import ALICE, AUTHORITY, ENV, ENV2, T0, request, seeded_signer
 

@@ -10,8 +10,8 @@ from ledger.core.events import AuthorizationDenied, AuthorizationRevoked, Execut
 from ledger.core.keys import KeyRing, Principal
 from ledger.core.streams import Stream
 from ledger.errors import Reason
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.outcomes import Outcome
 from tests.factories import AUTHORITY, ENV, T0, seeded_signer
 from tests.unit.test_engine import (

@@ -36,8 +36,8 @@ from ledger.core.keys import Principal, Signer
 from ledger.core.streams import Stream
 from ledger.datadir import example_policies
 from ledger.errors import Reason, Unavailable
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.outcomes import Outcome
 from processors.policy import PolicyBundle
 from tests.factories import ALICE, AUTHORITY, ENV, T0, request, seeded_signer

@@ -17,8 +17,8 @@ from ledger.core.events import AuthorizationDenied, AuthorizationGranted
 from ledger.core.keys import KeyRing, Principal
 from ledger.core.streams import Stream
 from ledger.errors import ConfigError, Reason
-from processors.core.checks import Limits
 from processors.core.engine import Engine
+from processors.core.freshness import Limits
 from processors.core.policy_cases import PolicyCase, parse_cases, run_cases
 from processors.core.policy_explain import explain
 from processors.policy import PolicyBundle
