@@ -67,7 +67,7 @@ from processors.core.checks import suspended
 from processors.core.freshness import Limits
 from processors.core.grants import grant_payload
 from processors.core.lineage import LineageState
-from processors.core.outcomes import Outcome, Output
+from processors.core.outcomes import Outcome, Output, authority_nonce
 
 MAX_TTL = timedelta(days=7)
 MAX_ENDED = 100_000  # ended request ids remembered, so a late approval says why it ended
@@ -236,8 +236,8 @@ class Approvals:
         names |= {f"approval.{n}": eid for n, eid in enumerate(pending.approvals.values(), 1)}
         artifact = artifact.model_copy(update={"governance": {**artifact.governance, **names}})
         payload = grant_payload(signer=self.identity, tenant=artifact.tenant,
-                                nonce=f"g-{request_id}", issued_at=now, request_id=request_id,
-                                artifact=artifact, governance=position)
+                                nonce=authority_nonce("g", request_id), issued_at=now,
+                                request_id=request_id, artifact=artifact, governance=position)
         envelope, artifact_id = sign_payload_with_id(AuthorizationGranted.KIND, payload,
                                                      self.authority)
         lineage.add_grant(artifact_id, artifact)
@@ -253,8 +253,9 @@ class Approvals:
 
     def _denial(self, subject: str, tenant: str, root: str, reason: Reason, detail: str,
                 now: datetime, position: int) -> Output:
-        denial = AuthorizationDenied(signer=self.identity, tenant=tenant, nonce=f"d-{subject}",
-                                     issued_at=now, request_id=subject, reasons=(reason,),
+        denial = AuthorizationDenied(signer=self.identity, tenant=tenant,
+                                     nonce=authority_nonce("d", subject), issued_at=now,
+                                     request_id=subject, reasons=(reason,),
                                      detail=detail[:512], root=root, governance=position)
         return Output(Stream.DECISIONS, root.encode(), sign_event(denial, self.authority))
 

@@ -69,7 +69,7 @@ from processors.core.checks import (
 from processors.core.freshness import Limits
 from processors.core.governing import GOVERNANCE_KEY, Governor, NoPolicy, PolicyCompiler
 from processors.core.grants import grant_payload
-from processors.core.outcomes import DecisionState, Outcome, Output, replayed
+from processors.core.outcomes import DecisionState, Outcome, Output, authority_nonce, replayed
 from processors.core.restoring import restore_input, restore_output
 
 Recall = Callable[[str], Outcome | None]
@@ -311,7 +311,7 @@ class Engine:
         # The grant's payload written directly (processors/core/grants.py): byte for byte the
         # model's, without building and dumping an AuthorizationGranted per grant.
         payload = grant_payload(signer=self.identity, tenant=request.tenant,
-                                nonce=_nonce("g", verified.event_id), issued_at=now,
+                                nonce=authority_nonce("g", verified.event_id), issued_at=now,
                                 request_id=verified.event_id, artifact=artifact,
                                 governance=self.governance.position,
                                 shadow=self._shadow(verdict))
@@ -330,13 +330,13 @@ class Engine:
             self.state.lineage.grants[execution.artifact_id].uses += 1
             event = ExecutionAllowed(
                 signer=self.identity, tenant=execution.tenant,
-                nonce=_nonce("v", verified.event_id), issued_at=now,
+                nonce=authority_nonce("v", verified.event_id), issued_at=now,
                 artifact_id=execution.artifact_id, root=execution.root,
                 execution_id=verified.event_id, governance=self.governance.position)
         else:
             event = ExecutionRefused(
                 signer=self.identity, tenant=execution.tenant,
-                nonce=_nonce("v", verified.event_id), issued_at=now,
+                nonce=authority_nonce("v", verified.event_id), issued_at=now,
                 artifact_id=execution.artifact_id, root=execution.root,
                 execution_id=verified.event_id, reasons=verdict.reasons, detail=verdict.detail,
                 governance=self.governance.position)
@@ -356,7 +356,7 @@ class Engine:
         outputs = tuple(
             Output(Stream.DECISIONS, revocation.root.encode(), sign_event(RevocationApplied(
                 signer=self.identity, tenant=revocation.tenant,
-                nonce=_nonce("r" if chunk == 0 else f"r{chunk}", verified.event_id),
+                nonce=authority_nonce("r" if chunk == 0 else f"r{chunk}", verified.event_id),
                 issued_at=now, revocation_id=verified.event_id,
                 artifact_id=revocation.artifact_id, root=revocation.root,
                 revoked=tuple(revoked[start:start + REVOKED_PER_EVENT]),
@@ -368,7 +368,7 @@ class Engine:
     def _deny(self, subject: str, tenant: str, root: str | None, verdict: Verdict,
               now: datetime, stream: Stream = Stream.DECISIONS) -> Outcome:
         denial = AuthorizationDenied(
-            signer=self.identity, tenant=tenant, nonce=_nonce("d", subject), issued_at=now,
+            signer=self.identity, tenant=tenant, nonce=authority_nonce("d", subject), issued_at=now,
             request_id=subject, reasons=verdict.reasons, detail=verdict.detail, root=root,
             policy_digest=self.policy_digest, policy_ids=verdict.policy_ids,
             governance=self.governance.position, shadow=self._shadow(verdict))
@@ -396,7 +396,3 @@ def _tree_root(event: Event, own_id: str) -> str:
         return event.root
     return event.lineage_root() or own_id
 
-
-def _nonce(prefix: str, subject: str) -> str:
-    """Authority nonces derive from the subject: one decision per subject, so unique."""
-    return f"{prefix}-{subject}"

@@ -28,6 +28,7 @@ from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, Reason, Rejected
 from processors.core.checks import PolicyEngine, PolicyResult
 from processors.core.freshness import Limits
+from processors.core.outcomes import authority_nonce
 
 PolicyCompiler = Callable[[Mapping[str, str]], PolicyEngine]
 GOVERNANCE_KEY = b"governance"  # the partition key of every governance answer
@@ -123,7 +124,7 @@ def _applied(applied: Applied, identity: str, now: datetime) -> GovernanceApplie
 
 def _refused(refused: Refused, identity: str, now: datetime, position: int) -> AuthorizationDenied:
     return AuthorizationDenied(signer=identity, tenant=refused.tenant,
-                               nonce=f"d-{refused.event_id}", issued_at=now,
+                               nonce=authority_nonce("d", refused.event_id), issued_at=now,
                                request_id=refused.event_id,
                                reasons=(refused.reason,), detail=refused.detail[:512],
                                governance=position)

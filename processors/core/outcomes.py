@@ -112,3 +112,10 @@ def replayed(earlier: Outcome, raw: bytes | None = None) -> Outcome:
         outputs = tuple(Output(o.stream, o.key, raw) if o.stream is Stream.DEADLETTER else o
                         for o in outputs)
     return Outcome(earlier.subject, outputs, earlier.allow, earlier.reasons, replayed=True)
+
+
+def authority_nonce(prefix: str, subject: str) -> str:
+    """The nonce of an authority event answering ``subject`` (``g`` a grant, ``d`` a denial,
+    ``v`` a verdict, ``r``/``rN`` a revocation's chunks): one answer per subject and kind, so
+    unique without any state."""
+    return f"{prefix}-{subject}"
