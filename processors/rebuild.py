@@ -39,7 +39,8 @@ from ledger.core.events import (
 from ledger.core.keys import KeyRing
 from ledger.core.streams import DECIDED_STREAM_OF, Stream
 from ledger.errors import Reason, Rejected, Unavailable
-from ledger.log.store import LedgerStore, StoredLeaf
+from ledger.log.records import StoredLeaf
+from ledger.log.store import LedgerStore
 from processors.core.freshness import Limits
 from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal

@@ -20,7 +20,7 @@ from ledger.core.envelope import payload_type
 from ledger.errors import Reason, Rejected
 from ledger.log.ledger_dir import open_ledger, read_vkey
 from ledger.log.recompute import leaf_columns
-from ledger.log.store import LeafRecord
+from ledger.log.records import LeafRecord
 from ledger.server.api import make_api
 from tests.http_support import served
 from tests.ledger_support import make_ledger

@@ -20,7 +20,8 @@ from ledger.core.approval_events import (
 from ledger.core.envelope import parse_envelope, parse_payload
 from ledger.core.events import AuthorizationDenied, AuthorizationGranted, Event, format_time
 from ledger.errors import NotFound, ProofError, Rejected
-from ledger.log.store import LedgerStore, StoredLeaf
+from ledger.log.records import StoredLeaf
+from ledger.log.store import LedgerStore
 
 View = dict[str, object]
 MAX_LISTED = 1000

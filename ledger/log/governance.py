@@ -26,7 +26,8 @@ from ledger.core.kinds import GOVERNANCE_KINDS
 from ledger.core.signers import verify_loggable
 from ledger.errors import ConfigError, ProofError, Rejected
 from ledger.keyfiles import load_keyring, load_public_key
-from ledger.log.store import LeafRecord, LedgerStore
+from ledger.log.records import LeafRecord
+from ledger.log.store import LedgerStore
 
 log = logging.getLogger("govledger.governance")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ledger.core.causes import Cause, Role, provides
-from ledger.log.store import LeafRecord
+from ledger.log.records import LeafRecord
 
 MAX_WAIT_S: Final = 2.0
 MAX_EVENTS: Final = 10_000

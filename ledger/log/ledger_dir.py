@@ -28,8 +28,9 @@ from ledger.keyfiles import (
     temp_path,
     write_atomic,
 )
+from ledger.log.records import LeafRecord
 from ledger.log.sequencer import Sequencer, Verify, keyring_verifier
-from ledger.log.store import LeafRecord, LedgerStore
+from ledger.log.store import LedgerStore
 
 DB_NAME, KEY_DIR, KEY_NAME, VKEY_NAME = "ledger.db", "keys", "ledger", "ledger.vkey"
 

@@ -29,7 +29,8 @@ from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
 from ledger.core.signers import SignerKeys
 from ledger.errors import ConfigError, InvalidRange, NotFound, NotPublished, ProofError, Unavailable
 from ledger.log.ledger_dir import DB_NAME, read_vkey
-from ledger.log.store import LedgerStore, StoredLeaf
+from ledger.log.records import StoredLeaf
+from ledger.log.store import LedgerStore
 
 # -- export -----------------------------------------------------------------------------------
 

@@ -48,7 +48,8 @@ from ledger.errors import Reason, Rejected
 from ledger.log.audit import check_on_open
 from ledger.log.causal import leaf_causes, store_present
 from ledger.log.holdback import Arrival, Holdback, Released
-from ledger.log.store import BatchResult, LeafRecord, LedgerStore, Offsets
+from ledger.log.records import BatchResult, LeafRecord, Offsets
+from ledger.log.store import LedgerStore
 
 Verify = Callable[[bytes], LeafRecord]
 """Verifies envelope bytes and returns the leaf to store; raises Rejected."""

@@ -27,20 +27,19 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
 import sqlite_utils
 
 from ledger.core import merkle
-from ledger.core.causes import Cause
 from ledger.core.merkle import CompactRange, LeafIndex, NodeId, TreeSize
 from ledger.errors import ConfigError, ProofError, Unavailable
 from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex, NewLeaf
 from ledger.log.index import SCHEMA as INDEX_SCHEMA
 from ledger.log.pages import PAGE_TRIGGERS, read_hashes, write_hashes
+from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offsets, StoredLeaf
 from ledger.log.sqlite import Transaction, lock_writer, open_sqlite, writer_holds
 
 SCHEMA_VERSION: Final = "2"
@@ -55,41 +54,6 @@ _TRIGGERS = [
 ]
 _PRAGMAS = ("temp_store=MEMORY", "secure_delete=OFF")  # deleted rows: recent_keys copies
 _CACHE_KIB: Final = {True: 65536, False: 262144}  # by readonly: the writer walks more pages
-
-Offsets = Mapping[tuple[str, int], int]
-CheckpointSigner = Callable[[TreeSize, bytes], str]
-"""Signs the checkpoint of (size, root) and returns the signed note text."""
-
-
-@dataclass(frozen=True, slots=True)
-class LeafRecord:
-    """A verified event ready to become a leaf. ``event_id`` and ``parent_ref`` are hex."""
-
-    event_id: str
-    kind: str
-    leaf: bytes
-    parent_ref: str | None = None
-    causes: tuple[Cause, ...] | None = None  # None: the sequencer reads them from the leaf
-
-
-@dataclass(frozen=True, slots=True)
-class StoredLeaf:
-    index: LeafIndex
-    event_id: str
-    kind: str
-    parent_ref: str | None
-    leaf: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What one append transaction did."""
-
-    appended: int
-    duplicates: int
-    tree_size: TreeSize
-    checkpoint: str | None
-
 
 class LedgerStore:
     """A ledger database. ``writer=True`` takes the single-writer lock and may append;

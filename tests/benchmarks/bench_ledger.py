@@ -39,8 +39,9 @@ from ledger.core.keys import Signer  # noqa: E402
 from ledger.log.audit import audit_store  # noqa: E402
 from ledger.log.proofs import inclusion_bundle  # noqa: E402
 from ledger.log.recompute import leaf_columns  # noqa: E402
+from ledger.log.records import LeafRecord  # noqa: E402
 from ledger.log.sequencer import Sequencer  # noqa: E402
-from ledger.log.store import LeafRecord, LedgerStore  # noqa: E402
+from ledger.log.store import LedgerStore  # noqa: E402
 
 ORIGIN = "bench.govledger.local/log"
 PAD = hashlib.sha256(b"filler").hexdigest().encode() * 6  # 384 bytes

@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from ledger.core.envelope import pae, payload_bytes, payload_type  # noqa: E402
 from ledger.core.keys import Signer  # noqa: E402
+from ledger.log.records import LeafRecord  # noqa: E402
 from ledger.log.sequencer import Sequencer  # noqa: E402
-from ledger.log.store import LeafRecord, LedgerStore  # noqa: E402
+from ledger.log.store import LedgerStore  # noqa: E402
 from tests.benchmarks.bench_ledger import ORIGIN, refuse  # noqa: E402
 from tests.factories import ALICE, AUTHORITY, request  # noqa: E402
 from tests.ledger_support import _grant  # noqa: E402

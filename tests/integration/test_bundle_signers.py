@@ -23,7 +23,7 @@ from ledger.keyfiles import load_signer_keys
 from ledger.log.audit import audit_ledger
 from ledger.log.ledger_dir import open_ledger, read_vkey
 from ledger.log.proofs import bundle_json, prove_inclusion, prove_lineage
-from ledger.log.store import LeafRecord
+from ledger.log.records import LeafRecord
 from tests.factories import ALICE, AUTHORITY, default_ring, request
 from tests.ledger_support import grant, make_ledger, write_keyring
 

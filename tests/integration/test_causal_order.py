@@ -106,7 +106,7 @@ def test_a_verifier_that_gives_no_causes_still_orders_the_chain(tmp_path: Path) 
     # causes in it, the sequencer reads them from the leaf bytes.
     import dataclasses
 
-    from ledger.log.store import LeafRecord
+    from ledger.log.records import LeafRecord
     keyring_verify = keyring_verifier(default_ring())
 
     def plain(data: bytes) -> LeafRecord:

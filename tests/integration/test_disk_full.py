@@ -31,7 +31,8 @@ from ledger.core.streams import Stream
 from ledger.errors import Unavailable
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.topics import Topics
-from ledger.log.store import LeafRecord, LedgerStore
+from ledger.log.records import LeafRecord
+from ledger.log.store import LedgerStore
 from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
 from tests.factories import T0

@@ -11,7 +11,8 @@ import pytest
 from ledger.core import merkle
 from ledger.core.merkle import TreeSize
 from ledger.errors import ProofError, Unavailable
-from ledger.log.store import LeafRecord, LedgerStore
+from ledger.log.records import LeafRecord
+from ledger.log.store import LedgerStore
 from tests import reference_merkle as ref
 
 pytestmark = pytest.mark.integration

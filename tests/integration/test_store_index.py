@@ -11,7 +11,8 @@ import pytest
 
 from ledger.errors import ProofError, Unavailable
 from ledger.log.index import BUCKETS, DECISION_KINDS, bucket, lookup_key
-from ledger.log.store import LeafRecord, LedgerStore
+from ledger.log.records import LeafRecord
+from ledger.log.store import LedgerStore
 from tests import reference_merkle as ref
 
 pytestmark = pytest.mark.integration

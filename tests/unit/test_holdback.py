@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ledger.core.causes import Cause, Role
 from ledger.log.holdback import CAUSE_MISSING, HOLD_FULL, Arrival, Holdback
-from ledger.log.store import LeafRecord
+from ledger.log.records import LeafRecord
 
 P = ("gov.decisions", 0)
 
