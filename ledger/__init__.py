@@ -30,16 +30,16 @@ if TYPE_CHECKING:  # for type checkers only: at run time __getattr__ below loads
     from ledger.core.events import AuthorizationRequested as AuthorizationRequested
     from ledger.core.events import AuthorizationRevoked as AuthorizationRevoked
     from ledger.core.events import Event as Event
-    from ledger.core.events import ExecutionAllowed as ExecutionAllowed
-    from ledger.core.events import ExecutionCompleted as ExecutionCompleted
-    from ledger.core.events import ExecutionFailed as ExecutionFailed
-    from ledger.core.events import ExecutionRefused as ExecutionRefused
-    from ledger.core.events import ExecutionRequested as ExecutionRequested
     from ledger.core.events import Lineage as Lineage
     from ledger.core.events import LineageRef as LineageRef
     from ledger.core.events import RevocationApplied as RevocationApplied
     from ledger.core.events import Scope as Scope
     from ledger.core.events import Window as Window
+    from ledger.core.execution_events import ExecutionAllowed as ExecutionAllowed
+    from ledger.core.execution_events import ExecutionCompleted as ExecutionCompleted
+    from ledger.core.execution_events import ExecutionFailed as ExecutionFailed
+    from ledger.core.execution_events import ExecutionRefused as ExecutionRefused
+    from ledger.core.execution_events import ExecutionRequested as ExecutionRequested
     from ledger.core.governance_events import GovernanceApplied as GovernanceApplied
     from ledger.core.governance_events import GovernanceApproved as GovernanceApproved
     from ledger.core.governance_events import GovernanceConfigured as GovernanceConfigured
@@ -75,10 +75,11 @@ _BUNDLES = ("verify_bundle", "VerifiedBundle")
 _WITNESSES = ("WitnessPolicy", "verify_witnessed")
 _EVENTS = (
     "Event", "AuthorizationRequested", "AuthorizationGranted", "AuthorizationDenied",
-    "AuthorizationRevoked", "RevocationApplied", "ExecutionRequested", "ExecutionAllowed",
-    "ExecutionRefused", "ExecutionCompleted", "ExecutionFailed", "Scope", "Window",
-    "Lineage", "LineageRef", "Artifact",
+    "AuthorizationRevoked", "RevocationApplied", "Scope", "Window", "Lineage", "LineageRef",
+    "Artifact",
 )
+_EXECUTION_EVENTS = ("ExecutionRequested", "ExecutionAllowed", "ExecutionRefused",
+                     "ExecutionCompleted", "ExecutionFailed")
 _GOVERNANCE = (
     "PrincipalRegistered", "PrincipalRevoked", "PrincipalSuspended", "PrincipalResumed",
     "TenantSuspended", "TenantResumed", "PolicyPublished", "PolicyPromoted",
@@ -97,6 +98,7 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(_BUNDLES, "ledger.core.bundles"),
     **dict.fromkeys(_WITNESSES, "ledger.core.cosignature"),
     **dict.fromkeys(_EVENTS, "ledger.core.events"),
+    **dict.fromkeys(_EXECUTION_EVENTS, "ledger.core.execution_events"),
     **dict.fromkeys(_GOVERNANCE, "ledger.core.governance_events"),
     **dict.fromkeys(_ERRORS, "ledger.errors"),
 }

@@ -32,11 +32,11 @@ from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
-    ExecutionCompleted,
     LineageRef,
     Scope,
     Window,
 )
+from ledger.core.execution_events import ExecutionCompleted
 from ledger.core.keys import Principal, Signer, principal_document
 from ledger.datadir import DataDir, init_data_dir
 from ledger.errors import GovLedgerError

@@ -28,14 +28,8 @@ from typing import TypeVar
 
 from ledger.core.approval_events import ApprovalRequired
 from ledger.core.envelope import read_stored, verify_stored
-from ledger.core.events import (
-    AuthorizationDenied,
-    AuthorizationGranted,
-    Event,
-    ExecutionAllowed,
-    ExecutionRefused,
-    RevocationApplied,
-)
+from ledger.core.events import AuthorizationDenied, AuthorizationGranted, Event, RevocationApplied
+from ledger.core.execution_events import ExecutionAllowed, ExecutionRefused
 from ledger.core.keys import KeyRing
 from ledger.core.streams import DECIDED_STREAM_OF, Stream
 from ledger.errors import Reason, Rejected, Unavailable

@@ -7,14 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from ledger.core.envelope import sign_event_with_id
-from ledger.core.events import (
-    Artifact,
-    AuthorizationGranted,
-    ExecutionRequested,
-    Lineage,
-    Scope,
-    Window,
-)
+from ledger.core.events import Artifact, AuthorizationGranted, Lineage, Scope, Window
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.keys import Signer, principal_document
 from ledger.log.ledger_dir import init_ledger
 from tests.factories import ALICE, AUTHORITY, ENV, T0, default_ring, request, signed_request

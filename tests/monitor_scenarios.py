@@ -20,15 +20,13 @@ from ledger.core.events import (
     AuthorizationGranted,
     AuthorizationRequested,
     Event,
-    ExecutionAllowed,
-    ExecutionCompleted,
-    ExecutionRequested,
     Lineage,
     LineageRef,
     RevocationApplied,
     Scope,
     Window,
 )
+from ledger.core.execution_events import ExecutionAllowed, ExecutionCompleted, ExecutionRequested
 from ledger.core.keys import Signer
 from ledger.errors import Reason
 from tests.factories import ENV

@@ -196,7 +196,7 @@ class Shadow(_Model):
     policy_ids: Annotated[tuple[PolicyId, ...], Field(max_length=64)] = ()
 
 
-class _Decision(Event):
+class AuthorityDecision(Event):
     """An authority decision. ``governance`` is the governance position it was decided
     under (how many governance events the processor had applied: ledger.core.governance),
     so "which keys and which policy decided this" is a signed field. ``shadow``: the shadow
@@ -243,7 +243,7 @@ class AuthorizationRequested(Event):
         return self.holder or self.signer
 
 
-class AuthorizationGranted(_Decision):
+class AuthorizationGranted(AuthorityDecision):
     KIND = "AuthorizationGranted"
     SLUG = "authorization-granted"
     kind: Literal["AuthorizationGranted"] = "AuthorizationGranted"
@@ -260,7 +260,7 @@ class AuthorizationGranted(_Decision):
 Reasons = Annotated[tuple[Reason, ...], Field(min_length=1, max_length=8)]
 
 
-class AuthorizationDenied(_Decision):
+class AuthorizationDenied(AuthorityDecision):
     """A denial of ``request_id``: a request, a revocation, or (for input that could not be
     authenticated) the SHA-256 of the raw input bytes."""
 
@@ -296,7 +296,7 @@ class AuthorizationRevoked(Event):
         return self.root
 
 
-class RevocationApplied(_Decision):
+class RevocationApplied(AuthorityDecision):
     """The authority applied ``revocation_id``: ``artifact_id`` and every descendant known at
     that moment (``revoked``, root first; descendants granted later are refused anyway).
 
@@ -332,80 +332,3 @@ class RevocationApplied(_Decision):
 
     def lineage_root(self) -> str | None:
         return self.root
-
-
-class _UnderArtifact(Event):
-    artifact_id: EventId
-    root: EventId
-
-    def lineage_root(self) -> str | None:
-        return self.root
-
-
-class ExecutionRequested(_UnderArtifact):
-    """An executor asks to run ``action`` on ``resource`` in the measured ``environment``."""
-
-    KIND = "ExecutionRequested"
-    SLUG = "execution-requested"
-    kind: Literal["ExecutionRequested"] = "ExecutionRequested"
-    action: ActionName
-    resource: ResourcePattern
-    environment: Digest
-
-    def parent_ref(self) -> str | None:
-        return self.artifact_id
-
-
-class _AboutExecution(_UnderArtifact):
-    execution_id: EventId
-
-    def parent_ref(self) -> str | None:
-        return self.execution_id
-
-
-class _Verdict(_AboutExecution, _Decision):
-    """The authority's verdict on an execution request."""
-
-
-class ExecutionAllowed(_Verdict):
-    KIND = "ExecutionAllowed"
-    SLUG = "execution-allowed"
-    kind: Literal["ExecutionAllowed"] = "ExecutionAllowed"
-
-
-class ExecutionRefused(_Verdict):
-    KIND = "ExecutionRefused"
-    SLUG = "execution-refused"
-    kind: Literal["ExecutionRefused"] = "ExecutionRefused"
-    reasons: Reasons
-    detail: Detail = ""
-
-
-class _Reported(_AboutExecution):
-    """An execution's outcome. ``arguments_digest`` (what the executor ran it with, e.g. the
-    RFC 8785 bytes of an MCP tool call's arguments) is absent from the encoding when None,
-    so the bytes of events that never carried it are what they were before it existed."""
-
-    arguments_digest: Digest | None = None
-
-    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("arguments_digest",)
-
-
-class ExecutionCompleted(_Reported):
-    KIND = "ExecutionCompleted"
-    SLUG = "execution-completed"
-    kind: Literal["ExecutionCompleted"] = "ExecutionCompleted"
-    result_digest: Digest | None = None
-
-
-class ExecutionFailed(_Reported):
-    """``result_digest``: of what the failed execution returned, if anything (an MCP tool
-    result flagged as an error); absent from the encoding when None."""
-
-    KIND = "ExecutionFailed"
-    SLUG = "execution-failed"
-    kind: Literal["ExecutionFailed"] = "ExecutionFailed"
-    error: Detail
-    result_digest: Digest | None = None
-
-    _OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("arguments_digest", "result_digest")

@@ -11,12 +11,14 @@ from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
+    RevocationApplied,
+)
+from ledger.core.execution_events import (
     ExecutionAllowed,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRefused,
     ExecutionRequested,
-    RevocationApplied,
 )
 from ledger.core.governance_events import GOVERNANCE_TYPES, GovernanceApplied
 from ledger.errors import Reason

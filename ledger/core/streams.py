@@ -9,14 +9,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 from ledger.core.approval_events import APPROVAL_ANSWERS
-from ledger.core.events import (
-    AuthorizationRequested,
-    AuthorizationRevoked,
-    Event,
-    ExecutionCompleted,
-    ExecutionFailed,
-    ExecutionRequested,
-)
+from ledger.core.events import AuthorizationRequested, AuthorizationRevoked, Event
+from ledger.core.execution_events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.governance_events import GOVERNANCE_TYPES
 
 

@@ -14,12 +14,8 @@ from datetime import datetime
 
 from ledger.core.alert_events import AlertRaised
 from ledger.core.envelope import parse_envelope, parse_payload
-from ledger.core.events import (
-    AuthorizationDenied,
-    AuthorizationGranted,
-    Event,
-    ExecutionRequested,
-)
+from ledger.core.events import AuthorizationDenied, AuthorizationGranted, Event
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.shadow import ShadowTally, agreement
 from ledger.log.store import LedgerStore
 

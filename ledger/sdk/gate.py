@@ -45,7 +45,7 @@ import httpx
 from ledger.core.artifact import CheckedArtifact, check_artifact
 from ledger.core.bundles import verify_bundle
 from ledger.core.cosignature import WitnessPolicy, verify_bundle_witnessed
-from ledger.core.events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
+from ledger.core.execution_events import ExecutionCompleted, ExecutionFailed, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.errors import ConfigError, ProofError, Reason, Rejected, Unavailable
 from ledger.sdk.client import Client, Decision

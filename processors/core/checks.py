@@ -44,11 +44,8 @@ from typing import Protocol
 
 from ledger.core.artifact import WINDOW_REASONS, artifact_refusal
 from ledger.core.envelope import VerifiedEvent
-from ledger.core.events import (
-    AuthorizationRequested,
-    AuthorizationRevoked,
-    ExecutionRequested,
-)
+from ledger.core.events import AuthorizationRequested, AuthorizationRevoked
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.governance import GovernanceState
 from ledger.core.keys import KeyRing, Principal
 from ledger.core.scope import normalise_resource

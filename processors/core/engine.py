@@ -35,14 +35,16 @@ from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
+    Lineage,
+    RevocationApplied,
+    Shadow,
+)
+from ledger.core.execution_events import (
     ExecutionAllowed,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRefused,
     ExecutionRequested,
-    Lineage,
-    RevocationApplied,
-    Shadow,
 )
 from ledger.core.governance import GovernanceState
 from ledger.core.governance_events import GOVERNANCE_TYPES

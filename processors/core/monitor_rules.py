@@ -44,12 +44,14 @@ from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
+    RevocationApplied,
+)
+from ledger.core.execution_events import (
     ExecutionAllowed,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRefused,
     ExecutionRequested,
-    RevocationApplied,
 )
 from ledger.core.scope import matches
 from ledger.errors import Reason, Rejected

@@ -12,10 +12,9 @@ from ledger.core.events import (
     AuthorizationGranted,
     AuthorizationRequested,
     Event,
-    ExecutionAllowed,
-    ExecutionRequested,
     RevocationApplied,
 )
+from ledger.core.execution_events import ExecutionAllowed, ExecutionRequested
 from ledger.core.keys import KeyRing
 from ledger.core.streams import Stream
 from ledger.errors import Reason, Rejected, Unavailable

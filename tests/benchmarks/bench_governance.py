@@ -46,11 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ledger.core.envelope import sign_event_with_id  # noqa: E402
-from ledger.core.events import (  # noqa: E402
-    AuthorizationDenied,
-    AuthorizationGranted,
-    ExecutionRequested,
-)
+from ledger.core.events import AuthorizationDenied, AuthorizationGranted  # noqa: E402
+from ledger.core.execution_events import ExecutionRequested  # noqa: E402
 from ledger.core.governance_events import GovernanceApplied  # noqa: E402
 from ledger.datadir import DataDir  # noqa: E402
 from ledger.keyfiles import load_keyring, load_signer  # noqa: E402

@@ -27,7 +27,7 @@ import time
 from datetime import timedelta
 
 from ledger.core.envelope import event_id, read_stored, sign_event
-from ledger.core.events import ExecutionRequested
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.governance import GovernanceState
 from ledger.core.governance_events import PolicyPublished, PrincipalRegistered, TenantSuspended
 from ledger.core.keys import Principal

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ledger.core.envelope import sign_event
-from ledger.core.events import ExecutionRequested
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.governance_events import TenantSuspended
 from ledger.datadir import example_policies
 from ledger.keyfiles import generate_keypair

@@ -26,11 +26,11 @@ from ledger.core.events import (
     AuthorizationRequested,
     AuthorizationRevoked,
     Event,
-    ExecutionRequested,
     LineageRef,
     Scope,
     Window,
 )
+from ledger.core.execution_events import ExecutionRequested
 from ledger.sdk.httpsig import SignedRequests
 from tests.factories import ALICE, ENV
 from tests.service_support import BOB, RUNNER

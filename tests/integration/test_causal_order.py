@@ -65,7 +65,7 @@ def test_an_unanswered_grant_is_appended_late_with_its_reason(tmp_path: Path) ->
 
 def _verdict_and_report(execution_id: str, artifact_id: str, root_id: str
                         ) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
-    from ledger.core.events import ExecutionAllowed, ExecutionCompleted
+    from ledger.core.execution_events import ExecutionAllowed, ExecutionCompleted
     from tests.factories import AUTHORITY
     common = {"tenant": "acme", "issued_at": T0, "artifact_id": artifact_id, "root": root_id,
               "execution_id": execution_id}

@@ -19,7 +19,8 @@ from aiokafka import TopicPartition
 
 from ledger.config import Settings
 from ledger.core.envelope import sign_event
-from ledger.core.events import AuthorizationRevoked, Event, ExecutionRequested
+from ledger.core.events import AuthorizationRevoked, Event
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.streams import Stream
 from ledger.errors import Reason
 from ledger.kafka.clients import partition_for

@@ -13,13 +13,8 @@ import pytest
 
 from ledger.core import merkle
 from ledger.core.envelope import sign_event
-from ledger.core.events import (
-    AuthorizationDenied,
-    AuthorizationRevoked,
-    ExecutionAllowed,
-    ExecutionRefused,
-    RevocationApplied,
-)
+from ledger.core.events import AuthorizationDenied, AuthorizationRevoked, RevocationApplied
+from ledger.core.execution_events import ExecutionAllowed, ExecutionRefused
 from ledger.errors import ProofError, Reason
 from ledger.keyfiles import load_signer
 from ledger.log.index import ROLE_EVENT, ROLE_SUBJECT

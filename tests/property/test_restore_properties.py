@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.core.envelope import sign_event
-from ledger.core.events import AuthorizationRevoked, ExecutionRequested
+from ledger.core.events import AuthorizationRevoked
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.keys import Signer
 from ledger.core.streams import Stream
 from processors.core.engine import Engine

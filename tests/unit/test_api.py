@@ -21,7 +21,8 @@ import pytest
 from ledger.core.bundles import verify_bundle
 from ledger.core.checkpoint import build_vkey, parse_vkey, verify_checkpoint
 from ledger.core.envelope import MAX_ENVELOPE_BYTES, sign_event_with_id, verify_envelope
-from ledger.core.events import AuthorizationDenied, ExecutionRefused
+from ledger.core.events import AuthorizationDenied
+from ledger.core.execution_events import ExecutionRefused
 from ledger.core.keys import KeyRing, Principal
 from ledger.core.signers import SignerKeys
 from ledger.errors import ProofError, Reason, Unavailable

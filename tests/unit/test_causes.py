@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from ledger.core.causes import CAUSAL_KINDS, DECISION_KINDS, Cause, Role, causes, provides
 from ledger.core.envelope import parse_envelope, sign_event_with_id
-from ledger.core.events import (
-    AuthorizationDenied,
-    AuthorizationRevoked,
-    Event,
+from ledger.core.events import AuthorizationDenied, AuthorizationRevoked, Event, RevocationApplied
+from ledger.core.execution_events import (
     ExecutionAllowed,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRefused,
-    RevocationApplied,
 )
 from ledger.core.governance_events import (
     GovernanceApplied,

@@ -17,9 +17,8 @@ from ledger.core.events import (
     AuthorizationGranted,
     AuthorizationRevoked,
     Event,
-    ExecutionRefused,
-    ExecutionRequested,
 )
+from ledger.core.execution_events import ExecutionRefused, ExecutionRequested
 from ledger.core.keys import KeyRing, Principal, Signer
 from ledger.core.streams import Stream
 from ledger.errors import Reason

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ledger.core.envelope import build_envelope, payload_bytes, payload_type, verify_envelope
-from ledger.core.events import ExecutionCompleted, ExecutionFailed
+from ledger.core.execution_events import ExecutionCompleted, ExecutionFailed
 from ledger.errors import Reason, Rejected
 from tests.factories import ALICE, T0, default_ring
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 
 from ledger.core.envelope import sign_event
-from ledger.core.events import AuthorizationDenied, AuthorizationRevoked, ExecutionRequested
+from ledger.core.events import AuthorizationDenied, AuthorizationRevoked
+from ledger.core.execution_events import ExecutionRequested
 from ledger.core.keys import KeyRing, Principal
 from ledger.core.streams import Stream
 from ledger.errors import Reason

@@ -11,13 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from ledger.core.envelope import read_stored, sign_event
-from ledger.core.events import (
-    AuthorizationDenied,
-    AuthorizationGranted,
-    Event,
-    ExecutionRefused,
-    ExecutionRequested,
-)
+from ledger.core.events import AuthorizationDenied, AuthorizationGranted, Event
+from ledger.core.execution_events import ExecutionRefused, ExecutionRequested
 from ledger.core.governance import GovernanceState
 from ledger.core.governance_events import (
     GovernanceApplied,
