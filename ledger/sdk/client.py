@@ -25,7 +25,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -36,11 +35,7 @@ from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.core.approval_events import ApprovalRequired
 from ledger.core.envelope import (
-    VerifiedEvent,
-    parse_envelope,
-    payload_type,
     sign_event_with_id,
-    verify_envelope,
 )
 from ledger.core.events import AuthorizationRequested, AuthorizationRevoked, Event
 from ledger.core.keys import KeyRing, Signer
@@ -50,13 +45,13 @@ from ledger.kafka.clients import make_consumer, make_producer, stop_quietly
 from ledger.kafka.idle import PacedConsumer
 from ledger.kafka.offsets import probe_highwaters, topic_partitions
 from ledger.kafka.topics import Topics
+from ledger.sdk.answers import Answers
 from ledger.sdk.api_transport import MAX_WAIT_S, ApiTransport
 from ledger.sdk.decisions import Decision, subject_of, verify_decision
 from ledger.sdk.proof_client import ProofClient
 
 __all__ = ["Client", "Decision", "ProofClient", "subject_of"]
 
-_F = TypeVar("_F", bound=asyncio.Future[Any])
 log = logging.getLogger("govledger.client")
 
 
@@ -90,14 +85,10 @@ class Client:
         self._consumer: AIOKafkaConsumer | None = None
         self._paced: PacedConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._seen: dict[str, Decision] = {}
-        self._pending: dict[str, ApprovalRequired] = {}  # request id -> waiting for people
-        self._waiters: dict[str, list[asyncio.Future[Decision]]] = {}
-        self._askers: dict[str, list[asyncio.Future[Decision | ApprovalRequired]]] = {}
-        self._subscribers: list[asyncio.Queue[Decision]] = []
-        self.on_decision: list[Callable[[Decision], None]] = []
+        self._answers = Answers(authority, clock)  # what the reader heard, verified
+        self.on_decision = self._answers.on_decision  # observers of each decision read
         # Called with each verified ApprovalRequired (a request waiting for approvers).
-        self.on_pending: list[Callable[[VerifiedEvent], None]] = []
+        self.on_pending = self._answers.on_pending
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -219,7 +210,7 @@ class Client:
         """A decision the HTTP API returned about ``subject_id``, verified. Raises Rejected."""
         decision = verify_decision(raw, self.authority, self.clock(), subject_id)
         assert decision is not None  # verify_decision checked it is about subject_id
-        self._seen[subject_id] = decision
+        self._answers.keep(decision)
         return decision
 
     async def revoke(self, revocation: AuthorizationRevoked, signer: Signer) -> str:
@@ -256,7 +247,7 @@ class Client:
         """The authority's signed ApprovalRequired for ``request_id`` (verified) while the
         request waits for human approval and no decision was seen; None otherwise
         (docs/approvals.md). :meth:`decision` follows such a request to its end."""
-        return None if request_id in self._seen else self._pending.get(request_id)
+        return self._answers.waiting(request_id)
 
     async def decision(self, subject_id: str, timeout: float = 10.0) -> Decision:
         """The verified decision or verdict for a request or execution id. A request that
@@ -267,22 +258,11 @@ class Client:
         message says when the request is still waiting for approvers); over the HTTP API,
         Rejected if the decision it returns does not verify or is about another id.
         """
-        if (found := self._seen.get(subject_id)) is not None:
+        if (found := self._answers.seen.get(subject_id)) is not None:
             return found
         if self._api is not None:
             return await self._api_decision(subject_id, timeout)
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(subject_id, []).append(future)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            asked = self.pending(subject_id)
-            why = ("" if asked is None else f": waiting for {asked.k} approvals by "
-                   f"{asked.role} until {asked.deadline.isoformat()}")
-            raise Unavailable(f"no decision for {subject_id[:16]} within {timeout}s{why}") \
-                from exc
-        finally:
-            _forget(self._waiters, subject_id, future)
+        return await self._answers.decision(subject_id, timeout)
 
     async def answer(self, request_id: str, timeout: float = 10.0
                      ) -> Decision | ApprovalRequired:
@@ -291,21 +271,11 @@ class Client:
         Over the HTTP API, only the decision (the API holds a pending request's answer).
 
         Raises Unavailable if neither arrives within ``timeout`` seconds."""
-        if (found := self._seen.get(request_id)) is not None:
+        if (found := self._answers.seen.get(request_id)) is not None:
             return found
         if self._api is not None:
             return await self._api_decision(request_id, timeout)
-        if (asked := self.pending(request_id)) is not None:
-            return asked
-        future: asyncio.Future[Decision | ApprovalRequired] = \
-            asyncio.get_running_loop().create_future()
-        self._askers.setdefault(request_id, []).append(future)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise Unavailable(f"no answer to {request_id[:16]} within {timeout}s") from exc
-        finally:
-            _forget(self._askers, request_id, future)
+        return await self._answers.answer(request_id, timeout)
 
     async def _api_decision(self, subject_id: str, timeout: float) -> Decision:
         assert self._api is not None
@@ -323,18 +293,9 @@ class Client:
         only: raises ConfigError over the HTTP API)."""
         if self._api is not None:
             raise ConfigError("decisions() reads Kafka; Client(api=...) cannot stream them")
-        queue: asyncio.Queue[Decision] = asyncio.Queue()
-        self._subscribers.append(queue)
-        try:
-            while True:
-                item = await queue.get()
-                if allow is not None and item.allow != allow:
-                    continue
-                if tenant is not None and item.event.tenant != tenant:
-                    continue
+        async with contextlib.aclosing(self._answers.stream(allow, tenant)) as stream:
+            async for item in stream:  # closed with this one: the subscription ends at once
                 yield item
-        finally:
-            self._subscribers.remove(queue)
 
     async def _read(self) -> None:
         assert self._paced is not None
@@ -345,63 +306,4 @@ class Client:
                 raise Unavailable(f"decision consumer failed: {exc}") from exc
             for records in batches.values():
                 for record in records:
-                    self._accept(record.value or b"")
-
-    def _accept(self, raw: bytes) -> None:
-        try:
-            decision = verify_decision(raw, self.authority, self.clock())
-        except Rejected as exc:
-            log.warning("dropped a decision that does not verify: %s", exc)
-            return
-        if decision is None:
-            self._accept_pending(raw)  # e.g. an ApprovalRequired, or PolicyPublished
-            return
-        subject = decision.subject_id
-        self._seen[subject] = decision
-        if len(self._seen) > 100_000:
-            for old in list(self._seen)[:50_000]:
-                del self._seen[old]
-        for future in self._waiters.pop(subject, []):
-            if not future.done():
-                future.set_result(decision)
-        self._answered(subject, decision)
-        for queue in self._subscribers:
-            queue.put_nowait(decision)
-        for observe in self.on_decision:
-            observe(decision)
-
-    def _accept_pending(self, raw: bytes) -> None:
-        """An authority event that answers no subject: kept if it is an ApprovalRequired
-        (a request waiting for approvers), verified again, as :meth:`pending` returns it."""
-        try:
-            if parse_envelope(raw).payload_type != payload_type(ApprovalRequired.KIND):
-                return
-            verified = verify_envelope(raw, self.authority, self.clock())
-        except Rejected as exc:
-            log.warning("dropped a pending answer that does not verify: %s", exc)
-            return
-        event = verified.event
-        if "authority" not in verified.principal.roles or not isinstance(event,
-                                                                         ApprovalRequired):
-            return
-        self._pending[event.request_id] = event
-        if len(self._pending) > 100_000:
-            for old in list(self._pending)[:50_000]:
-                del self._pending[old]
-        self._answered(event.request_id, event)
-        for observe_pending in self.on_pending:
-            observe_pending(verified)
-
-    def _answered(self, request_id: str, answer: Decision | ApprovalRequired) -> None:
-        for asker in self._askers.pop(request_id, []):
-            if not asker.done():
-                asker.set_result(answer)
-
-
-def _forget(waiting: dict[str, list[_F]], subject: str, future: _F) -> None:
-    """Drop one waiter of ``subject`` (answered, timed out or cancelled)."""
-    futures = waiting.get(subject, [])
-    if future in futures:
-        futures.remove(future)
-    if not futures:
-        waiting.pop(subject, None)
+                    self._answers.accept(record.value or b"")
