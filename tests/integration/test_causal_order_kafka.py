@@ -50,7 +50,7 @@ from ledger.config import Settings
 from ledger.kafka.topics import Topics
 from ledger.log.governance import follow_ledger, governance_verifier
 from ledger.log.holdback import Holdback
-from ledger.log.sequencer import open_ledger
+from ledger.log.ledger_dir import open_ledger
 from ledger.log.store import LedgerStore
 from ledger.log.worker import SequencerWorker
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APPENDER = """
 import sys
 from pathlib import Path
-from ledger.log.sequencer import append_jsonl
+from ledger.log.ledger_dir import append_jsonl
 def progress(done):
     print(done, flush=True)
 append_jsonl(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), batch_size=50,
