@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Final
 
 from ledger.errors import ProofError, Unavailable
-from ledger.log.sqlite import Transaction
+from ledger.log.sqlite import Transaction, insert_rows
 
 IN_CHUNK: Final = 900
 _PROBE_CHUNK: Final = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else 900  # bind limit
@@ -116,6 +118,7 @@ class LookupIndex:
         # writer: recent_keys rows of role ROLE_EVENT, k -> idx (prefix collisions in _clash)
         self._recent: dict[int, int] = {}
         self._clash: list[tuple[int, int]] = []
+        self._mirror_stale = False
         self._bucket_rows = [0] * BUCKETS
 
     # -- reads -----------------------------------------------------------------------------
@@ -228,7 +231,10 @@ class LookupIndex:
     # -- the one writer, inside the store's batch transaction --------------------------------
 
     def stored_ids(self, keys: Sequence[int], raw_ids: Sequence[bytes]) -> set[bytes]:
-        """Those of ``raw_ids`` already stored: prefix hits in both tiers, then full ids."""
+        """Those of ``raw_ids`` already stored: prefix hits in both tiers, then full ids.
+        Raises Unavailable (the mirror of the recent tier cannot be loaded)."""
+        if self._mirror_stale:
+            self._load_mirror()
         recent = self._recent
         candidates = [i for k in keys if (i := recent.get(k)) is not None]
         if self._clash:
@@ -260,7 +266,7 @@ class LookupIndex:
         """Insert ``key_rows``, set meta ``indexed`` to ``size``, and while ``recent_keys``
         holds ``limit`` rows or more, move its largest bucket into ``keys``. Returns the
         rows per bucket, the merged buckets and the ROLE_EVENT keys that left the tier."""
-        self.conn.executemany("INSERT INTO recent_keys VALUES (?, ?, ?, ?)", key_rows)
+        insert_rows(self.conn, "INSERT INTO recent_keys", 4, key_rows)
         self.conn.execute("INSERT INTO meta VALUES ('indexed', ?) ON CONFLICT(key) DO UPDATE "
                           "SET value = excluded.value", (str(size),))
         counts = list(self._bucket_rows)
@@ -283,18 +289,33 @@ class LookupIndex:
         """After a commit: mirror ``recent_keys`` (role ROLE_EVENT, k -> idx) in memory."""
         self._bucket_rows = pending.counts
         recent, merged, new_recent = self._recent, pending.merged, pending.added
-        for k in pending.gone:
-            recent.pop(k, None)
+        deque(map(recent.pop, pending.gone, repeat(None)), maxlen=0)  # pop each, in C
         if merged:
+            shift, half = 64 - BUCKET_BITS, BUCKETS // 2  # bucket(k), inlined: hot
             self._clash = [(k, i) for k, i in self._clash if bucket(k) not in merged]
-            new_recent = [(k, i) for k, i in new_recent if bucket(k) not in merged]
-        batch = dict(new_recent)
-        if len(batch) == len(new_recent) and recent.keys().isdisjoint(batch):
-            recent.update(batch)
-            return
-        for k, idx in new_recent:  # two ids share an 8-byte prefix: keep both
-            if recent.setdefault(k, idx) != idx:
-                self._clash.append((k, idx))
+            new_recent = [(k, i) for k, i in new_recent if (k >> shift) + half not in merged]
+        before = len(recent)
+        recent.update(new_recent)
+        if len(recent) != before + len(new_recent):  # two ids share an 8-byte prefix
+            self._mirror_stale = True
+            self._load_mirror()
+
+    def _load_mirror(self) -> None:
+        """Mirror the recent tier again from ``recent_keys``, keeping every index of a
+        shared prefix (its first in the mirror, the others in the clash list): at open, and
+        after a batch whose keys collided (rare: a 64-bit prefix). Until it succeeds the
+        duplicate check refuses to run (:meth:`stored_ids` loads it first). Raises
+        Unavailable."""
+        recent: dict[int, int] = {}
+        clash: list[tuple[int, int]] = []
+        try:
+            for k, idx in self.conn.execute("SELECT k, idx FROM recent_keys WHERE role = ? "
+                                            "ORDER BY idx", (ROLE_EVENT,)):
+                if recent.setdefault(k, idx) != idx:
+                    clash.append((k, idx))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+        self._recent, self._clash, self._mirror_stale = recent, clash, False
 
     def catch_up(self, size: int) -> None:
         """Writer open: index leaves stored without keys (a schema 1 ledger, or leaves
@@ -315,12 +336,8 @@ class LookupIndex:
                     leaves.append((idx, lookup_key(raw), kind,
                                    parent if isinstance(parent, bytes) else None))
                 self._write_rows(key_rows(leaves)[0], size, limit=0)
-        self._recent, self._clash, self._bucket_rows = {}, [], [0] * BUCKETS
         counts = [0] * BUCKETS
-        recent: list[tuple[int, int]] = []
-        for b, role, k, idx in self.conn.execute(
-                "SELECT b, role, k, idx FROM recent_keys ORDER BY idx"):
-            counts[b] += 1
-            if role == ROLE_EVENT:
-                recent.append((k, idx))
-        self.remember(PendingKeys(recent, counts, set(), []))
+        for b, rows in self.conn.execute("SELECT b, COUNT(*) FROM recent_keys GROUP BY b"):
+            counts[b] = rows
+        self._bucket_rows = counts
+        self._load_mirror()

@@ -12,7 +12,6 @@ Data directory layout (docs/ledger.md)::
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +74,7 @@ def create_ledger_db(data_dir: Path, signer: Signer, origin: str) -> None:
         store = LedgerStore(temp, writer=True)
         try:
             Sequencer(store, signer, origin, _refuse_all)  # schema, meta, first checkpoint
-            # Rollback-journal mode checkpoints the WAL into the file and deletes it, so the
-            # one file moved into place holds everything (the writer turns WAL back on).
-            store.conn.execute("PRAGMA journal_mode=DELETE")
-        except sqlite3.Error as exc:
-            raise Unavailable(f"cannot finish the new ledger {temp}: {exc}") from exc
+            store.fold_wal()
         finally:
             store.close()
         if Path(f"{temp}-wal").exists():

@@ -40,7 +40,14 @@ from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex, NewLeaf
 from ledger.log.index import SCHEMA as INDEX_SCHEMA
 from ledger.log.pages import PAGE_TRIGGERS, read_hashes, write_hashes
 from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offsets, StoredLeaf
-from ledger.log.sqlite import Transaction, lock_writer, open_sqlite, writer_holds
+from ledger.log.sqlite import (
+    Transaction,
+    WalCheckpointer,
+    insert_rows,
+    lock_writer,
+    open_sqlite,
+    writer_holds,
+)
 
 SCHEMA_VERSION: Final = "2"
 VERIFIED: Final = "verified"
@@ -68,16 +75,19 @@ class LedgerStore:
         self.path = path
         self._lock_fd: int | None = None
         self._compact: CompactRange | None = None
+        self._checkpointer: WalCheckpointer | None = None
         if writer:
             self._lock_fd = lock_writer(path)
         try:
             self.conn = open_sqlite(path, "ledger database", readonly=not writer, pragmas=(
-                *_PRAGMAS, f"cache_size={-_CACHE_KIB[not writer]}"))
+                *_PRAGMAS, f"cache_size={-_CACHE_KIB[not writer]}",
+                *(("wal_autocheckpoint=0",) if writer else ())))
             self.db = sqlite_utils.Database(self.conn)
             self.index = LookupIndex(self.conn, merge_at)
             if writer:
                 self._create_schema()
                 self.index.catch_up(self.tree_size())
+                self._checkpointer = WalCheckpointer(path, "ledger database")
         except BaseException:
             self.close()
             raise
@@ -114,7 +124,24 @@ class LedgerStore:
         with self._tx():
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
 
+    def fold_wal(self) -> None:
+        """Fold the WAL into the database file and leave WAL mode (rollback-journal mode
+        deletes the WAL), so the one file holds everything: a new ledger is moved into
+        place that way. The next writer turns WAL back on. Stops this writer's checkpoint
+        thread, whose connection would keep the mode from changing. Raises Unavailable."""
+        self._stop_checkpointer()
+        try:
+            self.conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot fold the write-ahead log of {self.path}: {exc}") from exc
+
+    def _stop_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
     def close(self) -> None:
+        self._stop_checkpointer()
         conn = getattr(self, "conn", None)
         if conn is not None:
             conn.close()
@@ -308,6 +335,8 @@ class LedgerStore:
         """
         if self._lock_fd is None:
             raise Unavailable("this ledger store was opened read-only")
+        if self._checkpointer is not None:
+            self._checkpointer.check()
         raw_ids = [bytes.fromhex(r.event_id) for r in records]
         from_bytes = int.from_bytes
         keys = [from_bytes(raw[:8], "big", signed=True) for raw in raw_ids]  # lookup_key
@@ -328,7 +357,7 @@ class LedgerStore:
                     leaf_rows.append((idx, raw, record.kind, parent, record.leaf))
                     new_leaves.append((idx, k, record.kind, parent))
                 new_hashes = compact.append_leaves([row[4] for row in leaf_rows])
-                self.conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?)", leaf_rows)
+                insert_rows(self.conn, "INSERT INTO leaves", 5, leaf_rows)
                 write_hashes(self.conn, merkle.stored_hash_count(size0), new_hashes)
                 pending = self.index.write(new_leaves, compact.size)
                 if offsets:
@@ -343,6 +372,8 @@ class LedgerStore:
             compact.size, compact.hashes = size0, border0
             raise
         self.index.remember(pending)
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
         return BatchResult(len(leaf_rows), len(records) - len(leaf_rows),
                            TreeSize(compact.size), note)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from ledger.core import merkle
 from ledger.core.merkle import TreeSize
 from ledger.errors import ProofError, Unavailable
+from ledger.log import sqlite as ledger_sqlite
 from ledger.log.records import LeafRecord
 from ledger.log.store import LedgerStore
 from tests import reference_merkle as ref
@@ -28,8 +30,9 @@ def fake_sign(size: TreeSize, root: bytes) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LedgerStore:
-    return LedgerStore(tmp_path / "ledger.db", writer=True)
+def store(tmp_path: Path) -> Iterator[LedgerStore]:
+    with LedgerStore(tmp_path / "ledger.db", writer=True) as opened:
+        yield opened
 
 
 def test_store_uses_wal_and_full_sync(store: LedgerStore) -> None:
@@ -49,6 +52,38 @@ def test_batches_build_the_rfc_9162_tree(store: LedgerStore) -> None:
         assert store.inclusion_proof(index, 300) == ref.path(index, leaves)
     for old in (1, 64, 100, 299):
         assert store.consistency_proof(old, 300) == ref.proof(old, leaves[:300])
+
+
+def test_batches_past_one_statement_store_every_row(store: LedgerStore) -> None:
+    """Rows go in many per INSERT (sqlite.insert_rows: 199 leaves or 249 index rows a
+    statement): batches of one, of a statement's rows and one more, of several statements."""
+    sizes = [1, 199, 200, 249, 250, 450, 1]
+    recs = records(sum(sizes))
+    start = 0
+    for size in sizes:
+        assert store.append(recs[start:start + size]).appended == size
+        start += size
+    assert [leaf.event_id for leaf in store.iter_leaves()] == [r.event_id for r in recs]
+    assert store.root_at(len(recs)) == ref.mth([r.leaf for r in recs])
+    assert store.conn.execute("SELECT COUNT(*) FROM recent_keys").fetchone()[0] == len(recs)
+    assert all(store.find(r.event_id) == store.leaf(i) for i, r in enumerate(recs))
+
+
+def test_a_failed_wal_checkpoint_stops_the_next_append(store: LedgerStore,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAL is copied into the database off the writer's thread (WalCheckpointer); a
+    checkpoint that fails (here its connection is gone; on a host, a failing disk) is
+    raised by the writer's next append, which writes nothing."""
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    monkeypatch.setattr(ledger_sqlite, "WAL_INLINE_PAGES", 0)  # checkpoint inline: no race
+    store.append(records(3))
+    checkpointer._conn.close()
+    store.append(records(2, 3))  # committed; its checkpoint fails
+    with pytest.raises(Unavailable, match="checkpoint failed"):
+        store.append(records(2, 5))
+    assert store.tree_size() == 5
 
 
 def test_duplicates_are_skipped_within_and_across_batches(store: LedgerStore) -> None:
