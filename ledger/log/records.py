@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ledger.core.causes import Cause
 from ledger.core.merkle import LeafIndex, TreeSize
+from ledger.errors import ProofError
 
 Offsets = Mapping[tuple[str, int], int]
 CheckpointSigner = Callable[[TreeSize, bytes], str]
@@ -34,6 +35,17 @@ class StoredLeaf:
     kind: str
     parent_ref: str | None
     leaf: bytes
+
+    @classmethod
+    def from_row(cls, row: tuple[object, ...]) -> StoredLeaf:
+        """A ``leaves`` row (idx, event_id, kind, parent_ref, leaf), as stored. Raises
+        ProofError if its columns have the wrong types."""
+        idx, event_id, kind, parent, leaf = row
+        if not (isinstance(idx, int) and isinstance(event_id, bytes)
+                and isinstance(leaf, bytes)):
+            raise ProofError(f"leaf row {idx!r} has the wrong column types")
+        return cls(LeafIndex(idx), event_id.hex(), str(kind),
+                   parent.hex() if isinstance(parent, bytes) else None, leaf)
 
 
 @dataclass(frozen=True, slots=True)

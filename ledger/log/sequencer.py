@@ -47,8 +47,9 @@ from ledger.core.signers import verify_loggable
 from ledger.errors import Reason, Rejected
 from ledger.log.audit import check_on_open
 from ledger.log.causal import leaf_causes, store_present
+from ledger.log.commits import PendingAppend
 from ledger.log.holdback import Arrival, Holdback, Released
-from ledger.log.records import BatchResult, LeafRecord, Offsets
+from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offsets
 from ledger.log.store import LedgerStore
 
 Verify = Callable[[bytes], LeafRecord]
@@ -157,17 +158,26 @@ class Sequencer:
             self.store.sign_checkpoint(self._sign)
         self.store.set_verified(self.store.tree_size())
 
-    def _due(self) -> bool:
-        return self._clock() - self._last_signed >= self.checkpoint_interval
+    def _signer_if_due(self) -> CheckpointSigner | None:
+        """The checkpoint signer when a checkpoint is due (the interval restarts: a failed
+        append stops the writer anyway), else None."""
+        now = self._clock()
+        if now - self._last_signed < self.checkpoint_interval:
+            return None
+        self._last_signed = now
+        return self._sign
 
     def append_records(self, records: Sequence[LeafRecord],
                        offsets: Offsets | None = None) -> BatchResult:
         """Append pre-verified records (one transaction). Raises Unavailable/ProofError."""
-        due = self._due()
-        result = self.store.append(records, offsets, self._sign if due else None)
-        if due:
-            self._last_signed = self._clock()
-        return result
+        return self.store.append(records, offsets, self._signer_if_due())
+
+    def append_begin(self, records: Sequence[LeafRecord]) -> PendingAppend:
+        """:meth:`append_records` with the COMMIT left running on the store's commit
+        thread (:meth:`LedgerStore.append_begin`), for a caller that appends pre-verified
+        groups back to back; ``result()`` of the handle says when they are sequenced.
+        Raises Unavailable/ProofError (for the write, or the COMMIT before it)."""
+        return self.store.append_begin(records, None, self._signer_if_due())
 
     def admit(self, envelopes: Sequence[bytes], positions: Sequence[Position] | None = None,
               now: float | None = None) -> Admitted:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-import threading
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
@@ -35,9 +34,6 @@ from ledger.errors import ConfigError, Unavailable
 
 DURABLE: Final = ("synchronous=FULL", "busy_timeout=10000")
 """The pragmas of every connection (WAL is set on opening a writer)."""
-WAL_INLINE_PAGES: Final = 65536
-"""WAL pages (256 MiB of 4 KiB pages) from which :class:`WalCheckpointer` checkpoints on
-the writer's thread too."""
 VARIABLES: Final = 999
 """Bound parameters per statement that every SQLite accepts (the limit before 3.32)."""
 
@@ -152,73 +148,21 @@ class Transaction:
                 self.conn.execute("COMMIT")
                 return
             except sqlite3.Error as err:
-                raise Unavailable(f"{self.what} commit failed: {err}{rollback(self.conn)}"
-                                  ) from err
-        undone = rollback(self.conn)
-        if isinstance(exc, sqlite3.Error):
-            raise Unavailable(f"{self.what} write failed: {exc}{undone}") from exc
-        if undone and exc is not None:  # the original error (a ProofError) goes on
-            exc.add_note(f"{self.what} write:{undone}")
+                raise write_failed(self.conn, err, self.what, "commit") from err
+        if exc is not None:
+            error = write_failed(self.conn, exc, self.what)
+            if error is not exc:
+                raise error from exc
 
 
-class WalCheckpointer:
-    """Copies the WAL of database ``path`` into the database file on a thread of its own,
-    after each :meth:`poke` (SQLite's PASSIVE checkpoint through a second connection: it
-    never blocks the writer or a reader), so the writer's COMMIT writes and syncs the WAL
-    only. The writer turns its own automatic checkpoint off (``wal_autocheckpoint=0``).
-    When the last checkpoint found :data:`WAL_INLINE_PAGES` or more pages in the WAL (the
-    thread falls behind, or readers keep SQLite from reusing the WAL), the writer's poke
-    checkpoints inline, as SQLite's automatic checkpoint would, so the WAL cannot grow
-    without bound. Durability is SQLite's: a commit is in the synced WAL, and a checkpoint
-    syncs the database before the WAL is reused. A failed checkpoint is raised by the
-    writer's next :meth:`check`."""
-
-    def __init__(self, path: Path, what: str) -> None:
-        self.what = what
-        self._conn = open_sqlite(path, what, check_same_thread=False)
-        self._wake = threading.Event()
-        self._lock = threading.Lock()  # one checkpoint at a time on self._conn
-        self._stopping = False
-        self._wal_pages = 0
-        self._error: sqlite3.Error | None = None
-        self._thread = threading.Thread(target=self._run, name="ledger-wal-checkpoint",
-                                        daemon=True)
-        self._thread.start()
-
-    def check(self) -> None:
-        """Before a write. Raises Unavailable if a checkpoint failed (the database file or
-        its disk is failing: the writer stops)."""
-        if self._error is not None:
-            raise Unavailable(f"{self.what} checkpoint failed: {self._error}")
-
-    def poke(self) -> None:
-        """After a commit: checkpoint on the thread, or inline if the WAL is past its
-        bound."""
-        if self._wal_pages >= WAL_INLINE_PAGES:
-            self._checkpoint()
-        else:
-            self._wake.set()
-
-    def _checkpoint(self) -> None:
-        with self._lock:
-            try:
-                row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self._wal_pages = int(row[1]) if row is not None else 0
-            except sqlite3.Error as exc:
-                self._error = exc
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            self._checkpoint()
-
-    def close(self) -> None:
-        """Stop the thread (after the checkpoint it runs, if any) and close its connection."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-        with self._lock:
-            self._conn.close()
+def write_failed(conn: sqlite3.Connection, exc: BaseException, what: str,
+                 step: str = "write") -> BaseException:
+    """Roll back what is left of a failed write and return the error to raise: a SQLite
+    error becomes Unavailable ("{what} {step} failed: ..."); any other (a ProofError) is
+    itself, noting a failed rollback."""
+    undone = rollback(conn)
+    if isinstance(exc, sqlite3.Error):
+        return Unavailable(f"{what} {step} failed: {exc}{undone}")
+    if undone:
+        exc.add_note(f"{what} {step}:{undone}")
+    return exc

@@ -10,16 +10,12 @@ Schema (one file, WAL, ``synchronous=FULL``)::
     offsets(topic, partition, next_offset)       Kafka positions, same transaction as leaves
     keys(role, k, idx) and recent_keys(b, idx, role, k)   the lookup index (index.py)
 
-Node hashes live in pages of 64 (:mod:`ledger.log.pages`), so a proof is one small query;
-the lookup index (event id -> leaf, decision subject -> decision leaf) is an LSM in ``keys``
-and ``recent_keys`` kept by :class:`ledger.log.index.LookupIndex`, which the store owns and
-writes in each batch's transaction. Triggers make ``leaves``, ``checkpoints`` (and, from
-those modules, ``keys`` and ``hash_pages``) append-only: defence in depth; the audit is
-what detects tampering.
-
-One writer at a time (an exclusive ``flock`` on ``<db>.lock``); each batch is one
-transaction. Readers may open the same file concurrently. Opened by
-:func:`ledger.log.sqlite.open_sqlite`.
+Tables and triggers: :mod:`ledger.log.schema`. Node hashes live in pages of 64
+(:mod:`ledger.log.pages`), so a proof is one small query; the lookup index (event id ->
+leaf, decision subject -> decision leaf) is an LSM kept by
+:class:`ledger.log.index.LookupIndex`. One writer at a time (an exclusive ``flock`` on
+``<db>.lock``); each batch is one transaction (:mod:`ledger.log.appends` lays it out,
+:mod:`ledger.log.commits` commits it). Readers may open the same file concurrently.
 """
 
 from __future__ import annotations
@@ -34,31 +30,26 @@ from typing import Final
 import sqlite_utils
 
 from ledger.core import merkle
-from ledger.core.merkle import CompactRange, LeafIndex, NodeId, TreeSize
+from ledger.core.merkle import CompactRange, NodeId, TreeSize
 from ledger.errors import ConfigError, ProofError, Unavailable
-from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex, NewLeaf
-from ledger.log.index import SCHEMA as INDEX_SCHEMA
-from ledger.log.pages import PAGE_TRIGGERS, read_hashes, write_hashes
+from ledger.log import appends
+from ledger.log.appends import Ids
+from ledger.log.commits import Commits, Done, Failed, PendingAppend
+from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex
+from ledger.log.pages import read_hashes
 from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offsets, StoredLeaf
+from ledger.log.schema import create_schema
 from ledger.log.sqlite import (
     Transaction,
-    WalCheckpointer,
-    insert_rows,
     lock_writer,
     open_sqlite,
+    write_failed,
     writer_holds,
 )
 
-SCHEMA_VERSION: Final = "2"
 VERIFIED: Final = "verified"
 """Meta key of the sequencer's start-up check result (:meth:`LedgerStore.verified`)."""
 
-_TRIGGERS = [
-    *(f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{op.lower()} BEFORE {op} ON {table} "
-      f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-      for table in ("leaves", "checkpoints") for op in ("UPDATE", "DELETE")),
-    *PAGE_TRIGGERS,
-]
 _PRAGMAS = ("temp_store=MEMORY", "secure_delete=OFF")  # deleted rows: recent_keys copies
 _CACHE_KIB: Final = {True: 65536, False: 262144}  # by readonly: the writer walks more pages
 
@@ -75,42 +66,26 @@ class LedgerStore:
         self.path = path
         self._lock_fd: int | None = None
         self._compact: CompactRange | None = None
-        self._checkpointer: WalCheckpointer | None = None
+        self._commits: Commits | None = None
         if writer:
             self._lock_fd = lock_writer(path)
         try:
-            self.conn = open_sqlite(path, "ledger database", readonly=not writer, pragmas=(
+            # The writer's COMMIT may run on its commit thread (append_begin).
+            self._conn = open_sqlite(path, "ledger database", readonly=not writer, pragmas=(
                 *_PRAGMAS, f"cache_size={-_CACHE_KIB[not writer]}",
-                *(("wal_autocheckpoint=0",) if writer else ())))
-            self.db = sqlite_utils.Database(self.conn)
-            self.index = LookupIndex(self.conn, merge_at)
+                *(("wal_autocheckpoint=0",) if writer else ())), check_same_thread=not writer)
+            self.db = sqlite_utils.Database(self._conn)
+            self._index = LookupIndex(self._conn, merge_at)
             if writer:
-                self._create_schema()
+                with self._tx():
+                    create_schema(self.db)
                 self.index.catch_up(self.tree_size())
-                self._checkpointer = WalCheckpointer(path, "ledger database")
+                self._commits = Commits(self._conn, path)
         except BaseException:
             self.close()
             raise
 
     # -- schema and metadata -------------------------------------------------------------
-
-    def _create_schema(self) -> None:
-        db = self.db
-        with self._tx():
-            db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-            db.table("leaves").create({"idx": int, "event_id": bytes, "kind": str,
-                                 "parent_ref": bytes, "leaf": bytes}, pk="idx",
-                                not_null={"event_id", "kind", "leaf"}, if_not_exists=True)
-            db.table("hash_pages").create({"page": int, "hashes": bytes}, pk="page",
-                                    not_null={"hashes"}, if_not_exists=True)
-            db.table("checkpoints").create({"size": int, "note": str}, pk="size",
-                                     not_null={"note"}, if_not_exists=True)
-            db.table("offsets").create({"topic": str, "partition": int, "next_offset": int},
-                                 pk=("topic", "partition"), if_not_exists=True)
-            for statement in (*INDEX_SCHEMA, *_TRIGGERS):
-                self.conn.execute(statement)
-            self.conn.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO "
-                              "UPDATE SET value = excluded.value", (SCHEMA_VERSION,))
 
     def meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -124,25 +99,35 @@ class LedgerStore:
         with self._tx():
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, once the batch in flight (:meth:`append_begin`) is settled."""
+        self.settle()
+        return self._conn
+
+    @property
+    def index(self) -> LookupIndex:
+        """The lookup index, once the batch in flight is settled."""
+        self.settle()
+        return self._index
+
     def fold_wal(self) -> None:
         """Fold the WAL into the database file and leave WAL mode (rollback-journal mode
         deletes the WAL), so the one file holds everything: a new ledger is moved into
         place that way. The next writer turns WAL back on. Stops this writer's checkpoint
         thread, whose connection would keep the mode from changing. Raises Unavailable."""
-        self._stop_checkpointer()
+        if self._commits is not None:
+            self._commits.stop_checkpoints()
         try:
             self.conn.execute("PRAGMA journal_mode=DELETE")
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot fold the write-ahead log of {self.path}: {exc}") from exc
 
-    def _stop_checkpointer(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
-
     def close(self) -> None:
-        self._stop_checkpointer()
-        conn = getattr(self, "conn", None)
+        """Wait for the batch in flight (Commits.close), close the file and the lock."""
+        if self._commits is not None:
+            self._commits.close()
+        conn = getattr(self, "_conn", None)
         if conn is not None:
             conn.close()
         if self._lock_fd is not None:
@@ -212,19 +197,19 @@ class LedgerStore:
                         "WHERE idx = ?", (index,))
         if row is None:
             raise ProofError(f"no leaf at index {index}")
-        return _stored(row)
+        return StoredLeaf.from_row(row)
 
     def find(self, event_id: str) -> StoredLeaf | None:
         """The leaf of an event id (hex), or None (also for a malformed id)."""
         row = self.index.event_row(event_id)
-        return None if row is None else _stored(row)
+        return None if row is None else StoredLeaf.from_row(row)
 
     def decision_for(self, subject_id: str) -> StoredLeaf | None:
         """The lowest-index leaf whose ``parent_ref`` is ``subject_id`` (hex) and whose kind
         is one of :data:`ledger.log.index.DECISION_KINDS`, or None (also for a malformed
         id)."""
         row = self.index.decision_row(subject_id)
-        return None if row is None else _stored(row)
+        return None if row is None else StoredLeaf.from_row(row)
 
     def contains(self, event_ids: Sequence[str]) -> set[str]:
         """Those of ``event_ids`` (hex) that have a leaf (:meth:`LookupIndex.contains`), for
@@ -242,7 +227,7 @@ class LedgerStore:
                 f"SELECT {LEAF_COLUMNS} FROM leaves WHERE idx >= ? AND idx < ? "  # noqa: S608
                 f"AND kind IN ({marks}) ORDER BY idx", (start, end, *kinds))
             for row in cursor:
-                yield _stored(row)
+                yield StoredLeaf.from_row(row)
         except sqlite3.Error as exc:
             raise Unavailable(f"ledger read failed: {exc}") from exc
 
@@ -251,7 +236,7 @@ class LedgerStore:
         cursor = self.conn.execute("SELECT idx, event_id, kind, parent_ref, leaf FROM leaves "
                                    "WHERE idx >= ? ORDER BY idx", (start,))
         for row in cursor:
-            yield _stored(row)
+            yield StoredLeaf.from_row(row)
 
     def iter_leaf_rows(self, chunk: int = 4096) -> Iterator[list[tuple[object, ...]]]:
         """Raw ``leaves`` rows (idx, event_id, kind, parent_ref, leaf) in index order, ``chunk``
@@ -333,49 +318,74 @@ class LedgerStore:
         Requires the writer lock. Raises Unavailable (SQLite) or ProofError (the stored
         root disagrees with the in-memory one); on error nothing is written.
         """
-        if self._lock_fd is None:
+        return self._writer().now(*self._write(records, offsets, sign))
+
+    def append_begin(self, records: Sequence[LeafRecord], offsets: Offsets | None = None,
+                     sign: CheckpointSigner | None = None) -> PendingAppend:
+        """:meth:`append`, its COMMIT (the WAL write and fsync) left running on the store's
+        commit thread: the caller prepares its next batch meanwhile, and the next
+        ``append_begin`` hashes and lays out its rows before it waits for this COMMIT.
+        Nothing of the batch is sequenced before the returned handle's ``result()`` (or
+        :meth:`settle`) returns; any other use of the store waits for it first. A failed
+        COMMIT rolls the batch back as if it had never been written: ``result()`` and the
+        next use of the store raise Unavailable. Raises as :meth:`append` for the write."""
+        return self._writer().begin(*self._write(records, offsets, sign))
+
+    def settle(self) -> BatchResult | None:
+        """Wait for the batch in flight, if any: its result, or None. Raises what its
+        COMMIT raised (Unavailable)."""
+        return None if self._commits is None else self._commits.settle()
+
+    def _writer(self) -> Commits:
+        if self._commits is None:
             raise Unavailable("this ledger store was opened read-only")
-        if self._checkpointer is not None:
-            self._checkpointer.check()
-        raw_ids = [bytes.fromhex(r.event_id) for r in records]
-        from_bytes = int.from_bytes
-        keys = [from_bytes(raw[:8], "big", signed=True) for raw in raw_ids]  # lookup_key
-        compact = self.compact_range()
-        size0, border0 = compact.size, list(compact.hashes)
+        return self._commits
+
+    def _write(self, records: Sequence[LeafRecord], offsets: Offsets | None,
+               sign: CheckpointSigner | None,
+               ) -> tuple[Done, Failed]:
+        """Everything of an append but the COMMIT, in an open transaction; returns what to
+        run once the COMMIT succeeded (``done``: the result) or failed (``failed``: rolls
+        back, forgets the batch, returns the error to raise)."""
+        commits = self._writer()
+        ids = Ids.of(records)
+        # Laid out and hashed as if no id were stored, on the tree the batch in flight (if
+        # any) leaves, before waiting for its COMMIT; laid out again if an id is stored.
+        layout = appends.lay_out(records, ids, self.compact_range(), set())
+        commits.check()
+        base, conn, index = self.compact_range(), self._conn, self._index
         try:
-            with self._tx():
-                seen = self.index.stored_ids(keys, raw_ids)
-                leaf_rows: list[tuple[int, bytes, str, bytes | None, bytes]] = []
-                new_leaves: list[NewLeaf] = []
-                for record, raw, k in zip(records, raw_ids, keys, strict=True):
-                    if raw in seen:
-                        continue
-                    seen.add(raw)
-                    idx = size0 + len(leaf_rows)
-                    parent = None if record.parent_ref is None else bytes.fromhex(
-                        record.parent_ref)
-                    leaf_rows.append((idx, raw, record.kind, parent, record.leaf))
-                    new_leaves.append((idx, k, record.kind, parent))
-                new_hashes = compact.append_leaves([row[4] for row in leaf_rows])
-                insert_rows(self.conn, "INSERT INTO leaves", 5, leaf_rows)
-                write_hashes(self.conn, merkle.stored_hash_count(size0), new_hashes)
-                pending = self.index.write(new_leaves, compact.size)
-                if offsets:
-                    self.conn.executemany(
-                        "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT(topic, partition) "
-                        "DO UPDATE SET next_offset = excluded.next_offset",
-                        [(t, p, o) for (t, p), o in offsets.items()])
-                note = None
-                if sign is not None:
-                    note = self._sign_in_tx(compact, sign)
-        except BaseException:
-            compact.size, compact.hashes = size0, border0
-            raise
-        self.index.remember(pending)
-        if self._checkpointer is not None:
-            self._checkpointer.poke()
-        return BatchResult(len(leaf_rows), len(records) - len(leaf_rows),
-                           TreeSize(compact.size), note)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise Unavailable(f"ledger write failed: {exc}") from exc
+        try:
+            stored = index.stored_ids(ids.keys, ids.raw)
+            if stored or layout.base is not base:
+                layout = appends.lay_out(records, ids, base, stored)
+            pending = appends.write(conn, index, layout, offsets)
+            note = None if sign is None else self._sign_in_tx(layout.tree, sign)
+        except BaseException as exc:
+            error = write_failed(conn, exc, "ledger")
+            if error is exc:
+                raise
+            raise error from exc
+        self._compact = layout.tree
+        appended = len(layout.leaf_rows)
+        result = BatchResult(appended, len(records) - appended, TreeSize(layout.tree.size),
+                             note)
+
+        def done() -> BatchResult:
+            index.remember(pending)
+            return result
+
+        def failed(exc: BaseException) -> BaseException:
+            self._compact = base
+            error = write_failed(conn, exc, "ledger", "commit")
+            if error is not exc:
+                error.__cause__ = exc
+            return error
+
+        return done, failed
 
     def sign_checkpoint(self, sign: CheckpointSigner) -> str:
         """Sign and store a checkpoint of the current tree (one transaction)."""
@@ -392,10 +402,3 @@ class LedgerStore:
         note = sign(TreeSize(compact.size), stored)
         self.conn.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?)", (compact.size, note))
         return note
-
-def _stored(row: tuple[object, ...]) -> StoredLeaf:
-    idx, event_id, kind, parent, leaf = row
-    if not (isinstance(idx, int) and isinstance(event_id, bytes) and isinstance(leaf, bytes)):
-        raise ProofError(f"leaf row {idx!r} has the wrong column types")
-    return StoredLeaf(LeafIndex(idx), event_id.hex(), str(kind),
-                      parent.hex() if isinstance(parent, bytes) else None, leaf)

@@ -12,7 +12,7 @@ import pytest
 from ledger.core import merkle
 from ledger.core.merkle import TreeSize
 from ledger.errors import ProofError, Unavailable
-from ledger.log import sqlite as ledger_sqlite
+from ledger.log import commits
 from ledger.log.records import LeafRecord
 from ledger.log.store import LedgerStore
 from tests import reference_merkle as ref
@@ -75,9 +75,10 @@ def test_a_failed_wal_checkpoint_stops_the_next_append(store: LedgerStore,
     checkpoint that fails (here its connection is gone; on a host, a failing disk) is
     raised by the writer's next append, which writes nothing."""
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    checkpointer = store._checkpointer
+    assert store._commits is not None
+    checkpointer = store._commits._checkpoints
     assert checkpointer is not None
-    monkeypatch.setattr(ledger_sqlite, "WAL_INLINE_PAGES", 0)  # checkpoint inline: no race
+    monkeypatch.setattr(commits, "WAL_INLINE_PAGES", 0)  # checkpoint inline: no race
     store.append(records(3))
     checkpointer._conn.close()
     store.append(records(2, 3))  # committed; its checkpoint fails

@@ -1,0 +1,192 @@
+"""The ledger writer's disk work off its own thread: a batch's COMMIT on a commit thread
+(:class:`PendingAppend`, from :meth:`ledger.log.store.LedgerStore.append_begin`) and the
+WAL copied into the database file on a checkpoint thread (:class:`WalCheckpointer`).
+
+Both are single SQLite calls that release the GIL (the COMMIT writes and syncs the WAL; a
+checkpoint copies WAL pages into the database and syncs it), so the writer's next batch is
+prepared meanwhile on the other core. Durability is unchanged: ``synchronous=FULL``, one
+fsync of the WAL per commit, and *sequenced* still means committed: nothing of a batch is
+reported appended before its COMMIT returned (:meth:`PendingAppend.result`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+from ledger.errors import Unavailable
+from ledger.log.records import BatchResult
+from ledger.log.sqlite import open_sqlite
+
+WAL_INLINE_PAGES: Final = 65536
+"""WAL pages (256 MiB of 4 KiB pages) from which :class:`WalCheckpointer` checkpoints on
+the writer's thread too."""
+
+
+class PendingAppend:
+    """A batch written in an open transaction whose COMMIT runs as ``commit`` (a future of
+    the commit thread). :meth:`result` waits for it, then runs ``done`` once (success: the
+    store keeps the batch, returns its result) or ``failed`` once (the store rolls back and
+    forgets the batch; the error it returns is raised, to every caller)."""
+
+    def __init__(self, commit: Future[object], done: Done, failed: Failed) -> None:
+        self._commit, self._done, self._failed = commit, done, failed
+        self._outcome: BatchResult | BaseException | None = None
+
+    def result(self) -> BatchResult:
+        """The batch's result once committed (the same on later calls). Raises what the
+        commit raised (Unavailable), or what ``done`` raised."""
+        if self._outcome is None:
+            try:
+                self._commit.result()
+            except Exception as exc:
+                self._outcome = self._failed(exc)
+            else:
+                try:
+                    self._outcome = self._done()
+                except Exception as exc:
+                    self._outcome = exc
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+
+Done = Callable[[], BatchResult]
+"""Run once a batch's COMMIT succeeded: the store keeps the batch; returns its result."""
+Failed = Callable[[BaseException], BaseException]
+"""Run once a batch's COMMIT failed: the store rolls back and forgets the batch; returns the
+error to raise."""
+
+
+class Commits:
+    """The ledger writer's COMMITs on ``conn``: inline (:meth:`now`) or on a commit thread
+    of its own (:meth:`begin`, at most one in flight), and the WAL checkpoint thread of
+    database ``path`` (:class:`WalCheckpointer`, poked after each commit)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.inflight: PendingAppend | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._checkpoints: WalCheckpointer | None = WalCheckpointer(path, "ledger database")
+
+    def check(self) -> None:
+        """Before a write: settle the batch in flight, then raise Unavailable if it or a
+        WAL checkpoint failed."""
+        self.settle()
+        if self._checkpoints is not None:
+            self._checkpoints.check()
+
+    def now(self, done: Done, failed: Failed) -> BatchResult:
+        """COMMIT the open transaction on this thread. Raises what ``failed`` returns."""
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise failed(exc) from exc
+        return self._done(done)()
+
+    def begin(self, done: Done, failed: Failed) -> PendingAppend:
+        """COMMIT the open transaction on the commit thread; the handle is in flight until
+        :meth:`settle`."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
+        self.inflight = PendingAppend(self._thread.submit(self._conn.execute, "COMMIT"),
+                                      self._done(done), failed)
+        return self.inflight
+
+    def _done(self, done: Done) -> Done:
+        def committed() -> BatchResult:
+            result = done()
+            if self._checkpoints is not None:
+                self._checkpoints.poke()
+            return result
+        return committed
+
+    def settle(self) -> BatchResult | None:
+        """Wait for the batch in flight, if any: its result, or None. Raises what its
+        COMMIT raised (Unavailable)."""
+        pending, self.inflight = self.inflight, None
+        return None if pending is None else pending.result()
+
+    def stop_checkpoints(self) -> None:
+        """Stop the checkpoint thread and close its connection (the writer's last
+        checkpoint then is SQLite's own, on close or a journal-mode change)."""
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
+
+    def close(self) -> None:
+        """Wait for the batch in flight (an outcome nobody asked for was never reported
+        appended, so it is not raised), then stop both threads."""
+        with contextlib.suppress(Exception):
+            self.settle()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        self.stop_checkpoints()
+
+
+class WalCheckpointer:
+    """Copies the WAL of database ``path`` into the database file on a thread of its own,
+    after each :meth:`poke` (SQLite's PASSIVE checkpoint through a second connection: it
+    never blocks the writer or a reader), so the writer's COMMIT writes and syncs the WAL
+    only. The writer turns its own automatic checkpoint off (``wal_autocheckpoint=0``).
+    When the last checkpoint found :data:`WAL_INLINE_PAGES` or more pages in the WAL (the
+    thread falls behind, or readers keep SQLite from reusing the WAL), the writer's poke
+    checkpoints inline, as SQLite's automatic checkpoint would, so the WAL cannot grow
+    without bound. A checkpoint syncs the database before SQLite reuses the WAL. A failed
+    checkpoint is raised by the writer's next :meth:`check`."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.what = what
+        self._conn = open_sqlite(path, what, check_same_thread=False)
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one checkpoint at a time on self._conn
+        self._stopping = False
+        self._wal_pages = 0
+        self._error: sqlite3.Error | None = None
+        self._thread = threading.Thread(target=self._run, name="ledger-wal-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        """Before a write. Raises Unavailable if a checkpoint failed (the database file or
+        its disk is failing: the writer stops)."""
+        if self._error is not None:
+            raise Unavailable(f"{self.what} checkpoint failed: {self._error}")
+
+    def poke(self) -> None:
+        """After a commit: checkpoint on the thread, or inline if the WAL is past its
+        bound."""
+        if self._wal_pages >= WAL_INLINE_PAGES:
+            self._checkpoint()
+        else:
+            self._wake.set()
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            try:
+                row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self._wal_pages = int(row[1]) if row is not None else 0
+            except sqlite3.Error as exc:
+                self._error = exc
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            self._checkpoint()
+
+    def close(self) -> None:
+        """Stop the thread (after the checkpoint it runs, if any) and close its connection."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        with self._lock:
+            self._conn.close()
