@@ -15,9 +15,10 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from ledger.errors import Unavailable
 from ledger.log.records import BatchResult
@@ -56,6 +57,10 @@ class PendingAppend:
         return self._outcome
 
 
+T = TypeVar("T")
+Last = Callable[[], None]
+"""A batch's last statements, run in its transaction just before the COMMIT (on the commit
+thread with it): the lookup index's merge. Raises sqlite3.Error."""
 Done = Callable[[], BatchResult]
 """Run once a batch's COMMIT succeeded: the store keeps the batch; returns its result."""
 Failed = Callable[[BaseException], BaseException]
@@ -72,31 +77,63 @@ class Commits:
         self._conn = conn
         self.inflight: PendingAppend | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._queued: Future[object] | None = None  # queued behind the COMMIT in flight
         self._checkpoints: WalCheckpointer | None = WalCheckpointer(path, "ledger database")
 
     def check(self) -> None:
         """Before a write: settle the batch in flight, then raise Unavailable if it or a
-        WAL checkpoint failed."""
-        self.settle()
-        if self._checkpoints is not None:
-            self._checkpoints.check()
-
-    def now(self, done: Done, failed: Failed) -> BatchResult:
-        """COMMIT the open transaction on this thread. Raises what ``failed`` returns."""
+        WAL checkpoint failed (then the connection is this thread's again)."""
         try:
-            self._conn.execute("COMMIT")
+            self.settle()
+            if self._checkpoints is not None:
+                self._checkpoints.check()
+        except BaseException:
+            self._drain()
+            raise
+
+    def after_commit(self, read: Callable[[], T]) -> Callable[[], T]:
+        """``read`` (of the connection) queued on the commit thread behind the COMMIT in
+        flight, so it sees that batch while this thread goes on; returns the call that waits
+        for its result (without a COMMIT in flight, the call runs ``read``). The caller
+        makes that call before any other use of the connection."""
+        if self.inflight is None or self._thread is None:
+            return read
+        queued: Future[T] = self._thread.submit(read)
+        self._queued = queued  # type: ignore[assignment]
+        return queued.result
+
+    def _drain(self) -> None:
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            futures.wait([queued])
+
+    def now(self, last: Last, done: Done, failed: Failed) -> BatchResult:
+        """Run ``last`` and COMMIT the open transaction on this thread. Raises what
+        ``failed`` returns."""
+        try:
+            self._finish(last)
         except sqlite3.Error as exc:
             raise failed(exc) from exc
         return self._done(done)()
 
-    def begin(self, done: Done, failed: Failed) -> PendingAppend:
-        """COMMIT the open transaction on the commit thread; the handle is in flight until
-        :meth:`settle`."""
+    def begin(self, last: Last, done: Done, failed: Failed) -> PendingAppend:
+        """Run ``last`` and COMMIT the open transaction on the commit thread; the handle is
+        in flight until :meth:`settle`."""
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
-        self.inflight = PendingAppend(self._thread.submit(self._conn.execute, "COMMIT"),
-                                      self._done(done), failed)
+        self.inflight = PendingAppend(self._thread.submit(self._finish, last),
+                                      self._done(done), self._failed(failed))
         return self.inflight
+
+    def _finish(self, last: Last) -> None:
+        last()
+        self._conn.execute("COMMIT")
+
+    def _failed(self, failed: Failed) -> Failed:
+        def rolled_back(exc: BaseException) -> BaseException:
+            self._drain()  # a read queued behind the failed COMMIT ends before the rollback
+            return failed(exc)
+        return rolled_back
 
     def _done(self, done: Done) -> Done:
         def committed() -> BatchResult:
@@ -124,6 +161,7 @@ class Commits:
         appended, so it is not raised), then stop both threads."""
         with contextlib.suppress(Exception):
             self.settle()
+        self._drain()
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None

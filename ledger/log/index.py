@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Final
 
 from ledger.errors import ProofError, Unavailable
@@ -100,13 +98,12 @@ def key_rows(leaves: Sequence[NewLeaf]) -> tuple[list[KeyRow], list[tuple[int, i
 @dataclass(frozen=True, slots=True)
 class PendingKeys:
     """What a batch's :meth:`LookupIndex.write` changed, for :meth:`LookupIndex.remember`
-    once the transaction commits: ROLE_EVENT (k, idx) pairs added, rows per bucket, the
-    merged buckets and the ROLE_EVENT keys that left the recent tier."""
+    once the transaction commits: ROLE_EVENT (k, idx) pairs added, rows per bucket, and the
+    buckets :meth:`LookupIndex.merge` moves into ``keys`` in that transaction."""
 
     added: list[tuple[int, int]]
     counts: list[int]
-    merged: set[int]
-    gone: list[int]
+    merged: list[int]
 
 
 class LookupIndex:
@@ -115,10 +112,10 @@ class LookupIndex:
 
     def __init__(self, conn: sqlite3.Connection, merge_at: int = MERGE_AT) -> None:
         self.conn, self.merge_at = conn, merge_at
-        # writer: recent_keys rows of role ROLE_EVENT, k -> idx (prefix collisions in _clash)
-        self._recent: dict[int, int] = {}
+        # writer: recent_keys rows of role ROLE_EVENT, k -> idx, one dict per bucket (a
+        # merged bucket's dict is dropped whole); prefix collisions in _clash
+        self._recent: list[dict[int, int]] = [{} for _ in range(BUCKETS)]
         self._clash: list[tuple[int, int]] = []
-        self._mirror_stale = False
         self._bucket_rows = [0] * BUCKETS
 
     # -- reads -----------------------------------------------------------------------------
@@ -230,21 +227,29 @@ class LookupIndex:
 
     # -- the one writer, inside the store's batch transaction --------------------------------
 
-    def stored_ids(self, keys: Sequence[int], raw_ids: Sequence[bytes]) -> set[bytes]:
-        """Those of ``raw_ids`` already stored: prefix hits in both tiers, then full ids.
-        Raises Unavailable (the mirror of the recent tier cannot be loaded)."""
-        if self._mirror_stale:
-            self._load_mirror()
-        recent = self._recent
-        candidates = [i for k in keys if (i := recent.get(k)) is not None]
+    def merged_candidates(self, keys: Sequence[int]) -> list[int]:
+        """Leaf indexes under ``keys`` (ROLE_EVENT) in the merged tier: one probe per 30,000
+        keys, mostly inside one SQLite step (the store runs it on its commit thread while
+        the batch is laid out). Raises sqlite3.Error."""
+        found: list[int] = []
+        for start in range(0, len(keys), _PROBE_CHUNK):
+            chunk = keys[start:start + _PROBE_CHUNK]
+            found.extend(idx for (idx,) in self.conn.execute(
+                f"SELECT idx FROM keys WHERE role = {ROLE_EVENT} AND k IN "  # noqa: S608
+                f"({','.join('?' * len(chunk))})", chunk))
+        return found
+
+    def stored_ids(self, keys: Sequence[int], raw_ids: Sequence[bytes],
+                   merged: list[int] | None = None) -> set[bytes]:
+        """Those of ``raw_ids`` already stored: prefix hits in both tiers (``merged``: the
+        :meth:`merged_candidates` of ``keys``, probed now if not given), then full ids.
+        Raises sqlite3.Error."""
+        recent, shift, half = self._recent, 64 - BUCKET_BITS, BUCKETS // 2
+        candidates = [i for k in keys if (i := recent[(k >> shift) + half].get(k)) is not None]
         if self._clash:
             wanted_keys = set(keys)
             candidates.extend(i for k, i in self._clash if k in wanted_keys)
-        for start in range(0, len(keys), _PROBE_CHUNK):
-            chunk = keys[start:start + _PROBE_CHUNK]
-            candidates.extend(idx for (idx,) in self.conn.execute(
-                f"SELECT idx FROM keys WHERE role = {ROLE_EVENT} AND k IN "  # noqa: S608
-                f"({','.join('?' * len(chunk))})", chunk))
+        candidates.extend(self.merged_candidates(keys) if merged is None else merged)
         if not candidates:
             return set()
         wanted, found = set(raw_ids), set[bytes]()
@@ -257,65 +262,63 @@ class LookupIndex:
 
     def write(self, leaves: Sequence[NewLeaf], size: int) -> PendingKeys:
         """Index a batch's new ``leaves`` and record that leaves below ``size`` are indexed.
-        Call inside the batch transaction, then :meth:`remember` after its commit."""
+        Call inside the batch transaction, then :meth:`merge` the returned buckets in it
+        (the store does that on its commit thread, before the COMMIT), then
+        :meth:`remember` after the commit."""
         rows, added = key_rows(leaves)
         return PendingKeys(added, *self._write_rows(rows, size, self.merge_at))
 
     def _write_rows(self, key_rows: list[KeyRow], size: int,
-                    limit: int) -> tuple[list[int], set[int], list[int]]:
-        """Insert ``key_rows``, set meta ``indexed`` to ``size``, and while ``recent_keys``
-        holds ``limit`` rows or more, move its largest bucket into ``keys``. Returns the
-        rows per bucket, the merged buckets and the ROLE_EVENT keys that left the tier."""
+                    limit: int) -> tuple[list[int], list[int]]:
+        """Insert ``key_rows`` and set meta ``indexed`` to ``size``. Returns the rows per
+        bucket after the merge, and the buckets to merge: the largest, while
+        ``recent_keys`` would hold ``limit`` rows or more."""
         insert_rows(self.conn, "INSERT INTO recent_keys", 4, key_rows)
         self.conn.execute("INSERT INTO meta VALUES ('indexed', ?) ON CONFLICT(key) DO UPDATE "
                           "SET value = excluded.value", (str(size),))
         counts = list(self._bucket_rows)
         for row in key_rows:
             counts[row[0]] += 1
-        merged: set[int] = set()
-        gone: list[int] = []
+        merged: list[int] = []
         while (total := sum(counts)) and total >= limit:
             b = max(range(BUCKETS), key=counts.__getitem__)
-            gone.extend(k for (k,) in self.conn.execute(
-                "SELECT k FROM recent_keys WHERE b = ? AND role = ?", (b, ROLE_EVENT)))
+            counts[b] = 0
+            merged.append(b)
+        return counts, merged
+
+    def merge(self, buckets: Sequence[int]) -> None:
+        """Move the rows of ``buckets`` from ``recent_keys`` into ``keys`` (sorted: each
+        bucket is a contiguous key range there), in the caller's transaction; a few SQLite
+        steps, no Python per row. Raises sqlite3.Error."""
+        for b in buckets:
             self.conn.execute("INSERT INTO keys SELECT role, k, idx FROM recent_keys "
                               "WHERE b = ? ORDER BY role, k, idx", (b,))
             self.conn.execute("DELETE FROM recent_keys WHERE b = ?", (b,))
-            counts[b] = 0
-            merged.add(b)
-        return counts, merged, gone
 
     def remember(self, pending: PendingKeys) -> None:
         """After a commit: mirror ``recent_keys`` (role ROLE_EVENT, k -> idx) in memory."""
         self._bucket_rows = pending.counts
-        recent, merged, new_recent = self._recent, pending.merged, pending.added
-        deque(map(recent.pop, pending.gone, repeat(None)), maxlen=0)  # pop each, in C
+        recent, clash, merged = self._recent, self._clash, set(pending.merged)
+        for b in merged:
+            recent[b] = {}
         if merged:
-            shift, half = 64 - BUCKET_BITS, BUCKETS // 2  # bucket(k), inlined: hot
-            self._clash = [(k, i) for k, i in self._clash if bucket(k) not in merged]
-            new_recent = [(k, i) for k, i in new_recent if (k >> shift) + half not in merged]
-        before = len(recent)
-        recent.update(new_recent)
-        if len(recent) != before + len(new_recent):  # two ids share an 8-byte prefix
-            self._mirror_stale = True
-            self._load_mirror()
+            clash[:] = [(k, i) for k, i in clash if bucket(k) not in merged]
+        shift, half = 64 - BUCKET_BITS, BUCKETS // 2  # bucket(k), inlined: hot
+        for k, idx in pending.added:
+            b = (k >> shift) + half
+            if b not in merged and recent[b].setdefault(k, idx) != idx:
+                clash.append((k, idx))  # two ids share an 8-byte prefix: keep both
 
     def _load_mirror(self) -> None:
-        """Mirror the recent tier again from ``recent_keys``, keeping every index of a
-        shared prefix (its first in the mirror, the others in the clash list): at open, and
-        after a batch whose keys collided (rare: a 64-bit prefix). Until it succeeds the
-        duplicate check refuses to run (:meth:`stored_ids` loads it first). Raises
-        Unavailable."""
-        recent: dict[int, int] = {}
-        clash: list[tuple[int, int]] = []
+        """Mirror the recent tier from ``recent_keys`` (writer open), keeping every index of
+        a shared prefix. Raises Unavailable."""
+        self._recent, self._clash = [{} for _ in range(BUCKETS)], []
         try:
-            for k, idx in self.conn.execute("SELECT k, idx FROM recent_keys WHERE role = ? "
-                                            "ORDER BY idx", (ROLE_EVENT,)):
-                if recent.setdefault(k, idx) != idx:
-                    clash.append((k, idx))
+            rows = self.conn.execute("SELECT k, idx FROM recent_keys WHERE role = ? "
+                                     "ORDER BY idx", (ROLE_EVENT,)).fetchall()
         except sqlite3.Error as exc:
             raise Unavailable(f"ledger read failed: {exc}") from exc
-        self._recent, self._clash, self._mirror_stale = recent, clash, False
+        self.remember(PendingKeys(rows, self._bucket_rows, []))
 
     def catch_up(self, size: int) -> None:
         """Writer open: index leaves stored without keys (a schema 1 ledger, or leaves
@@ -335,7 +338,7 @@ class LookupIndex:
                         raise ProofError(f"leaf {idx} has no binary event id")
                     leaves.append((idx, lookup_key(raw), kind,
                                    parent if isinstance(parent, bytes) else None))
-                self._write_rows(key_rows(leaves)[0], size, limit=0)
+                self.merge(self._write_rows(key_rows(leaves)[0], size, limit=0)[1])
         counts = [0] * BUCKETS
         for b, rows in self.conn.execute("SELECT b, COUNT(*) FROM recent_keys GROUP BY b"):
             counts[b] = rows

@@ -24,6 +24,7 @@ import hashlib
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -34,7 +35,7 @@ from ledger.core.merkle import CompactRange, NodeId, TreeSize
 from ledger.errors import ConfigError, ProofError, Unavailable
 from ledger.log import appends
 from ledger.log.appends import Ids
-from ledger.log.commits import Commits, Done, Failed, PendingAppend
+from ledger.log.commits import Commits, Done, Failed, Last, PendingAppend
 from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex
 from ledger.log.pages import read_hashes
 from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offsets, StoredLeaf
@@ -343,23 +344,27 @@ class LedgerStore:
 
     def _write(self, records: Sequence[LeafRecord], offsets: Offsets | None,
                sign: CheckpointSigner | None,
-               ) -> tuple[Done, Failed]:
-        """Everything of an append but the COMMIT, in an open transaction; returns what to
-        run once the COMMIT succeeded (``done``: the result) or failed (``failed``: rolls
-        back, forgets the batch, returns the error to raise)."""
-        commits = self._writer()
+               ) -> tuple[Last, Done, Failed]:
+        """Everything of an append but its last statements and the COMMIT, in an open
+        transaction; returns those statements (``last``: the index merge) and what to run
+        once the COMMIT succeeded (``done``: the result) or failed (``failed``: rolls back,
+        forgets the batch, returns the error to raise)."""
+        commits, conn, index = self._writer(), self._conn, self._index
         ids = Ids.of(records)
-        # Laid out and hashed as if no id were stored, on the tree the batch in flight (if
-        # any) leaves, before waiting for its COMMIT; laid out again if an id is stored.
+        # While the COMMIT in flight (if any) runs, and then the merged tier's probe for
+        # this batch's keys behind it on the commit thread, this thread lays the batch out
+        # and hashes it as if no id were stored (again below if one is).
+        probe = commits.after_commit(partial(index.merged_candidates, ids.keys))
         layout = appends.lay_out(records, ids, self.compact_range(), set())
         commits.check()
-        base, conn, index = self.compact_range(), self._conn, self._index
+        base = self.compact_range()
         try:
+            merged = probe()
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise Unavailable(f"ledger write failed: {exc}") from exc
         try:
-            stored = index.stored_ids(ids.keys, ids.raw)
+            stored = index.stored_ids(ids.keys, ids.raw, merged)
             if stored or layout.base is not base:
                 layout = appends.lay_out(records, ids, base, stored)
             pending = appends.write(conn, index, layout, offsets)
@@ -385,7 +390,7 @@ class LedgerStore:
                 error.__cause__ = exc
             return error
 
-        return done, failed
+        return partial(index.merge, pending.merged), done, failed
 
     def sign_checkpoint(self, sign: CheckpointSigner) -> str:
         """Sign and store a checkpoint of the current tree (one transaction)."""

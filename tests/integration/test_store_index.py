@@ -55,28 +55,6 @@ def test_ids_sharing_a_prefix_are_all_stored_found_and_deduplicated(tmp_path: Pa
         assert reader.find("not hex") is None
 
 
-def test_a_mirror_that_cannot_be_reloaded_refuses_the_next_append(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two ids sharing a prefix make the writer reload its mirror of the recent tier; while
-    that fails, no duplicate check runs and no append is taken (fail closed)."""
-    clash = [rec(i, prefix=PREFIX) for i in range(3)]
-    with LedgerStore(tmp_path / "ledger.db", writer=True) as store:
-        store.append([clash[0]])
-
-        def unreadable() -> None:
-            raise Unavailable("ledger read failed: disk I/O error")
-
-        monkeypatch.setattr(store.index, "_load_mirror", unreadable)
-        with pytest.raises(Unavailable):
-            store.append([clash[1]])  # committed, then the reload fails
-        with pytest.raises(Unavailable):
-            store.append([clash[0], clash[2]])
-        assert store.tree_size() == 2
-        monkeypatch.undo()
-        result = store.append([clash[0], clash[1], clash[2]])
-        assert (result.appended, result.duplicates) == (1, 2)
-
-
 def test_merges_move_keys_out_of_the_recent_tier(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     recs = [rec(i) for i in range(280)]
