@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ledger.core import merkle
 from ledger.core.merkle import CompactRange
-from ledger.log.index import LookupIndex, NewLeaf, PendingKeys
+from ledger.log.index import LookupIndex, NewLeaf, PendingKeys, lookup_key
 from ledger.log.pages import write_hashes
 from ledger.log.records import LeafRecord, Offsets
 from ledger.log.sqlite import insert_rows
@@ -31,8 +31,7 @@ class Ids:
     def of(cls, records: Sequence[LeafRecord]) -> Ids:
         """Raises ValueError for an id that is not hex."""
         raw = [bytes.fromhex(r.event_id) for r in records]
-        from_bytes = int.from_bytes
-        return cls(raw, [from_bytes(r[:8], "big", signed=True) for r in raw])  # inlined: hot
+        return cls(raw, list(map(lookup_key, raw)))
 
 
 @dataclass(frozen=True, slots=True)

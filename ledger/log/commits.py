@@ -24,9 +24,11 @@ from ledger.errors import Unavailable
 from ledger.log.records import BatchResult
 from ledger.log.sqlite import open_sqlite
 
-WAL_INLINE_PAGES: Final = 65536
-"""WAL pages (256 MiB of 4 KiB pages) from which :class:`WalCheckpointer` checkpoints on
+WAL_INLINE_PAGES: Final = 8192
+"""WAL pages (32 MiB of 4 KiB pages) from which :class:`WalCheckpointer` checkpoints on
 the writer's thread too."""
+WAL_SIZE_LIMIT: Final = 64 << 20
+"""Bytes the writer's WAL file is cut back to once SQLite reuses it (``journal_size_limit``)."""
 
 
 class PendingAppend:
@@ -56,6 +58,11 @@ class PendingAppend:
             raise self._outcome
         return self._outcome
 
+    @property
+    def settled(self) -> bool:
+        """Whether the outcome is known (a wait cut short by an interrupt leaves it not)."""
+        return self._outcome is not None
+
 
 T = TypeVar("T")
 Last = Callable[[], None]
@@ -69,20 +76,25 @@ error to raise."""
 
 
 class Commits:
-    """The ledger writer's COMMITs on ``conn``: inline (:meth:`now`) or on a commit thread
-    of its own (:meth:`begin`, at most one in flight), and the WAL checkpoint thread of
+    """The ledger writer's COMMITs on ``conn``: inline (:meth:`now`) or, with
+    ``thread=True`` (the connection then must allow other threads), on a commit thread of
+    its own (:meth:`begin`, at most one in flight); and the WAL checkpoint thread of
     database ``path`` (:class:`WalCheckpointer`, poked after each commit)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, thread: bool) -> None:
         self._conn = conn
         self.inflight: PendingAppend | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread = (ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
+                        if thread else None)
         self._queued: Future[object] | None = None  # queued behind the COMMIT in flight
         self._checkpoints: WalCheckpointer | None = WalCheckpointer(path, "ledger database")
+        self._closed = False
 
     def check(self) -> None:
-        """Before a write: settle the batch in flight, then raise Unavailable if it or a
-        WAL checkpoint failed (then the connection is this thread's again)."""
+        """Before a write: settle the batch in flight, then raise Unavailable if it or the
+        last inline WAL checkpoint failed (then the connection is this thread's again)."""
+        if self._closed:
+            raise Unavailable("the ledger store is closed")
         try:
             self.settle()
             if self._checkpoints is not None:
@@ -117,23 +129,24 @@ class Commits:
         return self._done(done)()
 
     def begin(self, last: Last, done: Done, failed: Failed) -> PendingAppend:
-        """Run ``last`` and COMMIT the open transaction on the commit thread; the handle is
-        in flight until :meth:`settle`."""
+        """Run ``last`` and COMMIT the open transaction on the commit thread (on this one
+        without it: the handle is settled then); the handle is in flight until
+        :meth:`settle`."""
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
-        self.inflight = PendingAppend(self._thread.submit(self._finish, last),
-                                      self._done(done), self._failed(failed))
+            committed: Future[object] = Future()
+            try:
+                self._finish(last)
+                committed.set_result(None)
+            except sqlite3.Error as exc:
+                committed.set_exception(exc)
+        else:
+            committed = self._thread.submit(self._finish, last)
+        self.inflight = PendingAppend(committed, self._done(done), self._failed(failed))
         return self.inflight
 
     def _finish(self, last: Last) -> None:
         last()
         self._conn.execute("COMMIT")
-
-    def _failed(self, failed: Failed) -> Failed:
-        def rolled_back(exc: BaseException) -> BaseException:
-            self._drain()  # a read queued behind the failed COMMIT ends before the rollback
-            return failed(exc)
-        return rolled_back
 
     def _done(self, done: Done) -> Done:
         def committed() -> BatchResult:
@@ -143,11 +156,24 @@ class Commits:
             return result
         return committed
 
+    def _failed(self, failed: Failed) -> Failed:
+        def rolled_back(exc: BaseException) -> BaseException:
+            self._drain()  # a read queued behind the failed COMMIT ends before the rollback
+            return failed(exc)
+        return rolled_back
+
     def settle(self) -> BatchResult | None:
         """Wait for the batch in flight, if any: its result, or None. Raises what its
-        COMMIT raised (Unavailable)."""
-        pending, self.inflight = self.inflight, None
-        return None if pending is None else pending.result()
+        COMMIT raised (Unavailable). A wait cut short (an interrupt) leaves the batch in
+        flight, so the next use of the store waits for it again and runs its outcome."""
+        pending = self.inflight
+        if pending is None:
+            return None
+        try:
+            return pending.result()
+        finally:
+            if pending.settled:
+                self.inflight = None
 
     def stop_checkpoints(self) -> None:
         """Stop the checkpoint thread and close its connection (the writer's last
@@ -158,14 +184,20 @@ class Commits:
 
     def close(self) -> None:
         """Wait for the batch in flight (an outcome nobody asked for was never reported
-        appended, so it is not raised), then stop both threads."""
-        with contextlib.suppress(Exception):
-            self.settle()
-        self._drain()
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
-        self.stop_checkpoints()
+        appended, so it is not raised), then stop both threads, whatever the wait raised."""
+        self._closed = True
+        try:
+            with contextlib.suppress(Exception):
+                self.settle()
+        finally:
+            self.inflight = None  # closed: an outcome still unknown is never reported
+            try:
+                self._drain()
+                if self._thread is not None:
+                    self._thread.shutdown(wait=True)
+                    self._thread = None
+            finally:
+                self.stop_checkpoints()
 
 
 class WalCheckpointer:
@@ -173,11 +205,13 @@ class WalCheckpointer:
     after each :meth:`poke` (SQLite's PASSIVE checkpoint through a second connection: it
     never blocks the writer or a reader), so the writer's COMMIT writes and syncs the WAL
     only. The writer turns its own automatic checkpoint off (``wal_autocheckpoint=0``).
-    When the last checkpoint found :data:`WAL_INLINE_PAGES` or more pages in the WAL (the
-    thread falls behind, or readers keep SQLite from reusing the WAL), the writer's poke
-    checkpoints inline, as SQLite's automatic checkpoint would, so the WAL cannot grow
-    without bound. A checkpoint syncs the database before SQLite reuses the WAL. A failed
-    checkpoint is raised by the writer's next :meth:`check`."""
+
+    A checkpoint that fails loses nothing (the frames stay in the synced WAL); the next
+    poke retries it on the writer's thread. So does a poke when the last checkpoint found
+    :data:`WAL_INLINE_PAGES` or more pages in the WAL (the thread falls behind, or the
+    writer's next transaction keeps SQLite from reusing the WAL), as SQLite's automatic
+    checkpoint would: the WAL cannot grow without bound. An inline checkpoint that fails
+    is raised once, by the writer's next :meth:`check`."""
 
     def __init__(self, path: Path, what: str) -> None:
         self.what = what
@@ -186,32 +220,39 @@ class WalCheckpointer:
         self._lock = threading.Lock()  # one checkpoint at a time on self._conn
         self._stopping = False
         self._wal_pages = 0
-        self._error: sqlite3.Error | None = None
+        self._retry = False
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="ledger-wal-checkpoint",
                                         daemon=True)
         self._thread.start()
 
     def check(self) -> None:
-        """Before a write. Raises Unavailable if a checkpoint failed (the database file or
-        its disk is failing: the writer stops)."""
-        if self._error is not None:
-            raise Unavailable(f"{self.what} checkpoint failed: {self._error}")
+        """Before a write. Raises Unavailable, once, if the last inline checkpoint failed
+        (the database file or its disk is failing)."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise Unavailable(f"{self.what} checkpoint failed: {error}")
 
     def poke(self) -> None:
-        """After a commit: checkpoint on the thread, or inline if the WAL is past its
-        bound."""
-        if self._wal_pages >= WAL_INLINE_PAGES:
-            self._checkpoint()
+        """After a commit: checkpoint on the thread, or inline if the last one failed or
+        the WAL is past its bound."""
+        if self._retry or self._wal_pages >= WAL_INLINE_PAGES:
+            error = self._checkpoint()
+            if error is not None:
+                self._error = error
         else:
             self._wake.set()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> Exception | None:
         with self._lock:
             try:
                 row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self._wal_pages = int(row[1]) if row is not None else 0
-            except sqlite3.Error as exc:
-                self._error = exc
+            except Exception as exc:  # kept: any failure is retried, none is lost
+                self._retry = True
+                return exc
+            self._wal_pages = int(row[1]) if row is not None else 0
+            self._retry = False
+            return None
 
     def _run(self) -> None:
         while True:

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.errors import ProofError, Unavailable
-from ledger.log.sqlite import Transaction, insert_rows
+from ledger.log.sqlite import MAX_VARIABLES, VARIABLES, Transaction, insert_rows
 
-IN_CHUNK: Final = 900
-_PROBE_CHUNK: Final = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else 900  # bind limit
+IN_CHUNK: Final = VARIABLES
+_PROBE_CHUNK: Final = MAX_VARIABLES
 BUCKET_BITS: Final = 5
 BUCKETS: Final = 1 << BUCKET_BITS
 MERGE_AT: Final = 1 << 18
@@ -299,11 +299,11 @@ class LookupIndex:
         """After a commit: mirror ``recent_keys`` (role ROLE_EVENT, k -> idx) in memory."""
         self._bucket_rows = pending.counts
         recent, clash, merged = self._recent, self._clash, set(pending.merged)
+        shift, half = 64 - BUCKET_BITS, BUCKETS // 2  # bucket(k), inlined: hot
         for b in merged:
             recent[b] = {}
         if merged:
-            clash[:] = [(k, i) for k, i in clash if bucket(k) not in merged]
-        shift, half = 64 - BUCKET_BITS, BUCKETS // 2  # bucket(k), inlined: hot
+            clash[:] = [(k, i) for k, i in clash if (k >> shift) + half not in merged]
         for k, idx in pending.added:
             b = (k >> shift) + half
             if b not in merged and recent[b].setdefault(k, idx) != idx:

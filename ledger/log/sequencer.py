@@ -159,8 +159,9 @@ class Sequencer:
         self.store.set_verified(self.store.tree_size())
 
     def _signer_if_due(self) -> CheckpointSigner | None:
-        """The checkpoint signer when a checkpoint is due (the interval restarts: a failed
-        append stops the writer anyway), else None."""
+        """The checkpoint signer when a checkpoint is due, else None. The interval restarts
+        now: an append that then fails leaves the tail unsigned until the next append
+        that is due, or :meth:`publish`."""
         now = self._clock()
         if now - self._last_signed < self.checkpoint_interval:
             return None
@@ -172,12 +173,13 @@ class Sequencer:
         """Append pre-verified records (one transaction). Raises Unavailable/ProofError."""
         return self.store.append(records, offsets, self._signer_if_due())
 
-    def append_begin(self, records: Sequence[LeafRecord]) -> PendingAppend:
+    def append_begin(self, records: Sequence[LeafRecord],
+                     offsets: Offsets | None = None) -> PendingAppend:
         """:meth:`append_records` with the COMMIT left running on the store's commit
         thread (:meth:`LedgerStore.append_begin`), for a caller that appends pre-verified
         groups back to back; ``result()`` of the handle says when they are sequenced.
         Raises Unavailable/ProofError (for the write, or the COMMIT before it)."""
-        return self.store.append_begin(records, None, self._signer_if_due())
+        return self.store.append_begin(records, offsets, self._signer_if_due())
 
     def admit(self, envelopes: Sequence[bytes], positions: Sequence[Position] | None = None,
               now: float | None = None) -> Admitted:

@@ -36,6 +36,8 @@ DURABLE: Final = ("synchronous=FULL", "busy_timeout=10000")
 """The pragmas of every connection (WAL is set on opening a writer)."""
 VARIABLES: Final = 999
 """Bound parameters per statement that every SQLite accepts (the limit before 3.32)."""
+MAX_VARIABLES: Final = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else VARIABLES
+"""Bound parameters per statement this SQLite accepts (32,766 from 3.32), with room."""
 
 
 def open_sqlite(path: Path, what: str, *, readonly: bool = False,
@@ -136,10 +138,7 @@ class Transaction:
         self.conn, self.what = conn, what
 
     def __enter__(self) -> None:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise Unavailable(f"{self.what} write failed: {exc}") from exc
+        begin(self.conn, self.what)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
@@ -153,6 +152,14 @@ class Transaction:
             error = write_failed(self.conn, exc, self.what)
             if error is not exc:
                 raise error from exc
+
+
+def begin(conn: sqlite3.Connection, what: str) -> None:
+    """BEGIN IMMEDIATE: the write lock now, not at the first write. Raises Unavailable."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise Unavailable(f"{what} write failed: {exc}") from exc
 
 
 def write_failed(conn: sqlite3.Connection, exc: BaseException, what: str,

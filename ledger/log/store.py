@@ -35,13 +35,14 @@ from ledger.core.merkle import CompactRange, NodeId, TreeSize
 from ledger.errors import ConfigError, ProofError, Unavailable
 from ledger.log import appends
 from ledger.log.appends import Ids
-from ledger.log.commits import Commits, Done, Failed, Last, PendingAppend
+from ledger.log.commits import WAL_SIZE_LIMIT, Commits, Done, Failed, Last, PendingAppend
 from ledger.log.index import LEAF_COLUMNS, MERGE_AT, LookupIndex
 from ledger.log.pages import read_hashes
 from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offsets, StoredLeaf
 from ledger.log.schema import create_schema
 from ledger.log.sqlite import (
     Transaction,
+    begin,
     lock_writer,
     open_sqlite,
     write_failed,
@@ -63,7 +64,8 @@ class LedgerStore:
     writer, ProofError (the lookup index claims more leaves than are stored).
     """
 
-    def __init__(self, path: Path, *, writer: bool = False, merge_at: int = MERGE_AT) -> None:
+    def __init__(self, path: Path, *, writer: bool = False, merge_at: int = MERGE_AT,
+                 commit_thread: bool = False) -> None:
         self.path = path
         self._lock_fd: int | None = None
         self._compact: CompactRange | None = None
@@ -71,17 +73,17 @@ class LedgerStore:
         if writer:
             self._lock_fd = lock_writer(path)
         try:
-            # The writer's COMMIT may run on its commit thread (append_begin).
             self._conn = open_sqlite(path, "ledger database", readonly=not writer, pragmas=(
-                *_PRAGMAS, f"cache_size={-_CACHE_KIB[not writer]}",
-                *(("wal_autocheckpoint=0",) if writer else ())), check_same_thread=not writer)
+                *_PRAGMAS, f"cache_size={-_CACHE_KIB[not writer]}", *((
+                    "wal_autocheckpoint=0", f"journal_size_limit={WAL_SIZE_LIMIT}")
+                    if writer else ())), check_same_thread=not commit_thread)
             self.db = sqlite_utils.Database(self._conn)
             self._index = LookupIndex(self._conn, merge_at)
             if writer:
                 with self._tx():
                     create_schema(self.db)
                 self.index.catch_up(self.tree_size())
-                self._commits = Commits(self._conn, path)
+                self._commits = Commits(self._conn, path, thread=commit_thread)
         except BaseException:
             self.close()
             raise
@@ -117,23 +119,29 @@ class LedgerStore:
         deletes the WAL), so the one file holds everything: a new ledger is moved into
         place that way. The next writer turns WAL back on. Stops this writer's checkpoint
         thread, whose connection would keep the mode from changing. Raises Unavailable."""
+        conn = self.conn  # the batch in flight settled first: a failed one raises here
         if self._commits is not None:
             self._commits.stop_checkpoints()
         try:
-            self.conn.execute("PRAGMA journal_mode=DELETE")
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot fold the write-ahead log of {self.path}: {exc}") from exc
+        if mode is None or str(mode[0]).lower() != "delete":
+            raise Unavailable(f"cannot fold the write-ahead log of {self.path}: the journal "
+                              f"mode stayed {mode!r}")
 
     def close(self) -> None:
         """Wait for the batch in flight (Commits.close), close the file and the lock."""
-        if self._commits is not None:
-            self._commits.close()
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            conn.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        try:
+            if self._commits is not None:
+                self._commits.close()
+        finally:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> LedgerStore:
         return self
@@ -299,7 +307,14 @@ class LedgerStore:
     # -- the one writer ----------------------------------------------------------------------
 
     def compact_range(self) -> CompactRange:
-        """The right border of the stored tree (loaded once from stored nodes)."""
+        """The right border of the stored tree (loaded once from stored nodes), once the
+        batch in flight is settled."""
+        self.settle()
+        return self._tree()
+
+    def _tree(self) -> CompactRange:
+        """The right border of the tree as the last append left it (its COMMIT may still be
+        in flight)."""
         if self._compact is None:
             size = self.tree_size()
             plan = merkle.root_plan(size)
@@ -355,14 +370,14 @@ class LedgerStore:
         # this batch's keys behind it on the commit thread, this thread lays the batch out
         # and hashes it as if no id were stored (again below if one is).
         probe = commits.after_commit(partial(index.merged_candidates, ids.keys))
-        layout = appends.lay_out(records, ids, self.compact_range(), set())
+        layout = appends.lay_out(records, ids, self._tree(), set())
         commits.check()
-        base = self.compact_range()
+        base = self._tree()
         try:
             merged = probe()
-            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise Unavailable(f"ledger write failed: {exc}") from exc
+            raise Unavailable(f"ledger read failed: {exc}") from exc
+        begin(conn, "ledger")
         try:
             stored = index.stored_ids(ids.keys, ids.raw, merged)
             if stored or layout.base is not base:

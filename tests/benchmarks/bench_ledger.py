@@ -115,7 +115,7 @@ def bench_ours(path: Path, n: int, batch: int, samples: int,
                decisions: float = 0.0, per_commit: int = 1,
                pipeline: bool = False) -> dict[str, object]:
     signer = Signer.from_private_bytes(hashlib.sha256(b"bench key").digest())
-    store = LedgerStore(path, writer=True)
+    store = LedgerStore(path, writer=True, commit_thread=pipeline)
     seq = Sequencer(store, signer, ORIGIN, refuse, checkpoint_interval=1.0)
     every = every_of(decisions)
     # The records (what the ingest's verification hands over) are built before the clock
