@@ -35,6 +35,7 @@ from ledger.log.records import LeafRecord
 from ledger.log.store import LedgerStore
 from processors.core.outcomes import Outcome, Output
 from processors.journal import Journal
+from tests.disk_support import no_file_may_grow
 from tests.factories import T0
 from tests.ledger_support import make_ledger
 from tests.service_support import make_data_dir, produce
@@ -58,19 +59,6 @@ def journal_with_offsets(path: Path) -> Journal:
     journal = Journal(path)
     journal.append([entry(0)], offsets={("gov.requests", 0): 1})
     return journal
-
-
-@contextlib.contextmanager
-def no_file_may_grow() -> Iterator[None]:
-    """Every write to a regular file of this process fails (EFBIG), as on a full disk."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_a_full_journal_refuses_a_batch_with_unavailable(tmp_path: Path) -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from ledger.errors import Unavailable
 from ledger.log import commits
 from ledger.log.records import LeafRecord
 from ledger.log.store import LedgerStore
+from tests.disk_support import no_file_may_grow
 
 pytestmark = pytest.mark.integration
 
@@ -35,20 +33,6 @@ POISON = ("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE poison (re
 def poisoned(store: LedgerStore) -> None:
     store.conn.execute("PRAGMA foreign_keys = ON")
     store.conn.executescript(POISON)
-
-
-@contextlib.contextmanager
-def no_file_may_grow() -> Iterator[None]:
-    """Every write to a regular file of this process fails (EFBIG), as on a full disk
-    (the same as tests/integration/test_disk_full.py)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_reads_during_a_failing_commit_in_flight_never_see_its_rows(tmp_path: Path) -> None:
