@@ -11,6 +11,7 @@ from ledger.core.events import Artifact, AuthorizationGranted, Lineage, Scope, W
 from ledger.core.execution_events import ExecutionRequested
 from ledger.core.keys import Signer, principal_document
 from ledger.log.ledger_dir import init_ledger
+from ledger.log.store import LedgerStore
 from tests.factories import ALICE, AUTHORITY, ENV, T0, default_ring, request, signed_request
 
 ORIGIN = "govledger.test/log"
@@ -71,3 +72,17 @@ def leaf_order(data_dir: Path, *event_ids: str) -> list[int | None]:
     from ledger.log.store import LedgerStore
     with LedgerStore(data_dir / "ledger.db") as store:
         return [None if (leaf := store.find(e)) is None else leaf.index for e in event_ids]
+
+
+POISON = ("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE poison (ref INTEGER "
+          "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED); CREATE TRIGGER poison_leaf "
+          "AFTER INSERT ON leaves WHEN NEW.kind = 'Poison' BEGIN INSERT INTO poison "
+          "VALUES (1); END;")
+"""A deferred foreign key that a 'Poison' leaf violates: the COMMIT of its batch fails (a
+failed COMMIT with everything before it written, as a full disk at the WAL's fsync)."""
+
+
+def poisoned(store: LedgerStore) -> None:
+    """Make the COMMIT of any batch with a leaf of kind 'Poison' fail (:data:`POISON`)."""
+    store.conn.execute("PRAGMA foreign_keys = ON")
+    store.conn.executescript(POISON)

@@ -17,6 +17,7 @@ from ledger.errors import Unavailable
 from ledger.log.records import BatchResult, LeafRecord
 from ledger.log.store import LedgerStore
 from tests import reference_merkle as ref
+from tests.ledger_support import poisoned
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,21 +57,13 @@ def test_pipelined_groups_store_what_one_append_at_a_time_stores(tmp_path: Path)
         assert state(reader) == wanted
 
 
-POISON = ("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE poison (ref INTEGER "
-          "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED); CREATE TRIGGER poison_leaf "
-          "AFTER INSERT ON leaves WHEN NEW.kind = 'Poison' BEGIN INSERT INTO poison "
-          "VALUES (1); END;")
-"""A deferred foreign key that a 'Poison' leaf violates: the COMMIT of its batch fails."""
-
-
 def test_a_failed_commit_in_flight_stores_nothing_and_stops_the_next_append(
         tmp_path: Path) -> None:
     recs = [rec(i) for i in range(40)]
     with LedgerStore(tmp_path / "ledger.db", writer=True, merge_at=7,
                      commit_thread=True) as store:
         store.append(recs[:10])
-        store.conn.execute("PRAGMA foreign_keys = ON")
-        store.conn.executescript(POISON)
+        poisoned(store)
         pending = store.append_begin([*recs[5:12], rec(99, "Poison")])
         with pytest.raises(Unavailable, match="ledger commit failed"):
             store.append_begin(recs[12:20])  # laid out on the failed group's tree: refused

@@ -15,24 +15,13 @@ from ledger.log import commits
 from ledger.log.records import LeafRecord
 from ledger.log.store import LedgerStore
 from tests.disk_support import no_file_may_grow
+from tests.ledger_support import poisoned
 
 pytestmark = pytest.mark.integration
 
 
 def rec(i: int, kind: str = "Test") -> LeafRecord:
     return LeafRecord(hashlib.sha256(b"id %d" % i).hexdigest(), kind, b"leaf %d" % i)
-
-
-POISON = ("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE poison (ref INTEGER "
-          "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED); CREATE TRIGGER poison_leaf "
-          "AFTER INSERT ON leaves WHEN NEW.kind = 'Poison' BEGIN INSERT INTO poison "
-          "VALUES (1); END;")
-"""A deferred foreign key that a 'Poison' leaf violates: the COMMIT of its batch fails."""
-
-
-def poisoned(store: LedgerStore) -> None:
-    store.conn.execute("PRAGMA foreign_keys = ON")
-    store.conn.executescript(POISON)
 
 
 def test_reads_during_a_failing_commit_in_flight_never_see_its_rows(tmp_path: Path) -> None:
