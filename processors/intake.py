@@ -26,8 +26,10 @@ GOVERNANCE_CATCH_UP_S = 10.0  # longest wait for governance records the broker h
 async def governance_ahead(consumer: AIOKafkaConsumer, governance: str,
                            records: list[ConsumerRecord[bytes, bytes]], max_records: int
                            ) -> list[ConsumerRecord[bytes, bytes]]:
-    """``records`` after every record of topic ``governance`` the consumer knows of and has
-    not handed out (module docstring). Raises Unavailable if they do not come within
+    """``records`` with the governance first, in offset order: the governance records among
+    ``records`` (handed out already: the lowest offsets), then every record of topic
+    ``governance`` the consumer knows of and has not handed out (module docstring), then
+    the rest of ``records``. Raises Unavailable if they do not come within
     ``GOVERNANCE_CATCH_UP_S``, or on a Kafka error."""
     mine = [tp for tp in consumer.assignment() if tp.topic == governance]
     ahead: list[ConsumerRecord[bytes, bytes]] = []
@@ -43,4 +45,5 @@ async def governance_ahead(consumer: AIOKafkaConsumer, governance: str,
                 ahead += got.get(tp, [])
     except KafkaError as exc:
         raise Unavailable(f"processor consume failed: {exc}") from exc
-    return ahead + records
+    handed = [r for r in records if r.topic == governance]
+    return [*handed, *ahead, *(r for r in records if r.topic != governance)]
