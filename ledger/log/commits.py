@@ -175,6 +175,21 @@ class Commits:
             if pending.settled:
                 self.inflight = None
 
+    def fold_wal(self, path: Path) -> None:
+        """Settle the batch in flight (a failed one raises here, the checkpoints going on),
+        stop the checkpoint thread, whose connection would keep the mode from changing, and
+        switch to rollback-journal mode, which checkpoints the WAL into the database file
+        and deletes it. Raises Unavailable."""
+        self.settle()
+        self.stop_checkpoints()
+        try:
+            mode = self._conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot fold the write-ahead log of {path}: {exc}") from exc
+        if mode is None or str(mode[0]).lower() != "delete":
+            raise Unavailable(f"cannot fold the write-ahead log of {path}: the journal mode "
+                              f"stayed {mode!r}")
+
     def stop_checkpoints(self) -> None:
         """Stop the checkpoint thread and close its connection (the writer's last
         checkpoint then is SQLite's own, on close or a journal-mode change)."""

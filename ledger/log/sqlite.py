@@ -130,9 +130,10 @@ def rollback(conn: sqlite3.Connection) -> str:
     return ""
 
 
-class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error; SQLite errors become Unavailable
-    ("{what} write failed: ..."); any other error goes on, noting a failed rollback."""
+class Writing:
+    """BEGIN IMMEDIATE, and ROLLBACK on any error: SQLite errors become Unavailable
+    ("{what} write failed: ..."), any other error goes on, noting a failed rollback. No
+    COMMIT: the caller commits (the ledger's append may commit on another thread)."""
 
     def __init__(self, conn: sqlite3.Connection, what: str) -> None:
         self.conn, self.what = conn, what
@@ -142,16 +143,24 @@ class Transaction:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
+        if exc is not None:
+            error = write_failed(self.conn, exc, self.what)
+            if error is not exc:
+                raise error
+
+
+class Transaction(Writing):
+    """:class:`Writing`, then COMMIT when the block ends without an error."""
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         if kind is None:
             try:
                 self.conn.execute("COMMIT")
                 return
             except sqlite3.Error as err:
                 raise write_failed(self.conn, err, self.what, "commit") from err
-        if exc is not None:
-            error = write_failed(self.conn, exc, self.what)
-            if error is not exc:
-                raise error from exc
+        super().__exit__(kind, exc, tb)
 
 
 def begin(conn: sqlite3.Connection, what: str) -> None:
@@ -165,11 +174,13 @@ def begin(conn: sqlite3.Connection, what: str) -> None:
 def write_failed(conn: sqlite3.Connection, exc: BaseException, what: str,
                  step: str = "write") -> BaseException:
     """Roll back what is left of a failed write and return the error to raise: a SQLite
-    error becomes Unavailable ("{what} {step} failed: ..."); any other (a ProofError) is
-    itself, noting a failed rollback."""
+    error becomes Unavailable ("{what} {step} failed: ...", caused by it); any other (a
+    ProofError) is itself, noting a failed rollback."""
     undone = rollback(conn)
     if isinstance(exc, sqlite3.Error):
-        return Unavailable(f"{what} {step} failed: {exc}{undone}")
+        error = Unavailable(f"{what} {step} failed: {exc}{undone}")
+        error.__cause__ = exc
+        return error
     if undone:
         exc.add_note(f"{what} {step}:{undone}")
     return exc

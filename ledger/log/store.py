@@ -1,14 +1,5 @@
-"""The SQLite Merkle log: leaves, stored node hashes, signed checkpoints, consumer offsets.
-
-Schema (one file, WAL, ``synchronous=FULL``)::
-
-    meta(key PRIMARY KEY, value)                 origin, vkey, schema version, indexed,
-                                                 verified (the start-up check's marker)
-    leaves(idx INTEGER PRIMARY KEY, event_id BLOB, kind, parent_ref BLOB, leaf BLOB)
-    hash_pages(page INTEGER PRIMARY KEY, hashes BLOB)
-    checkpoints(size INTEGER PRIMARY KEY, note)  signed C2SP checkpoints
-    offsets(topic, partition, next_offset)       Kafka positions, same transaction as leaves
-    keys(role, k, idx) and recent_keys(b, idx, role, k)   the lookup index (index.py)
+"""The SQLite Merkle log: leaves, stored node hashes, signed checkpoints, consumer offsets,
+in one file (WAL, ``synchronous=FULL``).
 
 Tables and triggers: :mod:`ledger.log.schema`. Node hashes live in pages of 64
 (:mod:`ledger.log.pages`), so a proof is one small query; the lookup index (event id ->
@@ -42,7 +33,7 @@ from ledger.log.records import BatchResult, CheckpointSigner, LeafRecord, Offset
 from ledger.log.schema import create_schema
 from ledger.log.sqlite import (
     Transaction,
-    begin,
+    Writing,
     lock_writer,
     open_sqlite,
     write_failed,
@@ -115,20 +106,10 @@ class LedgerStore:
         return self._index
 
     def fold_wal(self) -> None:
-        """Fold the WAL into the database file and leave WAL mode (rollback-journal mode
-        deletes the WAL), so the one file holds everything: a new ledger is moved into
-        place that way. The next writer turns WAL back on. Stops this writer's checkpoint
-        thread, whose connection would keep the mode from changing. Raises Unavailable."""
-        conn = self.conn  # the batch in flight settled first: a failed one raises here
-        if self._commits is not None:
-            self._commits.stop_checkpoints()
-        try:
-            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"cannot fold the write-ahead log of {self.path}: {exc}") from exc
-        if mode is None or str(mode[0]).lower() != "delete":
-            raise Unavailable(f"cannot fold the write-ahead log of {self.path}: the journal "
-                              f"mode stayed {mode!r}")
+        """Fold the WAL into the database file and leave WAL mode, so the one file holds
+        everything: a new ledger is moved into place that way (:meth:`Commits.fold_wal`).
+        The next writer turns WAL back on. Raises Unavailable."""
+        self._writer().fold_wal(self.path)
 
     def close(self) -> None:
         """Wait for the batch in flight (Commits.close), close the file and the lock."""
@@ -166,7 +147,7 @@ class LedgerStore:
         return TreeSize(int(row[0]) if row else 0)  # type: ignore[call-overload]
 
     def hashes_by_id(self, ids: Sequence[int]) -> dict[int, bytes]:
-        """Stored hashes by hash number, in one query per 900 pages; absent ones left out."""
+        """Stored hashes by hash number, in one query per 999 pages; absent ones left out."""
         return read_hashes(self.conn, ids)
 
     def nodes(self, node_ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
@@ -179,11 +160,16 @@ class LedgerStore:
         """Root of the first ``size`` leaves from stored nodes. Raises ProofError."""
         if not 0 <= size <= self.tree_size():
             raise ProofError(f"no tree of size {size} in a ledger of {self.tree_size()}")
+        return merkle.fold(self._border(size))
+
+    def _border(self, size: int) -> list[bytes]:
+        """The stored hashes of the right border of the tree of ``size`` leaves
+        (:func:`ledger.core.merkle.root_plan`). Raises ProofError if one is missing."""
         plan = merkle.root_plan(size)
         found = self.nodes(plan)
         if len(found) != len(plan):
-            raise ProofError(f"stored nodes for the root at size {size} are missing")
-        return merkle.fold([found[n] for n in plan])
+            raise ProofError(f"stored nodes for the tree of size {size} are missing")
+        return [found[n] for n in plan]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """RFC 9162 inclusion proof from stored nodes. Requires 0 <= index < size <= tree
@@ -202,8 +188,7 @@ class LedgerStore:
 
     def leaf(self, index: int) -> StoredLeaf:
         """The leaf at ``index``. Raises ProofError if there is none."""
-        row = self._one("SELECT idx, event_id, kind, parent_ref, leaf FROM leaves "
-                        "WHERE idx = ?", (index,))
+        row = self._one(f"SELECT {LEAF_COLUMNS} FROM leaves WHERE idx = ?", (index,))  # noqa: S608
         if row is None:
             raise ProofError(f"no leaf at index {index}")
         return StoredLeaf.from_row(row)
@@ -242,8 +227,8 @@ class LedgerStore:
 
     def iter_leaves(self, start: int = 0) -> Iterator[StoredLeaf]:
         """Leaves in index order from ``start`` (as stored: gaps are not filled in)."""
-        cursor = self.conn.execute("SELECT idx, event_id, kind, parent_ref, leaf FROM leaves "
-                                   "WHERE idx >= ? ORDER BY idx", (start,))
+        cursor = self.conn.execute(f"SELECT {LEAF_COLUMNS} FROM leaves WHERE idx >= ? "  # noqa: S608
+                                   "ORDER BY idx", (start,))
         for row in cursor:
             yield StoredLeaf.from_row(row)
 
@@ -317,11 +302,7 @@ class LedgerStore:
         in flight)."""
         if self._compact is None:
             size = self.tree_size()
-            plan = merkle.root_plan(size)
-            found = self.nodes(plan)
-            if len(found) != len(plan):
-                raise ProofError(f"stored nodes for the tree of size {size} are missing")
-            self._compact = CompactRange(size, [found[n] for n in plan])
+            self._compact = CompactRange(size, self._border(size))
         return self._compact
 
     def append(self, records: Sequence[LeafRecord], offsets: Offsets | None = None,
@@ -377,18 +358,12 @@ class LedgerStore:
             merged = probe()
         except sqlite3.Error as exc:
             raise Unavailable(f"ledger read failed: {exc}") from exc
-        begin(conn, "ledger")
-        try:
+        with Writing(conn, "ledger"):  # committed by ``commits``: now or on its thread
             stored = index.stored_ids(ids.keys, ids.raw, merged)
             if stored or layout.base is not base:
                 layout = appends.lay_out(records, ids, base, stored)
             pending = appends.write(conn, index, layout, offsets)
             note = None if sign is None else self._sign_in_tx(layout.tree, sign)
-        except BaseException as exc:
-            error = write_failed(conn, exc, "ledger")
-            if error is exc:
-                raise
-            raise error from exc
         self._compact = layout.tree
         appended = len(layout.leaf_rows)
         result = BatchResult(appended, len(records) - appended, TreeSize(layout.tree.size),
@@ -400,10 +375,7 @@ class LedgerStore:
 
         def failed(exc: BaseException) -> BaseException:
             self._compact = base
-            error = write_failed(conn, exc, "ledger", "commit")
-            if error is not exc:
-                error.__cause__ = exc
-            return error
+            return write_failed(conn, exc, "ledger", "commit")
 
         return partial(index.merge, pending.merged), done, failed
 
@@ -415,7 +387,7 @@ class LedgerStore:
 
     def _sign_in_tx(self, compact: CompactRange, sign: CheckpointSigner) -> str:
         # Recompute the root from what was stored, not from memory (DESIGN.md section 7).
-        stored = merkle.fold(list(self.nodes(merkle.root_plan(compact.size)).values()))
+        stored = merkle.fold(self._border(compact.size))
         if stored != compact.root():
             raise ProofError("stored tree disagrees with the sequencer's tree",
                              expected=compact.root().hex(), calculated=stored.hex())
