@@ -59,7 +59,6 @@ Position = tuple[str, int, int]
 """Where an envelope came from: Kafka topic, partition, offset."""
 
 
-
 def keyring_verifier(keyring: KeyRing) -> Verify:
     """A :data:`Verify` over ledger.core.envelope.verify_envelope and
     :func:`check_signer_kind`: the signature must verify under a key of ``keyring`` and the
