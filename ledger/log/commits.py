@@ -1,6 +1,7 @@
 """The ledger writer's disk work off its own thread: a batch's COMMIT on a commit thread
 (:class:`PendingAppend`, from :meth:`ledger.log.store.LedgerStore.append_begin`) and the
-WAL copied into the database file on a checkpoint thread (:class:`WalCheckpointer`).
+WAL copied into the database file on a checkpoint thread (:class:`WalCheckpointer`); both
+kept by :class:`Commits`, which also folds the WAL away for a new ledger file.
 
 Both are single SQLite calls that release the GIL (the COMMIT writes and syncs the WAL; a
 checkpoint copies WAL pages into the database and syncs it), so the writer's next batch is
