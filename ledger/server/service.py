@@ -185,6 +185,9 @@ class Service:
         relay = asyncio.create_task(relay_metrics(child.stdout, self.metrics,
                                                   frozenset(self.topics.all())),
                                     name="sequencer metrics")
+        # A relay that stops on an error would leave the child blocked on a full pipe,
+        # appending nothing while it looks alive: that stops the service.
+        self._watch("sequencer metrics", relay)
 
         async def stop_child() -> None:
             # It stops after the processor (registered before it): what the processor
@@ -285,6 +288,13 @@ class Service:
                 self._fail(name, exc)
                 raise
         self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    def _watch(self, name: str, task: asyncio.Task[None]) -> None:
+        """Stop the service if ``task`` (awaited by a stopper, not in ``_tasks``) fails."""
+        def ended(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and isinstance(error := done.exception(), Exception):
+                self._fail(name, error)
+        task.add_done_callback(ended)
 
     def _fail(self, name: str, exc: Exception) -> None:
         """Record the first failure, log it once, and stop the service."""
