@@ -43,8 +43,8 @@ def child_main(prog: str, description: str | None, logger: str, service_name: st
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         handlers=[log_handler(settings.log_format)])
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    configure_tracing(service_name)
     try:
+        configure_tracing(service_name)  # may fail too (an exporter that cannot load)
         asyncio.run(serve(settings, args.ready_file))
     except GovLedgerError as exc:
         log.error("%s%s", "unavailable: " if exit_status(exc) == EXIT_UNAVAILABLE else "", exc)

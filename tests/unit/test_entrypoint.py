@@ -51,3 +51,12 @@ def test_a_child_exits_by_whose_fault_and_is_read_back_as_the_same_error(
 
 def test_a_child_killed_by_a_signal_is_unavailable() -> None:
     assert type(error_for_exit(-9, "killed")) is Unavailable
+
+
+def test_tracing_that_cannot_start_is_the_systems_fault_not_a_failed_check(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def no_exporter(service_name: str) -> None:
+        raise ImportError("No module named 'opentelemetry.exporter.otlp'")
+
+    monkeypatch.setattr("ledger.entrypoint.configure_tracing", no_exporter)
+    assert exit_of(RuntimeError("not reached"), monkeypatch, tmp_path) == 3
