@@ -106,3 +106,17 @@ def test_a_time_the_model_refuses_is_refused_too(artifact: Artifact, issued_at: 
     with pytest.raises(InvalidEvent, match="UTC"):
         grant_payload(signer="authority", tenant="acme", nonce="g-" + "0" * 16,
                       issued_at=shifted, request_id="0" * 64, artifact=artifact)
+
+
+@SETTINGS
+@given(artifacts(), times, st.integers(max_value=-1))
+def test_a_negative_governance_position_is_refused_as_the_model_refuses_it(
+        artifact: Artifact, issued_at: datetime, position: int) -> None:
+    with pytest.raises(ValidationError):
+        AuthorizationGranted(signer="authority", tenant="acme", nonce="g-" + "0" * 16,
+                             issued_at=issued_at, request_id="0" * 64, artifact=artifact,
+                             governance=position)
+    with pytest.raises(InvalidEvent, match="negative"):
+        grant_payload(signer="authority", tenant="acme", nonce="g-" + "0" * 16,
+                      issued_at=issued_at, request_id="0" * 64, artifact=artifact,
+                      governance=position)
