@@ -153,7 +153,7 @@ class Approvals:
             raise Rejected(Reason.POLICY_DENY, "request context too large for an approval "
                            f"(at most {32 - _META_ROOM} entries)")
         required = ApprovalRequired(
-            signer=self.identity, tenant=artifact.tenant, nonce=f"p-{request_id}",
+            signer=self.identity, tenant=artifact.tenant, nonce=authority_nonce("p", request_id),
             issued_at=now, request_id=request_id, artifact=artifact, role=rule.role, k=rule.k,
             deadline=min(now + rule.ttl, artifact.window.not_after),
             policy_ids=artifact.policy_ids, governance=position)

@@ -116,7 +116,8 @@ class Governor:
 
 
 def _applied(applied: Applied, identity: str, now: datetime) -> GovernanceApplied:
-    return GovernanceApplied(signer=identity, tenant=applied.tenant, nonce=f"a-{applied.event_id}",
+    return GovernanceApplied(signer=identity, tenant=applied.tenant,
+                             nonce=authority_nonce("a", applied.event_id),
                              issued_at=now, request_id=applied.event_id,
                              applied_kind=applied.kind, position=applied.position,
                              approvals=applied.approvals, policy_digest=applied.policy_digest)

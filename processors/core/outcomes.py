@@ -116,6 +116,6 @@ def replayed(earlier: Outcome, raw: bytes | None = None) -> Outcome:
 
 def authority_nonce(prefix: str, subject: str) -> str:
     """The nonce of an authority event answering ``subject`` (``g`` a grant, ``d`` a denial,
-    ``v`` a verdict, ``r``/``rN`` a revocation's chunks): one answer per subject and kind, so
-    unique without any state."""
+    ``v`` a verdict, ``r``/``rN`` a revocation's chunks, ``a`` governance applied, ``p`` an
+    approval required): one answer per subject and kind, so unique without any state."""
     return f"{prefix}-{subject}"
