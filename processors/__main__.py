@@ -2,8 +2,9 @@
 
 What ``govledger up`` starts as its processor child process: it imports only the decision side
 (no HTTP stack), so it is ready quickly, and it writes ``--ready-file`` once restored and
-connected. SIGTERM/SIGINT stop it cleanly; Unavailable exits 3, a configuration error 2, any
-other error 1 (ledger.entrypoint).
+connected. SIGTERM/SIGINT stop it cleanly; exit status by whose fault
+(ledger.entrypoint.child_main): 1 a failed check, 2 a configuration error, 3 Unavailable
+or any error no component expects.
 """
 
 from __future__ import annotations

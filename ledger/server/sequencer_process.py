@@ -12,8 +12,14 @@ in its ledger. It verifies the ledger against its last signed checkpoint, starts
 ``--ready-file`` and runs until SIGTERM/SIGINT. Its metrics go to stdout as JSON lines
 (:class:`MetricsLines`), which the service relays into its own ``/metrics``
 (:func:`relay_metrics`); logs go to stderr. Exit status as every child's
-(ledger/server/children.py ``child_main``): 3 Unavailable, 2 a configuration error, 1 any
-other GovLedgerError (a ledger that does not verify against its checkpoint).
+(:func:`ledger.entrypoint.child_main`): 1 a failed check (a ledger that does not verify
+against its checkpoint), 2 a configuration error, 3 Unavailable or any error no component
+expects.
+
+Why stdout and not a metrics port of its own (as the monitor has): ``govledger up`` serves
+one ``/metrics`` for the whole service, and a port per child would be one more listener to
+configure, secure and scrape. The pipe needs no port; the service watches its relay (a relay
+that stops on an error stops the service, since the child would block on a full pipe).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ class Service:
             require_initialized(self.data)
         with LedgerStore(self.data.ledger_db) as store:
             self.governance = follow_ledger(self.settings.data_dir, store)
-        self.keyring = self.governance.keyring  # live: the sequencer's verifier feeds it
+        self.keyring = self.governance.keyring  # live: kept by the follower of the ledger
         if self.settings.embedded:
             self.broker = EmbeddedBroker(start_timeout_s=self.settings.broker_start_timeout_s)
             await self.broker.astart()
@@ -270,7 +270,7 @@ class Service:
             self.client.on_pending.append(hook.notify)
             self._spawn("approval webhook", watch(self.stop_event, hook.run()))
         # The keyring as the backend holds it now, on every request: the live (governance)
-        # keyring the sequencer's follower feeds is what authenticates callers.
+        # keyring the ledger's governance follower keeps is what authenticates callers.
         auth = ApiAuth(lambda: backend.keyring,
                        load_tokens(self.settings.data_dir / TOKENS_FILE), clock=self.clock)
         app = make_api(backend, self.metrics, auth=auth)
