@@ -218,15 +218,18 @@ def test_up_exits_3_naming_the_component_when_its_process_is_killed(
 
 def test_ctrl_c_stops_up_and_every_child_in_order_with_exit_0(tmp_path: Path) -> None:
     """A terminal's Ctrl-C signals the whole foreground group: `up` stops with 0, no child
-    is left and none is reported failed. (The children run in sessions of their own, so
-    only `up` gets the signal and stops them in order; this test does not tell that apart:
-    with the children in `up`'s group it passes as well.)"""
+    is left and none is reported failed. The Python children run in sessions of their own,
+    so only `up` gets the signal and stops them in order."""
     data = tmp_path / "data"
     make_data_dir(data)
     up = ServiceProcess(data, new_session=True)
     try:
         children = children_of(up.proc.pid)
         assert len(children) == 4, children  # broker, sequencer, processor, monitor
+        python = [pid for pid in children
+                  if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(python) == 3, children
+        assert all(os.getsid(pid) == pid != os.getsid(up.proc.pid) for pid in python)
         os.killpg(up.proc.pid, signal.SIGINT)
         assert up.proc.wait(timeout=60) == 0, up.output()
     finally:
