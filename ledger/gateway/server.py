@@ -28,13 +28,11 @@ gateway waits for the calls in flight (up to ``call_timeout_s``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from typing import Any
 
 import mcp_types as types
-import uvicorn
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
@@ -45,6 +43,7 @@ from ledger.gateway.calls import CallPipeline
 from ledger.gateway.grants import ApprovalPending
 from ledger.gateway.rules import CallCode, CallRefused
 from ledger.gateway.upstreams import UpstreamError
+from ledger.http_server import HttpServer
 
 log = logging.getLogger("govledger.gateway")
 
@@ -123,27 +122,15 @@ class GatewayServer:
         """Serve streamable HTTP on ``host:port`` (0: a free port) at ``/mcp`` until ``stop``;
         prints ``govledger: mcp <url>`` to stderr once listening."""
         app = self.server.streamable_http_app(host=host)
-        server = _QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                             access_log=False))
-        task = asyncio.create_task(server.serve(), name="govledger-gateway-http")
-        while not server.started:
-            if task.done():
-                task.result()
-                raise Unavailable("the gateway's HTTP server did not start")
-            await asyncio.sleep(0.02)
-        bound_host, bound_port = server.servers[0].sockets[0].getsockname()[:2]
-        print(f"govledger: mcp http://{bound_host}:{bound_port}/mcp", file=sys.stderr,
-              flush=True)
+        server = HttpServer(app, host, port, what="the gateway's HTTP server",
+                            lifespan="auto")
+        url = await server.start()
+        print(f"govledger: mcp {url}/mcp", file=sys.stderr, flush=True)
+        served = asyncio.create_task(server.served())
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        stopped.cancel()
-        await task
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the command owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
+        try:
+            await asyncio.wait({served, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            await server.stop()
+        await served  # raises what stopped the server, if anything did

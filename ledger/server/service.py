@@ -38,6 +38,7 @@ from ledger.config import Settings
 from ledger.core.keys import KeyRing
 from ledger.datadir import DataDir, init_data_dir, require_initialized
 from ledger.errors import Unavailable
+from ledger.http_server import HttpServer
 from ledger.init_keys import InitReport
 from ledger.kafka.broker import EmbeddedBroker
 from ledger.kafka.clients import client_options
@@ -52,7 +53,6 @@ from ledger.server.auth import ApiAuth
 from ledger.server.backend import ServiceBackend, unless_stopping
 from ledger.server.children import Child, child_env
 from ledger.server.heartbeat import beat
-from ledger.server.http_server import HttpServer
 from ledger.server.metrics import Metrics, serve_metrics
 from ledger.server.sequencer_process import relay_metrics
 from ledger.server.sequencing import follow_governance, open_sequencer

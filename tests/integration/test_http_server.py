@@ -1,5 +1,6 @@
-"""The service's HTTP server (ledger/server/http_server.py): a port it cannot bind is an
-Unavailable from its start, not uvicorn's process exit; it serves and stops on its loop."""
+"""The HTTP server of the service and the MCP gateway (ledger/http_server.py): a port it
+cannot bind is an Unavailable from its start, not uvicorn's process exit; it serves and
+stops on its loop."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from ledger.errors import Unavailable
-from ledger.server.http_server import HttpServer
+from ledger.http_server import HttpServer
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,10 @@ The rules, as the layout fixes them:
 - ``ledger.core`` imports from this project only ``ledger.core`` and ``ledger.errors``
   (third-party and I/O imports: tests/unit/test_core_purity.py).
 - ``ledger.gateway`` (the MCP gateway, issue 17) imports only ``ledger.gateway``,
-  ``ledger.sdk``, ``ledger.core``, ``ledger.kafka``, ``ledger.config`` and ``ledger.errors``:
-  it is an executor, so it reaches the service through the SDK like any other (the CLI
-  reads its key files and hands them over).
+  ``ledger.sdk``, ``ledger.core``, ``ledger.kafka``, ``ledger.config``, ``ledger.errors``
+  and ``ledger.http_server`` (the uvicorn wrapper it shares with the service's API, a shell
+  module): it is an executor, so it reaches the service through the SDK like any other (the
+  CLI reads its key files and hands them over).
 - The packages ``ledger.core``, ``ledger.log``, ``ledger.kafka``, ``ledger.sdk``,
   ``ledger.gateway``, ``ledger.server`` and ``processors`` import each other without a
   cycle.
@@ -40,7 +41,7 @@ PROCESSORS_MAY_USE = ("ledger.core", "ledger.kafka", "ledger.log", "ledger.confi
                       "ledger.telemetry", "ledger.entrypoint")
 CORE_MAY_USE = ("ledger.core", "ledger.errors")
 GATEWAY_MAY_USE = ("ledger.gateway", "ledger.sdk", "ledger.core", "ledger.kafka",
-                   "ledger.config", "ledger.errors")
+                   "ledger.config", "ledger.errors", "ledger.http_server")
 OURS = ("ledger", "processors")
 
 
