@@ -4,7 +4,8 @@ GOVLEDGER_* (what ``govledger monitor`` and ``govledger up`` run as a child proc
 Needs the data directory (authority key, ``ledger.db``: the keys in force are the ledger's
 governance, followed live) and a running sequencer:
 it rebuilds its windows from the ledger first and writes ``--ready-file`` when it follows
-the topics. Exit status: 2 configuration, 3 unavailable (no broker, the ledger behind).
+the topics. Exit status: 2 configuration, 3 unavailable (no broker, the ledger behind) or an
+error no component expects; never 1, which ``govledger up`` reads as a failed check.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ledger.config import Settings, load_settings
 from ledger.datadir import DataDir
-from ledger.errors import ConfigError
+from ledger.errors import EXIT_INVALID, EXIT_UNAVAILABLE, ConfigError
 from ledger.keyfiles import load_signer
 from ledger.log.governance import LedgerKeyring
 from processors.core.monitor_rules import RuleConfig
@@ -78,10 +79,16 @@ def main() -> None:
     def on_ready() -> None:
         if ready is not None:
             ready.write_text("ready\n")
-    app = build_app(settings, settings.kafka_bootstrap, watcher,
-                    DataDir(settings.data_dir).ledger_db, on_ready)
-    sys.argv = [sys.argv[0], "--quiet", "worker", "--without-web", "--loglevel", "warn"]
-    app.main()
+    try:
+        app = build_app(settings, settings.kafka_bootstrap, watcher,
+                        DataDir(settings.data_dir).ledger_db, on_ready)
+        sys.argv = [sys.argv[0], "--quiet", "worker", "--without-web", "--loglevel", "warn"]
+        app.main()
+    except SystemExit as exc:  # faust's worker exits 1 on a crash: not a failed check here
+        sys.exit(EXIT_UNAVAILABLE if exc.code == EXIT_INVALID else exc.code)
+    except Exception:  # no component expects it: the system's fault (ledger.entrypoint)
+        log.exception("the monitor stopped on an unexpected error")
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 if __name__ == "__main__":
