@@ -50,6 +50,7 @@ class MetricsLines:
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
+        self._lag: dict[str, int] = {}  # the last lag sent per topic
 
     def _line(self, item: dict[str, object]) -> None:
         self.out.write(json.dumps(item, separators=(",", ":")) + "\n")
@@ -65,7 +66,11 @@ class MetricsLines:
         self._line({"size": size, "age_s": checkpoint_age_s})
 
     def set_lag(self, component: str, topic: str, lag: int) -> None:
-        self._line({"topic": topic, "lag": lag})
+        """Sent when it changed: the worker reports every topic on every pass of its loop,
+        and each line is read and parsed on the service's event loop."""
+        if self._lag.get(topic) != lag:
+            self._lag[topic] = lag
+            self._line({"topic": topic, "lag": lag})
 
 
 _MAX_COUNT = 2**53 - 1  # what JSON carries exactly; more is not a count this child sends

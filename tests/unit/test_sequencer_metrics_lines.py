@@ -40,6 +40,17 @@ def test_what_the_child_writes_the_parent_applies() -> None:
                   {"component": "sequencer", "topic": "gov.requests"}) == 3
 
 
+def test_a_lag_is_sent_when_it_changed() -> None:
+    out = io.StringIO()
+    child = MetricsLines(out)
+    for lag in (3, 3, 3, 0, 0, 5):  # the worker reports on every pass of its loop
+        child.set_lag("sequencer", "gov.requests", lag)
+    child.set_lag("sequencer", "gov.decisions", 3)
+    assert out.getvalue().splitlines() == [
+        '{"topic":"gov.requests","lag":3}', '{"topic":"gov.requests","lag":0}',
+        '{"topic":"gov.requests","lag":5}', '{"topic":"gov.decisions","lag":3}']
+
+
 @pytest.mark.parametrize("line", [
     b"not json\n", b"[1]\n", b"{}\n", b"\n",
     b'{"refused": {"X": "1"}}\n', b'{"refused": {"X": -1}}\n', b'{"refused": {"X": true}}\n',
